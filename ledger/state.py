@@ -1,0 +1,98 @@
+"""The ledger state the rules read: a deterministic function of the ordered transactions.
+
+Unspent outputs and transaction ids live in the store and are fetched a block at a time; the
+small, hot part (regulation schedule, last nonces, issued power per meter) lives in memory and
+is rebuilt from the store's issues and regulations at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from assets import AssetKind, Fa, Issue, Outpoint, Output, Regulate
+from ledger.issued import StepFunction
+from ledger.schedule import MeterStatus, RegulationSchedule
+from ledger.store import StoredOutput
+
+
+_NOTHING_ISSUED = StepFunction()
+
+
+class LedgerState:
+    """Regulations, nonces and issued power, as of the last transaction applied."""
+
+    def __init__(self) -> None:
+        self.schedule = RegulationSchedule()
+        self.nonces: dict[str, int] = {}
+        self._issued: dict[tuple[str, AssetKind], StepFunction] = {}
+
+    def issued(self, meter: str, kind: AssetKind) -> StepFunction:
+        """Power `meter` has issued of `kind`, per interval (W). Read only."""
+        return self._issued.get((meter, kind), _NOTHING_ISSUED)
+
+    def apply_issue(self, tx: Issue) -> None:
+        self.nonces[tx.meter] = tx.nonce
+        for output in tx.outputs:
+            asset = output.asset
+            if not isinstance(asset, Fa):
+                steps = self._issued.setdefault((tx.meter, asset.kind), StepFunction())
+                steps.add(asset.start, asset.end, asset.power)
+
+    def apply_regulate(self, tx: Regulate, seq: int) -> None:
+        self.schedule.apply(tx, seq)
+
+
+class BlockView:
+    """The ledger as the next transaction of a block sees it: the store as of the previous
+    block, what this block accepted so far, and the in-memory state (kept current)."""
+
+    def __init__(
+        self,
+        state: LedgerState,
+        known_txids: set[bytes],
+        stored: dict[Outpoint, StoredOutput],
+    ) -> None:
+        self._state = state
+        self._known = known_txids
+        self._stored = stored
+        self._new_txids: set[bytes] = set()
+        self._new_outputs: dict[Outpoint, Output] = {}
+        self._spent: set[Outpoint] = set()
+
+    def has_transaction(self, txid: bytes) -> bool:
+        return txid in self._known or txid in self._new_txids
+
+    def output(self, outpoint: Outpoint) -> Output | None:
+        new = self._new_outputs.get(outpoint)
+        if new is not None:
+            return new
+        stored = self._stored.get(outpoint)
+        return None if stored is None else stored.output
+
+    def is_spent(self, outpoint: Outpoint) -> bool:
+        if outpoint in self._spent:
+            return True
+        stored = self._stored.get(outpoint)
+        return stored is not None and stored.spent_by is not None
+
+    def meter_at(self, meter: str, interval: int) -> MeterStatus | None:
+        return self._state.schedule.meter_at(meter, interval)
+
+    def meter_pieces(
+        self, meter: str, start: int, end: int
+    ) -> Iterable[tuple[int, int, MeterStatus | None]]:
+        return self._state.schedule.meter_pieces(meter, start, end)
+
+    def last_nonce(self, meter: str) -> int | None:
+        return self._state.nonces.get(meter)
+
+    def issued(self, meter: str, kind: AssetKind) -> StepFunction:
+        return self._state.issued(meter, kind)
+
+    def record(
+        self, txid: bytes, created: Iterable[tuple[Outpoint, Output]], spent: Iterable[Outpoint]
+    ) -> None:
+        """An accepted transaction: later ones in the block see its id, outputs and spends."""
+        self._new_txids.add(txid)
+        self._new_outputs.update(created)
+        self._spent.update(spent)

@@ -1,0 +1,387 @@
+"""Durable storage of the ledger through SQLAlchemy 2 Core (DESIGN.md section 6).
+
+SQLite (WAL, synchronous=FULL: a commit is on disk when it returns) is the embedded default;
+PostgreSQL by URL. A block, with its transactions, outputs, spends and Merkle nodes, is written
+in one database transaction: it is there entirely or not at all. Rows are never updated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from assets import AssetKind, Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
+from ledger.blocks import BlockHeader, SignedHead
+
+SCHEMA_VERSION = b"1"
+_CHUNK = 500  # bound parameters per IN (...) query
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False, unique=True),
+    Column("prev", LargeBinary(32), nullable=False),
+    Column("time", BigInteger, nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("sequencer_key", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+)
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # leaf index in the log
+    Column("txid", LargeBinary(32), nullable=False, unique=True),
+    Column("height", BigInteger, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # canonical JSON with signatures: the leaf
+)
+# Issues and regulations rebuild the in-memory state at start-up; transfers need not be read.
+Index(
+    "ix_transactions_state",
+    transactions.c.seq,
+    sqlite_where=transactions.c.type != "transfer",
+    postgresql_where=transactions.c.type != "transfer",
+)
+outputs = Table(
+    "outputs",
+    metadata,
+    Column("outpoint", LargeBinary(36), primary_key=True),  # txid || index as 4 bytes
+    Column("seq", BigInteger, nullable=False),
+    Column("address", LargeBinary(32), nullable=False, index=True),
+    Column("kind", String(3), nullable=False),
+    Column("power", BigInteger),
+    Column("start_interval", BigInteger),
+    Column("end_interval", BigInteger),
+    Column("amount", BigInteger),
+    sqlite_with_rowid=False,
+)
+spends = Table(
+    "spends",
+    metadata,
+    Column("outpoint", LargeBinary(36), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # the spending transaction
+    sqlite_with_rowid=False,
+)
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("index", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+
+def outpoint_key(outpoint: Outpoint) -> bytes:
+    return outpoint.txid + outpoint.index.to_bytes(4, "big")
+
+
+def _outpoint_from_key(key: bytes) -> Outpoint:
+    return Outpoint(key[:32], int.from_bytes(key[32:], "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    seq: int
+    txid: bytes
+    type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutput:
+    outpoint: Outpoint
+    output: Output
+    seq: int  # the transaction that created it
+    spent_by: int | None  # the transaction that spent it, if any
+
+
+@dataclass(slots=True)
+class BlockWrite:
+    """Everything one block adds, written atomically by `Store.write_block`."""
+
+    transactions: list[StoredTransaction]
+    outputs: list[tuple[Outpoint, Output, int]]
+    spends: list[tuple[Outpoint, int]]
+    nodes: list[tuple[int, int, bytes]]
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked (wrong genesis, newer schema, ...)."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # durable: a committed block survives power loss
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for `url`: SQLite made durable, PostgreSQL with a healthy pool."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Store:
+    """The ledger's tables. Reads are safe from any thread; one writer appends blocks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._chain: bytes | None = None
+        self.engine = create_store_engine(url)
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+            if version is None:
+                conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"store schema {version.decode()} is not {SCHEMA_VERSION.decode()}: "
+                    "use a PETra release that knows it"
+                )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------- genesis
+
+    def genesis(self) -> bytes | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(meta.c.value).where(meta.c.key == "genesis"))
+
+    def init_genesis(self, raw: bytes) -> None:
+        """Bind the store to a genesis; refuse a store that already belongs to another."""
+        existing = self.genesis()
+        if existing is None:
+            with self.engine.begin() as conn:
+                conn.execute(meta.insert(), {"key": "genesis", "value": raw})
+        elif existing != raw:
+            raise StoreError(f"the store at {self.url} belongs to another genesis")
+
+    # ------------------------------------------------------------- writing
+
+    def write_block(self, head: SignedHead, block: BlockWrite) -> None:
+        """Append one block atomically: all of it is durable when this returns, or none of it."""
+        header = head.header
+        with self.engine.begin() as conn:
+            if block.transactions:
+                conn.execute(
+                    transactions.insert(),
+                    [
+                        {
+                            "seq": t.seq,
+                            "txid": t.txid,
+                            "height": header.height,
+                            "type": t.type,
+                            "body": t.body,
+                        }
+                        for t in block.transactions
+                    ],
+                )
+            if block.outputs:
+                conn.execute(outputs.insert(), [_output_row(*o) for o in block.outputs])
+            if block.spends:
+                conn.execute(
+                    spends.insert(),
+                    [{"outpoint": outpoint_key(o), "seq": seq} for o, seq in block.spends],
+                )
+            if block.nodes:
+                conn.execute(
+                    merkle_nodes.insert(),
+                    [{"level": lv, "index": i, "hash": h} for lv, i, h in block.nodes],
+                )
+            conn.execute(
+                blocks.insert(),
+                {
+                    "height": header.height,
+                    "hash": header.hash,
+                    "prev": header.prev,
+                    "time": header.time,
+                    "tree_size": header.tree_size,
+                    "root": header.root,
+                    "sequencer_key": head.sequencer_key,
+                    "signature": head.signature,
+                },
+            )
+
+    # ------------------------------------------------------------- reading
+
+    def head(self) -> SignedHead | None:
+        """The latest block's signed head, or None before the first block."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(blocks).order_by(blocks.c.height.desc()).limit(1)).first()
+        return None if row is None else self._head(row)
+
+    def block(self, height: int) -> SignedHead | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(blocks).where(blocks.c.height == height)).first()
+        return None if row is None else self._head(row)
+
+    def heads(self) -> Iterator[SignedHead]:
+        """Every block's signed head, by height."""
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(blocks).order_by(blocks.c.height)):
+                yield self._head(row)
+
+    def _head(self, row: Any) -> SignedHead:
+        chain = self._chain_id()
+        header = BlockHeader(chain, row.height, row.prev, row.time, row.tree_size, row.root)
+        return SignedHead(header, row.sequencer_key, row.signature)
+
+    def _chain_id(self) -> bytes:
+        if self._chain is None:
+            raw = self.genesis()
+            if raw is None:
+                raise StoreError("the store has no genesis yet")
+            self._chain = chain_id(parse_genesis(raw))
+        return self._chain
+
+    def known_txids(self, txids: Collection[bytes]) -> set[bytes]:
+        """Which of `txids` are on the ledger."""
+        found: set[bytes] = set()
+        query = select(transactions.c.txid).where(
+            transactions.c.txid.in_(bindparam("ids", expanding=True))
+        )
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(txids)):
+                found.update(conn.scalars(query, {"ids": chunk}))
+        return found
+
+    def outputs(self, outpoints: Collection[Outpoint]) -> dict[Outpoint, StoredOutput]:
+        """The outputs among `outpoints` that exist, with whether and by what they were spent."""
+        query = (
+            select(outputs, spends.c.seq.label("spent_by"))
+            .outerjoin(spends, spends.c.outpoint == outputs.c.outpoint)
+            .where(outputs.c.outpoint.in_(bindparam("keys", expanding=True)))
+        )
+        found: dict[Outpoint, StoredOutput] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks([outpoint_key(o) for o in outpoints]):
+                for row in conn.execute(query, {"keys": chunk}):
+                    stored = _stored_output(row)
+                    found[stored.outpoint] = stored
+        return found
+
+    def unspent(self, address: bytes) -> list[StoredOutput]:
+        """The unspent outputs owned by `address`, oldest first."""
+        query = (
+            select(outputs, spends.c.seq.label("spent_by"))
+            .outerjoin(spends, spends.c.outpoint == outputs.c.outpoint)
+            .where(outputs.c.address == address, spends.c.seq.is_(None))
+            .order_by(outputs.c.seq, outputs.c.outpoint)
+        )
+        with self.engine.connect() as conn:
+            return [_stored_output(row) for row in conn.execute(query)]
+
+    def transaction(self, txid: bytes) -> StoredTransaction | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(transactions).where(transactions.c.txid == txid)).first()
+        return None if row is None else StoredTransaction(row.seq, row.txid, row.type, row.body)
+
+    def state_transactions(self) -> Iterator[StoredTransaction]:
+        """Every issue and regulate, in ledger order: what the in-memory state is built from."""
+        query = (
+            select(transactions)
+            .where(transactions.c.type != "transfer")
+            .order_by(transactions.c.seq)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield StoredTransaction(row.seq, row.txid, row.type, row.body)
+
+    def transactions_in(self, first_seq: int, end_seq: int) -> list[StoredTransaction]:
+        """Transactions at log positions first_seq <= seq < end_seq, in order."""
+        query = (
+            select(transactions)
+            .where(transactions.c.seq >= first_seq, transactions.c.seq < end_seq)
+            .order_by(transactions.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [
+                StoredTransaction(r.seq, r.txid, r.type, r.body) for r in conn.execute(query)
+            ]
+
+    def transaction_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(transactions)) or 0
+
+    def perfect_node(self, level: int, index: int) -> bytes:
+        """The Merkle hash of the perfect subtree (level, index); KeyError if not stored."""
+        with self.engine.connect() as conn:
+            value = conn.scalar(
+                select(merkle_nodes.c.hash).where(
+                    merkle_nodes.c.level == level, merkle_nodes.c.index == index
+                )
+            )
+        if value is None:
+            raise KeyError((level, index))
+        return value
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _output_row(outpoint: Outpoint, output: Output, seq: int) -> dict[str, Any]:
+    asset = output.asset
+    energy = not isinstance(asset, Fa)
+    return {
+        "outpoint": outpoint_key(outpoint),
+        "seq": seq,
+        "address": output.address,
+        "kind": str(asset.kind),
+        "power": asset.power if energy else None,
+        "start_interval": asset.start if energy else None,
+        "end_interval": asset.end if energy else None,
+        "amount": None if energy else asset.amount,
+    }
+
+
+def _stored_output(row: Any) -> StoredOutput:
+    kind = AssetKind(row.kind)
+    asset: Epa | Eca | Fa
+    if kind is AssetKind.FA:
+        asset = Fa(row.amount)
+    elif kind is AssetKind.EPA:
+        asset = Epa(row.power, row.start_interval, row.end_interval)
+    else:
+        asset = Eca(row.power, row.start_interval, row.end_interval)
+    return StoredOutput(
+        _outpoint_from_key(row.outpoint), Output(asset, row.address), row.seq, row.spent_by
+    )

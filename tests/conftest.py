@@ -1,0 +1,184 @@
+"""Real services for the suite: each started once per session and handed out by one fixture."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+POSTGRES_ROLE = "petra"
+POSTGRES_SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
+POSTGRES_START_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A throw-away PostgreSQL server on 127.0.0.1 that trusts the `petra` role."""
+
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        """SQLAlchemy URL of the server, without a database name."""
+        return f"postgresql+psycopg://{POSTGRES_ROLE}@{self.host}:{self.port}"
+
+    def fresh_database(self) -> str:
+        """Create a new, uniquely named, empty database and return its SQLAlchemy URL."""
+        name = f"petra_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(
+            host=self.host, port=self.port, user=POSTGRES_ROLE, dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return f"{self.base_url}/{name}"
+
+
+def _major_version(bindir: Path) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in bindir.parent.name.split("."))
+    except ValueError:
+        return ()
+
+
+def _has_server_tools(bindir: Path) -> bool:
+    return all(os.access(bindir / tool, os.X_OK) for tool in POSTGRES_SERVER_TOOLS)
+
+
+def _postgres_bindir() -> Path | None:
+    """Debian's server binaries (newest major first), else wherever `pg_config` points."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_major_version, reverse=True)
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if result.returncode == 0:
+            candidates.append(Path(result.stdout.strip()))
+    return next((bindir for bindir in candidates if _has_server_tools(bindir)), None)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def _wait_until_accepting(server: PostgresServer, log: Path) -> None:
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT_S
+    while True:
+        try:
+            with psycopg.connect(
+                host=server.host, port=server.port, user=POSTGRES_ROLE, dbname="postgres"
+            ):
+                return
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL is not accepting connections: {error}\n{_log_tail(log)}")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session, with fsync on (durability is under test)."""
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL server not installed: run `make system-deps` "
+            "(needs Debian's postgresql package)"
+        )
+    # PostgreSQL refuses to run as root, so root runs it as the `postgres` system user.
+    as_server_user: Sequence[str] = ()
+    workdir = Path(tempfile.mkdtemp(prefix="petra-pg-"))
+    if os.geteuid() == 0:
+        try:
+            server_user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(workdir)
+            pytest.skip("PostgreSQL needs a `postgres` system user when tests run as root")
+        os.chown(workdir, server_user.pw_uid, server_user.pw_gid)
+        as_server_user = ("runuser", "-u", "postgres", "--")
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*as_server_user, *command],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=POSTGRES_START_TIMEOUT_S * 2,
+        )
+
+    datadir, log = workdir / "data", workdir / "server.log"
+    port = _free_port()
+    try:
+        initdb = run(
+            str(bindir / "initdb"),
+            f"--pgdata={datadir}",
+            "--auth=trust",
+            f"--username={POSTGRES_ROLE}",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
+        if initdb.returncode != 0:
+            pytest.fail(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} "
+            f"-c unix_socket_directories={workdir} -c fsync=on"
+        )
+        start = run(
+            str(bindir / "pg_ctl"),
+            "start",
+            f"--pgdata={datadir}",
+            f"--log={log}",
+            f"--options={options}",
+            "--wait",
+            f"--timeout={POSTGRES_START_TIMEOUT_S}",
+        )
+        if start.returncode != 0:
+            pytest.fail(
+                f"PostgreSQL failed to start on port {port}:\n{start.stdout}\n{start.stderr}\n"
+                f"--- server log ---\n{_log_tail(log)}"
+            )
+        server = PostgresServer(host="127.0.0.1", port=port)
+        _wait_until_accepting(server, log)
+        yield server
+    finally:
+        if (datadir / "postmaster.pid").exists():
+            stop = run(str(bindir / "pg_ctl"), "stop", f"--pgdata={datadir}", "--mode=fast")
+            if stop.returncode != 0:
+                run(str(bindir / "pg_ctl"), "stop", f"--pgdata={datadir}", "--mode=immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLAlchemy URL of an empty ledger store, once per back-end."""
+    backend: str = request.param
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.sqlite"
+    # Looked up here, not requested, so the SQLite runs never wait for (or skip on) PostgreSQL.
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.fresh_database()
