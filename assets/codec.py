@@ -359,9 +359,7 @@ def _output(value: Any, where: str) -> Output:
 
 def _outpoint(value: Any, where: str) -> Outpoint:
     _object(value, where, _OUTPOINT_KEYS)
-    return Outpoint(
-        _hex(value["tx"], 32, f"{where}.tx"), _int(value["index"], f"{where}.index", 0)
-    )
+    return Outpoint(_hex(value["tx"], 32, f"{where}.tx"), _int(value["index"], f"{where}.index", 0))
 
 
 def _signature(value: Any, where: str) -> Signature:

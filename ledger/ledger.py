@@ -171,8 +171,9 @@ class Ledger:
             seq = self.tree.size
             tx = item.tx
             created = (
-                [] if isinstance(tx, Regulate) else
-                [(Outpoint(item.txid, n), o) for n, o in enumerate(tx.outputs)]
+                []
+                if isinstance(tx, Regulate)
+                else [(Outpoint(item.txid, n), o) for n, o in enumerate(tx.outputs)]
             )
             spent = list(tx.inputs) if isinstance(tx, Transfer) else []
             view.record(item.txid, created, spent)

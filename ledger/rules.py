@@ -159,9 +159,7 @@ def check_balanced(inputs: Iterable[Output], outputs: Iterable[Output], tx_id: b
                 steps[asset.start] += sign * asset.power
                 steps[asset.end + 1] -= sign * asset.power
     if fa != 0:
-        raise Rejected(
-            Code.UNBALANCED, f"FA inputs and outputs differ by {fa} micro-units", tx_id
-        )
+        raise Rejected(Code.UNBALANCED, f"FA inputs and outputs differ by {fa} micro-units", tx_id)
     for kind, steps in changes.items():
         if any(steps.values()):
             first = min(t for t, change in steps.items() if change)
@@ -179,7 +177,9 @@ def meter_in_force(view: LedgerView, decoded: Decoded, now: int) -> MeterStatus:
     status = view.meter_at(tx.meter, now)
     if status is None or status.public_key is None:
         raise Rejected(
-            Code.METER_UNKNOWN, f"meter {tx.meter} is not authorized at interval {now}", decoded.txid
+            Code.METER_UNKNOWN,
+            f"meter {tx.meter} is not authorized at interval {now}",
+            decoded.txid,
         )
     if status.banned:
         raise Rejected(

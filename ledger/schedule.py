@@ -91,7 +91,9 @@ class RegulationSchedule:
                 status = MeterStatus(key, max_epa, max_eca, False)
         return status
 
-    def meter_pieces(self, meter: str, start: int, end: int) -> Iterator[tuple[int, int, MeterStatus | None]]:
+    def meter_pieces(
+        self, meter: str, start: int, end: int
+    ) -> Iterator[tuple[int, int, MeterStatus | None]]:
         """(first, last, status) runs of intervals in [start, end] over which the status is constant."""
         changes = sorted(
             {e.time + 1 for e in self._meters.get(meter, ()) if start < e.time + 1 <= end}

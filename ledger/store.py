@@ -332,9 +332,7 @@ class Store:
             .order_by(transactions.c.seq)
         )
         with self.engine.connect() as conn:
-            return [
-                StoredTransaction(r.seq, r.txid, r.type, r.body) for r in conn.execute(query)
-            ]
+            return [StoredTransaction(r.seq, r.txid, r.type, r.body) for r in conn.execute(query)]
 
     def transaction_count(self) -> int:
         with self.engine.connect() as conn:

@@ -1,0 +1,1 @@
+"""The `petra` command: one console script with a sub-command per role."""

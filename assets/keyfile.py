@@ -1,0 +1,82 @@
+"""Named Ed25519 keys serialised for storage: sealed with a passphrase, or (for tests) in clear.
+
+Sealed: Argon2id (libsodium's moderate limits) derives a key from the passphrase; XSalsa20-
+Poly1305 (SecretBox) encrypts and authenticates. A wrong passphrase or a changed byte is
+refused, never half-read. Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+
+from assets.signing import Keypair
+
+FORMAT = "petra-keys-v1"
+_KDF = nacl.pwhash.argon2id
+
+
+class KeyFileError(Exception):
+    """The key file cannot be read: wrong passphrase, damaged, or not a key file."""
+
+
+def dump_keys(keys: dict[str, Keypair], passphrase: bytes | None) -> bytes:
+    """Serialise named keys; sealed under `passphrase` unless it is None."""
+    body = json.dumps({name: k.seed.hex() for name, k in sorted(keys.items())}).encode()
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "public": {n: k.public_key.hex() for n, k in keys.items()},
+    }
+    if passphrase is None:
+        document["keys"] = json.loads(body)
+    else:
+        salt = nacl.utils.random(_KDF.SALTBYTES)
+        box = nacl.secret.SecretBox(_derive(passphrase, salt))
+        document["kdf"] = {
+            "name": "argon2id",
+            "salt": salt.hex(),
+            "ops": _KDF.OPSLIMIT_MODERATE,
+            "mem": _KDF.MEMLIMIT_MODERATE,
+        }
+        document["sealed"] = bytes(box.encrypt(body)).hex()
+    return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def load_keys(raw: bytes, passphrase: bytes | None) -> dict[str, Keypair]:
+    """Named keys from `dump_keys` output; KeyFileError with the reason if it cannot be read."""
+    try:
+        document = json.loads(raw)
+        if document.get("format") != FORMAT:
+            raise KeyFileError(f"not a PETra key file (format is not {FORMAT})")
+        if "keys" in document:
+            seeds = document["keys"]
+        else:
+            if passphrase is None:
+                raise KeyFileError("the key file is encrypted: give its passphrase")
+            kdf = document["kdf"]
+            key = _derive(passphrase, bytes.fromhex(kdf["salt"]), kdf["ops"], kdf["mem"])
+            seeds = json.loads(
+                nacl.secret.SecretBox(key).decrypt(bytes.fromhex(document["sealed"]))
+            )
+        keys = {name: Keypair(bytes.fromhex(seed)) for name, seed in seeds.items()}
+    except nacl.exceptions.CryptoError:
+        raise KeyFileError("wrong passphrase, or the key file was changed") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeyFileError(f"the key file is damaged ({exc})") from None
+    if any(len(k.seed) != 32 for k in keys.values()):
+        raise KeyFileError("the key file is damaged (a seed is not 32 bytes)")
+    return keys
+
+
+def _derive(
+    passphrase: bytes,
+    salt: bytes,
+    ops: int = _KDF.OPSLIMIT_MODERATE,
+    mem: int = _KDF.MEMLIMIT_MODERATE,
+) -> bytes:
+    return _KDF.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=ops, memlimit=mem)

@@ -1,0 +1,242 @@
+"""`petra`: the command line of every PETra role. Errors are one sentence, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from assets import Genesis, Keypair, Rejected, chain_id
+from assets.codec import genesis_to_wire
+from assets.keyfile import KeyFileError, dump_keys, load_keys
+
+app = typer.Typer(
+    help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+ledger_app = typer.Typer(
+    help="The ledger: genesis, conformance replay, demo.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="Benchmarks, printed as ratios against baselines of the same run.", no_args_is_help=True
+)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+PASSPHRASE_ENV = "PETRA_PASSPHRASE"
+
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"File holding the key file's passphrase (else ${PASSPHRASE_ENV}).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """The passphrase from `path` (first line) or the environment; None when neither is given."""
+    if path is not None:
+        return path.read_bytes().splitlines()[0] if path.read_bytes() else b""
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode() if value is not None else None
+
+
+def read_genesis(path: Path) -> tuple[bytes, Genesis]:
+    from assets import parse_genesis
+
+    try:
+        raw = path.read_bytes()
+        return raw, parse_genesis(raw)
+    except OSError as exc:
+        fail(f"cannot read the genesis {path}: {exc.strerror}")
+    except Rejected as exc:
+        fail(f"{path} is not a valid genesis: {exc.message}")
+
+
+def read_keys(path: Path, passphrase_file: Path | None) -> dict[str, Keypair]:
+    try:
+        return load_keys(path.read_bytes(), read_passphrase(passphrase_file))
+    except OSError as exc:
+        fail(f"cannot read the key file {path}: {exc.strerror}")
+    except KeyFileError as exc:
+        fail(f"{path}: {exc}")
+
+
+@ledger_app.command("genesis")
+def genesis_command(
+    out: Annotated[Path, typer.Option(help="Where to write the genesis JSON.")] = Path(
+        "genesis.json"
+    ),
+    keys_out: Annotated[
+        Path, typer.Option("--keys", help="Where to write the DSO and sequencer keys.")
+    ] = Path("keys.json"),
+    name: Annotated[str, typer.Option(help="The community's name.")] = "PETra community",
+    interval_s: Annotated[int, typer.Option(min=1, help="Interval length in seconds.")] = 900,
+    epoch: Annotated[
+        int | None,
+        typer.Option(
+            help="Unix time interval 0 starts at (default: the current interval's start)."
+        ),
+    ] = None,
+    currency: Annotated[
+        str, typer.Option(help="The currency FA amounts are micro-units of.")
+    ] = "EUR",
+    dso_keys: Annotated[int, typer.Option(min=1, max=64, help="How many DSO keys.")] = 1,
+    sequencer_keys: Annotated[
+        int, typer.Option(min=1, max=64, help="How many sequencer keys.")
+    ] = 1,
+    passphrase_file: PassphraseFile = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a new genesis with fresh DSO and sequencer keys (keys sealed when a passphrase is given)."""
+    for path in (out, keys_out):
+        if path.exists() and not force:
+            fail(f"{path} exists; pass --force to overwrite it")
+    keys = {f"dso-{n}": Keypair.generate() for n in range(dso_keys)}
+    keys.update({f"sequencer-{n}": Keypair.generate() for n in range(sequencer_keys)})
+    start = epoch if epoch is not None else int(time.time()) // interval_s * interval_s
+    genesis = Genesis(
+        name=name,
+        interval_s=interval_s,
+        epoch=start,
+        currency=currency,
+        dso_keys=tuple(k.public_key for n, k in keys.items() if n.startswith("dso-")),
+        sequencer_keys=tuple(k.public_key for n, k in keys.items() if n.startswith("sequencer-")),
+    )
+    passphrase = read_passphrase(passphrase_file)
+    if passphrase is None:
+        err.print(
+            f"[yellow]warning:[/yellow] no passphrase given: {keys_out} holds the keys in clear"
+        )
+    _write_private(keys_out, dump_keys(keys, passphrase))
+    out.write_text(json.dumps(genesis_to_wire(genesis), indent=2, sort_keys=True) + "\n")
+    typer.echo(f"genesis {chain_id(genesis).hex()} written to {out}; keys in {keys_out}")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `data` readable by its owner only, replacing `path` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    if str(path) == "-":
+        yield from sys.stdin.buffer
+        return
+    with path.open("rb") as f:
+        yield from f
+
+
+@ledger_app.command("replay")
+def replay_command(
+    file: Annotated[
+        Path, typer.Argument(help='JSON lines: transactions and {"block_time": N} (- for stdin).')
+    ],
+    genesis: Annotated[
+        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+    ],
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL of a store to replay into (default: a temporary SQLite file)."
+        ),
+    ] = None,
+    keys: Annotated[
+        Path | None, typer.Option(help="Key file holding a sequencer key, to sign heads.")
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+    parallel: Annotated[bool, typer.Option(help="Verify signatures on every core.")] = True,
+) -> None:
+    """Replay transactions in order; print `<txid> ok` or `<txid> <code>` per transaction."""
+    from ledger import open_ledger
+    from ledger.replay import outcome_line, replay
+    from ledger.store import StoreError
+    from ledger.verifier import ParallelVerifier, SerialVerifier
+
+    genesis_raw, genesis_doc = read_genesis(genesis)
+    sequencer = None
+    if keys is not None:
+        found = [
+            k
+            for k in read_keys(keys, passphrase_file).values()
+            if k.public_key in genesis_doc.sequencer_keys
+        ]
+        if not found:
+            fail(f"{keys} holds none of the genesis's sequencer keys")
+        sequencer = found[0]
+    if str(file) != "-" and not file.is_file():
+        fail(f"cannot read {file}: no such file")
+    with tempfile.TemporaryDirectory(prefix="petra-replay-") as tmp:
+        url = store or f"sqlite:///{tmp}/ledger.sqlite"
+        verifier = ParallelVerifier() if parallel else SerialVerifier()
+        try:
+            ledger = open_ledger(url, genesis_raw, sequencer, verifier)
+            out = sys.stdout
+            summary = replay(
+                ledger,
+                _lines(file),
+                lambda outcome: out.write(outcome_line(outcome) + "\n"),
+                lambda message: err.print(f"[yellow]warning:[/yellow] {message}"),
+            )
+            out.flush()
+        except StoreError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror}")
+        finally:
+            verifier.close()
+        head = ledger.head
+        root = head.header.root.hex() if head else "-"
+        err.print(
+            f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.blocks} blocks; "
+            f"tree size {ledger.size}, root {root}"
+        )
+        ledger.store.close()
+
+
+@ledger_app.command("demo")
+def demo_command() -> None:
+    """Walk through a trade on an in-process ledger, explaining each step."""
+    from ledger.demo import run_demo
+
+    run_demo(Console())
+
+
+@bench_app.command("ledger")
+def bench_ledger_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    large: Annotated[int, typer.Option(help="Ledger size for the large-ledger rate.")] = 1_000_000,
+    store: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: a temporary SQLite file).")
+    ] = None,
+) -> None:
+    """Committed transfers per second against Ed25519 verifications per second, one run."""
+    from ledger.bench import run_ledger_bench
+
+    run_ledger_bench(as_json=as_json, large=large, store=store, console=Console(stderr=as_json))
+
+
+def main() -> None:
+    app()
