@@ -19,7 +19,7 @@ class AssetKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Epa:
-    """Energy production asset: `power` watts in every interval from `start` to `end`, inclusive."""
+    """Energy production asset: `power` watts in each interval from `start` to `end`, inclusive."""
 
     power: int
     start: int
@@ -29,7 +29,7 @@ class Epa:
 
 @dataclass(frozen=True, slots=True)
 class Eca:
-    """Energy consumption asset: `power` watts in every interval from `start` to `end`, inclusive."""
+    """Energy consumption asset: `power` watts in each interval from `start` to `end`, inclusive."""
 
     power: int
     start: int

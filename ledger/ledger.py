@@ -25,8 +25,8 @@ from assets import (
     decode_transaction,
     parse_genesis,
 )
-from assets.codec import genesis_to_wire
 from assets.canonical import canonical_json
+from assets.codec import genesis_to_wire
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState

@@ -171,7 +171,7 @@ def check_balanced(inputs: Iterable[Output], outputs: Iterable[Output], tx_id: b
 
 
 def meter_in_force(view: LedgerView, decoded: Decoded, now: int) -> MeterStatus:
-    """The issuing meter's status at `now`: `meter_unknown` or `meter_banned` if it may not issue."""
+    """The issuer's status at `now`; `meter_unknown` or `meter_banned` if it may not issue."""
     tx = decoded.tx
     assert isinstance(tx, Issue)
     status = view.meter_at(tx.meter, now)
@@ -222,10 +222,15 @@ def _check_limits(
                     )
                 limit = 0 if status is None else status.limit(kind)
                 if before + power >= limit:
+                    allowance = (
+                        f"must stay strictly below its MAX{kind} of {limit} W"
+                        if status is not None
+                        else "is not authorized to issue there"
+                    )
                     raise Rejected(
                         Code.LIMIT_EXCEEDED,
                         f"meter {meter} would have issued {before + power} W of {kind} "
-                        f"at interval {t}; the limit is below {limit} W",
+                        f"at interval {t}, and {allowance}",
                         tx_id,
                     )
 

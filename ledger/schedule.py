@@ -7,6 +7,7 @@ time < t, later ones (in ledger order) overriding earlier ones field by field.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,12 +95,12 @@ class RegulationSchedule:
     def meter_pieces(
         self, meter: str, start: int, end: int
     ) -> Iterator[tuple[int, int, MeterStatus | None]]:
-        """(first, last, status) runs of intervals in [start, end] over which the status is constant."""
+        """(first, last, status) runs of intervals in [start, end] with one status each."""
         changes = sorted(
             {e.time + 1 for e in self._meters.get(meter, ()) if start < e.time + 1 <= end}
         )
         bounds = [start, *changes, end + 1]
-        for first, following in zip(bounds, bounds[1:], strict=False):
+        for first, following in itertools.pairwise(bounds):
             yield first, following - 1, self.meter_at(meter, first)
 
     def meters(self) -> list[str]:

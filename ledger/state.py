@@ -14,7 +14,6 @@ from ledger.issued import StepFunction
 from ledger.schedule import MeterStatus, RegulationSchedule
 from ledger.store import StoredOutput
 
-
 _NOTHING_ISSUED = StepFunction()
 
 

@@ -348,7 +348,7 @@ class Store:
             )
         if value is None:
             raise KeyError((level, index))
-        return value
+        return bytes(value)
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -358,17 +358,21 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 def _output_row(outpoint: Outpoint, output: Output, seq: int) -> dict[str, Any]:
     asset = output.asset
-    energy = not isinstance(asset, Fa)
-    return {
+    row: dict[str, Any] = {
         "outpoint": outpoint_key(outpoint),
         "seq": seq,
         "address": output.address,
         "kind": str(asset.kind),
-        "power": asset.power if energy else None,
-        "start_interval": asset.start if energy else None,
-        "end_interval": asset.end if energy else None,
-        "amount": None if energy else asset.amount,
+        "power": None,
+        "start_interval": None,
+        "end_interval": None,
+        "amount": None,
     }
+    if isinstance(asset, Fa):
+        row["amount"] = asset.amount
+    else:
+        row.update(power=asset.power, start_interval=asset.start, end_interval=asset.end)
+    return row
 
 
 def _stored_output(row: Any) -> StoredOutput:

@@ -105,7 +105,7 @@ def genesis_command(
     passphrase_file: PassphraseFile = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
 ) -> None:
-    """Write a new genesis with fresh DSO and sequencer keys (keys sealed when a passphrase is given)."""
+    """Write a new genesis with fresh DSO and sequencer keys (sealed if a passphrase is given)."""
     for path in (out, keys_out):
         if path.exists() and not force:
             fail(f"{path} exists; pass --force to overwrite it")
@@ -197,7 +197,7 @@ def replay_command(
             summary = replay(
                 ledger,
                 _lines(file),
-                lambda outcome: out.write(outcome_line(outcome) + "\n"),
+                lambda outcome: print(outcome_line(outcome), file=out),
                 lambda message: err.print(f"[yellow]warning:[/yellow] {message}"),
             )
             out.flush()
@@ -219,9 +219,12 @@ def replay_command(
 @ledger_app.command("demo")
 def demo_command() -> None:
     """Walk through a trade on an in-process ledger, explaining each step."""
-    from ledger.demo import run_demo
+    from ledger.demo import DemoFailed, run_demo
 
-    run_demo(Console())
+    try:
+        run_demo(Console())
+    except DemoFailed as exc:
+        fail(f"the demo went wrong: {exc}")
 
 
 @bench_app.command("ledger")
