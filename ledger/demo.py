@@ -41,7 +41,6 @@ from ledger.ledger import BlockResult, Ledger
 from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from ledger.scenario import Scenario, pay
 from ledger.store import Store
-from ledger.verifier import SerialVerifier
 
 MICRO = 10**6  # micro-units per unit of the currency
 J_PER_KWH = 3_600_000
@@ -90,9 +89,7 @@ def run_demo(console: Console) -> None:
     with tempfile.TemporaryDirectory(prefix="petra-demo-") as directory:
         store = Store(f"sqlite:///{Path(directory) / 'ledger.sqlite'}")
         try:
-            ledger = Ledger(
-                store, scenario.genesis, sequencer_key=scenario.sequencer, verifier=SerialVerifier()
-            )
+            ledger = Ledger(store, scenario.genesis, sequencer_key=scenario.sequencer)
             Demo(console, ledger, scenario).run()
         finally:
             store.close()

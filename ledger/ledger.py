@@ -8,6 +8,7 @@ block adds. The state is a deterministic function of the ordered transactions an
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,12 +27,12 @@ from assets import (
     parse_genesis,
 )
 from assets.canonical import canonical_json
-from assets.codec import genesis_to_wire
+from assets.codec import genesis_to_wire, trusted_transaction
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState
+from ledger.static import StaticVerdict, check_batch
 from ledger.store import BlockWrite, Store, StoredTransaction
-from ledger.verifier import SerialVerifier, SignatureVerifier
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,27 @@ class BlockResult:
     outcomes: list[Outcome]
 
 
+@dataclass(frozen=True, slots=True)
+class BuiltBlock:
+    """A block validated and applied in memory, not yet durable (`Ledger.write`)."""
+
+    result: BlockResult
+    write: BlockWrite
+
+
 class Ledger:
-    """One chain's ledger over a store. Not thread-safe: one sequencer feeds `append_block`."""
+    """One chain's ledger over a store.
+
+    Blocks are built (validated, applied in memory) by one thread, in order, and written
+    (made durable) in the same order, possibly by another thread while the next is built:
+    built-but-unwritten blocks are an overlay the next build reads through.
+    """
 
     def __init__(
         self,
         store: Store,
         genesis: Genesis,
         sequencer_key: Keypair | None = None,
-        verifier: SignatureVerifier | None = None,
     ) -> None:
         self.store = store
         self.genesis = genesis
@@ -76,17 +89,19 @@ class Ledger:
         self.sequencer_key = sequencer_key or Keypair.generate()
         if sequencer_key is not None and sequencer_key.public_key not in genesis.sequencer_keys:
             raise ValueError("the sequencer key is not one of the genesis's sequencer_keys")
-        self.verifier = verifier or SerialVerifier()
-        self._load()
+        self._unwritten_lock = threading.Lock()
+        self.reload()
 
-    def _load(self) -> None:
-        """(Re)build the in-memory state and the Merkle right edge from the store."""
-        self.head = self.store.head()
+    def reload(self) -> None:
+        """(Re)build the in-memory state and the Merkle right edge from what is durable."""
+        self.head = self.durable_head = self.store.head()
         self.state = LedgerState()
         for stored in self.store.state_transactions():
             self._apply_state(decode_transaction(stored.body).tx, stored.seq)
         size = 0 if self.head is None else self.head.header.tree_size
         self.tree = merkle.CompactRange.from_nodes(self.store, size)
+        with self._unwritten_lock:
+            self._unwritten: list[BlockWrite] = []
 
     def _apply_state(self, tx: Transfer | Issue | Regulate, seq: int) -> None:
         if isinstance(tx, Issue):
@@ -96,7 +111,7 @@ class Ledger:
 
     @property
     def size(self) -> int:
-        """Transactions on the ledger."""
+        """Transactions on the ledger (built; durable once written)."""
         return self.tree.size
 
     @property
@@ -104,21 +119,44 @@ class Ledger:
         """The ledger's clock: the last block's time, or the epoch before the first block."""
         return self.genesis.epoch if self.head is None else self.head.header.time
 
-    def append_block(self, raws: Sequence[bytes], time: int) -> BlockResult:
+    def append_block(
+        self, raws: Sequence[bytes], time: int, verdicts: Sequence[StaticVerdict] | None = None
+    ) -> BlockResult:
         """Validate `raws` in order at block time `time` (unix seconds) and commit the
         accepted ones as one block. Durable when this returns; on a storage error nothing of
         the block is kept and the exception propagates."""
-        if time < self.time:
+        built = self.build(raws, time, verdicts)
+        try:
+            return self.write(built)
+        except BaseException:
+            self.reload()  # the block is not durable: forget it
+            raise
+
+    def build(
+        self, raws: Sequence[bytes], time: int, verdicts: Sequence[StaticVerdict] | None = None
+    ) -> BuiltBlock:
+        """Validate `raws` in order at block time `time` and apply the accepted ones in memory.
+
+        `verdicts`: their static checks, if already made (by a `StaticPool`); made here
+        otherwise. The block must then be passed to `write`, in order.
+        """
+        if self.head is not None and time < self.head.header.time:
             raise ValueError(f"block time {time} is before the previous block's {self.time}")
+        if verdicts is None:
+            verdicts = check_batch(self.genesis, raws)
         now = self.genesis.interval_at(time)
         statics: list[Decoded | Rejected] = []
-        for raw in raws:
-            try:
-                statics.append(rules.check_static(raw, self.genesis, self.chain))
-            except Rejected as rejected:
-                statics.append(rejected)
+        for raw, verdict in zip(raws, verdicts, strict=True):
+            if verdict.code is not None:
+                statics.append(Rejected(verdict.code, verdict.message, verdict.txid))
+            else:
+                assert verdict.txid is not None
+                statics.append(Decoded(trusted_transaction(raw), verdict.txid, raw))
         decoded = [s for s in statics if isinstance(s, Decoded)]
-        verdicts = self._verify_signatures(decoded, now)
+        # Snapshot the unwritten blocks before reading the store: a block written meanwhile
+        # is then in the snapshot, in the store, or both, never in neither.
+        with self._unwritten_lock:
+            unwritten = list(self._unwritten)
         view = BlockView(
             self.state,
             self.store.known_txids([d.txid for d in decoded]),
@@ -126,37 +164,29 @@ class Ledger:
                 {i for d in decoded if isinstance(d.tx, Transfer) for i in d.tx.inputs}
             ),
         )
+        for block in unwritten:
+            view.record_block(block)
         try:
-            return self._build_block(statics, verdicts, view, now, time)
+            return self._build(statics, view, now, time)
         except BaseException:
-            self._load()  # the in-memory state may hold the failed block's effects
+            self.reload()  # the in-memory state may hold part of the block
             raise
 
-    def _verify_signatures(self, decoded: list[Decoded], now: int) -> dict[bytes, bool]:
-        """All signatures of the block at once; a transaction's verdict is True iff all hold."""
-        owners: list[bytes] = []
-        checks: list[rules.SignatureCheck] = []
-        for d in decoded:
-            meter_key = None
-            if isinstance(d.tx, Issue):
-                status = self.state.schedule.meter_at(d.tx.meter, now)
-                meter_key = status.public_key if status is not None else None
-            for check in rules.signature_checks(d, self.genesis, meter_key):
-                owners.append(d.txid)
-                checks.append(check)
-        verdicts = dict.fromkeys((d.txid for d in decoded), True)
-        for txid, ok in zip(owners, self.verifier.verify_all(checks), strict=True):
-            verdicts[txid] = verdicts[txid] and ok
-        return verdicts
+    def write(self, block: BuiltBlock) -> BlockResult:
+        """Make a built block durable (blocks in the order they were built). On a storage error
+        nothing of it is kept: the caller must `reload` before building again, since this
+        block, and any built on it, exist only in memory."""
+        head = block.result.head
+        if head is not None:
+            self.store.write_block(head, block.write)
+            with self._unwritten_lock:
+                self._unwritten.remove(block.write)
+            self.durable_head = head
+        return block.result
 
-    def _build_block(
-        self,
-        statics: list[Decoded | Rejected],
-        verdicts: dict[bytes, bool],
-        view: BlockView,
-        now: int,
-        time: int,
-    ) -> BlockResult:
+    def _build(
+        self, statics: list[Decoded | Rejected], view: BlockView, now: int, time: int
+    ) -> BuiltBlock:
         outcomes: list[Outcome] = []
         write = BlockWrite(transactions=[], outputs=[], spends=[], nodes=[])
         for item in statics:
@@ -164,7 +194,7 @@ class Ledger:
                 outcomes.append(Outcome(item.txid, item.code, item.message))
                 continue
             try:
-                self._check(item, verdicts[item.txid], view, now)
+                self._check(item, view, now)
             except Rejected as rejected:
                 outcomes.append(Outcome(item.txid, rejected.code, rejected.message))
                 continue
@@ -178,13 +208,14 @@ class Ledger:
             spent = list(tx.inputs) if isinstance(tx, Transfer) else []
             view.record(item.txid, created, spent)
             self._apply_state(tx, seq)
-            write.transactions.append(StoredTransaction(seq, item.txid, tx.type, item.raw))
+            leaf = merkle.leaf_hash(item.raw)
+            write.transactions.append(StoredTransaction(seq, item.txid, tx.type, item.raw, leaf))
             write.outputs.extend((outpoint, o, seq) for outpoint, o in created)
             write.spends.extend((outpoint, seq) for outpoint in spent)
-            write.nodes.extend(self.tree.append(merkle.leaf_hash(item.raw)))
+            write.nodes.extend(self.tree.append(leaf))
             outcomes.append(Outcome(item.txid, None))
         if not write.transactions:
-            return BlockResult(None, outcomes)
+            return BuiltBlock(BlockResult(None, outcomes), write)
         header = BlockHeader(
             chain=self.chain,
             height=1 if self.head is None else self.head.header.height + 1,
@@ -193,45 +224,39 @@ class Ledger:
             tree_size=self.tree.size,
             root=self.tree.root(),
         )
-        head = SignedHead.sign(header, self.sequencer_key)
-        self.store.write_block(head, write)
-        self.head = head
-        return BlockResult(head, outcomes)
+        self.head = SignedHead.sign(header, self.sequencer_key)
+        with self._unwritten_lock:
+            self._unwritten.append(write)
+        return BuiltBlock(BlockResult(self.head, outcomes), write)
 
-    def _check(self, item: Decoded, signatures_ok: bool, view: BlockView, now: int) -> None:
+    def _check(self, item: Decoded, view: BlockView, now: int) -> None:
         """The dynamic rules, in DESIGN.md section 5's order, for a statically valid tx."""
         tx = item.tx
-        if isinstance(tx, Issue):
-            rules.check_not_duplicate(view, item)
-            rules.meter_in_force(view, item, now)
-            if not signatures_ok:
-                raise rules.bad_signature(item)
-            rules.check_issue(view, item, now)
-            return
-        if not signatures_ok:
-            raise rules.bad_signature(item)
         rules.check_not_duplicate(view, item)
         if isinstance(tx, Transfer):
             rules.check_transfer(view, item)
+        elif isinstance(tx, Issue):
+            status = rules.meter_in_force(view, item, now)
+            rules.check_signatures(item, self.genesis, status.public_key)
+            rules.check_issue(view, item, now)
         else:
             rules.check_regulate(item, now)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        """RFC 9162 inclusion proof of leaf `index` in the tree of `size` (default: now)."""
-        return merkle.inclusion_proof(self.store, index, self.size if size is None else size)
+        """RFC 9162 inclusion proof of leaf `index` in the tree of `size` (default: durable)."""
+        return merkle.inclusion_proof(self.store, index, self._durable_size(size))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        """RFC 9162 consistency proof between two tree sizes."""
-        return merkle.consistency_proof(
-            self.store, old_size, self.size if new_size is None else new_size
-        )
+        """RFC 9162 consistency proof between two durable tree sizes."""
+        return merkle.consistency_proof(self.store, old_size, self._durable_size(new_size))
+
+    def _durable_size(self, size: int | None) -> int:
+        durable = 0 if self.durable_head is None else self.durable_head.header.tree_size
+        if size is not None and size > durable:
+            raise ValueError(f"tree size {size} is beyond the durable size {durable}")
+        return durable if size is None else size
 
 
-def open_ledger(
-    url: str,
-    genesis_raw: bytes,
-    sequencer_key: Keypair | None = None,
-    verifier: SignatureVerifier | None = None,
-) -> Ledger:
+def open_ledger(url: str, genesis_raw: bytes, sequencer_key: Keypair | None = None) -> Ledger:
     """A ledger over the store at `url` for the genesis in `genesis_raw` (JSON bytes)."""
-    return Ledger(Store(url), parse_genesis(genesis_raw), sequencer_key, verifier)
+    return Ledger(Store(url), parse_genesis(genesis_raw), sequencer_key)

@@ -7,10 +7,13 @@ and sets the clock for the lines after it. Outcomes are reported once their bloc
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
-from ledger.ledger import Ledger, Outcome
+from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.pipeline import BlockPipeline
 
 MAX_BLOCK = 10_000  # a long run of lines without a block_time is cut into blocks this large
 
@@ -42,23 +45,32 @@ def replay(
     lines: Iterable[bytes],
     report: Callable[[Outcome], None],
     warn: Callable[[str], None],
+    workers: int | None = None,
 ) -> ReplaySummary:
-    """Replay `lines` into `ledger`, calling `report` for each transaction in input order."""
+    """Replay `lines` into `ledger`, calling `report` for each transaction in input order,
+    once the block holding it is durable. `workers`: processes for the static checks."""
     batch: list[bytes] = []
     clock = ledger.time
     accepted = rejected = blocks = 0
+    pipeline = BlockPipeline(ledger, workers)
+    in_flight: deque[Future[BlockResult]] = deque()
 
-    def close_block() -> None:
+    def settle(block: Future[BlockResult]) -> None:
         nonlocal accepted, rejected, blocks
-        if not batch:
-            return
-        result = ledger.append_block(batch, clock)
+        result = block.result()
         blocks += result.head is not None
         for outcome in result.outcomes:
             accepted += outcome.accepted
             rejected += not outcome.accepted
             report(outcome)
+
+    def close_block() -> None:
+        if not batch:
+            return
+        in_flight.append(pipeline.submit(list(batch), clock))
         batch.clear()
+        while in_flight and (in_flight[0].done() or len(in_flight) > 2):
+            settle(in_flight.popleft())
 
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")
@@ -74,7 +86,12 @@ def replay(
         if time < clock:
             warn(f"line {number}: block_time {time} is before {clock}; the clock stays at {clock}")
         clock = max(clock, time)
-    close_block()
+    try:
+        close_block()
+        while in_flight:
+            settle(in_flight.popleft())
+    finally:
+        pipeline.close()
     return ReplaySummary(accepted, rejected, blocks)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from assets import (
@@ -27,21 +26,13 @@ from assets import (
     Transfer,
     decode_transaction,
     signing_message,
+    verify,
 )
 from assets.codec import MAX_OUTPUTS
 from ledger.issued import StepFunction
 from ledger.schedule import MeterStatus
 
 ENERGY_KINDS = (AssetKind.EPA, AssetKind.ECA)
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureCheck:
-    """One Ed25519 verification: valid iff `signature` verifies under any of `public_keys`."""
-
-    public_keys: tuple[bytes, ...]
-    message: bytes
-    signature: bytes
 
 
 class LedgerView(Protocol):
@@ -73,28 +64,27 @@ def check_static(raw: bytes, genesis: Genesis, chain: bytes) -> Decoded:
     return decoded
 
 
-def signature_checks(
-    decoded: Decoded, genesis: Genesis, meter_key: bytes | None
-) -> list[SignatureCheck]:
-    """The verifications `decoded` needs. `meter_key`: an issuing meter's key in force now."""
+def check_signatures(decoded: Decoded, genesis: Genesis, meter_key: bytes | None = None) -> None:
+    """Every signature `decoded` carries verifies: the listed owners' for a transfer, the
+    meter's registered key (`meter_key`, in force now) for an issue, a DSO key for a regulate.
+
+    Raises Rejected(`bad_signature`).
+    """
     tx = decoded.tx
     message = signing_message(tx.type, decoded.txid)
     if isinstance(tx, Transfer):
-        return [SignatureCheck((s.public_key,), message, s.signature) for s in tx.signatures]
-    if isinstance(tx, Issue):
-        return [] if meter_key is None else [SignatureCheck((meter_key,), message, tx.signature)]
-    return [SignatureCheck(genesis.dso_keys, message, tx.signature)]
-
-
-def bad_signature(decoded: Decoded) -> Rejected:
-    """The rejection for a transaction one of whose signatures does not verify."""
-    tx = decoded.tx
-    whose = {
-        "transfer": "an input owner's signature",
-        "issue": f"the signature of meter {getattr(tx, 'meter', '')} under its registered key",
-        "regulate": "the signature under every DSO key of the genesis",
-    }[tx.type]
-    return Rejected(Code.BAD_SIGNATURE, f"{whose} does not verify", decoded.txid)
+        if all(verify(s.public_key, message, s.signature) for s in tx.signatures):
+            return
+        whose = "an input owner's signature"
+    elif isinstance(tx, Issue):
+        if meter_key is not None and verify(meter_key, message, tx.signature):
+            return
+        whose = f"the signature of meter {tx.meter} under its registered key"
+    else:
+        if any(verify(key, message, tx.signature) for key in genesis.dso_keys):
+            return
+        whose = "the signature under every DSO key of the genesis"
+    raise Rejected(Code.BAD_SIGNATURE, f"{whose} does not verify", decoded.txid)
 
 
 # ------------------------------------------------------------------ dynamic

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from assets import AssetKind, Fa, Issue, Outpoint, Output, Regulate
 from ledger.issued import StepFunction
 from ledger.schedule import MeterStatus, RegulationSchedule
-from ledger.store import StoredOutput
+from ledger.store import BlockWrite, StoredOutput
 
 _NOTHING_ISSUED = StepFunction()
 
@@ -87,6 +87,12 @@ class BlockView:
 
     def issued(self, meter: str, kind: AssetKind) -> StepFunction:
         return self._state.issued(meter, kind)
+
+    def record_block(self, block: BlockWrite) -> None:
+        """A block built before this one and not yet in the store."""
+        self._new_txids.update(t.txid for t in block.transactions)
+        self._new_outputs.update((outpoint, output) for outpoint, output, _ in block.outputs)
+        self._spent.update(outpoint for outpoint, _ in block.spends)
 
     def record(
         self, txid: bytes, created: Iterable[tuple[Outpoint, Output]], spent: Iterable[Outpoint]

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     LargeBinary,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
-    bindparam,
     create_engine,
     event,
     func,
@@ -30,10 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from assets import AssetKind, Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
+from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
 from ledger.blocks import BlockHeader, SignedHead
 
-SCHEMA_VERSION = b"1"
+SCHEMA_VERSION = b"2"
 _CHUNK = 500  # bound parameters per IN (...) query
 
 metadata = MetaData()
@@ -64,6 +64,7 @@ transactions = Table(
     Column("height", BigInteger, nullable=False),
     Column("type", String(16), nullable=False),
     Column("body", LargeBinary, nullable=False),  # canonical JSON with signatures: the leaf
+    Column("leaf_hash", LargeBinary(32), nullable=False),  # the Merkle tree's level 0
 )
 # Issues and regulations rebuild the in-memory state at start-up; transfers need not be read.
 Index(
@@ -92,6 +93,7 @@ spends = Table(
     Column("seq", BigInteger, nullable=False),  # the spending transaction
     sqlite_with_rowid=False,
 )
+# Perfect subtree hashes above the leaves (level >= 1); level 0 is transactions.leaf_hash.
 merkle_nodes = Table(
     "merkle_nodes",
     metadata,
@@ -116,6 +118,7 @@ class StoredTransaction:
     txid: bytes
     type: str
     body: bytes
+    leaf_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # durable: a committed block survives power loss
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: the outputs index stays in memory
     cursor.close()
 
 
@@ -163,6 +167,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._chain: bytes | None = None
+        self._insert_sql: dict[str, str] = {}
         self.engine = create_store_engine(url)
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:
@@ -199,45 +204,49 @@ class Store:
         """Append one block atomically: all of it is durable when this returns, or none of it."""
         header = head.header
         with self.engine.begin() as conn:
-            if block.transactions:
-                conn.execute(
-                    transactions.insert(),
-                    [
-                        {
-                            "seq": t.seq,
-                            "txid": t.txid,
-                            "height": header.height,
-                            "type": t.type,
-                            "body": t.body,
-                        }
-                        for t in block.transactions
-                    ],
-                )
-            if block.outputs:
-                conn.execute(outputs.insert(), [_output_row(*o) for o in block.outputs])
-            if block.spends:
-                conn.execute(
-                    spends.insert(),
-                    [{"outpoint": outpoint_key(o), "seq": seq} for o, seq in block.spends],
-                )
-            if block.nodes:
-                conn.execute(
-                    merkle_nodes.insert(),
-                    [{"level": lv, "index": i, "hash": h} for lv, i, h in block.nodes],
-                )
-            conn.execute(
-                blocks.insert(),
-                {
-                    "height": header.height,
-                    "hash": header.hash,
-                    "prev": header.prev,
-                    "time": header.time,
-                    "tree_size": header.tree_size,
-                    "root": header.root,
-                    "sequencer_key": head.sequencer_key,
-                    "signature": head.signature,
-                },
+            self._insert(
+                conn,
+                transactions,
+                [
+                    (t.seq, t.txid, header.height, t.type, t.body, t.leaf_hash)
+                    for t in block.transactions
+                ],
             )
+            self._insert(conn, outputs, [_output_row(*o) for o in block.outputs])
+            self._insert(conn, spends, [(outpoint_key(o), seq) for o, seq in block.spends])
+            self._insert(conn, merkle_nodes, [n for n in block.nodes if n[0] > 0])
+            self._insert(
+                conn,
+                blocks,
+                [
+                    (
+                        header.height,
+                        header.hash,
+                        header.prev,
+                        header.time,
+                        header.tree_size,
+                        header.root,
+                        head.sequencer_key,
+                        head.signature,
+                    )
+                ],
+            )
+
+    def _insert(self, conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert `rows` (values in the table's column order) in one driver-level executemany:
+        a block writes hundreds of thousands of rows, and per-row binding would dominate."""
+        if not rows:
+            return
+        sql = self._insert_sql.get(table.name)
+        if sql is None:
+            quote = self.engine.dialect.identifier_preparer.quote
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            sql = (
+                f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in table.c)}) "
+                f"VALUES ({', '.join(mark for _ in table.c)})"
+            )
+            self._insert_sql[table.name] = sql
+        conn.exec_driver_sql(sql, list(rows))
 
     # ------------------------------------------------------------- reading
 
@@ -273,34 +282,40 @@ class Store:
 
     def known_txids(self, txids: Collection[bytes]) -> set[bytes]:
         """Which of `txids` are on the ledger."""
-        found: set[bytes] = set()
-        query = select(transactions.c.txid).where(
-            transactions.c.txid.in_(bindparam("ids", expanding=True))
-        )
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(txids)):
-                found.update(conn.scalars(query, {"ids": chunk}))
-        return found
+            return {
+                bytes(row[0])
+                for chunk in _chunks(list(txids))
+                for row in self._select_in(conn, "SELECT txid FROM transactions", "txid", chunk)
+            }
 
     def outputs(self, outpoints: Collection[Outpoint]) -> dict[Outpoint, StoredOutput]:
         """The outputs among `outpoints` that exist, with whether and by what they were spent."""
-        query = (
-            select(outputs, spends.c.seq.label("spent_by"))
-            .outerjoin(spends, spends.c.outpoint == outputs.c.outpoint)
-            .where(outputs.c.outpoint.in_(bindparam("keys", expanding=True)))
+        base = (
+            "SELECT o.outpoint, o.seq, o.address, o.kind, o.power, o.start_interval, "
+            "o.end_interval, o.amount, s.seq FROM outputs o "
+            "LEFT JOIN spends s ON s.outpoint = o.outpoint"
         )
         found: dict[Outpoint, StoredOutput] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks([outpoint_key(o) for o in outpoints]):
-                for row in conn.execute(query, {"keys": chunk}):
+                for row in self._select_in(conn, base, "o.outpoint", chunk):
                     stored = _stored_output(row)
                     found[stored.outpoint] = stored
         return found
 
+    def _select_in(
+        self, conn: Connection, base: str, column: str, values: Sequence[Any]
+    ) -> Sequence[tuple[Any, ...]]:
+        """`base WHERE column IN (values)`, through the driver: the hot reads of every block."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        sql = f"{base} WHERE {column} IN ({', '.join(mark for _ in values)})"
+        return conn.exec_driver_sql(sql, tuple(values)).all()
+
     def unspent(self, address: bytes) -> list[StoredOutput]:
         """The unspent outputs owned by `address`, oldest first."""
         query = (
-            select(outputs, spends.c.seq.label("spent_by"))
+            select(*outputs.c, spends.c.seq)
             .outerjoin(spends, spends.c.outpoint == outputs.c.outpoint)
             .where(outputs.c.address == address, spends.c.seq.is_(None))
             .order_by(outputs.c.seq, outputs.c.outpoint)
@@ -311,7 +326,7 @@ class Store:
     def transaction(self, txid: bytes) -> StoredTransaction | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(transactions).where(transactions.c.txid == txid)).first()
-        return None if row is None else StoredTransaction(row.seq, row.txid, row.type, row.body)
+        return None if row is None else _stored_transaction(row)
 
     def state_transactions(self) -> Iterator[StoredTransaction]:
         """Every issue and regulate, in ledger order: what the in-memory state is built from."""
@@ -322,7 +337,7 @@ class Store:
         )
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
-                yield StoredTransaction(row.seq, row.txid, row.type, row.body)
+                yield _stored_transaction(row)
 
     def transactions_in(self, first_seq: int, end_seq: int) -> list[StoredTransaction]:
         """Transactions at log positions first_seq <= seq < end_seq, in order."""
@@ -332,7 +347,7 @@ class Store:
             .order_by(transactions.c.seq)
         )
         with self.engine.connect() as conn:
-            return [StoredTransaction(r.seq, r.txid, r.type, r.body) for r in conn.execute(query)]
+            return [_stored_transaction(row) for row in conn.execute(query)]
 
     def transaction_count(self) -> int:
         with self.engine.connect() as conn:
@@ -340,12 +355,15 @@ class Store:
 
     def perfect_node(self, level: int, index: int) -> bytes:
         """The Merkle hash of the perfect subtree (level, index); KeyError if not stored."""
-        with self.engine.connect() as conn:
-            value = conn.scalar(
-                select(merkle_nodes.c.hash).where(
-                    merkle_nodes.c.level == level, merkle_nodes.c.index == index
-                )
+        query = (
+            select(transactions.c.leaf_hash).where(transactions.c.seq == index)
+            if level == 0
+            else select(merkle_nodes.c.hash).where(
+                merkle_nodes.c.level == level, merkle_nodes.c.index == index
             )
+        )
+        with self.engine.connect() as conn:
+            value = conn.scalar(query)
         if value is None:
             raise KeyError((level, index))
         return bytes(value)
@@ -356,34 +374,29 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-def _output_row(outpoint: Outpoint, output: Output, seq: int) -> dict[str, Any]:
+def _stored_transaction(row: Any) -> StoredTransaction:
+    return StoredTransaction(row.seq, row.txid, row.type, row.body, row.leaf_hash)
+
+
+def _output_row(outpoint: Outpoint, output: Output, seq: int) -> tuple[Any, ...]:
+    """A row of `outputs`, in column order."""
     asset = output.asset
-    row: dict[str, Any] = {
-        "outpoint": outpoint_key(outpoint),
-        "seq": seq,
-        "address": output.address,
-        "kind": str(asset.kind),
-        "power": None,
-        "start_interval": None,
-        "end_interval": None,
-        "amount": None,
-    }
+    key = outpoint_key(outpoint)
     if isinstance(asset, Fa):
-        row["amount"] = asset.amount
-    else:
-        row.update(power=asset.power, start_interval=asset.start, end_interval=asset.end)
-    return row
+        return (key, seq, output.address, "FA", None, None, None, asset.amount)
+    return (key, seq, output.address, str(asset.kind), asset.power, asset.start, asset.end, None)
 
 
-def _stored_output(row: Any) -> StoredOutput:
-    kind = AssetKind(row.kind)
+def _stored_output(row: Sequence[Any]) -> StoredOutput:
+    """A StoredOutput from a row of `outputs` (in column order) and its spend's seq (or None)."""
+    key, seq, address, kind, power, start, end, amount, spent_by = row
     asset: Epa | Eca | Fa
-    if kind is AssetKind.FA:
-        asset = Fa(row.amount)
-    elif kind is AssetKind.EPA:
-        asset = Epa(row.power, row.start_interval, row.end_interval)
+    if kind == "FA":
+        assert amount is not None
+        asset = Fa(amount)
     else:
-        asset = Eca(row.power, row.start_interval, row.end_interval)
+        assert power is not None and start is not None and end is not None
+        asset = (Epa if kind == "EPA" else Eca)(power, start, end)
     return StoredOutput(
-        _outpoint_from_key(row.outpoint), Output(asset, row.address), row.seq, row.spent_by
+        _outpoint_from_key(bytes(key)), Output(asset, bytes(address)), seq, spent_by
     )

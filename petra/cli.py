@@ -167,13 +167,12 @@ def replay_command(
         Path | None, typer.Option(help="Key file holding a sequencer key, to sign heads.")
     ] = None,
     passphrase_file: PassphraseFile = None,
-    parallel: Annotated[bool, typer.Option(help="Verify signatures on every core.")] = True,
+    parallel: Annotated[bool, typer.Option(help="Check signatures on every core.")] = True,
 ) -> None:
     """Replay transactions in order; print `<txid> ok` or `<txid> <code>` per transaction."""
     from ledger import open_ledger
     from ledger.replay import outcome_line, replay
     from ledger.store import StoreError
-    from ledger.verifier import ParallelVerifier, SerialVerifier
 
     genesis_raw, genesis_doc = read_genesis(genesis)
     sequencer = None
@@ -190,28 +189,27 @@ def replay_command(
         fail(f"cannot read {file}: no such file")
     with tempfile.TemporaryDirectory(prefix="petra-replay-") as tmp:
         url = store or f"sqlite:///{tmp}/ledger.sqlite"
-        verifier = ParallelVerifier() if parallel else SerialVerifier()
         try:
-            ledger = open_ledger(url, genesis_raw, sequencer, verifier)
+            ledger = open_ledger(url, genesis_raw, sequencer)
             out = sys.stdout
             summary = replay(
                 ledger,
                 _lines(file),
                 lambda outcome: print(outcome_line(outcome), file=out),
                 lambda message: err.print(f"[yellow]warning:[/yellow] {message}"),
+                workers=None if parallel else 1,
             )
             out.flush()
         except StoreError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror}")
-        finally:
-            verifier.close()
         head = ledger.head
         root = head.header.root.hex() if head else "-"
         err.print(
             f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.blocks} blocks; "
-            f"tree size {ledger.size}, root {root}"
+            f"tree size {ledger.size}, root {root}",
+            soft_wrap=True,
         )
         ledger.store.close()
 

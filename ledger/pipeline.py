@@ -1,0 +1,84 @@
+"""Appending blocks in three overlapping stages: static checks of block k+2 run on worker
+processes while block k+1 is built (validated and applied in memory) and block k is written
+durably. Each stage keeps submission order."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from ledger.ledger import BlockResult, BuiltBlock, Ledger
+from ledger.static import StaticPool, StaticVerdict
+
+_Job = tuple[Sequence[bytes], int, Future[list[StaticVerdict]], Future[BlockResult]]
+
+
+class PipelineStopped(Exception):
+    """The pipeline was closed, or stopped after a storage failure."""
+
+
+class BlockPipeline:
+    """Appends batches to `ledger` in submission order, checking ahead on every core."""
+
+    def __init__(self, ledger: Ledger, workers: int | None = None, depth: int = 2) -> None:
+        self.ledger = ledger
+        self.static = StaticPool(ledger.genesis, workers)
+        self.static.warm_up()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=depth)
+        self._built: queue.Queue[tuple[BuiltBlock, Future[BlockResult]] | None] = queue.Queue(
+            maxsize=1
+        )
+        self._failure: BaseException | None = None
+        self._builder = threading.Thread(target=self._build_loop, name="ledger-build", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="ledger-write", daemon=True)
+        self._builder.start()
+        self._writer.start()
+
+    def submit(self, raws: Sequence[bytes], time: int) -> Future[BlockResult]:
+        """Queue a block of `raws` at `time` (unix seconds, never below the previous block's);
+        blocks while `depth` blocks are already waiting. The future holds the block's result
+        once it is durable."""
+        if self._failure is not None:
+            raise PipelineStopped(f"the ledger stopped after a storage failure: {self._failure}")
+        result: Future[BlockResult] = Future()
+        self._jobs.put((raws, time, self.static.submit(raws), result))
+        return result
+
+    def _build_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            raws, time, verdicts, result = job
+            if self._failure is not None:
+                result.set_exception(PipelineStopped(f"not appended: {self._failure}"))
+                continue
+            try:
+                built = self.ledger.build(raws, time, verdicts.result())
+            except BaseException as exc:
+                self._failure = exc
+                result.set_exception(exc)
+                continue
+            self._built.put((built, result))
+        self._built.put(None)
+
+    def _write_loop(self) -> None:
+        while (item := self._built.get()) is not None:
+            built, result = item
+            if self._failure is not None:
+                result.set_exception(PipelineStopped(f"not appended: {self._failure}"))
+                continue
+            try:
+                result.set_result(self.ledger.write(built))
+            except BaseException as exc:  # nothing of this block, or of any built on it, kept
+                self._failure = exc
+                result.set_exception(exc)
+
+    def close(self) -> None:
+        """Finish every queued block, then stop the workers (after a storage failure, the
+        ledger is reloaded from what is durable)."""
+        self._jobs.put(None)
+        self._builder.join()
+        self._writer.join()
+        self.static.close()
+        if self._failure is not None:
+            self.ledger.reload()  # forget what was built but never written

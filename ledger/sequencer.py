@@ -1,0 +1,172 @@
+"""Ordering: the one interface through which transactions reach the ledger in order.
+
+The validator never knows which sequencer feeds it. `InProcessSequencer` orders submissions
+in arrival order and cuts a block when it holds `max_block` transactions or when the oldest
+has waited `max_wait_s`; a replicated log can stand behind the same interface later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.pipeline import BlockPipeline
+
+DEFAULT_MAX_BLOCK = 2_000
+DEFAULT_MAX_WAIT_S = 0.05
+DEFAULT_MAX_QUEUED_BLOCKS = 4
+
+
+@dataclass(eq=False)
+class _Batch:
+    raws: list[bytes] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+    block: Future[BlockResult] = field(default_factory=Future)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A submitted transaction's place in a block; `result` waits until the block is durable."""
+
+    block: Future[BlockResult]
+    index: int
+
+    def result(self, timeout: float | None = None) -> Outcome:
+        """The outcome, once the block holding it is durable (or was refused)."""
+        return self.block.result(timeout).outcomes[self.index]
+
+
+class Sequencer(Protocol):
+    def submit(self, raw: bytes) -> Ticket:
+        """Queue `raw`; its ticket resolves once its block is durable."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        ...
+
+
+class SequencerClosed(Exception):
+    """The sequencer no longer takes submissions."""
+
+
+class InProcessSequencer:
+    """Orders submissions from any thread into blocks, appended through a `BlockPipeline`."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        max_block: int = DEFAULT_MAX_BLOCK,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        clock: Callable[[], float] = time.time,
+        max_queued_blocks: int = DEFAULT_MAX_QUEUED_BLOCKS,
+        on_block: Callable[[BlockResult], None] | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.max_block = max_block
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self.max_queued_blocks = max_queued_blocks
+        self.on_block = on_block
+        self._pipeline = BlockPipeline(ledger, workers)
+        self._open = _Batch()
+        self._sealed: deque[_Batch] = deque()
+        self._changed = threading.Condition()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._last_time = ledger.time
+        self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
+        self._thread.start()
+
+    def submit(self, raw: bytes) -> Ticket:
+        with self._changed:
+            while len(self._sealed) >= self.max_queued_blocks and not self._stopped():
+                self._changed.wait()  # back-pressure: the ledger is behind
+            if self._stopped():
+                raise SequencerClosed(
+                    "the sequencer has stopped"
+                    + (f" after a storage failure: {self._failure}" if self._failure else "")
+                )
+            batch = self._open
+            if not batch.raws:
+                batch.opened = time.monotonic()
+                self._changed.notify_all()  # starts the wait for this block
+            batch.raws.append(raw)
+            if len(batch.raws) >= self.max_block:
+                self._seal()
+            return Ticket(batch.block, len(batch.raws) - 1)
+
+    def _stopped(self) -> bool:
+        return self._closing or self._failure is not None
+
+    def _seal(self) -> None:
+        """Close the open batch (lock held)."""
+        self._sealed.append(self._open)
+        self._open = _Batch()
+        self._changed.notify_all()
+
+    def _next_batch(self) -> _Batch | None:
+        with self._changed:
+            while True:
+                if self._sealed:
+                    batch = self._sealed.popleft()
+                    self._changed.notify_all()  # room for submitters
+                    return batch
+                if self._open.raws:
+                    left = self._open.opened + self.max_wait_s - time.monotonic()
+                    if left <= 0 or self._closing:
+                        self._seal()
+                        continue
+                    self._changed.wait(left)
+                elif self._closing:
+                    return None
+                else:
+                    self._changed.wait()
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            # the ledger's clock never goes backwards, whatever the wall clock does
+            self._last_time = max(int(self.clock()), self._last_time)
+            try:
+                appended = self._pipeline.submit(batch.raws, self._last_time)
+            except BaseException as exc:
+                self._fail(batch, exc)
+                break
+            appended.add_done_callback(lambda done, b=batch: self._settle(b, done))  # type: ignore[misc]
+        self._pipeline.close()
+
+    def _settle(self, batch: _Batch, appended: Future[BlockResult]) -> None:
+        exc = appended.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+            return
+        result = appended.result()
+        if self.on_block is not None:
+            self.on_block(result)
+        batch.block.set_result(result)
+
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        """Storage failed: nothing of the block was kept; every waiting submitter is told."""
+        with self._changed:
+            self._failure = exc
+            failed = [batch, *self._sealed, self._open]
+            self._sealed.clear()
+            self._open = _Batch()
+            self._changed.notify_all()
+        for waiting in failed:
+            if not waiting.block.done():
+                waiting.block.set_exception(exc)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()

@@ -1,0 +1,100 @@
+"""Static validation (shape, size, chain, signatures) of whole batches, on every core.
+
+Static checks need only the transaction and the genesis, so a batch is split across worker
+processes while the ledger applies the previous block. An issue's signature depends on the
+key in force for its meter, so it is left to the ledger.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from assets import Code, Genesis, Issue, Rejected, chain_id
+from ledger import rules
+
+
+@dataclass(frozen=True, slots=True)
+class StaticVerdict:
+    """A transaction's static outcome: `code` None means it passed (an issue's signature
+    still to be checked). `txid` whenever one could be computed."""
+
+    code: Code | None
+    message: str
+    txid: bytes | None
+
+
+def check_batch(genesis: Genesis, raws: Sequence[bytes]) -> list[StaticVerdict]:
+    """The static verdict of each of `raws`, in order."""
+    chain = chain_id(genesis)
+    verdicts: list[StaticVerdict] = []
+    for raw in raws:
+        try:
+            decoded = rules.check_static(raw, genesis, chain)
+            if not isinstance(decoded.tx, Issue):
+                rules.check_signatures(decoded, genesis)
+        except Rejected as rejected:
+            verdicts.append(StaticVerdict(rejected.code, rejected.message, rejected.txid))
+            continue
+        verdicts.append(StaticVerdict(None, "", decoded.txid))
+    return verdicts
+
+
+class StaticPool:
+    """Runs `check_batch` on worker processes, one per core; small batches stay in the caller."""
+
+    def __init__(self, genesis: Genesis, workers: int | None = None, min_parallel: int = 64):
+        self.genesis = genesis
+        self.workers = workers or os.cpu_count() or 1
+        self.min_parallel = min_parallel
+        self._pool: Executor | None = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            # spawn: the ledger runs threads, and forking a threaded process is unsafe
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
+
+    def warm_up(self) -> None:
+        """Start the worker processes now rather than on the first large batch."""
+        if self.workers >= 2:
+            for part in [self._executor().submit(check_batch, self.genesis, [])] * self.workers:
+                part.result()
+
+    def submit(self, raws: Sequence[bytes]) -> Future[list[StaticVerdict]]:
+        """Start checking `raws`; the future holds one verdict per raw, in order."""
+        result: Future[list[StaticVerdict]] = Future()
+        if len(raws) < self.min_parallel or self.workers < 2:
+            result.set_result(check_batch(self.genesis, raws))
+            return result
+        size = -(-len(raws) // self.workers)
+        parts = [
+            self._executor().submit(check_batch, self.genesis, raws[i : i + size])
+            for i in range(0, len(raws), size)
+        ]
+        remaining = [len(parts)]
+        lock = threading.Lock()
+
+        def collect(_: Future[list[StaticVerdict]]) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            try:
+                result.set_result([v for part in parts for v in part.result()])
+            except BaseException as exc:  # a worker died: the batch cannot be judged
+                result.set_exception(exc)
+
+        for part in parts:
+            part.add_done_callback(collect)
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
