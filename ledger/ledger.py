@@ -161,7 +161,13 @@ class Ledger:
             self.state,
             self.store.known_txids([d.txid for d in decoded]),
             self.store.outputs(
-                {i for d in decoded if isinstance(d.tx, Transfer) for i in d.tx.inputs}
+                {
+                    i
+                    for d in decoded
+                    if isinstance(d.tx, Transfer)
+                    for i in d.tx.inputs
+                    if i.index < MAX_OUTPUTS  # no output has a larger index: unknown_input
+                }
             ),
         )
         for block in unwritten:

@@ -138,19 +138,19 @@ def check_balanced(inputs: Iterable[Output], outputs: Iterable[Output], tx_id: b
     fa = 0
     # The power of inputs minus outputs covering t changes only where an asset starts or
     # ends; it is zero for every t iff each of those changes is zero.
-    changes: dict[AssetKind, Counter[int]] = {kind: Counter() for kind in ENERGY_KINDS}
+    changes: dict[AssetKind, Counter[int]] = {}
     for sign, side in ((1, inputs), (-1, outputs)):
         for output in side:
             asset = output.asset
             if isinstance(asset, Fa):
                 fa += sign * asset.amount
             else:
-                steps = changes[asset.kind]
+                steps = changes.setdefault(asset.kind, Counter())
                 steps[asset.start] += sign * asset.power
                 steps[asset.end + 1] -= sign * asset.power
     if fa != 0:
         raise Rejected(Code.UNBALANCED, f"FA inputs and outputs differ by {fa} micro-units", tx_id)
-    for kind, steps in changes.items():
+    for kind, steps in sorted(changes.items()):
         if any(steps.values()):
             first = min(t for t, change in steps.items() if change)
             raise Rejected(

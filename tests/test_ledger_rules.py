@@ -127,7 +127,11 @@ def test_unknown_input(community: Community) -> None:
     source = c.funded(pay(Fa(10), c.alice))
     past_end = c.scenario.transfer([Outpoint(source.txid, 1)], [pay(Fa(10), c.bob)], c.alice)
     huge_index = c.scenario.transfer([Outpoint(source.txid, 10**9)], [pay(Fa(10), c.bob)], c.alice)
-    assert c.codes(missing, past_end, huge_index) == [Code.UNKNOWN_INPUT] * 3
+    beyond_key = c.scenario.transfer([Outpoint(source.txid, 2**40)], [pay(Fa(10), c.bob)], c.alice)
+    spend = c.scenario.transfer([source], [pay(Fa(10), c.bob)], c.alice)
+    assert c.codes(missing, past_end, huge_index, beyond_key, spend) == [Code.UNKNOWN_INPUT] * 4 + [
+        None
+    ]
 
 
 def test_double_spend_across_blocks_within_a_block_and_within_a_transaction(
