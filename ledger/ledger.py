@@ -27,7 +27,7 @@ from assets import (
     parse_genesis,
 )
 from assets.canonical import canonical_json
-from assets.codec import genesis_to_wire, trusted_transaction
+from assets.codec import MAX_OUTPUTS, genesis_to_wire, trusted_transaction
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState
