@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
@@ -168,17 +169,20 @@ class Store:
         self.url = url
         self._chain: bytes | None = None
         self._insert_sql: dict[str, str] = {}
-        self.engine = create_store_engine(url)
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
-            if version is None:
-                conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
-            elif version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"store schema {version.decode()} is not {SCHEMA_VERSION.decode()}: "
-                    "use a PETra release that knows it"
-                )
+        try:
+            self.engine = create_store_engine(url)
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+                if version is None:
+                    conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {url}: {exc.args[0]}") from exc
+        if version is not None and version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema {version.decode()} is not {SCHEMA_VERSION.decode()}: "
+                "use a PETra release that knows it"
+            )
 
     def close(self) -> None:
         self.engine.dispose()

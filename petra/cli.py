@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assets import Genesis, Keypair, Rejected, chain_id
 from assets.codec import genesis_to_wire
@@ -32,7 +33,7 @@ bench_app = typer.Typer(
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
 
 PassphraseFile = Annotated[
@@ -46,14 +47,20 @@ PassphraseFile = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    """Say what went wrong in one sentence and exit 2."""
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def read_passphrase(path: Path | None) -> bytes | None:
     """The passphrase from `path` (first line) or the environment; None when neither is given."""
     if path is not None:
-        return path.read_bytes().splitlines()[0] if path.read_bytes() else b""
+        lines = path.read_bytes().splitlines()
+        return lines[0] if lines else b""
     value = os.environ.get(PASSPHRASE_ENV)
     return value.encode() if value is not None else None
 
@@ -122,9 +129,9 @@ def genesis_command(
     )
     passphrase = read_passphrase(passphrase_file)
     if passphrase is None:
-        err.print(
-            f"[yellow]warning:[/yellow] no passphrase given: {keys_out} holds the keys in clear"
-        )
+        warn(f"no passphrase given: {keys_out} holds the keys in clear")
+    elif not passphrase:
+        warn("the passphrase is empty: anyone can open the key file")
     _write_private(keys_out, dump_keys(keys, passphrase))
     out.write_text(json.dumps(genesis_to_wire(genesis), indent=2, sort_keys=True) + "\n")
     typer.echo(f"genesis {chain_id(genesis).hex()} written to {out}; keys in {keys_out}")
@@ -133,7 +140,8 @@ def genesis_command(
 def _write_private(path: Path, data: bytes) -> None:
     """Write `data` readable by its owner only, replacing `path` atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a left-over from a crash may carry a looser mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
@@ -196,7 +204,7 @@ def replay_command(
                 ledger,
                 _lines(file),
                 lambda outcome: print(outcome_line(outcome), file=out),
-                lambda message: err.print(f"[yellow]warning:[/yellow] {message}"),
+                warn,
                 workers=None if parallel else 1,
             )
             out.flush()
@@ -228,16 +236,32 @@ def demo_command() -> None:
 @bench_app.command("ledger")
 def bench_ledger_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    large: Annotated[int, typer.Option(help="Ledger size for the large-ledger rate.")] = 1_000_000,
+    large: Annotated[
+        int, typer.Option(min=30_000, help="Ledger size for the large-ledger rate.")
+    ] = 1_000_000,
     store: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL (default: a temporary SQLite file).")
     ] = None,
 ) -> None:
     """Committed transfers per second against Ed25519 verifications per second, one run."""
     from ledger.bench import run_ledger_bench
+    from ledger.store import StoreError
 
-    run_ledger_bench(as_json=as_json, large=large, store=store, console=Console(stderr=as_json))
+    try:
+        run_ledger_bench(as_json=as_json, large=large, store=store, console=Console(stderr=as_json))
+    except StoreError as exc:
+        fail(str(exc))
 
 
 def main() -> None:
-    app()
+    """The console script: no traceback reaches a user unless PETRA_DEBUG is set."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("PETRA_DEBUG"):
+            raise
+        err.print(
+            f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} "
+            "(an internal error: set PETRA_DEBUG=1 for the details and report it)"
+        )
+        sys.exit(1)
