@@ -27,7 +27,7 @@ from assets import (
     parse_genesis,
 )
 from assets.canonical import canonical_json
-from assets.codec import MAX_OUTPUTS, genesis_to_wire, trusted_transaction
+from assets.codec import MAX_INT, MAX_OUTPUTS, genesis_to_wire, trusted_transaction
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState
@@ -140,6 +140,8 @@ class Ledger:
         `verdicts`: their static checks, if already made (by a `StaticPool`); made here
         otherwise. The block must then be passed to `write`, in order.
         """
+        if not 0 <= time <= MAX_INT:
+            raise ValueError(f"block time {time} is not unix seconds from 0 to {MAX_INT}")
         if self.head is not None and time < self.head.header.time:
             raise ValueError(f"block time {time} is before the previous block's {self.time}")
         if verdicts is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from assets.codec import MAX_INT
 from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
 
@@ -25,19 +26,18 @@ class ReplaySummary:
     blocks: int
 
 
-def _block_time(line: bytes) -> int | None:
-    """The time of a `{"block_time": N}` line (any spacing), or None for any other line."""
+def _block_time(line: bytes) -> tuple[bool, int | None]:
+    """(is it a `{"block_time": N}` line (any spacing), N if N is a valid unix time)."""
     if b"block_time" not in line[:32]:
-        return None
+        return False, None
     try:
         value = json.loads(line)
     except ValueError:
-        return None
-    if isinstance(value, dict) and value.keys() == {"block_time"}:
-        time = value["block_time"]
-        if type(time) is int:
-            return time
-    return None
+        return False, None
+    if not isinstance(value, dict) or value.keys() != {"block_time"}:
+        return False, None
+    time = value["block_time"]
+    return True, time if type(time) is int and 0 <= time <= MAX_INT else None
 
 
 def replay(
@@ -50,7 +50,8 @@ def replay(
     """Replay `lines` into `ledger`, calling `report` for each transaction in input order,
     once the block holding it is durable. `workers`: processes for the static checks."""
     batch: list[bytes] = []
-    clock = ledger.time
+    # a fresh ledger's first block may come before the epoch (to regulate interval 0)
+    clock: int | None = None if ledger.head is None else ledger.head.header.time
     accepted = rejected = blocks = 0
     pipeline = BlockPipeline(ledger, workers)
     in_flight: deque[Future[BlockResult]] = deque()
@@ -65,8 +66,11 @@ def replay(
             report(outcome)
 
     def close_block() -> None:
+        nonlocal clock
         if not batch:
             return
+        if clock is None:  # transactions before any block_time are at the epoch
+            clock = ledger.genesis.epoch
         in_flight.append(pipeline.submit(list(batch), clock))
         batch.clear()
         while in_flight and (in_flight[0].done() or len(in_flight) > 2):
@@ -76,16 +80,20 @@ def replay(
         line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
-        time = _block_time(line)
-        if time is None:
+        is_block_time, time = _block_time(line)
+        if not is_block_time:
             batch.append(line)
             if len(batch) >= MAX_BLOCK:
                 close_block()
             continue
+        if time is None:
+            warn(f"line {number}: block_time must be whole unix seconds from 0 to {MAX_INT}")
+            continue
         close_block()
-        if time < clock:
+        if clock is not None and time < clock:
             warn(f"line {number}: block_time {time} is before {clock}; the clock stays at {clock}")
-        clock = max(clock, time)
+            continue
+        clock = time
     try:
         close_block()
         while in_flight:

@@ -116,6 +116,8 @@ def genesis_command(
     for path in (out, keys_out):
         if path.exists() and not force:
             fail(f"{path} exists; pass --force to overwrite it")
+        if not path.parent.is_dir():
+            fail(f"cannot write {path}: the folder {path.parent} does not exist")
     keys = {f"dso-{n}": Keypair.generate() for n in range(dso_keys)}
     keys.update({f"sequencer-{n}": Keypair.generate() for n in range(sequencer_keys)})
     start = epoch if epoch is not None else int(time.time()) // interval_s * interval_s
@@ -132,8 +134,11 @@ def genesis_command(
         warn(f"no passphrase given: {keys_out} holds the keys in clear")
     elif not passphrase:
         warn("the passphrase is empty: anyone can open the key file")
-    _write_private(keys_out, dump_keys(keys, passphrase))
-    out.write_text(json.dumps(genesis_to_wire(genesis), indent=2, sort_keys=True) + "\n")
+    try:
+        _write_private(keys_out, dump_keys(keys, passphrase))
+        out.write_text(json.dumps(genesis_to_wire(genesis), indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        fail(f"cannot write {exc.filename}: {exc.strerror}")
     typer.echo(f"genesis {chain_id(genesis).hex()} written to {out}; keys in {keys_out}")
 
 

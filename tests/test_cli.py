@@ -605,3 +605,34 @@ def test_help_lists_the_sub_commands(args: tuple[str, ...], commands: tuple[str,
     assert "Usage" in run.out
     listed = {line.strip(" │|").split(" ")[0] for line in run.out.splitlines()}
     assert set(commands) <= listed, run.out
+
+
+def test_replay_can_authorize_meters_for_interval_zero_from_before_the_epoch(
+    tmp_path: Path, scenario: Scenario, genesis_path: Path
+) -> None:
+    meter, owner = Keypair.generate(), Keypair.generate()
+    regulation = scenario.regulate(
+        -1, authorize=[Authorization("m1", meter.public_key, MAX_EPA, MAX_ECA)]
+    )
+    issue = scenario.issue("m1", meter, 1, [pay(Epa(10, 0, 0), owner)])
+    lines = [
+        b'{"block_time": %d}' % scenario.time_in(-1),
+        encode_transaction(regulation),
+        b'{"block_time": 1.5}',  # not a time: warned about and skipped
+        b'{"block_time": %d}' % 2**64,
+        b'{"block_time": %d}' % scenario.time_in(0),
+        encode_transaction(issue),
+    ]
+    path = tmp_path / "chain.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    run = petra("ledger", "replay", "--genesis", genesis_path, path)
+    assert run.code == 0, run
+    assert run.out.splitlines() == [f"{txid(regulation).hex()} ok", f"{txid(issue).hex()} ok"]
+    assert run.err_text.count("block_time must be whole unix seconds") == 2
+
+
+def test_genesis_refuses_a_missing_folder_before_writing_anything(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    run = petra("ledger", "genesis", "--out", tmp_path / "no" / "genesis.json", "--keys", keys)
+    assert "does not exist" in refused(run)
+    assert not keys.exists()
