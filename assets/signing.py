@@ -7,6 +7,7 @@ transaction type can never be replayed as another.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 
 import nacl.bindings
@@ -43,13 +44,17 @@ class Keypair:
     def generate(cls) -> Keypair:
         return cls(bytes(SigningKey.generate()))
 
-    @property
+    @functools.cached_property
+    def _signing_key(self) -> SigningKey:
+        return SigningKey(self.seed)  # derived once: deriving costs as much as signing
+
+    @functools.cached_property
     def public_key(self) -> bytes:
-        return bytes(SigningKey(self.seed).verify_key)
+        return bytes(self._signing_key.verify_key)
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte detached signature of `message`."""
-        return SigningKey(self.seed).sign(message).signature
+        return self._signing_key.sign(message).signature
 
 
 def sign_transfer(tx: Transfer, keys: Iterable[Keypair]) -> Transfer:

@@ -64,6 +64,7 @@ class BuiltBlock:
 
     result: BlockResult
     write: BlockWrite
+    source_offset: int | None
 
 
 class Ledger:
@@ -94,6 +95,7 @@ class Ledger:
 
     def reload(self) -> None:
         """(Re)build the in-memory state and the Merkle right edge from what is durable."""
+        self.store.wait_for_writers()
         self.head = self.durable_head = self.store.head()
         self.state = LedgerState()
         for stored in self.store.state_transactions():
@@ -120,12 +122,16 @@ class Ledger:
         return self.genesis.epoch if self.head is None else self.head.header.time
 
     def append_block(
-        self, raws: Sequence[bytes], time: int, verdicts: Sequence[StaticVerdict] | None = None
+        self,
+        raws: Sequence[bytes],
+        time: int,
+        verdicts: Sequence[StaticVerdict] | None = None,
+        source_offset: int | None = None,
     ) -> BlockResult:
         """Validate `raws` in order at block time `time` (unix seconds) and commit the
         accepted ones as one block. Durable when this returns; on a storage error nothing of
         the block is kept and the exception propagates."""
-        built = self.build(raws, time, verdicts)
+        built = self.build(raws, time, verdicts, source_offset)
         try:
             return self.write(built)
         except BaseException:
@@ -133,12 +139,17 @@ class Ledger:
             raise
 
     def build(
-        self, raws: Sequence[bytes], time: int, verdicts: Sequence[StaticVerdict] | None = None
+        self,
+        raws: Sequence[bytes],
+        time: int,
+        verdicts: Sequence[StaticVerdict] | None = None,
+        source_offset: int | None = None,
     ) -> BuiltBlock:
         """Validate `raws` in order at block time `time` and apply the accepted ones in memory.
 
         `verdicts`: their static checks, if already made (by a `StaticPool`); made here
-        otherwise. The block must then be passed to `write`, in order.
+        otherwise. `source_offset`: how far into its source the block reaches (stored with
+        it, for resuming). The block must then be passed to `write`, in order.
         """
         if not 0 <= time <= MAX_INT:
             raise ValueError(f"block time {time} is not unix seconds from 0 to {MAX_INT}")
@@ -175,7 +186,7 @@ class Ledger:
         for block in unwritten:
             view.record_block(block)
         try:
-            return self._build(statics, view, now, time)
+            return self._build(statics, view, now, time, source_offset)
         except BaseException:
             self.reload()  # the in-memory state may hold part of the block
             raise
@@ -186,14 +197,19 @@ class Ledger:
         block, and any built on it, exist only in memory."""
         head = block.result.head
         if head is not None:
-            self.store.write_block(head, block.write)
+            self.store.write_block(head, block.write, block.source_offset)
             with self._unwritten_lock:
                 self._unwritten.remove(block.write)
             self.durable_head = head
         return block.result
 
     def _build(
-        self, statics: list[Decoded | Rejected], view: BlockView, now: int, time: int
+        self,
+        statics: list[Decoded | Rejected],
+        view: BlockView,
+        now: int,
+        time: int,
+        source_offset: int | None,
     ) -> BuiltBlock:
         outcomes: list[Outcome] = []
         write = BlockWrite(transactions=[], outputs=[], spends=[], nodes=[])
@@ -223,7 +239,7 @@ class Ledger:
             write.nodes.extend(self.tree.append(leaf))
             outcomes.append(Outcome(item.txid, None))
         if not write.transactions:
-            return BuiltBlock(BlockResult(None, outcomes), write)
+            return BuiltBlock(BlockResult(None, outcomes), write, source_offset)
         header = BlockHeader(
             chain=self.chain,
             height=1 if self.head is None else self.head.header.height + 1,
@@ -235,7 +251,7 @@ class Ledger:
         self.head = SignedHead.sign(header, self.sequencer_key)
         with self._unwritten_lock:
             self._unwritten.append(write)
-        return BuiltBlock(BlockResult(self.head, outcomes), write)
+        return BuiltBlock(BlockResult(self.head, outcomes), write, source_offset)
 
     def _check(self, item: Decoded, view: BlockView, now: int) -> None:
         """The dynamic rules, in DESIGN.md section 5's order, for a statically valid tx."""

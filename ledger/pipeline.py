@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from ledger.ledger import BlockResult, BuiltBlock, Ledger
 from ledger.static import StaticPool, StaticVerdict
 
-_Job = tuple[Sequence[bytes], int, Future[list[StaticVerdict]], Future[BlockResult]]
+_Job = tuple[Sequence[bytes], int, int | None, Future[list[StaticVerdict]], Future[BlockResult]]
 
 
 class PipelineStopped(Exception):
@@ -36,24 +36,26 @@ class BlockPipeline:
         self._builder.start()
         self._writer.start()
 
-    def submit(self, raws: Sequence[bytes], time: int) -> Future[BlockResult]:
+    def submit(
+        self, raws: Sequence[bytes], time: int, source_offset: int | None = None
+    ) -> Future[BlockResult]:
         """Queue a block of `raws` at `time` (unix seconds, never below the previous block's);
         blocks while `depth` blocks are already waiting. The future holds the block's result
-        once it is durable."""
+        once it is durable. `source_offset`: see `Ledger.build`."""
         if self._failure is not None:
             raise PipelineStopped(f"the ledger stopped after a storage failure: {self._failure}")
         result: Future[BlockResult] = Future()
-        self._jobs.put((raws, time, self.static.submit(raws), result))
+        self._jobs.put((raws, time, source_offset, self.static.submit(raws), result))
         return result
 
     def _build_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            raws, time, verdicts, result = job
+            raws, time, source_offset, verdicts, result = job
             if self._failure is not None:
                 result.set_exception(PipelineStopped(f"not appended: {self._failure}"))
                 continue
             try:
-                built = self.ledger.build(raws, time, verdicts.result())
+                built = self.ledger.build(raws, time, verdicts.result(), source_offset)
             except BaseException as exc:
                 self._failure = exc
                 result.set_exception(exc)

@@ -24,6 +24,8 @@ class ReplaySummary:
     accepted: int
     rejected: int
     blocks: int
+    resumed_after_line: int | None  # the input the store already held, when resuming
+    skipped: int  # transactions of that input, not judged again
 
 
 def _block_time(line: bytes) -> tuple[bool, int | None]:
@@ -46,13 +48,24 @@ def replay(
     report: Callable[[Outcome], None],
     warn: Callable[[str], None],
     workers: int | None = None,
+    block_done: Callable[[], None] = lambda: None,
 ) -> ReplaySummary:
-    """Replay `lines` into `ledger`, calling `report` for each transaction in input order,
-    once the block holding it is durable. `workers`: processes for the static checks."""
+    """Replay `lines` into `ledger`, calling `report` for each transaction in input order once
+    the block holding it is durable, then `block_done`. `workers`: processes for the static
+    checks.
+
+    Each block stores the number of the input line it reaches. On a store that already holds
+    blocks of this input, the lines up to the last block's are skipped (their block_time lines
+    still set the clock), so a replay killed and run again ends where a clean one ends.
+    """
+    resume_after = ledger.store.source_offset() if ledger.head is not None else None
     batch: list[bytes] = []
+    last_line = 0  # the input line the batch reaches
     # a fresh ledger's first block may come before the epoch (to regulate interval 0)
-    clock: int | None = None if ledger.head is None else ledger.head.header.time
-    accepted = rejected = blocks = 0
+    clock: int | None = None
+    if ledger.head is not None and resume_after is None:
+        clock = ledger.head.header.time  # a store fed by another source: carry on after it
+    accepted = rejected = blocks = skipped = 0
     pipeline = BlockPipeline(ledger, workers)
     in_flight: deque[Future[BlockResult]] = deque()
 
@@ -64,6 +77,7 @@ def replay(
             accepted += outcome.accepted
             rejected += not outcome.accepted
             report(outcome)
+        block_done()
 
     def close_block() -> None:
         nonlocal clock
@@ -71,36 +85,45 @@ def replay(
             return
         if clock is None:  # transactions before any block_time are at the epoch
             clock = ledger.genesis.epoch
-        in_flight.append(pipeline.submit(list(batch), clock))
+        in_flight.append(pipeline.submit(list(batch), clock, last_line))
         batch.clear()
         while in_flight and (in_flight[0].done() or len(in_flight) > 2):
             settle(in_flight.popleft())
 
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        is_block_time, time = _block_time(line)
-        if not is_block_time:
-            batch.append(line)
-            if len(batch) >= MAX_BLOCK:
-                close_block()
-            continue
-        if time is None:
-            warn(f"line {number}: block_time must be whole unix seconds from 0 to {MAX_INT}")
-            continue
-        close_block()
-        if clock is not None and time < clock:
-            warn(f"line {number}: block_time {time} is before {clock}; the clock stays at {clock}")
-            continue
-        clock = time
     try:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            is_block_time, time = _block_time(line)
+            resuming = resume_after is not None and number <= resume_after
+            if not is_block_time:
+                if resuming:
+                    skipped += 1
+                    continue
+                batch.append(line)
+                last_line = number
+                if len(batch) >= MAX_BLOCK:
+                    close_block()
+                continue
+            if time is None:
+                warn(f"line {number}: block_time must be whole unix seconds from 0 to {MAX_INT}")
+                continue
+            close_block()
+            if clock is not None and time < clock:
+                if not resuming:
+                    warn(
+                        f"line {number}: block_time {time} is before {clock}; "
+                        f"the clock stays at {clock}"
+                    )
+                continue
+            clock = time
         close_block()
         while in_flight:
             settle(in_flight.popleft())
     finally:
         pipeline.close()
-    return ReplaySummary(accepted, rejected, blocks)
+    return ReplaySummary(accepted, rejected, blocks, resume_after, skipped)
 
 
 def outcome_line(outcome: Outcome) -> str:

@@ -34,7 +34,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
 from ledger.blocks import BlockHeader, SignedHead
 
-SCHEMA_VERSION = b"2"
+SCHEMA_VERSION = b"3"
+# Serialises block writes on PostgreSQL, so that a restarted ledger waits for a COMMIT that a
+# killed one sent before loading the state (the server completes it, however late).
+_WRITER_LOCK = 0x5045_5452_4131  # "PETRA1"
 _CHUNK = 500  # bound parameters per IN (...) query
 
 metadata = MetaData()
@@ -56,6 +59,9 @@ blocks = Table(
     Column("root", LargeBinary(32), nullable=False),
     Column("sequencer_key", LargeBinary(32), nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
+    # How far into its source (a replay's line number, a log's offset) the block reaches, so
+    # that a restarted feeder resumes exactly after it; None when the source has no positions.
+    Column("source_offset", BigInteger, nullable=True),
 )
 transactions = Table(
     "transactions",
@@ -204,10 +210,13 @@ class Store:
 
     # ------------------------------------------------------------- writing
 
-    def write_block(self, head: SignedHead, block: BlockWrite) -> None:
+    def write_block(
+        self, head: SignedHead, block: BlockWrite, source_offset: int | None = None
+    ) -> None:
         """Append one block atomically: all of it is durable when this returns, or none of it."""
         header = head.header
         with self.engine.begin() as conn:
+            self._lock_writers(conn)
             self._insert(
                 conn,
                 transactions,
@@ -232,8 +241,26 @@ class Store:
                         header.root,
                         head.sequencer_key,
                         head.signature,
+                        source_offset,
                     )
                 ],
+            )
+
+    def _lock_writers(self, conn: Connection) -> None:
+        if self.engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITER_LOCK})")
+
+    def wait_for_writers(self) -> None:
+        """Return once no block write is in flight, even one by a process that died after
+        sending its COMMIT: what is read next is all there is."""
+        with self.engine.begin() as conn:
+            self._lock_writers(conn)
+
+    def source_offset(self) -> int | None:
+        """How far into its source the last block reaches, if the source said."""
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                select(blocks.c.source_offset).order_by(blocks.c.height.desc()).limit(1)
             )
 
     def _insert(self, conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:

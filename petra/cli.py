@@ -211,14 +211,20 @@ def replay_command(
                 lambda outcome: print(outcome_line(outcome), file=out),
                 warn,
                 workers=None if parallel else 1,
+                block_done=out.flush,  # each block's lines leave as soon as it is durable
             )
-            out.flush()
         except StoreError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror}")
         head = ledger.head
         root = head.header.root.hex() if head else "-"
+        if summary.resumed_after_line is not None:
+            err.print(
+                f"resumed after line {summary.resumed_after_line}: the store already held its "
+                f"{summary.skipped} transactions, not judged again",
+                soft_wrap=True,
+            )
         err.print(
             f"{summary.accepted} accepted, {summary.rejected} rejected, {summary.blocks} blocks; "
             f"tree size {ledger.size}, root {root}",
