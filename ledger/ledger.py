@@ -230,12 +230,12 @@ class Ledger:
                 else [(Outpoint(item.txid, n), o) for n, o in enumerate(tx.outputs)]
             )
             spent = list(tx.inputs) if isinstance(tx, Transfer) else []
-            view.record(item.txid, created, spent)
+            write.spends.extend((outpoint, view.created_seq(outpoint), seq) for outpoint in spent)
+            view.record(item.txid, seq, created, spent)
             self._apply_state(tx, seq)
             leaf = merkle.leaf_hash(item.raw)
             write.transactions.append(StoredTransaction(seq, item.txid, tx.type, item.raw, leaf))
             write.outputs.extend((outpoint, o, seq) for outpoint, o in created)
-            write.spends.extend((outpoint, seq) for outpoint in spent)
             write.nodes.extend(self.tree.append(leaf))
             outcomes.append(Outcome(item.txid, None))
         if not write.transactions:

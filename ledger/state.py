@@ -55,7 +55,7 @@ class BlockView:
         self._known = known_txids
         self._stored = stored
         self._new_txids: set[bytes] = set()
-        self._new_outputs: dict[Outpoint, Output] = {}
+        self._new_outputs: dict[Outpoint, tuple[Output, int]] = {}  # with the creating seq
         self._spent: set[Outpoint] = set()
 
     def has_transaction(self, txid: bytes) -> bool:
@@ -64,9 +64,14 @@ class BlockView:
     def output(self, outpoint: Outpoint) -> Output | None:
         new = self._new_outputs.get(outpoint)
         if new is not None:
-            return new
+            return new[0]
         stored = self._stored.get(outpoint)
         return None if stored is None else stored.output
+
+    def created_seq(self, outpoint: Outpoint) -> int:
+        """The log position of the transaction that created `outpoint` (which exists)."""
+        new = self._new_outputs.get(outpoint)
+        return new[1] if new is not None else self._stored[outpoint].seq
 
     def is_spent(self, outpoint: Outpoint) -> bool:
         if outpoint in self._spent:
@@ -91,13 +96,18 @@ class BlockView:
     def record_block(self, block: BlockWrite) -> None:
         """A block built before this one and not yet in the store."""
         self._new_txids.update(t.txid for t in block.transactions)
-        self._new_outputs.update((outpoint, output) for outpoint, output, _ in block.outputs)
-        self._spent.update(outpoint for outpoint, _ in block.spends)
+        self._new_outputs.update((o, (output, seq)) for o, output, seq in block.outputs)
+        self._spent.update(outpoint for outpoint, _, _ in block.spends)
 
     def record(
-        self, txid: bytes, created: Iterable[tuple[Outpoint, Output]], spent: Iterable[Outpoint]
+        self,
+        txid: bytes,
+        seq: int,
+        created: Iterable[tuple[Outpoint, Output]],
+        spent: Iterable[Outpoint],
     ) -> None:
-        """An accepted transaction: later ones in the block see its id, outputs and spends."""
+        """An accepted transaction at log position `seq`: later ones in the block see its id,
+        outputs and spends."""
         self._new_txids.add(txid)
-        self._new_outputs.update(created)
+        self._new_outputs.update((outpoint, (output, seq)) for outpoint, output in created)
         self._spent.update(spent)

@@ -42,7 +42,6 @@ from ledger.store import (
     blocks,
     create_store_engine,
     merkle_nodes,
-    outpoint_key,
     outputs,
     spends,
     transactions,
@@ -186,8 +185,8 @@ class Snapshot:
 
     heads: list[tuple[BlockHeader, bytes]]  # each block's header and its stored hash
     txs: list[StoredTx]  # by seq
-    outputs: set[tuple[bytes, int]]  # (outpoint key, creating seq)
-    spends: set[tuple[bytes, int]]  # (outpoint key, spending seq)
+    outputs: set[tuple[int, int]]  # (creating seq, output index)
+    spends: set[tuple[int, int, int]]  # (creating seq, output index, spending seq)
     nodes: dict[tuple[int, int], bytes]  # (level, index) -> hash, leaves included
 
     @property
@@ -264,8 +263,8 @@ def _read(conn: Connection, chain: bytes, present: set[str]) -> Snapshot:
             for r in rows(blocks, blocks.c.height)
         ],
         txs=[StoredTx(r.seq, r.txid, r.height, r.type, r.body) for r in tx_rows],
-        outputs={(r.outpoint, r.seq) for r in rows(outputs)},
-        spends={(r.outpoint, r.seq) for r in rows(spends)},
+        outputs={(r.seq, r._mapping["index"]) for r in rows(outputs)},
+        spends={(r.seq, r._mapping["index"], r.spender) for r in rows(spends)},
         nodes=nodes,
     )
 
@@ -301,16 +300,16 @@ def assert_whole_blocks(snap: Snapshot, chain: bytes) -> None:
     assert [t.seq for t in snap.txs] == list(range(len(snap.txs))), "seqs have gaps"
     assert len(snap.txs) == size, f"{len(snap.txs)} transactions stored, blocks cover {size}"
 
-    created: set[tuple[bytes, int]] = set()
-    spent: set[tuple[bytes, int]] = set()
+    created: set[tuple[int, int]] = set()
+    spent: set[tuple[int, int, int]] = set()
+    seq_of = {t.txid: t.seq for t in snap.txs}
     for tx in snap.txs:
         decoded = decode_transaction(tx.body)
         assert (decoded.txid, decoded.tx.type) == (tx.txid, tx.type), f"seq {tx.seq}: bad row"
         if isinstance(decoded.tx, Transfer | Issue):
-            count = len(decoded.tx.outputs)
-            created.update((tx.txid + n.to_bytes(4, "big"), tx.seq) for n in range(count))
+            created.update((tx.seq, n) for n in range(len(decoded.tx.outputs)))
         if isinstance(decoded.tx, Transfer):
-            spent.update((outpoint_key(i), tx.seq) for i in decoded.tx.inputs)
+            spent.update((seq_of[i.txid], i.index, tx.seq) for i in decoded.tx.inputs)
     assert snap.outputs == created, "outputs are not exactly those of the stored transactions"
     assert snap.spends == spent, "spends are not exactly those of the stored transactions"
 
