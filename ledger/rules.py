@@ -52,7 +52,7 @@ class LedgerView(Protocol):
 # ------------------------------------------------------------------ static
 
 
-def check_static(raw: bytes, genesis: Genesis, chain: bytes) -> Decoded:
+def check_static(raw: bytes, chain: bytes) -> Decoded:
     """Shape, size and chain: Rejected(`too_large` | `malformed` | `wrong_chain`) or the tx."""
     decoded = decode_transaction(raw)
     if decoded.tx.chain != chain:

@@ -34,7 +34,7 @@ def check_batch(genesis: Genesis, raws: Sequence[bytes]) -> list[StaticVerdict]:
     verdicts: list[StaticVerdict] = []
     for raw in raws:
         try:
-            decoded = rules.check_static(raw, genesis, chain)
+            decoded = rules.check_static(raw, chain)
             if not isinstance(decoded.tx, Issue):
                 rules.check_signatures(decoded, genesis)
         except Rejected as rejected:

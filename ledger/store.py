@@ -263,6 +263,11 @@ class Store:
                 select(blocks.c.source_offset).order_by(blocks.c.height.desc()).limit(1)
             )
 
+    @property
+    def _mark(self) -> str:
+        """The driver's positional parameter marker, for the SQL written by hand here."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
     def _insert(self, conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert `rows` (values in the table's column order) in one driver-level executemany:
         a block writes hundreds of thousands of rows, and per-row binding would dominate."""
@@ -271,10 +276,9 @@ class Store:
         sql = self._insert_sql.get(table.name)
         if sql is None:
             quote = self.engine.dialect.identifier_preparer.quote
-            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
             sql = (
                 f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in table.c)}) "
-                f"VALUES ({', '.join(mark for _ in table.c)})"
+                f"VALUES ({', '.join(self._mark for _ in table.c)})"
             )
             self._insert_sql[table.name] = sql
         conn.exec_driver_sql(sql, list(rows))
@@ -335,15 +339,13 @@ class Store:
         self, conn: Connection, base: str, column: str, values: Sequence[Any]
     ) -> Sequence[tuple[Any, ...]]:
         """`base WHERE column IN (values)`, through the driver: the hot reads of every block."""
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        sql = f"{base} WHERE {column} IN ({', '.join(mark for _ in values)})"
+        sql = f"{base} WHERE {column} IN ({', '.join(self._mark for _ in values)})"
         return conn.exec_driver_sql(sql, tuple(values)).all()
 
     def unspent(self, address: bytes) -> list[StoredOutput]:
         """The unspent outputs owned by `address`, oldest first."""
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         sql = (
-            f"{_OUTPUT_ROWS} WHERE o.address = {mark} AND s.spender IS NULL "
+            f"{_OUTPUT_ROWS} WHERE o.address = {self._mark} AND s.spender IS NULL "
             'ORDER BY o.seq, o."index"'
         )
         with self.engine.connect() as conn:

@@ -36,25 +36,25 @@ class PostgresServer:
         """SQLAlchemy URL of the server, without a database name."""
         return f"postgresql+psycopg://{POSTGRES_ROLE}@{self.host}:{self.port}"
 
-    def fresh_database(self) -> str:
-        """Create a new, uniquely named, empty database and return its SQLAlchemy URL."""
-        name = f"petra_{uuid.uuid4().hex[:16]}"
+    def _create(self, kind: str, prefix: str) -> str:
+        """CREATE `kind` (DATABASE or SCHEMA) with a fresh unique name, which it returns."""
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(
             host=self.host, port=self.port, user=POSTGRES_ROLE, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return f"{self.base_url}/{name}"
+            connection.execute(sql.SQL(f"CREATE {kind} {{}}").format(sql.Identifier(name)))
+        return name
+
+    def fresh_database(self) -> str:
+        """Create a new, uniquely named, empty database and return its SQLAlchemy URL."""
+        return f"{self.base_url}/{self._create('DATABASE', 'petra')}"
 
     def fresh_schema(self) -> str:
         """A new, empty schema in a shared database, as a SQLAlchemy URL that uses it.
 
         Much cheaper than a database, for tests that need many empty stores.
         """
-        name = f"s_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(
-            host=self.host, port=self.port, user=POSTGRES_ROLE, dbname="postgres", autocommit=True
-        ) as connection:
-            connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        name = self._create("SCHEMA", "s")
         return f"{self.base_url}/postgres?options=-csearch_path%3D{name}"
 
 
