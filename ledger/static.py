@@ -12,16 +12,16 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from assets import Code, Genesis, Issue, Rejected, chain_id
 from ledger import rules
 
 
-@dataclass(frozen=True, slots=True)
-class StaticVerdict:
+class StaticVerdict(NamedTuple):
     """A transaction's static outcome: `code` None means it passed (an issue's signature
-    still to be checked). `txid` whenever one could be computed."""
+    still to be checked). `txid` whenever one could be computed. A tuple: verdicts cross
+    between processes by the thousand, and tuples pickle several times faster."""
 
     code: Code | None
     message: str
