@@ -131,11 +131,10 @@ class Ledger:
         """Validate `raws` in order at block time `time` (unix seconds) and commit the
         accepted ones as one block. Durable when this returns; on a storage error nothing of
         the block is kept and the exception propagates."""
-        built = self.build(raws, time, verdicts, source_offset)
         try:
-            return self.write(built)
+            return self.write(self.build(raws, time, verdicts, source_offset))
         except BaseException:
-            self.reload()  # the block is not durable: forget it
+            self.reload()  # whatever of the block is in memory only: forget it
             raise
 
     def build(
@@ -149,7 +148,8 @@ class Ledger:
 
         `verdicts`: their static checks, if already made (by a `StaticPool`); made here
         otherwise. `source_offset`: how far into its source the block reaches (stored with
-        it, for resuming). The block must then be passed to `write`, in order.
+        it, for resuming). The block must then be passed to `write`, in order. If this raises,
+        memory may hold part of the block: `reload` once no write is in progress.
         """
         if not 0 <= time <= MAX_INT:
             raise ValueError(f"block time {time} is not unix seconds from 0 to {MAX_INT}")
@@ -185,11 +185,7 @@ class Ledger:
         )
         for block in unwritten:
             view.record_block(block)
-        try:
-            return self._build(statics, view, now, time, source_offset)
-        except BaseException:
-            self.reload()  # the in-memory state may hold part of the block
-            raise
+        return self._build(statics, view, now, time, source_offset)
 
     def write(self, block: BuiltBlock) -> BlockResult:
         """Make a built block durable (blocks in the order they were built). On a storage error

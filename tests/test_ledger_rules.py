@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,6 +24,7 @@ from assets import (
     txid,
 )
 from ledger import Ledger, Outcome
+from ledger.pipeline import BlockPipeline, PipelineStopped
 from ledger.scenario import Scenario, pay
 from ledger.schedule import Prices
 from ledger.store import Store
@@ -386,3 +387,54 @@ def test_a_restarted_ledger_has_the_same_state(community: Community) -> None:
     assert c.codes(c.scenario.issue("meter-a", c.meter_a, 1, [pay(Fa(1), c.alice)])) == [
         Code.STALE_NONCE
     ]
+
+
+class _DiskFull(Exception):
+    pass
+
+
+def _failing_once(write: Callable[..., None]) -> Callable[..., None]:
+    calls = iter([True])
+
+    def write_block(*args: object) -> None:
+        if next(calls, False):
+            raise _DiskFull("no space left on device")
+        write(*args)
+
+    return write_block
+
+
+def test_a_failed_block_write_leaves_nothing_half_applied(
+    community: Community, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = community
+    before = c.ledger.store.head()
+    issue = c.issue(pay(Epa(4_000, 3, 3), c.alice))
+    monkeypatch.setattr(c.ledger.store, "write_block", _failing_once(c.ledger.store.write_block))
+    with pytest.raises(_DiskFull):
+        c.submit(issue)
+    assert c.ledger.store.head() == before == c.ledger.head
+    assert c.ledger.state.nonces.get("meter-a") is None  # the issue's effects are gone
+    assert c.codes(issue) == [None]  # and it can be submitted again, whole
+
+
+def test_a_failed_write_in_the_pipeline_stops_it_and_forgets_the_unwritten(
+    community: Community, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = community
+    monkeypatch.setattr(c.ledger.store, "write_block", _failing_once(c.ledger.store.write_block))
+    pipeline = BlockPipeline(c.ledger, workers=1)
+    first = c.issue(pay(Fa(1), c.alice))
+    second = c.issue(pay(Fa(2), c.alice))
+    blocks = [
+        pipeline.submit([encode_transaction(tx)], c.scenario.time_in(1)) for tx in (first, second)
+    ]
+    with pytest.raises(_DiskFull):
+        blocks[0].result()
+    with pytest.raises((_DiskFull, PipelineStopped)):
+        blocks[1].result()
+    with pytest.raises(PipelineStopped):
+        pipeline.submit([encode_transaction(first)], c.scenario.time_in(1))
+    pipeline.close()
+    assert c.ledger.head == c.ledger.store.head()
+    assert c.codes(first, second) == [None, None]
