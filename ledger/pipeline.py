@@ -22,10 +22,15 @@ class PipelineStopped(Exception):
 class BlockPipeline:
     """Appends batches to `ledger` in submission order, checking ahead on every core."""
 
-    def __init__(self, ledger: Ledger, workers: int | None = None, depth: int = 2) -> None:
+    def __init__(
+        self, ledger: Ledger, workers: int | None = None, depth: int = 2, warm: bool = True
+    ) -> None:
+        """`warm`: start the worker processes now (a service), rather than on the first large
+        batch (a short replay may never need them)."""
         self.ledger = ledger
         self.static = StaticPool(ledger.genesis, workers)
-        self.static.warm_up()
+        if warm:
+            self.static.warm_up()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=depth)
         self._built: queue.Queue[tuple[BuiltBlock, Future[BlockResult]] | None] = queue.Queue(
             maxsize=1

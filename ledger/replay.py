@@ -66,7 +66,7 @@ def replay(
     if ledger.head is not None and resume_after is None:
         clock = ledger.head.header.time  # a store fed by another source: carry on after it
     accepted = rejected = blocks = skipped = 0
-    pipeline = BlockPipeline(ledger, workers)
+    pipeline = BlockPipeline(ledger, workers, warm=False)
     in_flight: deque[Future[BlockResult]] = deque()
 
     def settle(block: Future[BlockResult]) -> None:
