@@ -44,6 +44,7 @@ class Outcome:
     txid: bytes | None
     code: Code | None
     message: str = ""
+    seq: int | None = None  # the accepted transaction's position in the log
 
     @property
     def accepted(self) -> bool:
@@ -233,7 +234,7 @@ class Ledger:
             write.transactions.append(StoredTransaction(seq, item.txid, tx.type, item.raw, leaf))
             write.outputs.extend((outpoint, o, seq) for outpoint, o in created)
             write.nodes.extend(self.tree.append(leaf))
-            outcomes.append(Outcome(item.txid, None))
+            outcomes.append(Outcome(item.txid, None, seq=seq))
         if not write.transactions:
             return BuiltBlock(BlockResult(None, outcomes), write, source_offset)
         header = BlockHeader(

@@ -123,6 +123,7 @@ class StoredTransaction:
     type: str
     body: bytes
     leaf_hash: bytes
+    height: int | None = None  # the block holding it, once stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,20 @@ class Store:
         with self.engine.connect() as conn:
             return [_stored_transaction(row) for row in conn.execute(query)]
 
+    def block_transactions(self, head: SignedHead) -> list[StoredTransaction]:
+        """The transactions of the block `head`, in order."""
+        previous = self.block(head.header.height - 1)
+        first = 0 if previous is None else previous.header.tree_size
+        return self.transactions_in(first, head.header.tree_size)
+
+    def blocks_from(self, height: int, limit: int) -> list[SignedHead]:
+        """Up to `limit` signed heads from `height` on, in order."""
+        query = (
+            select(blocks).where(blocks.c.height >= height).order_by(blocks.c.height).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [self._head(row) for row in conn.execute(query)]
+
     def transaction_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.scalar(select(func.count()).select_from(transactions)) or 0
@@ -412,7 +427,7 @@ _OUTPUT_ROWS = (
 
 
 def _stored_transaction(row: Any) -> StoredTransaction:
-    return StoredTransaction(row.seq, row.txid, row.type, row.body, row.leaf_hash)
+    return StoredTransaction(row.seq, row.txid, row.type, row.body, row.leaf_hash, row.height)
 
 
 def _output_row(outpoint: Outpoint, output: Output, seq: int) -> tuple[Any, ...]:

@@ -244,6 +244,53 @@ def demo_command() -> None:
         fail(f"the demo went wrong: {exc}")
 
 
+@ledger_app.command("serve")
+def serve_command(
+    genesis: Annotated[
+        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+    ],
+    keys: Annotated[
+        Path, typer.Option(help="Key file holding one of the genesis's sequencer keys.")
+    ],
+    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the ledger's store.")] = (
+        "sqlite:///petra-ledger.sqlite"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7420,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks."""
+    import uvicorn
+
+    from ledger import open_ledger
+    from ledger.api import LedgerNode, create_app
+    from ledger.store import StoreError
+
+    genesis_raw, genesis_doc = read_genesis(genesis)
+    signing = [
+        k
+        for k in read_keys(keys, passphrase_file).values()
+        if k.public_key in genesis_doc.sequencer_keys
+    ]
+    if not signing:
+        fail(f"{keys} holds none of the genesis's sequencer keys: the node could not sign heads")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(f"listening on {host}: the node is reachable beyond this machine")
+    try:
+        node = LedgerNode(open_ledger(store, genesis_raw, signing[0]))
+    except StoreError as exc:
+        fail(str(exc))
+    err.print(
+        f"ledger node on http://{host}:{port}/v1 (store {store}, tree size {node.ledger.size})"
+    )
+    try:
+        uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+    finally:
+        node.close()
+
+
 @bench_app.command("ledger")
 def bench_ledger_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -262,6 +309,188 @@ def bench_ledger_command(
         run_ledger_bench(as_json=as_json, large=large, store=store, console=Console(stderr=as_json))
     except StoreError as exc:
         fail(str(exc))
+
+
+# ---------------------------------------------------------------- auditing a ledger node
+
+NodeUrl = Annotated[
+    str, typer.Option("--node", help="The ledger node's URL, e.g. http://host:7420.")
+]
+TrustedGenesis = Annotated[
+    Path | None,
+    typer.Option(
+        "--genesis",
+        help="The genesis JSON file to check heads against (else the node's own, trusted).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+VERIFIED, CONSISTENT = "verified", "consistent"
+
+
+def _refuse(message: str, as_json: bool, evidence: dict[str, object], verdict: str) -> NoReturn:
+    """A check failed: print the evidence, say which check in one sentence, exit 1.
+    `verdict`: the JSON key that is false (`verified`, `consistent`)."""
+    if as_json:
+        typer.echo(json.dumps({verdict: False, "reason": message, **evidence}))
+    else:
+        for name, value in evidence.items():
+            typer.echo(f"{name}: {json.dumps(value, sort_keys=True)}")
+    err.print(f"[red]not verified:[/red] {escape(message)}")
+    raise typer.Exit(1)
+
+
+def _trusted_genesis(node: str, path: Path | None) -> Genesis:
+    """The genesis from `path`; else the node's, with a warning that it is then trusted."""
+    from ledger.client import LedgerClient, LedgerClientError
+
+    if path is not None:
+        return read_genesis(path)[1]
+    warn("no --genesis given: the node's own genesis is used, so the node is trusted for it")
+    try:
+        with LedgerClient(node) as client:
+            return client.genesis()
+    except LedgerClientError as exc:
+        fail(f"cannot read the node's genesis: {exc}")
+
+
+def _save_head(path: Path, head: dict[str, object]) -> None:
+    """Write a head as GET /v1/head answers it, replacing `path` atomically."""
+    try:
+        _write_private(path, (json.dumps(head, indent=2) + "\n").encode())
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+
+
+@ledger_app.command("verify-proof")
+def verify_proof_command(
+    node: NodeUrl,
+    txid_hex: Annotated[str, typer.Option("--txid", help="The transaction's id (64 hex digits).")],
+    genesis: TrustedGenesis = None,
+    as_json: AsJson = False,
+) -> None:
+    """Check that a transaction is in the node's signed log, trusting nothing the node says."""
+    from ledger.client import LedgerClient, LedgerClientError, ProofRefused, head_problem
+
+    try:
+        tx_id = bytes.fromhex(txid_hex)
+    except ValueError:
+        tx_id = b""
+    if len(tx_id) != 32:
+        fail(f"--txid {txid_hex!r} is not 64 hex digits")
+    trusted = _trusted_genesis(node, genesis)
+    try:
+        with LedgerClient(node) as client:
+            head = client.head()
+            if head is None:
+                _refuse("the node has no block yet: its log holds nothing", as_json, {}, VERIFIED)
+            evidence: dict[str, object] = {"head": head.to_wire()}
+            problem = head_problem(head, trusted)
+            if problem is not None:
+                _refuse(problem, as_json, evidence, VERIFIED)
+            try:
+                proof = client.prove_inclusion(tx_id, head)
+            except ProofRefused as exc:
+                _refuse(str(exc), as_json, evidence, VERIFIED)
+    except LedgerClientError as exc:
+        fail(str(exc))
+    root = head.header.root.hex()
+    if as_json:
+        result = {VERIFIED: True, "txid": tx_id.hex(), "index": proof.index}
+        typer.echo(json.dumps({**result, "tree_size": proof.size, "root": root, **evidence}))
+    else:
+        typer.echo(
+            f"verified: {tx_id.hex()} is leaf {proof.index} of tree size {proof.size}, root {root}"
+        )
+
+
+@ledger_app.command("audit")
+def audit_command(
+    node: NodeUrl,
+    head_file: Annotated[
+        Path,
+        typer.Option(
+            "--head",
+            help="A head saved earlier (JSON of GET /v1/head); created if it does not exist.",
+            dir_okay=False,
+        ),
+    ],
+    genesis: TrustedGenesis = None,
+    as_json: AsJson = False,
+) -> None:
+    """Check that the node's log only grew since a saved head, then save its current head."""
+    from ledger.client import (
+        LedgerClient,
+        LedgerClientError,
+        LedgerProtocolError,
+        ProofRefused,
+        head_from_wire,
+        head_problem,
+    )
+
+    saved = None
+    if head_file.exists():
+        try:
+            saved = head_from_wire(json.loads(head_file.read_bytes()))
+        except OSError as exc:
+            fail(f"cannot read {head_file}: {exc.strerror}")
+        except (ValueError, LedgerProtocolError) as exc:
+            fail(f"{head_file} does not hold a signed head: {exc}")
+    trusted = _trusted_genesis(node, genesis)
+    try:
+        with LedgerClient(node) as client:
+            current = client.head()
+            evidence: dict[str, object] = {
+                "saved": None if saved is None else saved.to_wire(),
+                "current": None if current is None else current.to_wire(),
+            }
+            if current is None:
+                if saved is None:
+                    fail("the node has no block yet: there is no head to save")
+                _refuse(
+                    "the node has no block, though a head was saved from it",
+                    as_json,
+                    evidence,
+                    CONSISTENT,
+                )
+            for head, what in ((saved, "the saved head"), (current, "the node's head")):
+                problem = None if head is None else head_problem(head, trusted)
+                if problem is not None:
+                    _refuse(f"{what}: {problem}", as_json, evidence, CONSISTENT)
+            if saved is not None:
+                try:
+                    client.prove_consistency(saved, current)
+                except ProofRefused as exc:
+                    _refuse(f"not consistent: {exc}", as_json, evidence, CONSISTENT)
+    except LedgerClientError as exc:
+        fail(str(exc))
+    new = current.header
+    if saved is None:
+        _save_head(head_file, current.to_wire())
+        message = (
+            f"saved the node's head (height {new.height}, tree size {new.tree_size}, root "
+            f"{new.root.hex()}) to {head_file}; audit again later to check the log against it"
+        )
+    else:
+        old = saved.header
+        message = (
+            f"consistent: tree size {old.tree_size} (height {old.height}, root "
+            f"{old.root.hex()}) is a prefix of tree size {new.tree_size} (height {new.height}, "
+            f"root {new.root.hex()})"
+        )
+        if current != saved:
+            _save_head(head_file, current.to_wire())
+            message += f"; {head_file} now holds the node's head"
+    if as_json:
+        result = (
+            {"created": True, **evidence}
+            if saved is None
+            else {CONSISTENT: True, "updated": current != saved, **evidence}
+        )
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(message)
 
 
 def main() -> None:

@@ -1,0 +1,317 @@
+"""The ledger node's HTTP API (docs/api.md): a thin FastAPI layer over `Ledger` and its
+sequencer. Every error answers `{"error": {"code", "message", "txid"?}}` with a stable code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assets import Code, Outpoint
+from assets.codec import MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
+from ledger.blocks import SignedHead
+from ledger.ledger import BlockResult, Ledger
+from ledger.sequencer import InProcessSequencer, SequencerClosed
+from ledger.store import StoredOutput
+
+MAX_BLOCKS_PER_PAGE = 1_000
+_STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
+
+
+class ApiError(Exception):
+    """An error answered with the common shape."""
+
+    def __init__(
+        self, status: int, code: str, message: str, txid: bytes | None = None, *, tx: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.txid, self.tx = status, code, message, txid, tx
+
+
+def _error(
+    status: int, code: str, message: str, txid: str | None = None, tx: bool = False
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if tx:
+        body["txid"] = txid
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _hex_param(value: str, size: int, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or raw.hex() != value:
+        raise ApiError(400, "bad_request", f"{what} must be {2 * size} lowercase hex digits")
+    return raw
+
+
+def output_to_wire(stored: StoredOutput) -> dict[str, Any]:
+    return {
+        "tx": stored.outpoint.txid.hex(),
+        "index": stored.outpoint.index,
+        "address": stored.output.address.hex(),
+        "asset": asset_to_wire(stored.output.asset),
+        "seq": stored.seq,
+        "spent_by": stored.spent_by,
+    }
+
+
+class LedgerNode:
+    """The ledger, its sequencer, and the notification of new blocks to streams."""
+
+    def __init__(self, ledger: Ledger, max_block: int | None = None) -> None:
+        self.ledger = ledger
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_block = asyncio.Event()
+        options = {} if max_block is None else {"max_block": max_block}
+        self.sequencer = InProcessSequencer(ledger, on_block=self._on_block, **options)  # type: ignore[arg-type]
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._new_block = asyncio.Event()
+
+    def _on_block(self, _: BlockResult) -> None:  # the ledger's writer thread
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        event, self._new_block = self._new_block, asyncio.Event()
+        event.set()
+
+    async def next_block(self, timeout_s: float) -> None:
+        """Return after the next durable block, or after `timeout_s`."""
+        event = self._new_block
+        with suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    def block_wire(self, head: SignedHead) -> dict[str, Any]:
+        bodies = self.ledger.store.block_transactions(head)
+        return {"head": head.to_wire(), "transactions": [t.body.hex() for t in bodies]}
+
+    def close(self) -> None:
+        self.sequencer.close()
+
+
+def create_app(node: LedgerNode) -> FastAPI:
+    """The FastAPI application serving `node` under /v1."""
+    store = node.ledger.store
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        node.bind(asyncio.get_running_loop())
+        yield
+
+    app = FastAPI(
+        title="PETra ledger node",
+        version="1",
+        description="Submit transactions, read the ledger, and audit it with Merkle proofs.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        txid = exc.txid.hex() if exc.txid is not None else None
+        return _error(exc.status, exc.code, exc.message, txid, exc.tx)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return _error(400, "bad_request", f"invalid request: {where}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "bad_request"}.get(exc.status_code, "bad_request")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, __: Exception) -> JSONResponse:
+        return _error(500, "internal", "the node failed to answer; its log has the details")
+
+    @app.post(
+        "/v1/transactions",
+        summary="Submit a transaction; answers once its block is durable",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def submit(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_TX_BYTES:
+            raise ApiError(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes", tx=True)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_TX_BYTES:
+                raise ApiError(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes", tx=True)
+        try:
+            ticket = node.sequencer.submit(bytes(raw))
+        except SequencerClosed as exc:
+            raise ApiError(503, "unavailable", str(exc)) from None
+        try:
+            result = await asyncio.wrap_future(ticket.block)
+        except Exception as exc:
+            raise ApiError(
+                503, "unavailable", f"the ledger could not store the block: {exc}"
+            ) from None
+        outcome = result.outcomes[ticket.index]
+        if outcome.code is not None:
+            status = _STATUS.get(outcome.code, 422)
+            raise ApiError(status, outcome.code, outcome.message, outcome.txid, tx=True)
+        assert outcome.txid is not None and result.head is not None
+        return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
+
+    @app.get("/v1/transactions/{txid}", summary="A transaction with its block and position")
+    def transaction(txid: str) -> dict[str, Any]:
+        stored = store.transaction(_hex_param(txid, 32, "txid"))
+        if stored is None:
+            raise ApiError(404, "not_found", f"no transaction {txid} on this ledger")
+        return {
+            "txid": txid,
+            "seq": stored.seq,
+            "height": stored.height,
+            "type": stored.type,
+            "transaction": json.loads(stored.body),
+        }
+
+    @app.get("/v1/outputs/{txid}/{index}", summary="An output and whether it was spent")
+    def output(txid: str, index: int) -> dict[str, Any]:
+        outpoint = Outpoint(_hex_param(txid, 32, "txid"), index)
+        found = store.outputs({outpoint}) if 0 <= index < MAX_OUTPUTS else {}
+        if outpoint not in found:
+            raise ApiError(404, "not_found", f"no output {txid}:{index} on this ledger")
+        return output_to_wire(found[outpoint])
+
+    @app.get("/v1/addresses/{address}/unspent", summary="An address's unspent outputs")
+    def unspent(address: str) -> dict[str, Any]:
+        owner = _hex_param(address, 32, "address")
+        return {"address": address, "outputs": [output_to_wire(o) for o in store.unspent(owner)]}
+
+    @app.get("/v1/head", summary="The latest signed tree head")
+    def head() -> dict[str, Any]:
+        current = store.head()
+        if current is None:
+            raise ApiError(404, "not_found", "the ledger has no block yet")
+        return current.to_wire()
+
+    @app.get("/v1/blocks/{height}", summary="A block: its signed head and transactions")
+    def block(height: int) -> dict[str, Any]:
+        found = store.block(height)
+        if found is None:
+            raise ApiError(404, "not_found", f"no block at height {height}")
+        return node.block_wire(found)
+
+    @app.get("/v1/blocks", summary="Blocks from a height on")
+    def blocks(
+        from_: Annotated[int, Query(alias="from", ge=1)] = 1,
+        limit: Annotated[int, Query(ge=1, le=MAX_BLOCKS_PER_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        return {"blocks": [node.block_wire(h) for h in store.blocks_from(from_, limit)]}
+
+    def durable_size() -> int:
+        current = store.head()
+        return 0 if current is None else current.header.tree_size
+
+    @app.get("/v1/proofs/inclusion", summary="RFC 9162 inclusion proof of a transaction")
+    def inclusion(
+        txid: str | None = None,
+        index: Annotated[int | None, Query(ge=0)] = None,
+        size: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        if (txid is None) == (index is None):
+            raise ApiError(400, "bad_request", "give exactly one of txid and index")
+        if txid is not None:
+            stored = store.transaction(_hex_param(txid, 32, "txid"))
+            if stored is None:
+                raise ApiError(404, "not_found", f"no transaction {txid} on this ledger")
+            index = stored.seq
+        assert index is not None
+        tree_size = durable_size() if size is None else size
+        if not index < tree_size <= durable_size():
+            raise ApiError(
+                400, "bad_request", f"need index < size <= {durable_size()} (the durable size)"
+            )
+        return {
+            "index": index,
+            "size": tree_size,
+            "leaf_hash": store.perfect_node(0, index).hex(),
+            "proof": [h.hex() for h in node.ledger.inclusion_proof(index, tree_size)],
+        }
+
+    @app.get("/v1/proofs/consistency", summary="RFC 9162 consistency proof between two sizes")
+    def consistency(
+        old: Annotated[int, Query(ge=0)],
+        new: Annotated[int | None, Query(ge=0)] = None,
+    ) -> dict[str, Any]:
+        new_size = durable_size() if new is None else new
+        if not old <= new_size <= durable_size():
+            raise ApiError(
+                400, "bad_request", f"need old <= new <= {durable_size()} (the durable size)"
+            )
+        proof = node.ledger.consistency_proof(old, new_size)
+        return {"old_size": old, "new_size": new_size, "proof": [h.hex() for h in proof]}
+
+    @app.get("/v1/regulation/{interval}", summary="Prices, meters and limits in force")
+    def regulation(interval: int) -> dict[str, Any]:
+        schedule = node.ledger.state.schedule
+        prices = schedule.prices_at(interval)
+        meters = []
+        for meter in schedule.meters():
+            status = schedule.meter_at(meter, interval)
+            if status is not None:
+                meters.append(
+                    {
+                        "meter": meter,
+                        "public_key": status.public_key.hex() if status.public_key else None,
+                        "max_epa": status.max_epa,
+                        "max_eca": status.max_eca,
+                        "banned": status.banned,
+                    }
+                )
+        return {
+            "interval": interval,
+            "prices": {"consumption": prices.consumption, "production": prices.production},
+            "meters": meters,
+        }
+
+    @app.get("/v1/genesis", summary="The genesis this ledger belongs to")
+    def genesis() -> dict[str, Any]:
+        return genesis_to_wire(node.ledger.genesis)
+
+    @app.get("/v1/stream/blocks", summary="Server-Sent Events: every block, in order")
+    async def stream(
+        request: Request, from_: Annotated[int | None, Query(alias="from", ge=1)] = None
+    ) -> StreamingResponse:
+        current = store.head()
+        next_height = 1 if current is None else current.header.height + 1
+        start = next_height if from_ is None else from_
+
+        async def events() -> AsyncIterator[bytes]:
+            height = start
+            while not await request.is_disconnected():
+                heads = await asyncio.to_thread(store.blocks_from, height, 100)
+                for found in heads:
+                    data = json.dumps(await asyncio.to_thread(node.block_wire, found))
+                    yield f"event: block\nid: {found.header.height}\ndata: {data}\n\n".encode()
+                    height = found.header.height + 1
+                if not heads:
+                    yield b": waiting\n\n"  # keeps proxies from closing an idle stream
+                    await node.next_block(15.0)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
