@@ -66,20 +66,27 @@ def output_to_wire(stored: StoredOutput) -> dict[str, Any]:
 
 
 class LedgerNode:
-    """The ledger, its sequencer, and the notification of new blocks to streams."""
+    """The ledger, its sequencer (none on a replica: `primary` is then where to submit), and
+    the notification of new blocks to streams."""
 
-    def __init__(self, ledger: Ledger, max_block: int | None = None) -> None:
+    def __init__(self, ledger: Ledger, primary: str | None = None) -> None:
         self.ledger = ledger
+        self.primary = primary
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
-        options = {} if max_block is None else {"max_block": max_block}
-        self.sequencer = InProcessSequencer(ledger, on_block=self._on_block, **options)  # type: ignore[arg-type]
+        self.sequencer = (
+            None if primary is not None else InProcessSequencer(ledger, on_block=self._on_block)
+        )
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._new_block = asyncio.Event()
 
     def _on_block(self, _: BlockResult) -> None:  # the ledger's writer thread
+        self.notify_block()
+
+    def notify_block(self) -> None:
+        """Wake the block streams; safe from any thread."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake)
 
@@ -98,7 +105,8 @@ class LedgerNode:
         return {"head": head.to_wire(), "transactions": [t.body.hex() for t in bodies]}
 
     def close(self) -> None:
-        self.sequencer.close()
+        if self.sequencer is not None:
+            self.sequencer.close()
 
 
 def create_app(node: LedgerNode) -> FastAPI:
@@ -158,6 +166,10 @@ def create_app(node: LedgerNode) -> FastAPI:
             raw += chunk
             if len(raw) > MAX_TX_BYTES:
                 raise ApiError(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes", tx=True)
+        if node.sequencer is None:
+            raise ApiError(
+                503, "read_only", f"this node is a replica: submit to {node.primary}", tx=True
+            )
         try:
             ticket = node.sequencer.submit(bytes(raw))
         except SequencerClosed as exc:

@@ -59,6 +59,19 @@ class BlockResult:
     outcomes: list[Outcome]
 
 
+class Divergence(Exception):
+    """A replicated block is not the block its transactions make here. Carries the evidence:
+    the primary's signed head, the reason, and the header made here when there is one."""
+
+    def __init__(
+        self, expected: SignedHead, reason: str, computed: BlockHeader | None = None
+    ) -> None:
+        super().__init__(f"block {expected.header.height} diverges: {reason}")
+        self.expected = expected
+        self.reason = reason
+        self.computed = computed
+
+
 @dataclass(frozen=True, slots=True)
 class BuiltBlock:
     """A block validated and applied in memory, not yet durable (`Ledger.write`)."""
@@ -128,12 +141,17 @@ class Ledger:
         time: int,
         verdicts: Sequence[StaticVerdict] | None = None,
         source_offset: int | None = None,
+        expected: SignedHead | None = None,
     ) -> BlockResult:
         """Validate `raws` in order at block time `time` (unix seconds) and commit the
         accepted ones as one block. Durable when this returns; on a storage error nothing of
-        the block is kept and the exception propagates."""
+        the block is kept and the exception propagates.
+
+        `expected`: a replica's block as its primary signed it; the block is kept under that
+        head only if every transaction is accepted and the header made here is the same,
+        otherwise `Divergence` is raised and nothing is kept."""
         try:
-            return self.write(self.build(raws, time, verdicts, source_offset))
+            return self.write(self.build(raws, time, verdicts, source_offset, expected))
         except BaseException:
             self.reload()  # whatever of the block is in memory only: forget it
             raise
@@ -144,6 +162,7 @@ class Ledger:
         time: int,
         verdicts: Sequence[StaticVerdict] | None = None,
         source_offset: int | None = None,
+        expected: SignedHead | None = None,
     ) -> BuiltBlock:
         """Validate `raws` in order at block time `time` and apply the accepted ones in memory.
 
@@ -186,7 +205,7 @@ class Ledger:
         )
         for block in unwritten:
             view.record_block(block)
-        return self._build(statics, view, now, time, source_offset)
+        return self._build(statics, view, now, time, source_offset, expected)
 
     def write(self, block: BuiltBlock) -> BlockResult:
         """Make a built block durable (blocks in the order they were built). On a storage error
@@ -207,6 +226,7 @@ class Ledger:
         now: int,
         time: int,
         source_offset: int | None,
+        expected: SignedHead | None = None,
     ) -> BuiltBlock:
         outcomes: list[Outcome] = []
         write = BlockWrite(transactions=[], outputs=[], spends=[], nodes=[])
@@ -235,6 +255,10 @@ class Ledger:
             write.outputs.extend((outpoint, o, seq) for outpoint, o in created)
             write.nodes.extend(self.tree.append(leaf))
             outcomes.append(Outcome(item.txid, None, seq=seq))
+        refused = next((o for o in outcomes if not o.accepted), None)
+        if expected is not None and refused is not None:
+            name = refused.txid.hex() if refused.txid else "a transaction"
+            raise Divergence(expected, f"{name} is refused here: {refused.code}: {refused.message}")
         if not write.transactions:
             return BuiltBlock(BlockResult(None, outcomes), write, source_offset)
         header = BlockHeader(
@@ -245,7 +269,9 @@ class Ledger:
             tree_size=self.tree.size,
             root=self.tree.root(),
         )
-        self.head = SignedHead.sign(header, self.sequencer_key)
+        if expected is not None and expected.header != header:
+            raise Divergence(expected, "its header is not the one made here", header)
+        self.head = expected or SignedHead.sign(header, self.sequencer_key)
         with self._unwritten_lock:
             self._unwritten.append(write)
         return BuiltBlock(BlockResult(self.head, outcomes), write, source_offset)
