@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assets import Code, Outpoint
-from assets.codec import MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
+from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
 from ledger.blocks import SignedHead
 from ledger.ledger import BlockResult, Ledger
 from ledger.sequencer import InProcessSequencer, SequencerClosed
@@ -201,7 +201,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         }
 
     @app.get("/v1/outputs/{txid}/{index}", summary="An output and whether it was spent")
-    def output(txid: str, index: int) -> dict[str, Any]:
+    def output(txid: str, index: Annotated[int, Path(ge=0, le=MAX_INT)]) -> dict[str, Any]:
         outpoint = Outpoint(_hex_param(txid, 32, "txid"), index)
         found = store.outputs({outpoint}) if 0 <= index < MAX_OUTPUTS else {}
         if outpoint not in found:
@@ -221,7 +221,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         return current.to_wire()
 
     @app.get("/v1/blocks/{height}", summary="A block: its signed head and transactions")
-    def block(height: int) -> dict[str, Any]:
+    def block(height: Annotated[int, Path(ge=1, le=MAX_INT)]) -> dict[str, Any]:
         found = store.block(height)
         if found is None:
             raise ApiError(404, "not_found", f"no block at height {height}")
@@ -229,7 +229,7 @@ def create_app(node: LedgerNode) -> FastAPI:
 
     @app.get("/v1/blocks", summary="Blocks from a height on")
     def blocks(
-        from_: Annotated[int, Query(alias="from", ge=1)] = 1,
+        from_: Annotated[int, Query(alias="from", ge=1, le=MAX_INT)] = 1,
         limit: Annotated[int, Query(ge=1, le=MAX_BLOCKS_PER_PAGE)] = 100,
     ) -> dict[str, Any]:
         return {"blocks": [node.block_wire(h) for h in store.blocks_from(from_, limit)]}
@@ -241,8 +241,8 @@ def create_app(node: LedgerNode) -> FastAPI:
     @app.get("/v1/proofs/inclusion", summary="RFC 9162 inclusion proof of a transaction")
     def inclusion(
         txid: str | None = None,
-        index: Annotated[int | None, Query(ge=0)] = None,
-        size: Annotated[int | None, Query(ge=1)] = None,
+        index: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+        size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     ) -> dict[str, Any]:
         if (txid is None) == (index is None):
             raise ApiError(400, "bad_request", "give exactly one of txid and index")
@@ -266,8 +266,8 @@ def create_app(node: LedgerNode) -> FastAPI:
 
     @app.get("/v1/proofs/consistency", summary="RFC 9162 consistency proof between two sizes")
     def consistency(
-        old: Annotated[int, Query(ge=0)],
-        new: Annotated[int | None, Query(ge=0)] = None,
+        old: Annotated[int, Query(ge=0, le=MAX_INT)],
+        new: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     ) -> dict[str, Any]:
         new_size = durable_size() if new is None else new
         if not old <= new_size <= durable_size():
@@ -278,7 +278,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         return {"old_size": old, "new_size": new_size, "proof": [h.hex() for h in proof]}
 
     @app.get("/v1/regulation/{interval}", summary="Prices, meters and limits in force")
-    def regulation(interval: int) -> dict[str, Any]:
+    def regulation(interval: Annotated[int, Path(ge=-MAX_INT, le=MAX_INT)]) -> dict[str, Any]:
         schedule = node.ledger.state.schedule
         prices = schedule.prices_at(interval)
         meters = []
@@ -306,7 +306,8 @@ def create_app(node: LedgerNode) -> FastAPI:
 
     @app.get("/v1/stream/blocks", summary="Server-Sent Events: every block, in order")
     async def stream(
-        request: Request, from_: Annotated[int | None, Query(alias="from", ge=1)] = None
+        request: Request,
+        from_: Annotated[int | None, Query(alias="from", ge=1, le=MAX_INT)] = None,
     ) -> StreamingResponse:
         current = store.head()
         next_height = 1 if current is None else current.header.height + 1

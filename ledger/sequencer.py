@@ -1,8 +1,10 @@
 """Ordering: the one interface through which transactions reach the ledger in order.
 
 The validator never knows which sequencer feeds it. `InProcessSequencer` orders submissions
-in arrival order and cuts a block when it holds `max_block` transactions or when the oldest
-has waited `max_wait_s`; a replicated log can stand behind the same interface later.
+in arrival order and cuts blocks by group commit: at once while fewer than `max_in_flight`
+blocks are being appended, otherwise when the block holds `max_block` transactions or its
+oldest has waited `max_wait_s`. A lone submission never waits, and under load blocks grow
+by themselves. A replicated log can stand behind the same interface later.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ledger.pipeline import BlockPipeline
 DEFAULT_MAX_BLOCK = 2_000
 DEFAULT_MAX_WAIT_S = 0.05
 DEFAULT_MAX_QUEUED_BLOCKS = 4
+DEFAULT_MAX_IN_FLIGHT = 2  # one block building while one is written
 
 
 @dataclass(eq=False)
@@ -68,12 +71,15 @@ class InProcessSequencer:
         max_queued_blocks: int = DEFAULT_MAX_QUEUED_BLOCKS,
         on_block: Callable[[BlockResult], None] | None = None,
         workers: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.ledger = ledger
         self.max_block = max_block
         self.max_wait_s = max_wait_s
         self.clock = clock
         self.max_queued_blocks = max_queued_blocks
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0  # blocks handed to the pipeline and not yet settled
         self.on_block = on_block
         self._pipeline = BlockPipeline(ledger, workers)
         self._open = _Batch()
@@ -117,11 +123,12 @@ class InProcessSequencer:
             while True:
                 if self._sealed:
                     batch = self._sealed.popleft()
+                    self._in_flight += 1
                     self._changed.notify_all()  # room for submitters
                     return batch
                 if self._open.raws:
                     left = self._open.opened + self.max_wait_s - time.monotonic()
-                    if left <= 0 or self._closing:
+                    if left <= 0 or self._closing or self._in_flight < self.max_in_flight:
                         self._seal()
                         continue
                     self._changed.wait(left)
@@ -143,6 +150,9 @@ class InProcessSequencer:
         self._pipeline.close()
 
     def _settle(self, batch: _Batch, appended: Future[BlockResult]) -> None:
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()  # a block may be cut now
         exc = appended.exception()
         if exc is not None:
             self._fail(batch, exc)

@@ -291,6 +291,87 @@ def serve_command(
         node.close()
 
 
+@ledger_app.command("replicate")
+def replicate_command(
+    primary: Annotated[
+        str, typer.Option("--from", help="The primary ledger node's URL, e.g. http://host:7420.")
+    ],
+    genesis: Annotated[
+        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+    ],
+    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the replica's store.")] = (
+        "sqlite:///petra-replica.sqlite"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7421,
+    evidence: Annotated[
+        Path, typer.Option(help="Folder to keep the evidence of a divergence in.", file_okay=False)
+    ] = Path("petra-evidence"),
+) -> None:
+    """Follow a primary: check and re-validate every block, serve the same read API; stop with
+    exit code 3 and the evidence on any divergence."""
+    import threading
+
+    import uvicorn
+
+    from ledger import open_ledger
+    from ledger.api import LedgerNode, create_app
+    from ledger.client import LedgerClient
+    from ledger.replica import Follower, GenesisMismatch, ReplicaDiverged
+    from ledger.store import StoreError
+
+    genesis_raw, _ = read_genesis(genesis)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(f"listening on {host}: the replica is reachable beyond this machine")
+    try:
+        node = LedgerNode(open_ledger(store, genesis_raw), primary=primary)
+    except StoreError as exc:
+        fail(str(exc))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(node), host=host, port=port, log_level="warning")
+    )
+    stop = threading.Event()
+    stopped: list[BaseException] = []
+    client = LedgerClient(primary)
+    follower = Follower(node.ledger, client, evidence, on_block=lambda _: node.notify_block())
+
+    def follow() -> None:
+        try:
+            follower.run(stop)
+        except BaseException as exc:  # the read API stops with the follower, whatever the cause
+            stopped.append(exc)
+        finally:
+            server.should_exit = True
+
+    # A daemon: the block stream blocks while the primary is idle and must not hold up the exit.
+    thread = threading.Thread(target=follow, name="replica-follower", daemon=True)
+    err.print(
+        f"replica of {primary} on http://{host}:{port}/v1 "
+        f"(store {store}, tree size {node.ledger.size})"
+    )
+    thread.start()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's own exit code on a failed start would read as a divergence
+        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+    finally:
+        stop.set()
+        node.close()
+    if stopped:
+        problem = stopped[0]
+        if isinstance(problem, ReplicaDiverged):
+            err.print(
+                f"[red]diverged:[/red] {escape(problem.reason)}; the replica stopped and kept "
+                f"the evidence in {escape(str(problem.evidence_path))}"
+            )
+            raise typer.Exit(3)
+        if isinstance(problem, GenesisMismatch | StoreError):
+            fail(f"the replica stopped: {problem}")
+        raise problem
+
+
 @bench_app.command("ledger")
 def bench_ledger_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -300,13 +381,36 @@ def bench_ledger_command(
     store: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL (default: a temporary SQLite file).")
     ] = None,
+    http: Annotated[
+        bool,
+        typer.Option(
+            "--http",
+            help="Transfers/s submitted over HTTP by 32 clients to `petra ledger serve` on "
+            "loopback, against the in-process rate of the same run, with p50/p99 latency.",
+        ),
+    ] = False,
+    count: Annotated[
+        int, typer.Option(min=1, help="With --http: how many transfers each way.")
+    ] = 40_000,
 ) -> None:
     """Committed transfers per second against Ed25519 verifications per second, one run."""
-    from ledger.bench import run_ledger_bench
     from ledger.store import StoreError
 
+    console = Console(stderr=as_json)
+    if http:
+        from ledger.bench_http import HttpBenchError, run_http_bench
+
+        if store is not None:
+            fail("--store does not apply to --http: both runs use temporary SQLite files")
+        try:
+            run_http_bench(as_json=as_json, count=count, console=console)
+        except (HttpBenchError, StoreError) as exc:
+            fail(str(exc))
+        return
+    from ledger.bench import run_ledger_bench
+
     try:
-        run_ledger_bench(as_json=as_json, large=large, store=store, console=Console(stderr=as_json))
+        run_ledger_bench(as_json=as_json, large=large, store=store, console=console)
     except StoreError as exc:
         fail(str(exc))
 

@@ -1,0 +1,249 @@
+"""Schema-driven hostile requests against the real `petra ledger serve` process (SQLite).
+
+Schemathesis (its Python API: its pytest loader `schemathesis.pytest.from_fixture` fails
+under pytest 9) reads the node's own `/openapi.json` and, for every operation, sends a bounded
+number of generated requests, valid and invalid ones. Whatever it sends, the node must never
+answer 5xx, and every answer that is not 2xx must have the common error shape of docs/api.md:
+`{"error": {"code": str, "message": str, ...}}`. Then every integer parameter gets integers
+beyond 64 bits, deterministically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import APIOperation, GenerationMode
+from schemathesis.core.result import Ok
+
+from assets import Authorization, Fa, Keypair, encode_transaction
+from assets.keyfile import dump_keys
+from ledger.scenario import Scenario, pay
+
+START_TIMEOUT_S = 30
+EXAMPLES_PER_OPERATION = 100
+STREAM_PATH = "/v1/stream/blocks"
+STREAM_FIRST_EVENT_S = 5.0  # the stream sends a block or a ": waiting" comment at once
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Every integer parameter of the API, with what else its operation needs.
+_TXID = "00" * 32
+INTEGER_PARAMETERS: list[tuple[str, str, dict[str, Any]]] = [
+    ("/v1/outputs/{txid}/{index}", "index", {"txid": _TXID}),
+    ("/v1/blocks/{height}", "height", {}),
+    ("/v1/blocks", "from", {}),
+    ("/v1/blocks", "limit", {}),
+    ("/v1/proofs/inclusion", "index", {}),
+    ("/v1/proofs/inclusion", "size", {}),
+    ("/v1/proofs/consistency", "old", {}),
+    ("/v1/proofs/consistency", "new", {}),
+    ("/v1/regulation/{interval}", "interval", {}),
+    (STREAM_PATH, "from", {}),
+]
+
+
+Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _submit(url: str, raw: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/v1/transactions", content=raw, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A node over a fresh SQLite store holding a few blocks: a regulation authorizing meter
+    `m1` (one-second intervals, so that it is in force at once) and two issues."""
+    tmp_path = tmp_path_factory.mktemp("hostile-node")
+    scenario = Scenario(epoch=int(time.time()) - 10, interval_s=1)
+    meter = Keypair.generate()
+    (tmp_path / "genesis.json").write_bytes(scenario.genesis_raw)
+    (tmp_path / "keys.json").write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
+    port = _free_port()
+    store = f"sqlite:///{tmp_path}/ledger.sqlite"
+    command = [
+        *("ledger", "serve", "--genesis", str(tmp_path / "genesis.json")),
+        *("--keys", str(tmp_path / "keys.json"), "--store", store, "--port", str(port)),
+    ]
+    log_path = tmp_path / "node.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from petra.cli import main; main()", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                httpx.get(f"{url}/v1/genesis", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the node did not start: {log_path.read_text()}")
+                time.sleep(0.1)
+        effective = int(time.time()) - scenario.epoch + 1
+        regulation = scenario.regulate(
+            effective, authorize=[Authorization("m1", meter.public_key, 10**6, 10**6)]
+        )
+        assert _submit(url, encode_transaction(regulation)).status_code == 200
+        while int(time.time()) - scenario.epoch <= effective + 1:
+            time.sleep(0.1)
+        alice = Keypair.generate()
+        for nonce in (1, 2):
+            issue = scenario.issue("m1", meter, nonce, [pay(Fa(100 * nonce), alice)])
+            answer = _submit(url, encode_transaction(issue))
+            assert answer.status_code == 200, answer.text
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def node_schema(node_url: str) -> schemathesis.BaseSchema:
+    """The node's OpenAPI document, as it serves it."""
+    return schemathesis.openapi.from_url(f"{node_url}/openapi.json")
+
+
+def _assert_error_shape(status: int, body: Any, what: str) -> None:
+    assert isinstance(body, dict) and set(body) == {"error"}, f"{what}: {status} {body!r}"
+    error = body["error"]
+    assert isinstance(error, dict), f"{what}: {status} {body!r}"
+    assert isinstance(error.get("code"), str), f"{what}: {status} {body!r}"
+    assert isinstance(error.get("message"), str), f"{what}: {status} {body!r}"
+
+
+def _check_stream(case: Case, base_url: str) -> None:
+    """The block stream never ends: read its first event only (a block or a keep-alive)."""
+    kwargs = case.as_transport_kwargs(base_url=base_url)
+    what = f"GET {STREAM_PATH} params={kwargs.get('params')!r}"
+    with httpx.stream(
+        "GET",
+        kwargs["url"],
+        params=kwargs.get("params"),
+        headers=kwargs.get("headers"),
+        timeout=STREAM_FIRST_EVENT_S,
+    ) as answer:
+        assert answer.status_code < 500, f"{what}: {answer.status_code} {answer.read()!r}"
+        if not answer.is_success:
+            _assert_error_shape(answer.status_code, json.loads(answer.read()), what)
+            return
+        try:
+            first = next(answer.iter_lines())
+        except (httpx.TransportError, StopIteration) as exc:
+            raise AssertionError(f"{what}: 200, then the stream broke: {exc!r}") from exc
+        assert first.startswith(("event: block", ": waiting")), f"{what}: {first!r}"
+
+
+def _check(case: Case, base_url: str) -> None:
+    if case.operation.path == STREAM_PATH:
+        _check_stream(case, base_url)
+        return
+    answer = case.call(base_url=base_url, timeout=30)
+    what = case.as_curl_command()
+    assert answer.status_code < 500, f"{what}\n-> {answer.status_code} {answer.text}"
+    if not 200 <= answer.status_code < 300:
+        _assert_error_shape(answer.status_code, answer.json(), what)
+
+
+@pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda mode: mode.value)
+def test_no_request_gets_a_server_error_or_another_error_shape(
+    node_schema: schemathesis.BaseSchema, node_url: str, mode: GenerationMode
+) -> None:
+    """Every operation of the node's own schema, with valid (positive) or invalid (negative)
+    generated requests; all the operations' failures are reported together."""
+    operations = []
+    for result in node_schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()
+        operations.append(result.ok())
+    assert len(operations) >= 12, "the schema lost operations"
+    failures: list[str] = []
+    unbreakable: list[str] = []
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,  # the same requests on every run: no flaky failures
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Case) -> None:
+            _check(case, node_url)
+
+        name = f"{operation.method.upper()} {operation.path}"
+        try:
+            check()
+        except Unsatisfiable:
+            # No request breaks the schema of an operation whose parameters are all
+            # unconstrained strings (or that has none): there is nothing to send it here.
+            assert mode is GenerationMode.NEGATIVE, name
+            unbreakable.append(name)
+        except AssertionError as failure:
+            failures.append(f"{name}: {failure}")
+    assert not failures, "\n\n".join(failures)
+    assert len(unbreakable) < len(operations) // 2, unbreakable
+
+
+def _integer_parameters(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, parameter["name"])
+        for path, methods in document["paths"].items()
+        for operation in methods.values()
+        for parameter in operation.get("parameters", [])
+        if '"integer"' in json.dumps(parameter.get("schema", {}))
+    }
+
+
+def test_the_boundary_cases_cover_every_integer_parameter(node_url: str) -> None:
+    document = httpx.get(f"{node_url}/openapi.json", timeout=30).json()
+    assert _integer_parameters(document) == {(p, n) for p, n, _ in INTEGER_PARAMETERS}
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "others"),
+    [
+        pytest.param(path, name, others, id=f"{path}:{name}")
+        for path, name, others in INTEGER_PARAMETERS
+    ],
+)
+def test_integers_beyond_64_bits_are_refused_not_crashed_on(
+    node_schema: schemathesis.BaseSchema,
+    node_url: str,
+    path: str,
+    name: str,
+    others: dict[str, Any],
+) -> None:
+    """A JSON integer parameter has no size limit, a SQL INTEGER column has 64 bits."""
+    operation = node_schema[path]["GET"]
+    in_path = "{" + name + "}" in path
+    for value in (INT64_MAX + 1, INT64_MIN - 1, 10**30, INT64_MAX, INT64_MIN):
+        if in_path:
+            case = operation.Case(path_parameters={**others, name: value})
+        else:
+            case = operation.Case(path_parameters=others, query={name: value})
+        _check(case, node_url)
