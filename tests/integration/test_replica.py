@@ -147,12 +147,13 @@ class Replica:
 @pytest.fixture
 def start_replica(
     primary: Primary, store_url: str, tmp_path: Path
-) -> Iterator[Callable[[str], Replica]]:
+) -> Iterator[Callable[..., Replica]]:
     """Starts `petra ledger replicate --from <url>` over the test's store (the same store each
-    time it is called in a test)."""
+    time it is called in a test); waits until it serves unless `serving=False` (a replica fed
+    a tampered block may stop before its read API is up)."""
     started: list[Replica] = []
 
-    def start(source: str) -> Replica:
+    def start(source: str, serving: bool = True) -> Replica:
         port = _free_port()
         log = tmp_path / f"replica-{len(started)}.log"
         process = _petra(
@@ -162,7 +163,8 @@ def start_replica(
         )
         replica = Replica(f"http://127.0.0.1:{port}", process, log, tmp_path / "evidence")
         started.append(replica)
-        _wait_serving(replica.url, process, log)
+        if serving:
+            _wait_serving(replica.url, process, log)
         return replica
 
     yield start
@@ -361,7 +363,7 @@ OTHER_HASH = hashlib.sha256(b"another history").digest()
 )
 def test_a_tampered_block_stops_the_replica_with_evidence(
     primary: Primary,
-    start_replica: Callable[[str], Replica],
+    start_replica: Callable[..., Replica],
     store_url: str,
     tampering: str,
     reason: str,
@@ -375,7 +377,7 @@ def test_a_tampered_block_stops_the_replica_with_evidence(
     }[tampering]
     fake = FakePrimary(primary.url, alter)
     try:
-        replica = start_replica(fake.url)
+        replica = start_replica(fake.url, serving=False)
         try:
             replica.process.wait(timeout=FOLLOW_TIMEOUT_S)
         except subprocess.TimeoutExpired:
