@@ -18,6 +18,7 @@ from assets import Code, Outpoint
 from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
 from ledger.blocks import SignedHead
 from ledger.ledger import BlockResult, Ledger
+from ledger.schedule import RegulationSchedule
 from ledger.sequencer import InProcessSequencer, SequencerClosed
 from ledger.store import StoredOutput
 
@@ -62,6 +63,29 @@ def output_to_wire(stored: StoredOutput) -> dict[str, Any]:
         "asset": asset_to_wire(stored.output.asset),
         "seq": stored.seq,
         "spent_by": stored.spent_by,
+    }
+
+
+def regulation_to_wire(schedule: RegulationSchedule, interval: int) -> dict[str, Any]:
+    """What is in force at `interval`: prices, and every meter a regulation named."""
+    prices = schedule.prices_at(interval)
+    meters = []
+    for meter in schedule.meters():
+        status = schedule.meter_at(meter, interval)
+        if status is not None:
+            meters.append(
+                {
+                    "meter": meter,
+                    "public_key": status.public_key.hex() if status.public_key else None,
+                    "max_epa": status.max_epa,
+                    "max_eca": status.max_eca,
+                    "banned": status.banned,
+                }
+            )
+    return {
+        "interval": interval,
+        "prices": {"consumption": prices.consumption, "production": prices.production},
+        "meters": meters,
     }
 
 
@@ -279,26 +303,7 @@ def create_app(node: LedgerNode) -> FastAPI:
 
     @app.get("/v1/regulation/{interval}", summary="Prices, meters and limits in force")
     def regulation(interval: Annotated[int, Path(ge=-MAX_INT, le=MAX_INT)]) -> dict[str, Any]:
-        schedule = node.ledger.state.schedule
-        prices = schedule.prices_at(interval)
-        meters = []
-        for meter in schedule.meters():
-            status = schedule.meter_at(meter, interval)
-            if status is not None:
-                meters.append(
-                    {
-                        "meter": meter,
-                        "public_key": status.public_key.hex() if status.public_key else None,
-                        "max_epa": status.max_epa,
-                        "max_eca": status.max_eca,
-                        "banned": status.banned,
-                    }
-                )
-        return {
-            "interval": interval,
-            "prices": {"consumption": prices.consumption, "production": prices.production},
-            "meters": meters,
-        }
+        return regulation_to_wire(node.ledger.state.schedule, interval)
 
     @app.get("/v1/genesis", summary="The genesis this ledger belongs to")
     def genesis() -> dict[str, Any]:

@@ -34,6 +34,7 @@ from assets import (
 )
 from assets.codec import asset_to_wire, genesis_to_wire
 from ledger import Ledger
+from ledger.api import regulation_to_wire
 from ledger.blocks import SignedHead
 from ledger.client import (
     InclusionProof,
@@ -220,26 +221,7 @@ class FakeNode:
         }
 
     def regulation(self, interval: int) -> dict[str, Any]:
-        schedule = self.ledger.state.schedule
-        prices = schedule.prices_at(interval)
-        meters = []
-        for meter in schedule.meters():
-            status = schedule.meter_at(meter, interval)
-            if status is not None and status.public_key is not None:
-                meters.append(
-                    {
-                        "meter": meter,
-                        "public_key": status.public_key.hex(),
-                        "max_epa": status.max_epa,
-                        "max_eca": status.max_eca,
-                        "banned": status.banned,
-                    }
-                )
-        return {
-            "interval": interval,
-            "prices": {"consumption": prices.consumption, "production": prices.production},
-            "meters": meters,
-        }
+        return regulation_to_wire(self.ledger.state.schedule, interval)
 
     def stream(self, first: int) -> httpx.Response:
         heads = [h for h in self.store.heads() if h.header.height >= first]

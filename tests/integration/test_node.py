@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -32,11 +27,10 @@ from assets import (
 )
 from assets.codec import MAX_TX_BYTES
 from assets.keyfile import dump_keys
-from ledger import merkle
-from ledger.blocks import BlockHeader, SignedHead
+from ledger.client import head_from_wire
 from ledger.scenario import Scenario, pay
 
-START_TIMEOUT_S = 30
+from .nodes import assert_proofs_verify, authorize_now, serve_ledger, stop
 
 
 @dataclass
@@ -59,74 +53,18 @@ class Node:
         return self.scenario.issue("m1", self.meter, self.nonce, outputs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _head(wire: dict[str, Any]) -> SignedHead:
-    """A signed head from its wire form (GET /v1/head)."""
-    header = BlockHeader(
-        bytes.fromhex(wire["chain"]),
-        wire["height"],
-        bytes.fromhex(wire["prev"]),
-        wire["time"],
-        wire["tree_size"],
-        bytes.fromhex(wire["root"]),
-    )
-    return SignedHead(
-        header, bytes.fromhex(wire["sequencer_key"]), bytes.fromhex(wire["signature"])
-    )
-
-
 @pytest.fixture
 def node(store_url: str, tmp_path: Path) -> Iterator[Node]:
-    """A node over a fresh store, with meter `m1` authorized and the clock past that."""
-    # one-second intervals, so that a regulation is in force a second or two after it lands
+    """A node over a fresh store, with meter `m1` authorized and in force."""
     scenario = Scenario(epoch=int(time.time()) - 10, interval_s=1)
     meter = Keypair.generate()
-    (tmp_path / "genesis.json").write_bytes(scenario.genesis_raw)
-    (tmp_path / "keys.json").write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
-    port = _free_port()
-    log = (tmp_path / "node.log").open("wb")
-    command = [
-        *("ledger", "serve", "--genesis", str(tmp_path / "genesis.json")),
-        *("--keys", str(tmp_path / "keys.json"), "--store", store_url, "--port", str(port)),
-    ]
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from petra.cli import main; main()", *command],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            httpx.get(f"{url}/v1/genesis", timeout=1)
-            break
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the node did not start: {(tmp_path / 'node.log').read_text()}")
-            time.sleep(0.1)
-    served = Node(url, scenario, meter, process)
-    effective = int(time.time()) - scenario.epoch + 1
-    regulation = scenario.regulate(
-        effective, authorize=[Authorization("m1", meter.public_key, 10**6, 10**6)]
-    )
-    assert served.submit(regulation).status_code == 200
-    while int(time.time()) - scenario.epoch <= effective + 1:
-        time.sleep(0.1)
-    yield served
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
+    genesis, keys = tmp_path / "genesis.json", tmp_path / "keys.json"
+    genesis.write_bytes(scenario.genesis_raw)
+    keys.write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
+    url, process = serve_ledger(genesis, keys, store_url, tmp_path / "node.log")
+    authorize_now(url, scenario, [Authorization("m1", meter.public_key, 10**6, 10**6)])
+    yield Node(url, scenario, meter, process)
+    stop(process)
 
 
 def test_submit_read_and_prove(node: Node) -> None:
@@ -156,24 +94,9 @@ def test_submit_read_and_prove(node: Node) -> None:
     ]
     assert node.get("/regulation/10000000").json()["meters"][0]["meter"] == "m1"
 
-    head = _head(node.get("/head").json())
+    head = head_from_wire(node.get("/head").json())
     assert head.verifies(node.scenario.genesis.sequencer_keys)
-    proof = node.get("/proofs/inclusion", txid=txid(transfer).hex()).json()
-    leaf = merkle.leaf_hash(encode_transaction(transfer))
-    assert bytes.fromhex(proof["leaf_hash"]) == leaf
-    path = [bytes.fromhex(h) for h in proof["proof"]]
-    assert merkle.verify_inclusion(
-        leaf, proof["index"], head.header.tree_size, path, head.header.root
-    )
-    first = _head(node.get("/blocks/1").json()["head"])
-    consistency = node.get("/proofs/consistency", old=first.header.tree_size).json()
-    assert merkle.verify_consistency(
-        first.header.tree_size,
-        head.header.tree_size,
-        first.header.root,
-        head.header.root,
-        [bytes.fromhex(h) for h in consistency["proof"]],
-    )
+    assert_proofs_verify(node.get, transfer, head)
 
 
 def test_hostile_bodies_get_the_error_shape(node: Node) -> None:

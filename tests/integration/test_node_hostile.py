@@ -11,11 +11,6 @@ beyond 64 bits, deterministically.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +27,8 @@ from assets import Authorization, Fa, Keypair, encode_transaction
 from assets.keyfile import dump_keys
 from ledger.scenario import Scenario, pay
 
-START_TIMEOUT_S = 30
+from .nodes import authorize_now, serve_ledger, stop
+
 EXAMPLES_PER_OPERATION = 100
 STREAM_PATH = "/v1/stream/blocks"
 STREAM_FIRST_EVENT_S = 5.0  # the stream sends a block or a ": waiting" comment at once
@@ -56,12 +52,6 @@ INTEGER_PARAMETERS: list[tuple[str, str, dict[str, Any]]] = [
 Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _submit(url: str, raw: bytes) -> httpx.Response:
     return httpx.post(f"{url}/v1/transactions", content=raw, timeout=30)
 
@@ -75,38 +65,14 @@ def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     meter = Keypair.generate()
     (tmp_path / "genesis.json").write_bytes(scenario.genesis_raw)
     (tmp_path / "keys.json").write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
-    port = _free_port()
-    store = f"sqlite:///{tmp_path}/ledger.sqlite"
-    command = [
-        *("ledger", "serve", "--genesis", str(tmp_path / "genesis.json")),
-        *("--keys", str(tmp_path / "keys.json"), "--store", store, "--port", str(port)),
-    ]
-    log_path = tmp_path / "node.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from petra.cli import main; main()", *command],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    url, process = serve_ledger(
+        tmp_path / "genesis.json",
+        tmp_path / "keys.json",
+        f"sqlite:///{tmp_path}/ledger.sqlite",
+        tmp_path / "node.log",
+    )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                httpx.get(f"{url}/v1/genesis", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the node did not start: {log_path.read_text()}")
-                time.sleep(0.1)
-        effective = int(time.time()) - scenario.epoch + 1
-        regulation = scenario.regulate(
-            effective, authorize=[Authorization("m1", meter.public_key, 10**6, 10**6)]
-        )
-        assert _submit(url, encode_transaction(regulation)).status_code == 200
-        while int(time.time()) - scenario.epoch <= effective + 1:
-            time.sleep(0.1)
+        authorize_now(url, scenario, [Authorization("m1", meter.public_key, 10**6, 10**6)])
         alice = Keypair.generate()
         for nonce in (1, 2):
             issue = scenario.issue("m1", meter, nonce, [pay(Fa(100 * nonce), alice)])
@@ -114,12 +80,7 @@ def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert answer.status_code == 200, answer.text
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,34 +24,14 @@ import pytest
 from assets import Authorization, Fa, Keypair, encode_transaction, txid
 from assets.keyfile import dump_keys
 from ledger import merkle
-from ledger.blocks import BlockHeader, SignedHead
+from ledger.client import head_from_wire
 from ledger.scenario import Scenario, pay
 
-START_TIMEOUT_S = 60  # a restart on PostgreSQL may first wait for the killed node's session
+from .nodes import authorize_now, serve_ledger, stop
+
 CLIENTS = 8
 ACKS_BEFORE_KILL = 300
 LOAD_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _head(wire: dict[str, Any]) -> SignedHead:
-    """A signed head from its wire form (GET /v1/head)."""
-    header = BlockHeader(
-        bytes.fromhex(wire["chain"]),
-        wire["height"],
-        bytes.fromhex(wire["prev"]),
-        wire["time"],
-        wire["tree_size"],
-        bytes.fromhex(wire["root"]),
-    )
-    return SignedHead(
-        header, bytes.fromhex(wire["sequencer_key"]), bytes.fromhex(wire["signature"])
-    )
 
 
 @dataclass
@@ -72,41 +49,14 @@ class Served:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop(self.process)
 
 
 def serve(directory: Path, store_url: str, run: str) -> Served:
     """Start a node on `store_url` with the genesis and keys in `directory`; wait for it."""
-    port = _free_port()
     log = directory / f"node-{run}.log"
-    command = [
-        *("ledger", "serve", "--genesis", str(directory / "genesis.json")),
-        *("--keys", str(directory / "keys.json"), "--store", store_url, "--port", str(port)),
-    ]
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from petra.cli import main; main()", *command],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    served = Served(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            httpx.get(f"{served.url}/v1/genesis", timeout=1)
-            return served
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                served.kill()
-                pytest.fail(f"the node ({run}) did not start: {log.read_text()}")
-            time.sleep(0.1)
+    url, process = serve_ledger(directory / "genesis.json", directory / "keys.json", store_url, log)
+    return Served(url, process, log)
 
 
 @dataclass
@@ -163,17 +113,12 @@ def test_a_restart_under_load_loses_no_acknowledged_transaction(
     scenario, clients = chain
     first = serve(tmp_path, store_url, "first")
     try:
-        effective = int(time.time()) - scenario.epoch + 1
         authorize = [Authorization(c.name, c.key.public_key, 10**6, 10**6) for c in clients]
-        regulation = encode_transaction(scenario.regulate(effective, authorize=authorize))
-        answer = httpx.post(f"{first.url}/v1/transactions", content=regulation, timeout=30)
-        assert answer.status_code == 200, answer.text
-        while int(time.time()) - scenario.epoch <= effective + 1:
-            time.sleep(0.1)
+        authorize_now(first.url, scenario, authorize)
 
-        stop = threading.Event()
+        halt = threading.Event()
         threads = [
-            threading.Thread(target=c.run, args=(first.url, stop), name=c.name) for c in clients
+            threading.Thread(target=c.run, args=(first.url, halt), name=c.name) for c in clients
         ]
         for thread in threads:
             thread.start()
@@ -183,12 +128,12 @@ def test_a_restart_under_load_loses_no_acknowledged_transaction(
                 assert time.monotonic() < deadline, "the node acknowledged too few transactions"
                 assert all(t.is_alive() for t in threads), [c.unexpected for c in clients]
                 time.sleep(0.01)
-            before = _head(httpx.get(f"{first.url}/v1/head", timeout=30).json())
+            before = head_from_wire(httpx.get(f"{first.url}/v1/head", timeout=30).json())
             first.kill()  # while every client has a request in flight or about to be sent
             for thread in threads:
                 thread.join(timeout=LOAD_TIMEOUT_S)
         finally:
-            stop.set()
+            halt.set()
             for thread in threads:
                 thread.join()
     finally:
@@ -202,7 +147,7 @@ def test_a_restart_under_load_loses_no_acknowledged_transaction(
     second = serve(tmp_path, store_url, "second")
     try:
         with httpx.Client(base_url=f"{second.url}/v1", timeout=30) as http:
-            head = _head(http.get("/head").json())
+            head = head_from_wire(http.get("/head").json())
             assert head.verifies(scenario.genesis.sequencer_keys)
             assert head.header.height >= before.header.height
             size = head.header.tree_size
@@ -234,7 +179,7 @@ def test_a_restart_under_load_loses_no_acknowledged_transaction(
                 assert answer.status_code == 200, f"{client.name}: {answer.text}"
                 assert answer.json()["txid"] == expected
                 assert http.get(f"/transactions/{expected}").status_code == 200
-            after = _head(http.get("/head").json())
+            after = head_from_wire(http.get("/head").json())
             assert after.header.tree_size >= size + CLIENTS
     finally:
         second.stop()

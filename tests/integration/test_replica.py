@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,55 +24,17 @@ from assets import Authorization, Fa, Issue, Keypair, Outpoint, Transaction, enc
 from assets import txid as transaction_id
 from assets.canonical import canonical_json
 from assets.keyfile import dump_keys
-from ledger import merkle
 from ledger.blocks import SignedHead
 from ledger.client import head_from_wire
 from ledger.scenario import Scenario, pay
 from ledger.store import Store
 
-START_TIMEOUT_S = 30
+from .nodes import assert_proofs_verify, free_port, start_petra, stop, wait_serving
+
 FOLLOW_TIMEOUT_S = 30
 TAMPERED_HEIGHT = 3
 
 Alteration = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _petra(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from petra.cli import main; main()", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        start_new_session=True,
-    )
-
-
-def _wait_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            httpx.get(f"{url}/v1/genesis", timeout=1)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                _stop(process)
-                pytest.fail(f"{url} did not start: {log.read_text()}")
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @dataclass
@@ -110,15 +69,15 @@ def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Primary]:
     meter = Keypair.generate()
     (tmp / "genesis.json").write_bytes(scenario.genesis_raw)
     (tmp / "keys.json").write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
-    port = _free_port()
-    process = _petra(
+    port = free_port()
+    process = start_petra(
         *("ledger", "serve", "--genesis", str(tmp / "genesis.json"), "--keys"),
         *(str(tmp / "keys.json"), "--store", f"sqlite:///{tmp}/primary.sqlite"),
         *("--port", str(port)),
         log=tmp / "primary.log",
     )
     url = f"http://127.0.0.1:{port}"
-    _wait_serving(url, process, tmp / "primary.log")
+    wait_serving(url, process, tmp / "primary.log")
     served = Primary(url, scenario, meter, tmp / "genesis.json")
     effective = int(time.time()) - scenario.epoch + 1
     regulation = scenario.regulate(
@@ -130,7 +89,7 @@ def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Primary]:
     for amount in (1, 2, 3):  # blocks 2 to 4: past TAMPERED_HEIGHT
         served.issue(amount)
     yield served
-    _stop(process)
+    stop(process)
 
 
 @dataclass
@@ -154,9 +113,9 @@ def start_replica(
     started: list[Replica] = []
 
     def start(source: str, serving: bool = True) -> Replica:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"replica-{len(started)}.log"
-        process = _petra(
+        process = start_petra(
             *("ledger", "replicate", "--from", source, "--genesis", str(primary.genesis_file)),
             *("--store", store_url, "--port", str(port), "--evidence", str(tmp_path / "evidence")),
             log=log,
@@ -164,12 +123,12 @@ def start_replica(
         replica = Replica(f"http://127.0.0.1:{port}", process, log, tmp_path / "evidence")
         started.append(replica)
         if serving:
-            _wait_serving(replica.url, process, log)
+            wait_serving(replica.url, process, log)
         return replica
 
     yield start
     for replica in started:
-        _stop(replica.process)
+        stop(replica.process)
 
 
 def _wait_caught_up(replica: Replica, primary: Primary) -> bytes:
@@ -200,34 +159,7 @@ def test_the_replica_follows_serves_reads_and_refuses_submissions(
     txid = transaction_id(transfer).hex()
     for read in (f"/transactions/{txid}", f"/outputs/{transaction_id(issue).hex()}/0"):
         assert replica.get(read).json() == httpx.get(f"{primary.url}/v1{read}").json()
-    proof = replica.get("/proofs/inclusion", txid=txid).json()
-    leaf = merkle.leaf_hash(encode_transaction(transfer))
-    path = [bytes.fromhex(h) for h in proof["proof"]]
-    assert merkle.verify_inclusion(
-        leaf, proof["index"], head.header.tree_size, path, head.header.root
-    )
-    first = head_from_wire(replica.get("/blocks/1").json()["head"])
-    consistency = replica.get("/proofs/consistency", old=first.header.tree_size).json()
-    assert merkle.verify_consistency(
-        first.header.tree_size,
-        head.header.tree_size,
-        first.header.root,
-        head.header.root,
-        [bytes.fromhex(h) for h in consistency["proof"]],
-    )
-
-    refused = httpx.post(
-        f"{replica.url}/v1/transactions", content=encode_transaction(primary.issue(5)), timeout=30
-    )
-    assert refused.status_code == 503
-    assert refused.json()["error"]["code"] == "read_only"
-    assert primary.url in refused.json()["error"]["message"]
-
-    # a restarted replica resumes from its store, past blocks made while it was down
-    _stop(replica.process)
-    primary.issue(6)
-    _wait_caught_up(start_replica(primary.url), primary)
-    assert not replica.evidence.exists()
+    assert_proofs_verify(replica.get, transfer, head)
 
 
 def test_a_replica_of_another_genesis_refuses_to_follow(
@@ -239,7 +171,7 @@ def test_a_replica_of_another_genesis_refuses_to_follow(
         [
             *(sys.executable, "-c", "from petra.cli import main; main()", "ledger", "replicate"),
             *("--from", primary.url, "--genesis", str(other), "--store", store_url),
-            *("--port", str(_free_port()), "--evidence", str(tmp_path / "evidence")),
+            *("--port", str(free_port()), "--evidence", str(tmp_path / "evidence")),
         ],
         capture_output=True,
         text=True,
