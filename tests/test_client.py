@@ -32,9 +32,9 @@ from assets import (
     encode_transaction,
     txid,
 )
-from assets.codec import asset_to_wire, genesis_to_wire
+from assets.codec import genesis_to_wire
 from ledger import Ledger
-from ledger.api import regulation_to_wire
+from ledger.api import output_to_wire, regulation_to_wire
 from ledger.blocks import SignedHead
 from ledger.client import (
     InclusionProof,
@@ -49,7 +49,7 @@ from ledger.client import (
     head_from_wire,
 )
 from ledger.scenario import Scenario, pay
-from ledger.store import Store, StoredOutput
+from ledger.store import Store
 from petra.cli import app
 
 BASE = "http://ledger.test"
@@ -169,10 +169,10 @@ class FakeNode:
                 found = self.store.outputs({outpoint})
                 if outpoint not in found:
                     raise _Error(404, "not_found", f"no output {tx}:{index}")
-                return output_wire(found[outpoint])
+                return output_to_wire(found[outpoint])
             case ["addresses", address, "unspent"]:
                 outputs = self.store.unspent(bytes.fromhex(address))
-                return {"address": address, "outputs": [output_wire(o) for o in outputs]}
+                return {"address": address, "outputs": [output_to_wire(o) for o in outputs]}
             case ["head"]:
                 head = self.store.head()
                 if head is None:
@@ -273,17 +273,6 @@ class _Error(Exception):
         if self.tx:
             error["txid"] = None if self.txid is None else self.txid.hex()
         return httpx.Response(self.status, json={"error": error})
-
-
-def output_wire(stored: StoredOutput) -> dict[str, Any]:
-    return {
-        "tx": stored.outpoint.txid.hex(),
-        "index": stored.outpoint.index,
-        "address": stored.output.address.hex(),
-        "asset": asset_to_wire(stored.output.asset),
-        "seq": stored.seq,
-        "spent_by": stored.spent_by,
-    }
 
 
 @pytest.fixture
