@@ -337,6 +337,11 @@ _ENERGY_KEYS = frozenset({"kind", "power", "start", "end"})
 _FA_KEYS = frozenset({"kind", "amount"})
 
 
+def asset_from_wire(wire: Any) -> Asset:
+    """The asset a wire object describes (as `asset_to_wire` writes it); `malformed` if none."""
+    return _asset(wire, "asset")
+
+
 def _asset(value: Any, where: str) -> Asset:
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == AssetKind.FA:

@@ -80,3 +80,12 @@ def _derive(
     mem: int = _KDF.MEMLIMIT_MODERATE,
 ) -> bytes:
     return _KDF.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=ops, memlimit=mem)
+
+
+def is_sealed(raw: bytes) -> bool:
+    """True iff `raw` is a key file whose keys are encrypted under a passphrase."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "sealed" in document and "keys" not in document

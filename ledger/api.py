@@ -10,9 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import StreamingResponse
 
 from assets import Code, Outpoint
 from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
@@ -21,28 +19,15 @@ from ledger.ledger import BlockResult, Ledger
 from ledger.schedule import RegulationSchedule
 from ledger.sequencer import InProcessSequencer, SequencerClosed
 from ledger.store import StoredOutput
+from petra.http import ApiError, install_error_handlers
 
 MAX_BLOCKS_PER_PAGE = 1_000
 _STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
 
 
-class ApiError(Exception):
-    """An error answered with the common shape."""
-
-    def __init__(
-        self, status: int, code: str, message: str, txid: bytes | None = None, *, tx: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.txid, self.tx = status, code, message, txid, tx
-
-
-def _error(
-    status: int, code: str, message: str, txid: str | None = None, tx: bool = False
-) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if tx:
-        body["txid"] = txid
-    return JSONResponse({"error": body}, status_code=status)
+def _tx_error(status: int, code: str, message: str, txid: bytes | None = None) -> ApiError:
+    """An error about a submitted transaction: it names the transaction's id (null if none)."""
+    return ApiError(status, code, message, txid=None if txid is None else txid.hex())
 
 
 def _hex_param(value: str, size: int, what: str) -> bytes:
@@ -149,27 +134,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        txid = exc.txid.hex() if exc.txid is not None else None
-        return _error(exc.status, exc.code, exc.message, txid, exc.tx)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-            for e in exc.errors()
-        )
-        return _error(400, "bad_request", f"invalid request: {where}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "bad_request"}.get(exc.status_code, "bad_request")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def internal(_: Request, __: Exception) -> JSONResponse:
-        return _error(500, "internal", "the node failed to answer; its log has the details")
+    install_error_handlers(app)
 
     @app.post(
         "/v1/transactions",
@@ -184,16 +149,14 @@ def create_app(node: LedgerNode) -> FastAPI:
     async def submit(request: Request) -> dict[str, Any]:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_TX_BYTES:
-            raise ApiError(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes", tx=True)
+            raise _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
         raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > MAX_TX_BYTES:
-                raise ApiError(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes", tx=True)
+                raise _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
         if node.sequencer is None:
-            raise ApiError(
-                503, "read_only", f"this node is a replica: submit to {node.primary}", tx=True
-            )
+            raise _tx_error(503, "read_only", f"this node is a replica: submit to {node.primary}")
         try:
             ticket = node.sequencer.submit(bytes(raw))
         except SequencerClosed as exc:
@@ -207,7 +170,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         outcome = result.outcomes[ticket.index]
         if outcome.code is not None:
             status = _STATUS.get(outcome.code, 422)
-            raise ApiError(status, outcome.code, outcome.message, outcome.txid, tx=True)
+            raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
         assert outcome.txid is not None and result.head is not None
         return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
 

@@ -15,9 +15,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from assets import Genesis, Keypair, Rejected, chain_id
+from assets import Genesis, Keypair, chain_id
 from assets.codec import genesis_to_wire
-from assets.keyfile import KeyFileError, dump_keys, load_keys
+from assets.keyfile import dump_keys
+from petra.console import (
+    PassphraseFile,
+    err,
+    fail,
+    read_genesis,
+    read_keys,
+    read_passphrase,
+    warn,
+    write_private,
+)
+from petra.dso_cli import dso_app
 
 app = typer.Typer(
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
@@ -31,59 +42,8 @@ bench_app = typer.Typer(
     help="Benchmarks, printed as ratios against baselines of the same run.", no_args_is_help=True
 )
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(dso_app, name="dso")
 app.add_typer(bench_app, name="bench")
-
-err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
-PASSPHRASE_ENV = "PETRA_PASSPHRASE"
-
-PassphraseFile = Annotated[
-    Path | None,
-    typer.Option(
-        help=f"File holding the key file's passphrase (else ${PASSPHRASE_ENV}).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-
-
-def fail(message: str) -> NoReturn:
-    """Say what went wrong in one sentence and exit 2."""
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(2)
-
-
-def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
-
-
-def read_passphrase(path: Path | None) -> bytes | None:
-    """The passphrase from `path` (first line) or the environment; None when neither is given."""
-    if path is not None:
-        lines = path.read_bytes().splitlines()
-        return lines[0] if lines else b""
-    value = os.environ.get(PASSPHRASE_ENV)
-    return value.encode() if value is not None else None
-
-
-def read_genesis(path: Path) -> tuple[bytes, Genesis]:
-    from assets import parse_genesis
-
-    try:
-        raw = path.read_bytes()
-        return raw, parse_genesis(raw)
-    except OSError as exc:
-        fail(f"cannot read the genesis {path}: {exc.strerror}")
-    except Rejected as exc:
-        fail(f"{path} is not a valid genesis: {exc.message}")
-
-
-def read_keys(path: Path, passphrase_file: Path | None) -> dict[str, Keypair]:
-    try:
-        return load_keys(path.read_bytes(), read_passphrase(passphrase_file))
-    except OSError as exc:
-        fail(f"cannot read the key file {path}: {exc.strerror}")
-    except KeyFileError as exc:
-        fail(f"{path}: {exc}")
 
 
 @ledger_app.command("genesis")
@@ -135,23 +95,11 @@ def genesis_command(
     elif not passphrase:
         warn("the passphrase is empty: anyone can open the key file")
     try:
-        _write_private(keys_out, dump_keys(keys, passphrase))
+        write_private(keys_out, dump_keys(keys, passphrase))
         out.write_text(json.dumps(genesis_to_wire(genesis), indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         fail(f"cannot write {exc.filename}: {exc.strerror}")
     typer.echo(f"genesis {chain_id(genesis).hex()} written to {out}; keys in {keys_out}")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` readable by its owner only, replacing `path` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a left-over from a crash may carry a looser mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -462,7 +410,7 @@ def _trusted_genesis(node: str, path: Path | None) -> Genesis:
 def _save_head(path: Path, head: dict[str, object]) -> None:
     """Write a head as GET /v1/head answers it, replacing `path` atomically."""
     try:
-        _write_private(path, (json.dumps(head, indent=2) + "\n").encode())
+        write_private(path, (json.dumps(head, indent=2) + "\n").encode())
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}")
 

@@ -1,0 +1,1 @@
+"""The DSO authority node: admin API, regulation, billing intake, grid controller."""

@@ -1,0 +1,303 @@
+"""The DSO node's HTTP API under /v1 (docs/api.md): routes only, over `DsoService`.
+
+Operators send `Authorization: Bearer <token>`; each route needs one permission, which the
+operator's role grants or not (401 without a valid token, 403 without the permission). Meters
+post bills with no token: the bill's signature by the meter's registered key is the credential.
+"""
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from assets.codec import MAX_INT
+from dso import schemas
+from dso.auth import Permission
+from dso.service import MAX_BILL_BYTES, Actor, DsoError, DsoService
+from petra.http import error_response, install_error_handlers
+
+IntervalQuery = Annotated[int | None, Query(ge=-MAX_INT, le=MAX_INT)]
+BILLS_PER_DAY = 96  # the default bill window: a day of 15-minute intervals
+
+
+def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
+    """The FastAPI application of `service`; `docs` serves /docs and /openapi.json."""
+    app = FastAPI(
+        title="PETra DSO node",
+        version="1",
+        description="Regulation, billing intake and the grid controller of the DSO.",
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(DsoError)
+    async def dso_error(_: Request, exc: DsoError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    bearer = HTTPBearer(auto_error=False, description="An operator token (pdso_…)")
+
+    def needs(permission: Permission) -> Callable[..., Actor]:
+        def actor(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> Actor:
+            found = service.authenticate(None if credentials is None else credentials.credentials)
+            service.require(found, permission)
+            return found
+
+        return actor
+
+    Reader = Annotated[Actor, Depends(needs(Permission.READ))]
+    Regulator = Annotated[Actor, Depends(needs(Permission.REGULATE))]
+    Reconciler = Annotated[Actor, Depends(needs(Permission.RECONCILE))]
+    Auditor = Annotated[Actor, Depends(needs(Permission.AUDIT))]
+    Admin = Annotated[Actor, Depends(needs(Permission.OPERATORS))]
+
+    def window(first: int | None, last: int | None, before_now: bool) -> tuple[int, int]:
+        now = service.now()
+        end = last if last is not None else (now - 1 if before_now else now + BILLS_PER_DAY)
+        start = first if first is not None else end - BILLS_PER_DAY + 1
+        return start, end
+
+    # ---------------------------------------------------------------- who and what
+
+    @app.get("/v1/status", summary="The node: chain, interval, index height, ledger health")
+    def status(_: Reader) -> dict[str, Any]:
+        return service.status()
+
+    @app.get("/v1/whoami", summary="The operator the token belongs to")
+    def whoami(actor: Reader) -> dict[str, Any]:
+        return {"name": actor.name, "role": actor.role}
+
+    @app.post("/v1/operators", status_code=201, summary="Create an operator; shows the token once")
+    def create_operator(body: schemas.NewOperator, actor: Admin) -> dict[str, Any]:
+        operator, token = service.create_operator(actor, body.name, body.role)
+        return {"name": operator.name, "role": operator.role, "token": token}
+
+    @app.get("/v1/operators", summary="Operators and their roles (never their tokens)")
+    def list_operators(_: Admin) -> dict[str, Any]:
+        return {
+            "operators": [
+                {
+                    "name": o.name,
+                    "role": o.role,
+                    "created_at": o.created_at,
+                    "created_by": o.created_by,
+                    "revoked_at": o.revoked_at,
+                }
+                for o in service.store.operators()
+            ]
+        }
+
+    @app.delete("/v1/operators/{name}", summary="Revoke an operator's token")
+    def revoke_operator(name: Annotated[str, Path(max_length=64)], actor: Admin) -> dict[str, Any]:
+        service.revoke_operator(actor, name)
+        return {"name": name, "revoked": True}
+
+    # ---------------------------------------------------------------- regulation
+
+    @app.get("/v1/meters", summary="Every meter a regulation named, as in force at an interval")
+    def meters(_: Reader, interval: IntervalQuery = None) -> dict[str, Any]:
+        return service.meters(interval)
+
+    @app.get("/v1/meters/{meter}", summary="A meter: now, next interval, its regulations")
+    def meter(meter: Annotated[str, Path(max_length=64)], _: Reader) -> dict[str, Any]:
+        return service.meter(meter)
+
+    @app.post("/v1/meters", status_code=201, summary="Authorize a meter (a regulation)")
+    def authorize(body: schemas.AuthorizeMeter, actor: Regulator) -> dict[str, Any]:
+        return service.authorize_meter(
+            actor,
+            body.meter,
+            bytes.fromhex(body.public_key),
+            body.max_epa,
+            body.max_eca,
+            body.owner,
+            body.time,
+        )
+
+    @app.post("/v1/meters/{meter}/ban", status_code=201, summary="Ban a meter (a regulation)")
+    def ban(
+        meter: Annotated[str, Path(max_length=64)], body: schemas.BanMeter, actor: Regulator
+    ) -> dict[str, Any]:
+        return service.ban_meter(actor, meter, body.time)
+
+    @app.get("/v1/tariff", summary="Prices in force at an interval and at the next")
+    def tariff(_: Reader, interval: IntervalQuery = None) -> dict[str, Any]:
+        at = service.now() if interval is None else min(interval, MAX_INT - 1)
+        view = service.schedule_view(at, at + 1)
+        return {"interval": at, "runs": view["runs"]}
+
+    @app.put("/v1/tariff", status_code=201, summary="Set prices from an interval (a regulation)")
+    def set_tariff(body: schemas.Tariff, actor: Regulator) -> dict[str, Any]:
+        return service.set_tariff(actor, body.price_consumption, body.price_production, body.time)
+
+    @app.put("/v1/limits/default", status_code=201, summary="Set default MAXEPA/MAXECA")
+    def set_limits(body: schemas.DefaultLimits, actor: Regulator) -> dict[str, Any]:
+        done = service.set_default_limits(actor, body.max_epa, body.max_eca, body.time)
+        return {"regulations": done}
+
+    @app.get("/v1/schedule", summary="Prices and default limits per interval, as runs")
+    def schedule(
+        _: Reader, first: IntervalQuery = None, last: IntervalQuery = None
+    ) -> dict[str, Any]:
+        return service.schedule_view(*window(first, last, before_now=False))
+
+    @app.get("/v1/regulations", summary="The regulations this node signed, newest first")
+    def regulations(
+        _: Reader,
+        status: Annotated[str | None, Query(pattern="^(pending|accepted|rejected)$")] = None,
+    ) -> dict[str, Any]:
+        return {"regulations": service.regulations(status)}
+
+    # ---------------------------------------------------------------- billing
+
+    @app.post(
+        "/v1/bills",
+        summary="A meter's signed interval bill (DESIGN.md 7); the signature authenticates",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def post_bill(request: Request, response: Response) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BILL_BYTES:
+            raise DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BILL_BYTES:
+                raise DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
+        result = await asyncio.to_thread(service.intake_bill, bytes(raw))
+        response.status_code = 201 if result.created else 200
+        return {**service.bill_to_wire(result.bill), "duplicate": not result.created}
+
+    BillFilters = Annotated[
+        tuple[int | None, int | None, str | None, str | None, str | None],
+        Depends(_bill_filters),
+    ]
+
+    @app.get("/v1/bills", summary="Bills of an interval range (default: the last 96)")
+    def bills(_: Reader, filters: BillFilters) -> dict[str, Any]:
+        first, last, meter_id, owner, status = filters
+        start, end = window(first, last, before_now=True)
+        found = service.bills(start, end, meter_id, owner, status)
+        return {"first": start, "last": end, "bills": [service.bill_to_wire(b) for b in found]}
+
+    @app.get("/v1/bills.csv", summary="The same bills as CSV", response_class=Response)
+    def bills_csv(_: Reader, filters: BillFilters) -> Response:
+        first, last, meter_id, owner, status = filters
+        start, end = window(first, last, before_now=True)
+        found = service.bills(start, end, meter_id, owner, status)
+        return Response(
+            service.bills_csv(found),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="bills-{start}-{end}.csv"'},
+        )
+
+    @app.get("/v1/bills/{bill_id}", summary="A bill and its reconciliation")
+    def bill(bill_id: Annotated[str, Path(pattern="^[0-9a-f]{64}$")], _: Reader) -> dict[str, Any]:
+        return service.bill_to_wire(service.bill(bytes.fromhex(bill_id)))
+
+    @app.post("/v1/bills/reconcile", summary="Check the bills of an interval range again")
+    def reconcile(body: schemas.Reconcile, actor: Reconciler) -> dict[str, Any]:
+        return service.reconcile_all(actor, body.first, body.last)
+
+    @app.get("/v1/statements/{owner}", summary="What an owner owes over an interval range")
+    def statement(
+        owner: Annotated[str, Path(max_length=128)],
+        _: Reader,
+        first: IntervalQuery = None,
+        last: IntervalQuery = None,
+    ) -> dict[str, Any]:
+        return service.statement(owner, *window(first, last, before_now=True))
+
+    # ---------------------------------------------------------------- the grid controller
+
+    @app.get("/v1/forecast", summary="Net load per interval from the ledger and the book")
+    def forecast(
+        _: Reader, first: IntervalQuery = None, last: IntervalQuery = None
+    ) -> dict[str, Any]:
+        start, end = window(first, last, before_now=False)
+        found = service.forecast(start, end)
+        return {
+            "first": start,
+            "last": end,
+            "intervals": [dataclasses.asdict(f) for f in found],
+        }
+
+    @app.get("/v1/controller", summary="The price policy and whether it runs by itself")
+    def controller_settings(_: Reader) -> dict[str, Any]:
+        return service.controller_settings()
+
+    @app.put("/v1/controller", summary="Set the price policy, or switch automatic mode")
+    def set_controller(body: schemas.ControllerSettings, actor: Regulator) -> dict[str, Any]:
+        policy = None if body.policy is None else body.policy.model_dump()
+        return service.set_controller(actor, policy, body.auto)
+
+    @app.post("/v1/controller/proposals", status_code=201, summary="Propose next prices")
+    def propose(actor: Regulator) -> dict[str, Any]:
+        return _proposal(service.propose(actor))
+
+    @app.get("/v1/controller/proposals", summary="Recent proposals, newest first")
+    def proposals(_: Reader) -> dict[str, Any]:
+        return {"proposals": [_proposal(p) for p in service.store.proposals()]}
+
+    @app.post(
+        "/v1/controller/proposals/{proposal_id}/accept",
+        status_code=201,
+        summary="Accept a proposal: it becomes a regulation",
+    )
+    def accept(
+        proposal_id: Annotated[int, Path(ge=1, le=MAX_INT)], actor: Regulator
+    ) -> dict[str, Any]:
+        return service.accept(actor, proposal_id)
+
+    # ---------------------------------------------------------------- audit
+
+    @app.get("/v1/audit", summary="The audit log from a sequence number on")
+    def audit(
+        _: Auditor,
+        after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        return {"entries": service.audit_entries(after, limit)}
+
+    @app.get("/v1/audit/verify", summary="Check the audit log's hash chain")
+    def verify_audit(_: Auditor) -> dict[str, Any]:
+        return service.verify_audit()
+
+    return app
+
+
+def _bill_filters(
+    first: IntervalQuery = None,
+    last: IntervalQuery = None,
+    meter: Annotated[str | None, Query(pattern="^[A-Za-z0-9._-]{1,64}$")] = None,
+    owner: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|reconciled|flagged)$")] = None,
+) -> tuple[int | None, int | None, str | None, str | None, str | None]:
+    return first, last, meter, owner, status
+
+
+def _proposal(proposal: Any) -> dict[str, Any]:
+    return {
+        "id": proposal.id,
+        "interval": proposal.interval,
+        "price_consumption": proposal.price_consumption,
+        "price_production": proposal.price_production,
+        "net_load_w": proposal.net_load_w,
+        "reason": proposal.reason,
+        "status": proposal.status,
+        "regulation_nonce": proposal.regulation,
+        "created_ms": proposal.created_ms,
+    }

@@ -1,0 +1,709 @@
+"""The DSO node's own database (SQLAlchemy 2 Core; SQLite by default, PostgreSQL by URL).
+
+It holds what the ledger does not: operators and their hashed tokens, the append-only audit log,
+the regulations this node signed and what became of them, meter owners and default limits,
+bills and their reconciliation, controller settings and proposals, and an index of the ledger's
+blocks, issues and regulations that the follower keeps.
+
+The audit log is append-only twice over: database triggers refuse UPDATE and DELETE, and each
+entry carries the SHA-256 of the previous one, so `verify_audit` finds a row changed behind the
+triggers' back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from assets import Outpoint, canonical_json
+from ledger.store import create_store_engine
+
+SCHEMA_VERSION = "1"
+_WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL
+GENESIS_HASH = bytes(32)  # the audit chain's first `prev`
+
+metadata = MetaData()
+
+meta = Table(
+    "dso_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+operators = Table(
+    "dso_operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(80), nullable=False),
+    Column("revoked_at", BigInteger),
+)
+audit_log = Table(
+    "dso_audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("entry_hash", LargeBinary(32), nullable=False, unique=True),
+)
+regulations = Table(
+    "dso_regulations",
+    metadata,
+    Column("nonce", BigInteger, primary_key=True, autoincrement=False),
+    Column("txid", LargeBinary(32), nullable=False, unique=True),
+    Column("time", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, accepted, rejected
+    Column("code", String(64)),
+    Column("message", Text),
+    Column("height", BigInteger),
+)
+meter_owners = Table(
+    "dso_meter_owners",
+    metadata,
+    Column("meter", String(64), primary_key=True),
+    Column("owner", String(128)),
+    Column("follows_default", Boolean, nullable=False),
+)
+default_limits = Table(
+    "dso_default_limits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("time", BigInteger, nullable=False),
+    Column("max_epa", BigInteger, nullable=False),
+    Column("max_eca", BigInteger, nullable=False),
+)
+bills = Table(
+    "dso_bills",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("meter", String(64), nullable=False),
+    Column("interval", BigInteger, nullable=False),
+    Column("owner", String(128)),
+    Column("closed_height", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, reconciled, flagged
+    Column("discrepancies", Text, nullable=False),
+    UniqueConstraint("meter", "interval", name="dso_bills_one_per_interval"),
+)
+Index("dso_bills_by_interval", bills.c.interval)
+Index("dso_bills_by_owner", bills.c.owner, bills.c.interval)
+bill_deposits = Table(
+    "dso_bill_deposits",
+    metadata,
+    Column("tx", LargeBinary(32), primary_key=True),
+    Column("index", Integer, primary_key=True, autoincrement=False),
+    Column("bill", LargeBinary(32), primary_key=True),
+    Column("meter", String(64), nullable=False),
+    Column("interval", BigInteger, nullable=False),
+)
+chain_blocks = Table(
+    "dso_chain_blocks",
+    metadata,
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", BigInteger, nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+)
+chain_transactions = Table(
+    "dso_chain_transactions",  # the issues and regulations on the ledger, in ledger order
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("txid", LargeBinary(32), nullable=False, unique=True),
+    Column("height", BigInteger, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("meter", String(64)),
+    Column("body", LargeBinary, nullable=False),
+)
+Index("dso_chain_by_meter", chain_transactions.c.meter, chain_transactions.c.height)
+settings = Table(
+    "dso_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+proposals = Table(
+    "dso_proposals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("interval", BigInteger, nullable=False),
+    Column("price_consumption", BigInteger, nullable=False),
+    Column("price_production", BigInteger, nullable=False),
+    Column("net_load_w", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open, accepted, superseded
+    Column("regulation", BigInteger),
+)
+
+_APPEND_ONLY = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS dso_audit_no_{verb.lower()} BEFORE {verb} ON dso_audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        for verb in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION dso_audit_append_only() RETURNS trigger AS $$ BEGIN "
+        "RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql",
+        "DROP TRIGGER IF EXISTS dso_audit_append_only ON dso_audit_log",
+        "CREATE TRIGGER dso_audit_append_only BEFORE UPDATE OR DELETE ON dso_audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION dso_audit_append_only()",
+    ],
+}
+
+
+class DsoStoreError(Exception):
+    """The DSO database cannot be used as asked."""
+
+
+class Conflict(Exception):
+    """A row that must be unique exists already (an operator name, a bill for an interval)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    name: str
+    role: str
+    created_at: int
+    created_by: str
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    outcome: str
+    prev_hash: bytes
+    entry_hash: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at_ms": self.at_ms,
+            "actor": self.actor,
+            "role": self.role,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+            "outcome": self.outcome,
+            "hash": self.entry_hash.hex(),
+        }
+
+
+def audit_hash(prev: bytes, fields: dict[str, Any]) -> bytes:
+    """SHA-256 over the previous entry's hash and this entry's canonical JSON."""
+    return hashlib.sha256(prev + canonical_json(fields)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class RegulationRecord:
+    nonce: int
+    txid: bytes
+    time: int
+    body: bytes
+    actor: str
+    created_ms: int
+    status: str
+    code: str | None
+    message: str | None
+    height: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBill:
+    id: bytes
+    meter: str
+    interval: int
+    owner: str | None
+    closed_height: int
+    amount: int
+    body: bytes
+    received_ms: int
+    status: str
+    discrepancies: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTransaction:
+    seq: int
+    txid: bytes
+    height: int
+    type: str
+    meter: str | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    id: int
+    interval: int
+    price_consumption: int
+    price_production: int
+    net_load_w: int
+    reason: str
+    created_ms: int
+    status: str
+    regulation: int | None
+
+
+class DsoStore:
+    """The DSO node's tables. Safe to use from several threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = create_store_engine(url)
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                for statement in _APPEND_ONLY.get(self.engine.dialect.name, []):
+                    conn.execute(text(statement))
+                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+                if version is None:
+                    conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
+        except SQLAlchemyError as exc:
+            raise DsoStoreError(f"cannot open the DSO database at {url}: {exc.args[0]}") from exc
+        if version is not None and version != SCHEMA_VERSION:
+            raise DsoStoreError(
+                f"DSO database schema {version} is not {SCHEMA_VERSION}: "
+                "use a PETra release that knows it"
+            )
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction. Writers take turns, within this process and (on PostgreSQL)
+        across processes, because each audit entry chains on the one before it."""
+        with self._write_lock, self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
+            yield conn
+
+    # ------------------------------------------------------------- meta and settings
+
+    def bind_chain(self, chain: bytes) -> None:
+        """Tie the database to one chain; refuse a database that belongs to another."""
+        with self.engine.begin() as conn:
+            existing = conn.scalar(select(meta.c.value).where(meta.c.key == "chain"))
+            if existing is None:
+                conn.execute(meta.insert(), {"key": "chain", "value": chain.hex()})
+            elif existing != chain.hex():
+                raise DsoStoreError(f"the DSO database at {self.url} belongs to another chain")
+
+    def setting(self, key: str) -> Any:
+        with self.engine.connect() as conn:
+            raw = conn.scalar(select(settings.c.value).where(settings.c.key == key))
+        return None if raw is None else json.loads(raw)
+
+    def put_setting(self, conn: Connection, key: str, value: Any) -> None:
+        raw = json.dumps(value, sort_keys=True)
+        done = conn.execute(update(settings).where(settings.c.key == key).values(value=raw))
+        if done.rowcount == 0:
+            conn.execute(insert(settings), {"key": key, "value": raw})
+
+    # ------------------------------------------------------------- operators
+
+    def add_operator(self, conn: Connection, operator: Operator, token_hash: bytes) -> None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(operators),
+                    {
+                        "name": operator.name,
+                        "role": operator.role,
+                        "token_hash": token_hash,
+                        "created_at": operator.created_at,
+                        "created_by": operator.created_by,
+                        "revoked_at": None,
+                    },
+                )
+        except IntegrityError:
+            raise Conflict(f"an operator named {operator.name!r} exists already") from None
+
+    def operator_by_token(self, token_hash: bytes) -> Operator | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(operators).where(operators.c.token_hash == token_hash)
+            ).first()
+        return None if row is None else _operator(row)
+
+    def operators(self) -> list[Operator]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(operators).order_by(operators.c.name)).all()
+        return [_operator(r) for r in rows]
+
+    def revoke_operator(self, conn: Connection, name: str) -> bool:
+        done = conn.execute(
+            update(operators)
+            .where(operators.c.name == name, operators.c.revoked_at.is_(None))
+            .values(revoked_at=int(time.time()))
+        )
+        return bool(done.rowcount)
+
+    # ------------------------------------------------------------- audit log
+
+    def audit(
+        self,
+        conn: Connection,
+        actor: str,
+        role: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+    ) -> AuditEntry:
+        """Append an entry in `conn`'s transaction: it is durable exactly when the change is."""
+        prev = conn.scalar(select(audit_log.c.entry_hash).order_by(audit_log.c.seq.desc()).limit(1))
+        prev_hash = GENESIS_HASH if prev is None else bytes(prev)
+        seq = (conn.scalar(select(func.max(audit_log.c.seq))) or 0) + 1
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "at_ms": now_ms(),
+            "actor": actor,
+            "role": role,
+            "action": action,
+            "target": target,
+            "detail": detail,
+            "outcome": outcome,
+        }
+        entry_hash = audit_hash(prev_hash, fields)
+        conn.execute(
+            insert(audit_log),
+            {
+                **fields,
+                "detail": canonical_json(detail).decode(),
+                "prev_hash": prev_hash,
+                "entry_hash": entry_hash,
+            },
+        )
+        return AuditEntry(**{**fields, "prev_hash": prev_hash, "entry_hash": entry_hash})
+
+    def audit_entries(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_log)
+                .where(audit_log.c.seq > after)
+                .order_by(audit_log.c.seq)
+                .limit(limit)
+            ).all()
+        return [_audit_entry(r) for r in rows]
+
+    def verify_audit(self) -> tuple[int, str | None]:
+        """(entries checked, the first problem found or None): the hash chain, seq by seq."""
+        prev, count = GENESIS_HASH, 0
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)):
+                entry = _audit_entry(row)
+                count += 1
+                if entry.seq != count:
+                    return count, f"entry {count} is missing (the next is {entry.seq})"
+                fields = {
+                    k: getattr(entry, k)
+                    for k in ("seq", "at_ms", "actor", "role", "action", "target", "detail")
+                }
+                fields["outcome"] = entry.outcome
+                if entry.prev_hash != prev or audit_hash(prev, fields) != entry.entry_hash:
+                    return count, f"entry {entry.seq} was changed after it was written"
+                prev = entry.entry_hash
+        return count, None
+
+    # ------------------------------------------------------------- regulations
+
+    def next_nonce(self, conn: Connection) -> int:
+        """Above every nonce this node used, and above the clock in µs, so a database
+        restored from a backup never reuses one."""
+        last = conn.scalar(select(func.max(regulations.c.nonce))) or 0
+        return max(last + 1, time.time_ns() // 1000)
+
+    def add_regulation(self, conn: Connection, record: RegulationRecord) -> None:
+        conn.execute(
+            insert(regulations),
+            {f: getattr(record, f) for f in RegulationRecord.__slots__},
+        )
+
+    def settle_regulation(
+        self, nonce: int, status: str, code: str | None, message: str | None, height: int | None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(regulations)
+                .where(regulations.c.nonce == nonce)
+                .values(status=status, code=code, message=message, height=height)
+            )
+
+    def regulations(self, status: str | None = None, limit: int = 1000) -> list[RegulationRecord]:
+        query = select(regulations).order_by(regulations.c.nonce.desc()).limit(limit)
+        if status is not None:
+            query = query.where(regulations.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [RegulationRecord(**r._mapping) for r in rows]
+
+    # ------------------------------------------------------------- meters and defaults
+
+    def set_meter_owner(
+        self, conn: Connection, meter: str, owner: str | None, follows_default: bool
+    ) -> None:
+        values = {"owner": owner, "follows_default": follows_default}
+        done = conn.execute(
+            update(meter_owners).where(meter_owners.c.meter == meter).values(**values)
+        )
+        if done.rowcount == 0:
+            conn.execute(insert(meter_owners), {"meter": meter, **values})
+
+    def meter_owners(self) -> dict[str, tuple[str | None, bool]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(meter_owners)).all()
+        return {r.meter: (r.owner, r.follows_default) for r in rows}
+
+    def add_default_limits(self, conn: Connection, time_: int, max_epa: int, max_eca: int) -> None:
+        conn.execute(
+            insert(default_limits), {"time": time_, "max_epa": max_epa, "max_eca": max_eca}
+        )
+
+    def default_limits(self) -> list[tuple[int, int, int]]:
+        """(time, max_epa, max_eca) in the order they were set."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(default_limits).order_by(default_limits.c.seq)).all()
+        return [(r.time, r.max_epa, r.max_eca) for r in rows]
+
+    # ------------------------------------------------------------- bills
+
+    def add_bill(self, conn: Connection, bill: StoredBill, deposits: Sequence[Outpoint]) -> None:
+        """Store a new bill; Conflict if the meter has another bill for that interval."""
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(bills), _bill_row(bill))
+                if deposits:
+                    conn.execute(
+                        insert(bill_deposits),
+                        [
+                            {
+                                "tx": d.txid,
+                                "index": d.index,
+                                "bill": bill.id,
+                                "meter": bill.meter,
+                                "interval": bill.interval,
+                            }
+                            for d in deposits
+                        ],
+                    )
+        except IntegrityError:
+            raise Conflict(
+                f"meter {bill.meter} has another bill for interval {bill.interval}"
+            ) from None
+
+    def bill(self, bill_id: bytes) -> StoredBill | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(bills).where(bills.c.id == bill_id)).first()
+        return None if row is None else _stored_bill(row)
+
+    def bill_for(self, meter: str, interval: int) -> StoredBill | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(bills).where(bills.c.meter == meter, bills.c.interval == interval)
+            ).first()
+        return None if row is None else _stored_bill(row)
+
+    def bills(
+        self,
+        first: int | None = None,
+        last: int | None = None,
+        meter: str | None = None,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[StoredBill]:
+        query = select(bills).order_by(bills.c.interval, bills.c.meter)
+        if first is not None:
+            query = query.where(bills.c.interval >= first)
+        if last is not None:
+            query = query.where(bills.c.interval <= last)
+        if meter is not None:
+            query = query.where(bills.c.meter == meter)
+        if owner is not None:
+            query = query.where(bills.c.owner == owner)
+        if status is not None:
+            query = query.where(bills.c.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_stored_bill(r) for r in conn.execute(query)]
+
+    def set_bill_status(self, bill_id: bytes, status: str, discrepancies: list[Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(bills)
+                .where(bills.c.id == bill_id)
+                .values(status=status, discrepancies=json.dumps(discrepancies))
+            )
+
+    def claims(self, outpoints: Sequence[Outpoint], other_than: bytes) -> dict[Outpoint, list[Any]]:
+        """For each outpoint, the (meter, interval) of the other bills that list it."""
+        found: dict[Outpoint, list[Any]] = {}
+        with self.engine.connect() as conn:
+            for outpoint in outpoints:
+                rows = conn.execute(
+                    select(bill_deposits.c.meter, bill_deposits.c.interval).where(
+                        bill_deposits.c.tx == outpoint.txid,
+                        bill_deposits.c.index == outpoint.index,
+                        bill_deposits.c.bill != other_than,
+                    )
+                ).all()
+                if rows:
+                    found[outpoint] = [(r.meter, r.interval) for r in rows]
+        return found
+
+    # ------------------------------------------------------------- the ledger index
+
+    def indexed_height(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.max(chain_blocks.c.height))) or 0)
+
+    def index_block(
+        self, height: int, time_: int, tree_size: int, found: Sequence[ChainTransaction]
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(chain_blocks), {"height": height, "time": time_, "tree_size": tree_size}
+            )
+            if found:
+                conn.execute(
+                    insert(chain_transactions),
+                    [{f: getattr(t, f) for f in ChainTransaction.__slots__} for t in found],
+                )
+
+    def block_times(self, heights: Sequence[int]) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(chain_blocks.c.height, chain_blocks.c.time).where(
+                    chain_blocks.c.height.in_(list(heights))
+                )
+            ).all()
+        return {r.height: r.time for r in rows}
+
+    def chain_transactions(
+        self, type_: str | None = None, meter: str | None = None, max_height: int | None = None
+    ) -> Iterator[ChainTransaction]:
+        query = select(chain_transactions).order_by(chain_transactions.c.seq)
+        if type_ is not None:
+            query = query.where(chain_transactions.c.type == type_)
+        if meter is not None:
+            query = query.where(chain_transactions.c.meter == meter)
+        if max_height is not None:
+            query = query.where(chain_transactions.c.height <= max_height)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield ChainTransaction(**row._mapping)
+
+    # ------------------------------------------------------------- proposals
+
+    def add_proposal(self, conn: Connection, proposal: Proposal) -> int:
+        conn.execute(
+            update(proposals).where(proposals.c.status == "open").values(status="superseded")
+        )
+        values = {f: getattr(proposal, f) for f in Proposal.__slots__ if f != "id"}
+        key = conn.execute(insert(proposals), values).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def proposal(self, proposal_id: int) -> Proposal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(proposals).where(proposals.c.id == proposal_id)).first()
+        return None if row is None else Proposal(**row._mapping)
+
+    def proposals(self, limit: int = 100) -> list[Proposal]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(proposals).order_by(proposals.c.id.desc()).limit(limit))
+            return [Proposal(**r._mapping) for r in rows]
+
+    def accept_proposal(self, conn: Connection, proposal_id: int, regulation: int) -> bool:
+        done = conn.execute(
+            update(proposals)
+            .where(proposals.c.id == proposal_id, proposals.c.status == "open")
+            .values(status="accepted", regulation=regulation)
+        )
+        return bool(done.rowcount)
+
+
+def _operator(row: Any) -> Operator:
+    return Operator(row.name, row.role, row.created_at, row.created_by, row.revoked_at)
+
+
+def _audit_entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        row.seq,
+        row.at_ms,
+        row.actor,
+        row.role,
+        row.action,
+        row.target,
+        json.loads(row.detail),
+        row.outcome,
+        bytes(row.prev_hash),
+        bytes(row.entry_hash),
+    )
+
+
+def _bill_row(bill: StoredBill) -> dict[str, Any]:
+    row = {f: getattr(bill, f) for f in StoredBill.__slots__}
+    row["discrepancies"] = json.dumps(bill.discrepancies)
+    return row
+
+
+def _stored_bill(row: Any) -> StoredBill:
+    values = dict(row._mapping)
+    values["discrepancies"] = json.loads(values["discrepancies"])
+    values["id"] = bytes(values["id"])
+    values["body"] = bytes(values["body"])
+    return StoredBill(**values)

@@ -1,0 +1,77 @@
+"""What every `petra` command shares: one-sentence errors and warnings on standard error, and
+reading genesis files, key files and passphrases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from assets import Genesis, Keypair, Rejected, parse_genesis
+from assets.keyfile import KeyFileError, load_keys
+
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
+PASSPHRASE_ENV = "PETRA_PASSPHRASE"
+
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"File holding the key file's passphrase (else ${PASSPHRASE_ENV}).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def fail(message: str) -> NoReturn:
+    """Say what went wrong in one sentence and exit 2."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """The passphrase from `path` (first line) or the environment; None when neither is given."""
+    if path is not None:
+        lines = path.read_bytes().splitlines()
+        return lines[0] if lines else b""
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode() if value is not None else None
+
+
+def read_genesis(path: Path) -> tuple[bytes, Genesis]:
+    try:
+        raw = path.read_bytes()
+        return raw, parse_genesis(raw)
+    except OSError as exc:
+        fail(f"cannot read the genesis {path}: {exc.strerror}")
+    except Rejected as exc:
+        fail(f"{path} is not a valid genesis: {exc.message}")
+
+
+def read_keys(path: Path, passphrase_file: Path | None) -> dict[str, Keypair]:
+    try:
+        return load_keys(path.read_bytes(), read_passphrase(passphrase_file))
+    except OSError as exc:
+        fail(f"cannot read the key file {path}: {exc.strerror}")
+    except KeyFileError as exc:
+        fail(f"{path}: {exc}")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` readable by its owner only, replacing `path` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a left-over from a crash may carry a looser mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

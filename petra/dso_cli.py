@@ -1,0 +1,464 @@
+"""`petra dso ...`: set up and serve the DSO node, and operate it through its API."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from assets.keyfile import is_sealed
+from dso.client import DEFAULT_URL, DsoClient, DsoClientError
+from petra.console import (
+    PassphraseFile,
+    err,
+    fail,
+    read_genesis,
+    read_keys,
+    warn,
+    write_private,
+)
+
+TOKEN_ENV = "PETRA_DSO_TOKEN"
+
+dso_app = typer.Typer(
+    help="The DSO authority node: regulation, bills, grid controller.", no_args_is_help=True
+)
+meter_app = typer.Typer(help="Authorize, ban and list smart meters.", no_args_is_help=True)
+tariff_app = typer.Typer(help="Prices in force and setting them.", no_args_is_help=True)
+limits_app = typer.Typer(help="Default MAXEPA/MAXECA limits.", no_args_is_help=True)
+controller_app = typer.Typer(help="The grid controller's price proposals.", no_args_is_help=True)
+operator_app = typer.Typer(help="Operators and their tokens (admins).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+dso_app.add_typer(meter_app, name="meter")
+dso_app.add_typer(tariff_app, name="tariff")
+dso_app.add_typer(limits_app, name="limits")
+dso_app.add_typer(controller_app, name="controller")
+dso_app.add_typer(operator_app, name="operator")
+dso_app.add_typer(audit_app, name="audit")
+
+out = Console(soft_wrap=True)
+
+Url = Annotated[str, typer.Option("--url", help="The DSO node.", envvar="PETRA_DSO_URL")]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"File holding the operator token (else ${TOKEN_ENV}).", exists=True, dir_okay=False
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the node's JSON answer.")]
+TimeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--time",
+        help="Regulation time: in force from interval TIME+1 (default: the current interval).",
+    ),
+]
+
+
+def _client(url: str, token_file: Path | None) -> DsoClient:
+    if token_file is not None:
+        lines = token_file.read_text().split()
+        token = lines[0] if lines else ""
+    else:
+        token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        fail(f"give an operator token with --token-file or ${TOKEN_ENV}")
+    return DsoClient(url, token)
+
+
+def _call(url: str, token_file: Path | None, method: str, path: str, **kwargs: Any) -> Any:
+    with _client(url, token_file) as client:
+        try:
+            return client.request(method, path, **kwargs).json()
+        except DsoClientError as exc:
+            fail(f"{exc.message} ({exc.code})")
+
+
+def _regulation_line(answer: dict[str, Any]) -> str:
+    return (
+        f"regulation {answer['txid']} {answer['status']} at height {answer['height']}, "
+        f"in force from interval {answer['effective_from']}"
+    )
+
+
+# ---------------------------------------------------------------- set-up and serving
+
+
+@dso_app.command("init")
+def init_command(
+    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+        "sqlite:///petra-dso.sqlite"
+    ),
+    admin: Annotated[str, typer.Option(help="The first admin's name.")] = "admin",
+    token_out: Annotated[
+        Path | None, typer.Option(help="Write the admin token here (else print it).")
+    ] = None,
+) -> None:
+    """Create the DSO database and its first admin; the token is shown this once."""
+    from dso.auth import OPERATOR_NAME, Role, new_token, token_hash
+    from dso.store import DsoStore, DsoStoreError, Operator
+
+    if OPERATOR_NAME.fullmatch(admin) is None:
+        fail("an operator name is 1-64 of a-z 0-9 . _ -, from a letter or digit")
+    try:
+        database = DsoStore(store)
+    except DsoStoreError as exc:
+        fail(str(exc))
+    try:
+        if database.operators():
+            fail(f"{store} has operators already: an admin adds more with `petra dso operator add`")
+        token = new_token()
+        operator = Operator(admin, Role.ADMIN.value, int(time.time()), "init", None)
+        with database.writing() as conn:
+            database.add_operator(conn, operator, token_hash(token))
+            database.audit(conn, "init", "local", "operator.create", admin, {"role": "admin"})
+    finally:
+        database.close()
+    if token_out is not None:
+        write_private(token_out, (token + "\n").encode())
+        typer.echo(f"admin {admin} created; token in {token_out}")
+    else:
+        typer.echo(token)
+
+
+@dso_app.command("serve")
+def serve_command(
+    genesis: Annotated[
+        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+    ],
+    keys: Annotated[
+        Path,
+        typer.Option(help="Sealed key file holding one of the genesis's DSO keys.", exists=True),
+    ],
+    ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
+    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+        "sqlite:///petra-dso.sqlite"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7430,
+    docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Serve the DSO admin API under /v1 (docs/api.md), following the ledger."""
+    import uvicorn
+
+    from dso.api import create_app
+    from dso.service import DsoService
+    from dso.store import DsoStore, DsoStoreError
+    from ledger.client import LedgerClient, LedgerClientError
+
+    _, genesis_doc = read_genesis(genesis)
+    if not is_sealed(keys.read_bytes()):
+        fail(f"{keys} holds its keys in clear: the DSO key must be sealed with a passphrase")
+    signing = [
+        k for k in read_keys(keys, passphrase_file).values() if k.public_key in genesis_doc.dso_keys
+    ]
+    if not signing:
+        fail(f"{keys} holds none of the genesis's DSO keys: the node could not regulate")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(f"listening on {host}: the admin API is reachable beyond this machine")
+    client = LedgerClient(ledger)
+    try:
+        served = client.genesis()
+    except LedgerClientError as exc:
+        fail(f"cannot read the ledger's genesis at {ledger}: {exc}")
+    if served != genesis_doc:
+        fail(f"the ledger at {ledger} serves another chain than {genesis}")
+    try:
+        database = DsoStore(store)
+        service = DsoService(database, client, genesis_doc, signing[0])
+    except DsoStoreError as exc:
+        fail(str(exc))
+    if not database.operators():
+        warn(f"{store} has no operator: create the first admin with `petra dso init`")
+    service.start()
+    err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
+    try:
+        uvicorn.run(create_app(service, docs=docs), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
+        client.close()
+        database.close()
+
+
+# ---------------------------------------------------------------- meters
+
+
+@meter_app.command("authorize")
+def meter_authorize(
+    meter: Annotated[str, typer.Argument(help="Meter id (a CUPS or POD fits).")],
+    public_key: Annotated[str, typer.Option(help="The meter's Ed25519 public key, hex.")],
+    max_epa: Annotated[int | None, typer.Option(help="MAXEPA, watts (default limits).")] = None,
+    max_eca: Annotated[int | None, typer.Option(help="MAXECA, watts (default limits).")] = None,
+    owner: Annotated[str | None, typer.Option(help="The owner's reference.")] = None,
+    time_: TimeOption = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Authorize METER to issue with PUBLIC_KEY below its limits."""
+    body = {
+        "meter": meter,
+        "public_key": public_key,
+        "max_epa": max_epa,
+        "max_eca": max_eca,
+        "owner": owner,
+        "time": time_,
+    }
+    answer = _call(url, token_file, "POST", "/meters", json=body)
+    typer.echo(json.dumps(answer) if as_json else f"{meter} authorized: {_regulation_line(answer)}")
+
+
+@meter_app.command("ban")
+def meter_ban(
+    meter: Annotated[str, typer.Argument(help="Meter id.")],
+    time_: TimeOption = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Ban METER: it may not issue from interval TIME+1 on."""
+    answer = _call(url, token_file, "POST", f"/meters/{meter}/ban", json={"time": time_})
+    typer.echo(json.dumps(answer) if as_json else f"{meter} banned: {_regulation_line(answer)}")
+
+
+@meter_app.command("list")
+def meter_list(
+    interval: Annotated[int | None, typer.Option(help="As in force at (default: now).")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Every meter a regulation named, as in force at an interval."""
+    answer = _call(url, token_file, "GET", "/meters", params={"interval": interval})
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table(title=f"meters at interval {answer['interval']}")
+    for column in ("meter", "state", "max_epa W", "max_eca W", "owner", "public key"):
+        table.add_column(column)
+    for m in answer["meters"]:
+        key = m["public_key"] or "-"
+        table.add_row(
+            m["meter"],
+            m["state"],
+            str(m["max_epa"]),
+            str(m["max_eca"]),
+            m["owner"] or "-",
+            key[:16] + "…",
+        )
+    out.print(table)
+
+
+# ---------------------------------------------------------------- tariffs and limits
+
+
+@tariff_app.command("set")
+def tariff_set(
+    consumption: Annotated[int | None, typer.Option(help="micro-units per kWh")] = None,
+    production: Annotated[int | None, typer.Option(help="micro-units per kWh")] = None,
+    time_: TimeOption = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Set the consumption and/or production price from interval TIME+1."""
+    body = {"price_consumption": consumption, "price_production": production, "time": time_}
+    answer = _call(url, token_file, "PUT", "/tariff", json=body)
+    typer.echo(json.dumps(answer) if as_json else f"prices set: {_regulation_line(answer)}")
+
+
+@tariff_app.command("show")
+def tariff_show(
+    first: Annotated[int | None, typer.Option(help="First interval (default: now).")] = None,
+    last: Annotated[int | None, typer.Option(help="Last interval (default: a day on).")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Prices and default limits in force, as runs of intervals."""
+    answer = _call(url, token_file, "GET", "/schedule", params={"first": first, "last": last})
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table(title="prices (micro-units per kWh) and default limits (W)")
+    for column in ("intervals", "consumption", "production", "max_epa", "max_eca"):
+        table.add_column(column)
+    for run in answer["runs"]:
+        limits = run["default_limits"] or {}
+        table.add_row(
+            f"{run['first']}..{run['last']}",
+            _text(run["price_consumption"]),
+            _text(run["price_production"]),
+            _text(limits.get("max_epa")),
+            _text(limits.get("max_eca")),
+        )
+    out.print(table)
+
+
+@limits_app.command("set")
+def limits_set(
+    max_epa: Annotated[int, typer.Option(help="Default MAXEPA, watts.")],
+    max_eca: Annotated[int, typer.Option(help="Default MAXECA, watts.")],
+    time_: TimeOption = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Set the default limits; meters that follow them are authorized again at them."""
+    body = {"max_epa": max_epa, "max_eca": max_eca, "time": time_}
+    answer = _call(url, token_file, "PUT", "/limits/default", json=body)
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    for regulation in answer["regulations"]:
+        typer.echo(f"default limits set: {_regulation_line(regulation)}")
+
+
+# ---------------------------------------------------------------- bills
+
+
+@dso_app.command("bills")
+def bills_command(
+    first: Annotated[int | None, typer.Option(help="First interval.")] = None,
+    last: Annotated[int | None, typer.Option(help="Last interval (default: the last ended).")] = (
+        None
+    ),
+    meter: Annotated[str | None, typer.Option(help="Only this meter's.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, reconciled or flagged.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="Write the bills as CSV to this file.")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Meters' interval bills and their reconciliation with the ledger."""
+    params = {"first": first, "last": last, "meter": meter, "owner": owner, "status": status}
+    if csv is not None:
+        with _client(url, token_file) as client:
+            try:
+                text = client.request("GET", "/bills.csv", params=params).text
+            except DsoClientError as exc:
+                fail(f"{exc.message} ({exc.code})")
+        csv.write_text(text)
+        typer.echo(f"{text.count(chr(10)) - 1} bills written to {csv}")
+        return
+    answer = _call(url, token_file, "GET", "/bills", params=params)
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table(title=f"bills of intervals {answer['first']}..{answer['last']}")
+    for column in ("interval", "meter", "owner", "amount", "status", "discrepancies"):
+        table.add_column(column)
+    for b in answer["bills"]:
+        codes = " ".join(d["code"] for d in b["discrepancies"]) or "-"
+        table.add_row(
+            str(b["interval"]), b["meter"], b["owner"] or "-", str(b["amount"]), b["status"], codes
+        )
+    out.print(table)
+
+
+@dso_app.command("statement")
+def statement_command(
+    owner: Annotated[str, typer.Argument(help="The owner's reference.")],
+    first: Annotated[int | None, typer.Option(help="First interval.")] = None,
+    last: Annotated[int | None, typer.Option(help="Last interval.")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """What OWNER owes over a range of intervals, per meter."""
+    answer = _call(
+        url, token_file, "GET", f"/statements/{owner}", params={"first": first, "last": last}
+    )
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    for line in answer["meters"]:
+        typer.echo(
+            f"{line['meter']}: {line['bills']} bills, {line['amount']} micro-{answer['currency']}"
+            f", {line['unsettled']} not reconciled"
+        )
+    typer.echo(f"total {answer['total']} micro-{answer['currency']} for {owner}")
+
+
+# ---------------------------------------------------------------- controller, operators, audit
+
+
+@controller_app.command("propose")
+def controller_propose(
+    url: Url = DEFAULT_URL, token_file: TokenFile = None, as_json: Json = False
+) -> None:
+    """Propose the next interval's prices from the forecast and the policy."""
+    answer = _call(url, token_file, "POST", "/controller/proposals", json={})
+    typer.echo(json.dumps(answer) if as_json else f"proposal {answer['id']}: {answer['reason']}")
+
+
+@controller_app.command("accept")
+def controller_accept(
+    proposal: Annotated[int, typer.Argument(help="The proposal's id.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Accept a proposal: its prices become a regulation."""
+    answer = _call(url, token_file, "POST", f"/controller/proposals/{proposal}/accept", json={})
+    typer.echo(json.dumps(answer) if as_json else f"accepted: {_regulation_line(answer)}")
+
+
+@operator_app.command("add")
+def operator_add(
+    name: Annotated[str, typer.Argument(help="The operator's name.")],
+    role: Annotated[str, typer.Option(help="admin, operator or auditor.")],
+    token_out: Annotated[
+        Path | None, typer.Option(help="Write the new token here (else print it).")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Create an operator; their token is shown this once."""
+    answer = _call(url, token_file, "POST", "/operators", json={"name": name, "role": role})
+    if token_out is not None:
+        write_private(token_out, (answer["token"] + "\n").encode())
+        typer.echo(f"{name} ({role}) created; token in {token_out}")
+    else:
+        typer.echo(answer["token"])
+
+
+@operator_app.command("revoke")
+def operator_revoke(
+    name: Annotated[str, typer.Argument(help="The operator's name.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Revoke an operator's token."""
+    _call(url, token_file, "DELETE", f"/operators/{name}")
+    typer.echo(f"{name}'s token revoked")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    url: Url = DEFAULT_URL, token_file: TokenFile = None, as_json: Json = False
+) -> None:
+    """Check the audit log's hash chain; exit 1 if it was tampered with."""
+    answer = _call(url, token_file, "GET", "/audit/verify")
+    if as_json:
+        typer.echo(json.dumps(answer))
+    elif answer["intact"]:
+        typer.echo(f"audit log intact: {answer['entries']} entries")
+    else:
+        typer.echo(f"audit log NOT intact: {answer['problem']}")
+    if not answer["intact"]:
+        raise typer.Exit(1)
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,306 @@
+"""The interval bill of DESIGN.md section 7: its formula, wire format, id and signature.
+
+Per interval t the meter bills its owner
+
+    E_t = M_t - D_EPA(t) * interval_s + W_EPA(t) * interval_s                (joules)
+    B_t = FA issued during t - FA deposited during t + energy charge          (micro-units)
+
+where the energy charge is E_t priced per kWh at the consumption price when E_t >= 0 and at
+the production price when E_t < 0 (so a net producer is credited: DESIGN corrects the paper's
+sign slip), rounded once, half to even, to a whole micro-unit. Money is never a float.
+
+On the wire a bill is canonical JSON like a transaction (section 4), `"type": "bill"`; its id is
+the SHA-256 of that JSON without `signature`, and the meter signs `b"PETRA-v1/bill\\x00" + id`,
+a message no transaction signature can ever be. Decoding is as strict as for transactions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from assets.canonical import canonical_json, encode_parsed, parse_json
+from assets.codec import MAX_INT, WIRE_VERSION, _hex, _int, _list, _meter, _outpoint, _price
+from assets.model import Outpoint
+from assets.rejections import Rejected
+from assets.signing import Keypair, signing_message, verify
+
+BILL_TYPE = "bill"
+JOULES_PER_KWH = 3_600_000
+MAX_BILL_BYTES = 1024 * 1024
+MAX_BILL_ENTRIES = 4096  # per list (issues, deposits); both lists full still fit the byte limit
+
+MALFORMED = "malformed"
+TOO_LARGE = "too_large"
+
+_KEYS = frozenset(
+    {
+        "v",
+        "type",
+        "chain",
+        "meter",
+        "interval",
+        "closed_height",
+        "measured_j",
+        "issued_epa_w",
+        "deposited_epa_w",
+        "fa_issued",
+        "fa_deposited",
+        "price_consumption",
+        "price_production",
+        "energy_j",
+        "amount",
+        "issues",
+        "deposits",
+        "signature",
+    }
+)
+
+
+class BillRejected(Exception):
+    """A bill that is not its own canonical encoding; `code` is `malformed` or `too_large`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """What a meter's owner owes the DSO for one interval, and the ledger facts it counted.
+
+    Energies in joules, powers in watts, money in micro-units, prices in micro-units per kWh
+    (None: no price in force, billed as 0). `issues` are sorted unique txids; `deposits` are
+    outpoints sorted by (txid, index), unique.
+    """
+
+    chain: bytes
+    meter: str
+    interval: int
+    closed_height: int
+    measured_j: int
+    issued_epa_w: int
+    deposited_epa_w: int
+    fa_issued: int
+    fa_deposited: int
+    price_consumption: int | None
+    price_production: int | None
+    energy_j: int
+    amount: int
+    issues: tuple[bytes, ...]
+    deposits: tuple[Outpoint, ...]
+    signature: bytes = b""
+
+
+# ---------------------------------------------------------------- the formula
+
+
+def interval_energy_j(
+    measured_j: int, issued_epa_w: int, deposited_epa_w: int, interval_s: int
+) -> int:
+    """E_t in joules: measured joules, less deposited EPA watts and plus issued EPA watts, each
+    held for `interval_s` seconds."""
+    return measured_j - deposited_epa_w * interval_s + issued_epa_w * interval_s
+
+
+def energy_charge(
+    energy_j: int, price_consumption: int | None, price_production: int | None
+) -> int:
+    """Micro-units for `energy_j` joules at prices in micro-units per kWh (None counts as 0).
+
+    Consumption (E >= 0) is priced at `price_consumption`, production (E < 0) at
+    `price_production`, giving a negative charge (a credit). Rounded once, half to even.
+    """
+    price = price_consumption if energy_j >= 0 else price_production
+    # Fraction's round() is exact and rounds half to even, as DESIGN.md section 3 asks
+    return round(Fraction(energy_j * (price or 0), JOULES_PER_KWH))
+
+
+def bill_amount(
+    fa_issued: int,
+    fa_deposited: int,
+    energy_j: int,
+    price_consumption: int | None,
+    price_production: int | None,
+) -> int:
+    """B_t in micro-units (negative: a credit): FA issued minus FA deposited, both micro-units,
+    plus the energy charge of `energy_j` joules at prices in micro-units per kWh."""
+    return fa_issued - fa_deposited + energy_charge(energy_j, price_consumption, price_production)
+
+
+def close_bill(
+    *,
+    chain: bytes,
+    meter: str,
+    interval: int,
+    closed_height: int,
+    interval_s: int,
+    measured_j: int,
+    issued_epa_w: int,
+    deposited_epa_w: int,
+    fa_issued: int,
+    fa_deposited: int,
+    price_consumption: int | None,
+    price_production: int | None,
+    issues: Iterable[bytes],
+    deposits: Iterable[Outpoint],
+) -> Bill:
+    """The unsigned bill for `interval`, with E_t and B_t computed from the other figures.
+
+    Units as in `Bill`; `interval_s` is the chain's interval length in seconds. `issues` and
+    `deposits` are sorted here; naming one twice is a ValueError (it would be counted twice).
+    """
+    issue_list = sorted(issues)
+    deposit_list = sorted(deposits, key=_outpoint_order)
+    if len(set(issue_list)) != len(issue_list):
+        raise ValueError("an issue txid is named twice")
+    if len(set(deposit_list)) != len(deposit_list):
+        raise ValueError("a deposit outpoint is named twice")
+    energy_j = interval_energy_j(measured_j, issued_epa_w, deposited_epa_w, interval_s)
+    return Bill(
+        chain=chain,
+        meter=meter,
+        interval=interval,
+        closed_height=closed_height,
+        measured_j=measured_j,
+        issued_epa_w=issued_epa_w,
+        deposited_epa_w=deposited_epa_w,
+        fa_issued=fa_issued,
+        fa_deposited=fa_deposited,
+        price_consumption=price_consumption,
+        price_production=price_production,
+        energy_j=energy_j,
+        amount=bill_amount(fa_issued, fa_deposited, energy_j, price_consumption, price_production),
+        issues=tuple(issue_list),
+        deposits=tuple(deposit_list),
+    )
+
+
+def _outpoint_order(outpoint: Outpoint) -> tuple[bytes, int]:
+    return (outpoint.txid, outpoint.index)
+
+
+# ---------------------------------------------------------------- id and signature
+
+
+def bill_id(bill: Bill) -> bytes:
+    """SHA-256 of the bill's canonical JSON without `signature` (32 raw bytes)."""
+    return hashlib.sha256(canonical_json(bill_to_wire(bill, signed=False))).digest()
+
+
+def sign_bill(bill: Bill, key: Keypair) -> Bill:
+    """`bill` signed by the meter's registered key."""
+    return dataclasses.replace(bill, signature=key.sign(signing_message(BILL_TYPE, bill_id(bill))))
+
+
+def bill_signature_valid(bill: Bill, public_key: bytes) -> bool:
+    """True iff `bill.signature` is the meter's signature of this very bill under `public_key`."""
+    return verify(public_key, signing_message(BILL_TYPE, bill_id(bill)), bill.signature)
+
+
+# ---------------------------------------------------------------- wire format
+
+
+def bill_to_wire(bill: Bill, *, signed: bool = True) -> dict[str, Any]:
+    """The JSON object of `bill`; without `signature` when `signed` is False."""
+    wire: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "type": BILL_TYPE,
+        "chain": bill.chain.hex(),
+        "meter": bill.meter,
+        "interval": bill.interval,
+        "closed_height": bill.closed_height,
+        "measured_j": bill.measured_j,
+        "issued_epa_w": bill.issued_epa_w,
+        "deposited_epa_w": bill.deposited_epa_w,
+        "fa_issued": bill.fa_issued,
+        "fa_deposited": bill.fa_deposited,
+        "price_consumption": bill.price_consumption,
+        "price_production": bill.price_production,
+        "energy_j": bill.energy_j,
+        "amount": bill.amount,
+        "issues": [txid.hex() for txid in bill.issues],
+        "deposits": [{"tx": d.txid.hex(), "index": d.index} for d in bill.deposits],
+    }
+    if signed:
+        wire["signature"] = bill.signature.hex()
+    return wire
+
+
+def encode_bill(bill: Bill) -> bytes:
+    """Canonical bytes of a signed bill, as posted to the DSO; ValueError if it is unsigned."""
+    if len(bill.signature) != 64:
+        raise ValueError("sign the bill before encoding it: the DSO refuses unsigned bills")
+    return canonical_json(bill_to_wire(bill))
+
+
+def decode_bill(raw: bytes) -> Bill:
+    """The bill in `raw`, which must be exactly its canonical encoding.
+
+    Raises BillRejected(`too_large` | `malformed`) with a message naming the offending field.
+    """
+    if len(raw) > MAX_BILL_BYTES:
+        raise BillRejected(TOO_LARGE, f"bill is {len(raw)} bytes, the limit is {MAX_BILL_BYTES}")
+    try:
+        wire = parse_json(raw)
+        bill = _bill_from_wire(wire)
+    except Rejected as rejected:
+        raise BillRejected(rejected.code.value, rejected.message) from None
+    if encode_parsed(wire) != raw:
+        raise BillRejected(
+            MALFORMED, "bill is not canonical JSON (keys sorted, no spaces, lowercase hex)"
+        )
+    return bill
+
+
+def _bill_from_wire(wire: Any) -> Bill:
+    """A bill from its parsed JSON object; the assets.codec field checks raise Rejected."""
+    if not isinstance(wire, dict):
+        raise BillRejected(MALFORMED, "a bill is a JSON object")
+    if "type" in wire and wire["type"] != BILL_TYPE:
+        raise BillRejected(MALFORMED, f'type must be "{BILL_TYPE}", got {wire["type"]!r}')
+    if wire.keys() != _KEYS:
+        missing = sorted(_KEYS - wire.keys())
+        extra = sorted(wire.keys() - _KEYS)
+        raise BillRejected(MALFORMED, f"bill: missing fields {missing}, unknown {extra}")
+    if wire["v"] != WIRE_VERSION or type(wire["v"]) is not int:
+        raise BillRejected(MALFORMED, f"v must be {WIRE_VERSION}, got {wire['v']!r}")
+    issues = _list(wire["issues"], "issues", 0, MAX_BILL_ENTRIES)
+    deposits = _list(wire["deposits"], "deposits", 0, MAX_BILL_ENTRIES)
+    bill = Bill(
+        chain=_hex(wire["chain"], 32, "chain"),
+        meter=_meter(wire["meter"], "meter"),
+        interval=_int(wire["interval"], "interval", 0),
+        closed_height=_int(wire["closed_height"], "closed_height", 0),
+        measured_j=_int(wire["measured_j"], "measured_j", -MAX_INT),
+        issued_epa_w=_int(wire["issued_epa_w"], "issued_epa_w", 0),
+        deposited_epa_w=_int(wire["deposited_epa_w"], "deposited_epa_w", 0),
+        fa_issued=_int(wire["fa_issued"], "fa_issued", 0),
+        fa_deposited=_int(wire["fa_deposited"], "fa_deposited", 0),
+        price_consumption=_price(wire["price_consumption"], "price_consumption"),
+        price_production=_price(wire["price_production"], "price_production"),
+        energy_j=_int(wire["energy_j"], "energy_j", -MAX_INT),
+        amount=_int(wire["amount"], "amount", -MAX_INT),
+        issues=tuple(_hex(t, 32, f"issues[{n}]") for n, t in enumerate(issues)),
+        deposits=tuple(_outpoint(d, f"deposits[{n}]") for n, d in enumerate(deposits)),
+        signature=_hex(wire["signature"], 64, "signature"),
+    )
+    _strictly_increasing([*bill.issues], "issues", "txid")
+    _strictly_increasing([_outpoint_order(d) for d in bill.deposits], "deposits", "(tx, index)")
+    return bill
+
+
+def _strictly_increasing(keys: list[Any], where: str, order: str) -> None:
+    """One bill lists each fact once and in one order, so it has one encoding and one id."""
+    for n in range(1, len(keys)):
+        if keys[n] == keys[n - 1]:
+            raise BillRejected(MALFORMED, f"{where}[{n}] repeats {where}[{n - 1}]")
+        if keys[n] < keys[n - 1]:
+            raise BillRejected(
+                MALFORMED, f"{where} must be sorted by {order}: {where}[{n}] sorts before [{n - 1}]"
+            )

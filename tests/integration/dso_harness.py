@@ -1,0 +1,100 @@
+"""A DSO node over a real ledger node process: the service and its API in this process (so a
+test can read its database and logs), the ledger in its own, both on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from assets import Keypair, Output, encode_transaction
+from assets.keyfile import dump_keys
+from dso.api import create_app
+from dso.auth import Role, new_token, token_hash
+from dso.service import DsoService
+from dso.store import DsoStore, Operator
+from ledger.client import LedgerClient, Submitted
+from ledger.scenario import Scenario
+
+from .nodes import serve_ledger, stop
+
+INTERVAL_S = 2  # short enough for a test to watch a ban take effect, long enough to act within
+
+
+@dataclass
+class Dso:
+    """A running DSO node and what a test needs around it."""
+
+    scenario: Scenario
+    ledger_url: str
+    ledger_process: subprocess.Popen[bytes]
+    ledger: LedgerClient
+    store: DsoStore
+    service: DsoService
+    http: TestClient
+    tokens: dict[str, str]  # role -> token
+    database: Path
+    nonces: dict[str, int] = field(default_factory=dict)
+
+    def call(
+        self, method: str, path: str, role: str | None = "admin", **kwargs: Any
+    ) -> Any:  # the httpx response
+        headers = {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+        return self.http.request(method, f"/v1{path}", headers=headers, **kwargs)
+
+    def ok(self, method: str, path: str, role: str = "admin", **kwargs: Any) -> Any:
+        answer = self.call(method, path, role, **kwargs)
+        assert answer.status_code in (200, 201), answer.text
+        return answer.json()
+
+    def now(self) -> int:
+        return self.service.now()
+
+    def wait_interval(self, interval: int) -> None:
+        """Return once the ledger's clock (the same as ours) is in `interval` or later."""
+        while self.now() < interval:
+            time.sleep(0.05)
+
+    def issue(self, meter: str, key: Keypair, *outputs: Output) -> Submitted:
+        """An issue by `meter`, submitted to the ledger (raises LedgerRejected if refused),
+        once the DSO node has indexed its block."""
+        self.nonces[meter] = self.nonces.get(meter, 0) + 1
+        tx = self.scenario.issue(meter, key, self.nonces[meter], outputs)
+        submitted = self.ledger.submit(encode_transaction(tx))
+        assert self.service.follower.wait_for(submitted.height, 30)
+        return submitted
+
+
+@contextmanager
+def running_dso(tmp_path: Path, ledger_store: str | None = None) -> Iterator[Dso]:
+    """A ledger node process and a DSO node over it, with a token per role."""
+    scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
+    genesis, keys = tmp_path / "genesis.json", tmp_path / "keys.json"
+    genesis.write_bytes(scenario.genesis_raw)
+    keys.write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
+    store_url = ledger_store or f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    url, process = serve_ledger(genesis, keys, store_url, tmp_path / "ledger.log")
+    database = tmp_path / "dso.sqlite"
+    ledger = LedgerClient(url)
+    store = DsoStore(f"sqlite:///{database}")
+    tokens = {role.value: new_token() for role in Role}
+    with store.writing() as conn:
+        for role, token in tokens.items():
+            operator = Operator(f"test-{role}", role, int(time.time()), "test", None)
+            store.add_operator(conn, operator, token_hash(token))
+    service = DsoService(store, LedgerClient(url), scenario.genesis, scenario.dso)
+    service.start()
+    try:
+        with TestClient(create_app(service, docs=True), raise_server_exceptions=False) as http:
+            yield Dso(scenario, url, process, ledger, store, service, http, tokens, database)
+    finally:
+        service.close()
+        store.close()
+        ledger.close()
+        stop(process)

@@ -1,0 +1,298 @@
+"""The DSO node against a real ledger node: regulation, billing intake, the controller, audit."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assets import Code, Eca, Epa, Fa, Keypair, Outpoint, encode_transaction
+from ledger.client import LedgerRejected
+from ledger.scenario import pay
+from smartmeter.billing import Bill, close_bill, encode_bill, sign_bill
+
+from .dso_harness import Dso, running_dso
+
+
+@pytest.fixture
+def dso(tmp_path: Path) -> Iterator[Dso]:
+    with running_dso(tmp_path) as node:
+        yield node
+
+
+def authorize(dso: Dso, meter: str, key: Keypair, **extra: object) -> dict[str, object]:
+    body = {"meter": meter, "public_key": key.public_key.hex(), **extra}
+    answer: dict[str, object] = dso.ok("POST", "/meters", json=body)
+    dso.wait_interval(int(str(answer["effective_from"])))
+    return answer
+
+
+def test_an_authorized_meter_issues_and_a_ban_stops_it_from_the_next_interval(dso: Dso) -> None:
+    key = Keypair.generate()
+    answer = authorize(dso, "ES0021000000000001AB", key, max_epa=5_000, max_eca=5_000, owner="o1")
+    assert answer["status"] == "accepted" and answer["by"] == "test-admin"
+    now = dso.now()
+    dso.issue("ES0021000000000001AB", key, pay(Epa(1_000, now + 5, now + 6), key))
+
+    ban = dso.ok("POST", "/meters/ES0021000000000001AB/ban", "operator", json={})
+    k = ban["time"]
+    assert ban["effective_from"] == k + 1
+    # Assets covering intervals after k are refused at once: the meter is banned there.
+    with pytest.raises(LedgerRejected) as ahead:
+        dso.issue("ES0021000000000001AB", key, pay(Epa(1, k + 5, k + 5), key))
+    assert ahead.value.code is Code.METER_BANNED
+    dso.wait_interval(k + 1)
+    # From interval k+1 on the meter may issue nothing at all, not even for an earlier interval.
+    with pytest.raises(LedgerRejected) as refused:
+        dso.issue("ES0021000000000001AB", key, pay(Epa(1, k, k), key))
+    assert refused.value.code is Code.METER_BANNED
+
+    view = dso.ok("GET", "/meters", "auditor")
+    assert view["meters"] == [
+        {
+            "meter": "ES0021000000000001AB",
+            "public_key": key.public_key.hex(),
+            "max_epa": 5_000,
+            "max_eca": 5_000,
+            "state": "banned",
+            "owner": "o1",
+            "follows_default_limits": False,
+        }
+    ]
+
+
+def test_limits_are_enforced_by_the_ledger_and_defaults_apply(dso: Dso) -> None:
+    refused = dso.call("POST", "/meters", json={"meter": "m1", "public_key": "11" * 32})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "no_default_limits"
+    dso.ok("PUT", "/limits/default", json={"max_epa": 2_000, "max_eca": 3_000})
+    key = Keypair.generate()
+    authorize(dso, "m1", key)
+    meter = dso.ok("GET", "/meters/m1")["now"]
+    assert (meter["max_epa"], meter["max_eca"], meter["follows_default_limits"]) == (
+        2_000,
+        3_000,
+        True,
+    )
+    t = dso.now() + 10
+    dso.issue("m1", key, pay(Epa(1_999, t, t), key))
+    with pytest.raises(LedgerRejected) as over:
+        dso.issue("m1", key, pay(Epa(1, t, t), key))  # 2,000 is not strictly below 2,000
+    assert over.value.code is Code.LIMIT_EXCEEDED
+
+    raised = dso.ok("PUT", "/limits/default", json={"max_epa": 4_000, "max_eca": 3_000})
+    assert raised["regulations"][0]["transaction"]["authorize"][0]["meter"] == "m1"
+    dso.wait_interval(raised["regulations"][0]["effective_from"])
+    dso.issue("m1", key, pay(Epa(2_000, t, t), key))
+
+
+def test_prices_in_force_follow_the_last_regulation_before_the_interval(dso: Dso) -> None:
+    now = dso.now()
+    first = dso.ok("PUT", "/tariff", json={"price_consumption": 200_000, "time": now + 2})
+    second = dso.ok(
+        "PUT",
+        "/tariff",
+        json={"price_consumption": 250_000, "price_production": 60_000, "time": now + 4},
+    )
+    assert (first["effective_from"], second["effective_from"]) == (now + 3, now + 5)
+    runs = dso.ok("GET", "/schedule", "auditor", params={"first": now, "last": now + 7})["runs"]
+    assert [
+        (r["first"], r["last"], r["price_consumption"], r["price_production"]) for r in runs
+    ] == [
+        (now, now + 2, None, None),
+        (now + 3, now + 4, 200_000, None),
+        (now + 5, now + 7, 250_000, 60_000),
+    ]
+    for t in range(now, now + 8):  # the ledger's own view agrees, interval by interval
+        ledger = httpx.get(f"{dso.ledger_url}/v1/regulation/{t}").json()["prices"]
+        mine = next(r for r in runs if r["first"] <= t <= r["last"])
+        assert (ledger["consumption"], ledger["production"]) == (
+            mine["price_consumption"],
+            mine["price_production"],
+        )
+
+
+def test_a_time_in_the_past_is_refused_with_a_clear_error(dso: Dso) -> None:
+    answer = dso.call("PUT", "/tariff", json={"price_consumption": 1, "time": dso.now() - 1})
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "regulation_in_past"
+    assert "the earliest is" in error["message"]
+    assert dso.ok("GET", "/regulations")["regulations"] == []  # nothing was signed
+
+
+def _bill(dso: Dso, meter: str, key: Keypair, interval: int, **changes: object) -> Bill:
+    """The bill of `interval` a correct meter would close now, with `changes` applied."""
+    height = dso.ledger.head()
+    assert height is not None
+    values: dict[str, object] = {
+        "chain": dso.scenario.chain,
+        "meter": meter,
+        "interval": interval,
+        "closed_height": height.header.height,
+        "measured_j": 3_600_000,
+        "issued_epa_w": 0,
+        "deposited_epa_w": 0,
+        "fa_issued": 0,
+        "fa_deposited": 0,
+        "price_consumption": 250_000,
+        "price_production": 60_000,
+        "issues": (),
+        "deposits": (),
+    }
+    values.update(changes)
+    return sign_bill(close_bill(**values, interval_s=dso.scenario.interval_s), key)  # type: ignore[arg-type]
+
+
+def test_bills_are_checked_stored_once_reconciled_and_exported(dso: Dso) -> None:
+    key, home = Keypair.generate(), Keypair.generate()
+    dso.ok("PUT", "/tariff", json={"price_consumption": 250_000, "price_production": 60_000})
+    authorize(dso, "m7", key, max_epa=10_000, max_eca=10_000, owner="alice")
+    t = dso.now()
+    issued = dso.issue("m7", key, pay(Epa(700, t, t + 1), home), pay(Fa(5_000), home))
+    # The prosumer deposits 300 W of EPA covering t at an address of its meter.
+    deposit_address = Keypair.generate()
+    transfer = dso.scenario.transfer(
+        [Outpoint(issued.txid, 0)],
+        [pay(Epa(300, t, t + 1), deposit_address), pay(Epa(400, t, t + 1), home)],
+        home,
+    )
+    moved = dso.ledger.submit(encode_transaction(transfer))
+    dso.wait_interval(t + 1)
+
+    good = _bill(
+        dso,
+        "m7",
+        key,
+        t,
+        issued_epa_w=700,
+        deposited_epa_w=300,
+        fa_issued=5_000,
+        issues=(issued.txid,),
+        deposits=(Outpoint(moved.txid, 0),),
+    )
+    posted = dso.http.post("/v1/bills", content=encode_bill(good))
+    assert posted.status_code == 201, posted.text
+    assert (posted.json()["status"], posted.json()["discrepancies"]) == ("reconciled", [])
+    again = dso.http.post("/v1/bills", content=encode_bill(good))
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+
+    other = _bill(dso, "m7", key, t, measured_j=1)
+    conflict = dso.http.post("/v1/bills", content=encode_bill(other))
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "bill_conflict"
+
+    forged = sign_bill(good, Keypair.generate())
+    refused = dso.http.post("/v1/bills", content=encode_bill(forged))
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "bad_signature"
+
+    # A meter that under-reports what it issued is flagged, with the ledger's figure.
+    dso.wait_interval(t + 2)
+    lying = _bill(
+        dso,
+        "m7",
+        key,
+        t + 1,
+        issued_epa_w=0,
+        deposited_epa_w=300,
+        deposits=(Outpoint(moved.txid, 0),),
+    )
+    flagged = dso.http.post("/v1/bills", content=encode_bill(lying)).json()
+    assert flagged["status"] == "flagged"
+    assert {d["code"] for d in flagged["discrepancies"]} >= {
+        "issued_epa_mismatch",
+        "issues_mismatch",
+    }
+
+    statement = dso.ok("GET", "/statements/alice", "auditor", params={"first": t, "last": t + 1})
+    assert statement["total"] == good.amount + lying.amount
+    assert statement["reconciled_total"] == good.amount
+    assert statement["meters"] == [
+        {"meter": "m7", "bills": 2, "amount": statement["total"], "unsettled": 1}
+    ]
+
+    exported = dso.call("GET", "/bills.csv", "auditor", params={"first": t, "last": t + 1})
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(r["interval"], r["status"], r["amount"]) for r in rows] == [
+        (str(t), "reconciled", str(good.amount)),
+        (str(t + 1), "flagged", str(lying.amount)),
+    ]
+
+
+def test_a_bill_naming_a_deposit_the_ledger_lacks_is_flagged(dso: Dso) -> None:
+    key = Keypair.generate()
+    authorize(dso, "m8", key, max_epa=10_000, max_eca=10_000)
+    t = dso.now()
+    dso.wait_interval(t + 1)  # a bill is for an interval that has ended
+    ghost = Outpoint(bytes(32), 0)
+    bill = _bill(
+        dso,
+        "m8",
+        key,
+        t,
+        deposited_epa_w=500,
+        deposits=(ghost,),
+        price_consumption=None,
+        price_production=None,
+    )
+    answer = dso.http.post("/v1/bills", content=encode_bill(bill)).json()
+    assert answer["status"] == "flagged"
+    assert "deposit_unknown" in {d["code"] for d in answer["discrepancies"]}
+
+
+def test_the_controller_forecasts_from_the_ledger_and_its_proposal_becomes_a_regulation(
+    dso: Dso,
+) -> None:
+    key = Keypair.generate()
+    authorize(dso, "m9", key, max_epa=100_000, max_eca=100_000)
+    t = dso.now()
+    dso.issue("m9", key, pay(Eca(9_000, t, t + 50), key), pay(Epa(1_000, t, t + 50), key))
+    forecast = dso.ok("GET", "/forecast", "auditor", params={"first": t + 1, "last": t + 2})
+    assert [f["net_load_w"] for f in forecast["intervals"]] == [8_000, 8_000]
+
+    policy = {
+        "low_w": -2_000,
+        "high_w": 2_000,
+        "gain_ppm": 100_000,
+        "max_change_ppm": 50_000,
+        "min_price": 10_000,
+        "max_price": 1_000_000,
+        "default_price": 200_000,
+    }
+    auditor = dso.call("PUT", "/controller", "auditor", json={"policy": policy})
+    assert auditor.status_code == 403
+    dso.ok("PUT", "/controller", "operator", json={"policy": policy})
+    proposal = dso.ok("POST", "/controller/proposals", "operator")
+    assert proposal["price_consumption"] > 200_000 and "above" in proposal["reason"]
+    regulation = dso.ok("POST", f"/controller/proposals/{proposal['id']}/accept", "operator")
+    assert regulation["transaction"]["price_consumption"] == proposal["price_consumption"]
+    assert regulation["effective_from"] == proposal["interval"]
+    again = dso.call("POST", f"/controller/proposals/{proposal['id']}/accept", "operator")
+    assert again.status_code == 409
+
+
+def test_every_change_is_in_the_audit_log_and_tampering_is_found(dso: Dso) -> None:
+    dso.ok("PUT", "/tariff", "operator", json={"price_consumption": 1_000})
+    made = dso.ok("POST", "/operators", json={"name": "carol", "role": "auditor"})
+    entries = dso.ok("GET", "/audit", "auditor")["entries"]
+    assert [(e["actor"], e["action"], e["outcome"]) for e in entries] == [
+        ("test-operator", "tariff.set", "submitted"),
+        ("test-operator", "tariff.set", "accepted"),
+        ("test-admin", "operator.create", "ok"),
+    ]
+    assert all(made["token"] not in str(e) for e in entries)
+    assert dso.ok("GET", "/audit/verify", "auditor") == {
+        "entries": 3,
+        "intact": True,
+        "problem": None,
+    }
+    with dso.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
+        conn.exec_driver_sql("UPDATE dso_audit_log SET actor = 'mallory' WHERE seq = 1")
+    with dso.store.engine.begin() as conn:  # someone with the file drops the guard
+        conn.exec_driver_sql("DROP TRIGGER dso_audit_no_update")
+        conn.exec_driver_sql("UPDATE dso_audit_log SET actor = 'mallory' WHERE seq = 1")
+    verdict = dso.ok("GET", "/audit/verify", "auditor")
+    assert verdict["intact"] is False and "entry 1" in verdict["problem"]
