@@ -72,17 +72,18 @@ class Dso:
 
 
 @contextmanager
-def running_dso(tmp_path: Path, ledger_store: str | None = None) -> Iterator[Dso]:
-    """A ledger node process and a DSO node over it, with a token per role."""
+def running_dso(tmp_path: Path, dso_store: str | None = None) -> Iterator[Dso]:
+    """A ledger node process (SQLite) and a DSO node over it, its database at `dso_store`
+    (default: a SQLite file in `tmp_path`), with a token per role."""
     scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
     genesis, keys = tmp_path / "genesis.json", tmp_path / "keys.json"
     genesis.write_bytes(scenario.genesis_raw)
     keys.write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
-    store_url = ledger_store or f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    url, process = serve_ledger(genesis, keys, store_url, tmp_path / "ledger.log")
+    ledger_store = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    url, process = serve_ledger(genesis, keys, ledger_store, tmp_path / "ledger.log")
     database = tmp_path / "dso.sqlite"
     ledger = LedgerClient(url)
-    store = DsoStore(f"sqlite:///{database}")
+    store = DsoStore(dso_store or f"sqlite:///{database}")
     tokens = {role.value: new_token() for role in Role}
     with store.writing() as conn:
         for role, token in tokens.items():

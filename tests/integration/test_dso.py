@@ -19,8 +19,9 @@ from .dso_harness import Dso, running_dso
 
 
 @pytest.fixture
-def dso(tmp_path: Path) -> Iterator[Dso]:
-    with running_dso(tmp_path) as node:
+def dso(tmp_path: Path, store_url: str) -> Iterator[Dso]:
+    """A DSO node whose database is SQLite, then PostgreSQL."""
+    with running_dso(tmp_path, store_url) as node:
         yield node
 
 
@@ -291,8 +292,11 @@ def test_every_change_is_in_the_audit_log_and_tampering_is_found(dso: Dso) -> No
     }
     with dso.store.engine.begin() as conn, pytest.raises(Exception, match="append-only"):
         conn.exec_driver_sql("UPDATE dso_audit_log SET actor = 'mallory' WHERE seq = 1")
-    with dso.store.engine.begin() as conn:  # someone with the file drops the guard
-        conn.exec_driver_sql("DROP TRIGGER dso_audit_no_update")
+    with dso.store.engine.begin() as conn:  # someone with the database drops the guard
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER dso_audit_no_update")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER dso_audit_append_only ON dso_audit_log")
         conn.exec_driver_sql("UPDATE dso_audit_log SET actor = 'mallory' WHERE seq = 1")
     verdict = dso.ok("GET", "/audit/verify", "auditor")
     assert verdict["intact"] is False and "entry 1" in verdict["problem"]
