@@ -17,8 +17,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from assets.codec import MAX_INT
 from dso import schemas
 from dso.auth import Permission
-from dso.service import MAX_BILL_BYTES, Actor, DsoError, DsoService
+from dso.service import Actor, DsoError, DsoService
 from petra.http import error_response, install_error_handlers
+from smartmeter.billing import MAX_BILL_BYTES
 
 IntervalQuery = Annotated[int | None, Query(ge=-MAX_INT, le=MAX_INT)]
 BILLS_PER_DAY = 96  # the default bill window: a day of 15-minute intervals
@@ -228,10 +229,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         _: Reader, first: IntervalQuery = None, last: IntervalQuery = None
     ) -> dict[str, Any]:
         start, end = window(first, last, before_now=False)
-        found = service.forecast(start, end)
+        found, book = service.forecast(start, end)
         return {
             "first": start,
             "last": end,
+            "book": book,
             "intervals": [dataclasses.asdict(f) for f in found],
         }
 

@@ -50,6 +50,7 @@ from assets.codec import (
 )
 from dso import controller, reconcile
 from dso.auth import OPERATOR_NAME, Permission, Role, allowed, new_token, token_hash, well_formed
+from dso.book import BookUnavailable
 from dso.follower import LedgerFollower
 from dso.store import (
     ChainTransaction,
@@ -68,11 +69,17 @@ from ledger.client import (
     LedgerUnavailable,
 )
 from ledger.schedule import RegulationSchedule
-from smartmeter.billing import Bill, BillRejected, bill_id, bill_signature_valid, decode_bill
+from smartmeter.billing import (
+    MAX_BILL_BYTES,
+    Bill,
+    BillRejected,
+    bill_id,
+    bill_signature_valid,
+    decode_bill,
+)
 
 log = logging.getLogger("petra.dso")
 
-MAX_BILL_BYTES = 1024 * 1024
 MAX_VIEW_INTERVALS = 10_000  # per schedule, bill or forecast query
 INDEX_WAIT_S = 10.0  # how long a change waits for the follower to index its block
 RESUBMIT_S = 5.0  # how often pending regulations and pending bills are tried again
@@ -306,7 +313,9 @@ class DsoService:
         return self.regulation_to_wire(self._record(nonce))
 
     def _record(self, nonce: int) -> RegulationRecord:
-        return next(r for r in self.store.regulations() if r.nonce == nonce)
+        record = self.store.regulation(nonce)
+        assert record is not None
+        return record
 
     def _submit(self, record: RegulationRecord) -> int:
         """Submit a recorded regulation; the height of its block. A regulation the ledger has
@@ -782,9 +791,10 @@ class DsoService:
 
     # ------------------------------------------------------------- the grid controller
 
-    def forecast(self, first: int, last: int) -> list[controller.IntervalForecast]:
+    def forecast(self, first: int, last: int) -> tuple[list[controller.IntervalForecast], str]:
         """Net load per interval from the EPA and ECA issued on the ledger, the EPA deposits
-        the bills reported, and the bid store's open orders."""
+        the bills reported, and the bid store's open orders; and what became of the book
+        (`none` configured, `read`, or why it could not be)."""
         _check_range(first, last)
         with self._lock:
             issued = [power for _, power in self._issued]
@@ -795,8 +805,15 @@ class DsoService:
                 deposited.append(
                     controller.IssuedPower(AssetKind.EPA, power, stored.interval, stored.interval)
                 )
-        book = self.book.open_orders() if self.book is not None else []
-        return controller.forecast(first, last, issued, deposited, book)
+        book: list[controller.BookEntry] = []
+        note = "none"
+        if self.book is not None:
+            try:
+                book, note = self.book.open_orders(), "read"
+            except BookUnavailable as exc:
+                note = str(exc)
+                log.warning("forecast without the book: %s", exc)
+        return controller.forecast(first, last, issued, deposited, book), note
 
     def policy(self) -> controller.PricePolicy | None:
         saved = self.store.setting("policy")
@@ -830,7 +847,7 @@ class DsoService:
         if policy is None:
             raise DsoError(422, "bad_policy", "set the controller's policy first")
         target = self.now() + 1
-        expected = self.forecast(target, target)[0]
+        expected = self.forecast(target, target)[0][0]
         with self._lock:
             prices = self.schedule.prices_at(target)
         proposed = controller.propose(policy, expected, prices.consumption, prices.production)

@@ -481,6 +481,11 @@ class DsoStore:
                 .values(status=status, code=code, message=message, height=height)
             )
 
+    def regulation(self, nonce: int) -> RegulationRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(regulations).where(regulations.c.nonce == nonce)).first()
+        return None if row is None else RegulationRecord(**row._mapping)
+
     def regulations(self, status: str | None = None, limit: int = 1000) -> list[RegulationRecord]:
         query = select(regulations).order_by(regulations.c.nonce.desc()).limit(limit)
         if status is not None:

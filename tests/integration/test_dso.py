@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import httpx
 import pytest
 
 from assets import Code, Eca, Epa, Fa, Keypair, Outpoint, encode_transaction
+from dso.controller import BookEntry
 from ledger.client import LedgerRejected
 from ledger.scenario import pay
 from smartmeter.billing import Bill, close_bill, encode_bill, sign_bill
 
 from .dso_harness import Dso, running_dso
+from .nodes import start_petra, stop, wait_serving
 
 
 @pytest.fixture
@@ -300,3 +303,76 @@ def test_every_change_is_in_the_audit_log_and_tampering_is_found(dso: Dso) -> No
         conn.exec_driver_sql("UPDATE dso_audit_log SET actor = 'mallory' WHERE seq = 1")
     verdict = dso.ok("GET", "/audit/verify", "auditor")
     assert verdict["intact"] is False and "entry 1" in verdict["problem"]
+
+
+class StandInBook:
+    """The bid store's open orders, until the bid store serves its book (dso/book.py)."""
+
+    def __init__(self, orders: list[BookEntry]) -> None:
+        self.orders = orders
+
+    def open_orders(self) -> list[BookEntry]:
+        return self.orders
+
+
+def test_the_forecast_reports_the_book_beside_the_ledger(dso: Dso) -> None:
+    t = dso.now()
+    assert dso.ok("GET", "/forecast", params={"first": t, "last": t})["book"] == "none"
+    dso.service.book = StandInBook([BookEntry("ask", 800, t + 1, t + 2, 90_000)])
+    answer = dso.ok("GET", "/forecast", params={"first": t + 2, "last": t + 3})
+    assert answer["book"] == "read"
+    assert [(f["open_asks_w"], f["open_bids_w"]) for f in answer["intervals"]] == [
+        (800, 0),
+        (0, 0),
+    ]
+
+
+def test_in_automatic_mode_the_controller_sets_the_next_prices_itself(dso: Dso) -> None:
+    policy = {
+        "low_w": -1_000,
+        "high_w": 1_000,
+        "gain_ppm": 100_000,
+        "max_change_ppm": 50_000,
+        "min_price": 10_000,
+        "max_price": 1_000_000,
+        "default_price": 200_000,
+    }
+    dso.ok("PUT", "/controller", "operator", json={"policy": policy, "auto": True})
+    deadline = time.monotonic() + 10 * dso.scenario.interval_s
+    while time.monotonic() < deadline:
+        done = dso.ok("GET", "/regulations")["regulations"]
+        if done:
+            break
+        time.sleep(0.2)
+    assert [(r["by"], r["status"]) for r in done] == [("controller", "accepted")]
+    # Nothing is issued: the load is inside the band, so the prices are the policy's default.
+    assert done[0]["transaction"]["price_consumption"] == 200_000
+    proposals = dso.ok("GET", "/controller/proposals")["proposals"]
+    assert proposals[0]["status"] == "accepted"
+
+
+def test_a_regulation_made_while_the_ledger_is_down_is_kept_and_submitted_later(
+    dso: Dso, tmp_path: Path
+) -> None:
+    stop(dso.ledger_process)
+    answer = dso.call("PUT", "/tariff", json={"price_consumption": 123_000, "time": dso.now() + 3})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "ledger_unavailable"
+    assert "kept pending" in answer.json()["error"]["message"]
+    assert [r["status"] for r in dso.ok("GET", "/regulations")["regulations"]] == ["pending"]
+
+    port = dso.ledger_url.rsplit(":", 1)[1]
+    process = start_petra(
+        *("ledger", "serve", "--genesis", str(tmp_path / "genesis.json")),
+        *("--keys", str(tmp_path / "keys.json"), "--port", port),
+        *("--store", f"sqlite:///{tmp_path / 'ledger.sqlite'}"),
+        log=tmp_path / "ledger-again.log",
+    )
+    try:
+        wait_serving(dso.ledger_url, process, tmp_path / "ledger-again.log")
+        dso.service.resubmit_pending()
+        [record] = dso.ok("GET", "/regulations")["regulations"]
+        assert record["status"] == "accepted"
+        assert dso.ledger.transaction(bytes.fromhex(record["txid"])) is not None
+    finally:
+        stop(process)
