@@ -210,8 +210,10 @@ class DsoService:
             raise DsoError(401, "unauthorized", "send an operator token: Authorization: Bearer …")
         operator = self.store.operator_by_token(token_hash(token)) if well_formed(token) else None
         if operator is None:
+            log.warning("refused a request with a token this node never issued")
             raise DsoError(401, "unauthorized", "the token is not valid for this DSO node")
         if operator.revoked_at is not None:
+            log.warning("refused a request with operator %s's revoked token", operator.name)
             raise DsoError(401, "unauthorized", f"operator {operator.name}'s token was revoked")
         return Actor(operator.name, operator.role)
 
