@@ -1,4 +1,4 @@
-"""The DSO node's HTTP API under /v1 (docs/api.md): routes only, over `DsoService`.
+"""The DSO node's HTTP API under /v1 (docs/dso-api.md): routes only, over `DsoService`.
 
 Operators send `Authorization: Bearer <token>`; each route needs one permission, which the
 operator's role grants or not (401 without a valid token, 403 without the permission). Meters
@@ -17,12 +17,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from assets.codec import MAX_INT
 from dso import schemas
 from dso.auth import Permission
-from dso.service import Actor, DsoError, DsoService
+from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService
 from petra.http import error_response, install_error_handlers
 from smartmeter.billing import MAX_BILL_BYTES
 
 IntervalQuery = Annotated[int | None, Query(ge=-MAX_INT, le=MAX_INT)]
-BILLS_PER_DAY = 96  # the default bill window: a day of 15-minute intervals
+DAY_S = 86_400  # the default window of a query: a day of intervals
 
 
 def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
@@ -39,7 +39,8 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     @app.exception_handler(DsoError)
     async def dso_error(_: Request, exc: DsoError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        # Only operators use tokens; a meter's 401 is about its bill's signature.
+        headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
         return error_response(exc.status, exc.code, exc.message, headers)
 
     bearer = HTTPBearer(auto_error=False, description="An operator token (pdso_…)")
@@ -60,11 +61,16 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     Auditor = Annotated[Actor, Depends(needs(Permission.AUDIT))]
     Admin = Annotated[Actor, Depends(needs(Permission.OPERATORS))]
 
+    day = max(1, min(DAY_S // service.genesis.interval_s, MAX_VIEW_INTERVALS))
+
     def window(first: int | None, last: int | None, before_now: bool) -> tuple[int, int]:
+        """A day of intervals: the one ending with the last ended interval (`before_now`) or
+        the one starting now, unless the query says otherwise."""
         now = service.now()
-        end = last if last is not None else (now - 1 if before_now else now + BILLS_PER_DAY)
-        start = first if first is not None else end - BILLS_PER_DAY + 1
-        return start, end
+        if first is not None and last is None:
+            return first, first + day - 1
+        end = last if last is not None else (now - 1 if before_now else now + day - 1)
+        return (first if first is not None else end - day + 1), end
 
     # ---------------------------------------------------------------- who and what
 
@@ -187,7 +193,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         Depends(_bill_filters),
     ]
 
-    @app.get("/v1/bills", summary="Bills of an interval range (default: the last 96)")
+    @app.get("/v1/bills", summary="Bills of an interval range (default: the last day)")
     def bills(_: Reader, filters: BillFilters) -> dict[str, Any]:
         first, last, meter_id, owner, status = filters
         start, end = window(first, last, before_now=True)

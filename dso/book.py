@@ -1,5 +1,5 @@
 """The bid store's order book as the grid controller reads it: `GET /v1/book` answers
-`{"orders": [{"side": "ask"|"bid", "power", "start", "end", "price"}, ...]}` (docs/api.md),
+`{"orders": [{"side": "ask"|"bid", "power", "start", "end", "price"}, ...]}` (docs/dso-api.md),
 open orders only. The bid store serves it; until it is reachable the forecast goes without."""
 
 from __future__ import annotations

@@ -231,7 +231,9 @@ class DsoService:
         """A new operator and their token, which is shown this once and stored hashed."""
         if OPERATOR_NAME.fullmatch(name) is None:
             raise DsoError(
-                400, "bad_request", "an operator name is 1-64 of a-z 0-9 . _ -, from a letter"
+                400,
+                "bad_request",
+                "an operator name is 1-64 of a-z 0-9 . _ -, from a letter or digit",
             )
         try:
             Role(role)
@@ -278,28 +280,43 @@ class DsoService:
         target: str,
         detail: dict[str, Any],
         regulation: Regulate,
-        after: Callable[[Connection, int], None] | None = None,
+        effect: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Sign `regulation`, record it, submit it, wait until the index has it; `after` runs
-        in the transaction that records the ledger's acceptance."""
+        """Sign `regulation`, record it as pending, submit it, and return once the index has
+        it. `effect` is what to record when the ledger accepts it (see `_apply`)."""
+        effect = effect or {}
         with self.store.writing() as conn:
             nonce = self.store.next_nonce(conn)
             signed = sign(dataclasses.replace(regulation, nonce=nonce), self._key)
             assert isinstance(signed, Regulate)
             body, tx_id = encode_transaction(signed), txid(signed)
+            detail = {**detail, "time": signed.time, "txid": tx_id.hex()}
+            if "proposal" in effect and not self.store.accept_proposal(
+                conn, effect["proposal"], nonce
+            ):
+                raise DsoError(409, "conflict", f"proposal {effect['proposal']} is not open")
             record = RegulationRecord(
-                nonce, tx_id, signed.time, body, actor.name, now_ms(), "pending", None, None, None
+                nonce=nonce,
+                txid=tx_id,
+                time=signed.time,
+                body=body,
+                actor=actor.name,
+                created_ms=now_ms(),
+                status="pending",
+                code=None,
+                message=None,
+                height=None,
+                role=actor.role,
+                action=action,
+                target=target,
+                detail=detail,
+                effect=effect,
             )
             self.store.add_regulation(conn, record)
-            detail = {**detail, "time": signed.time, "txid": tx_id.hex()}
             self.store.audit(conn, actor.name, actor.role, action, target, detail, "submitted")
         try:
             height = self._submit(record)
         except LedgerRejected as exc:
-            with self.store.writing() as conn:
-                self.store.audit(
-                    conn, actor.name, actor.role, action, target, detail, exc.code.value
-                )
             raise DsoError(422, exc.code.value, f"the ledger refused it: {exc.message}") from None
         except LedgerUnavailable as exc:
             raise DsoError(
@@ -307,10 +324,6 @@ class DsoService:
                 "ledger_unavailable",
                 f"{exc}; the regulation {tx_id.hex()} is kept pending and submitted again",
             ) from None
-        with self.store.writing() as conn:
-            if after is not None:
-                after(conn, nonce)
-            self.store.audit(conn, actor.name, actor.role, action, target, detail, "accepted")
         self.follower.wait_for(height, INDEX_WAIT_S)
         return self.regulation_to_wire(self._record(nonce))
 
@@ -320,21 +333,57 @@ class DsoService:
         return record
 
     def _submit(self, record: RegulationRecord) -> int:
-        """Submit a recorded regulation; the height of its block. A regulation the ledger has
-        already (a retry after a lost answer) counts as accepted."""
+        """Submit a recorded regulation and record the ledger's answer, its effect and an
+        audit entry; the height of its block. A regulation the ledger has already (a retry
+        after a lost answer) counts as accepted."""
         try:
-            submitted = self.client.submit(record.body)
-            height = submitted.height
+            height = self.client.submit(record.body).height
         except LedgerRejected as exc:
             found = self.client.transaction(record.txid) if exc.code is Code.DUPLICATE else None
             if found is None:
-                self.store.settle_regulation(
-                    record.nonce, "rejected", exc.code.value, exc.message, None
-                )
+                self._settle(record, "rejected", exc.code.value, exc.message, None)
                 raise
             height = int(found["height"])
-        self.store.settle_regulation(record.nonce, "accepted", None, None, height)
+        self._settle(record, "accepted", None, None, height)
         return height
+
+    def _settle(
+        self,
+        record: RegulationRecord,
+        status: str,
+        code: str | None,
+        message: str | None,
+        height: int | None,
+    ) -> None:
+        with self.store.writing() as conn:
+            if not self.store.settle_regulation(conn, record.nonce, status, code, message, height):
+                return  # another thread settled it first
+            if status == "accepted":
+                self._apply(conn, record.effect)
+            elif "proposal" in record.effect:
+                self.store.set_proposal_status(conn, record.effect["proposal"], "rejected")
+            self.store.audit(
+                conn,
+                record.actor,
+                record.role,
+                record.action,
+                record.target,
+                record.detail,
+                "accepted" if status == "accepted" else code or status,
+            )
+
+    def _apply(self, conn: Connection, effect: dict[str, Any]) -> None:
+        """Record what an accepted regulation changes beyond the ledger."""
+        if "owner" in effect:
+            owner = effect["owner"]
+            self.store.set_meter_owner(
+                conn, owner["meter"], owner["owner"], owner["follows_default"]
+            )
+        if "default_limits" in effect:
+            limits = effect["default_limits"]
+            self.store.add_default_limits(
+                conn, limits["time"], limits["max_epa"], limits["max_eca"]
+            )
 
     def resubmit_pending(self) -> None:
         for record in reversed(self.store.regulations(status="pending")):
@@ -408,7 +457,7 @@ class DsoService:
             meter,
             detail,
             self._unsigned(at, authorize=[authorization]),
-            lambda conn, _: self.store.set_meter_owner(conn, meter, owner, follows_default),
+            {"owner": {"meter": meter, "owner": owner, "follows_default": follows_default}},
         )
 
     def ban_meter(self, actor: Actor, meter: str, time_: int | None = None) -> dict[str, Any]:
@@ -455,7 +504,7 @@ class DsoService:
             reauthorize = []
             for meter in self.schedule.meters():
                 status = self.schedule.meter_at(meter, at + 1)
-                follows = owners.get(meter, (None, True))[1]
+                follows = owners.get(meter, (None, False))[1]  # unknown here: keep its limits
                 if status is not None and status.public_key and not status.banned and follows:
                     reauthorize.append(Authorization(meter, status.public_key, max_epa, max_eca))
         chunks = [
@@ -473,7 +522,7 @@ class DsoService:
                     "default",
                     detail,
                     self._unsigned(at, authorize=chunk),
-                    (lambda conn, _: self.store.add_default_limits(conn, at, max_epa, max_eca))
+                    {"default_limits": {"time": at, "max_epa": max_epa, "max_eca": max_eca}}
                     if last
                     else None,
                 )
@@ -574,7 +623,7 @@ class DsoService:
         try:
             bill = decode_bill(raw)
         except BillRejected as exc:
-            raise DsoError(400, exc.code, exc.message) from None
+            raise DsoError(413 if exc.code == "too_large" else 400, exc.code, exc.message) from None
         if bill.chain != self.chain:
             raise DsoError(422, "wrong_chain", "the bill is for another chain than this DSO's")
         with self._lock:
@@ -616,21 +665,27 @@ class DsoService:
             "pending",
             [],
         )
-        actor = f"meter:{bill.meter}"
-        with self.store.writing() as conn:
-            try:
+        try:
+            with self.store.writing() as conn:
                 self.store.add_bill(conn, stored, bill.deposits)
-            except Conflict as exc:
-                first = self.store.bill_for(bill.meter, bill.interval)
-                detail = {"refused": the_id.hex(), "kept": first.id.hex() if first else None}
+        except Conflict as exc:
+            first = self.store.bill_for(bill.meter, bill.interval)
+            detail = {"refused": the_id.hex(), "kept": first.id.hex() if first else None}
+            with self.store.writing() as conn:  # its own transaction: the refusal is kept
                 self.store.audit(
-                    conn, actor, "meter", "bill.conflict", bill.meter, detail, "conflict"
-                )
-                raise DsoError(
-                    409,
+                    conn,
+                    f"meter:{bill.meter}",
+                    "meter",
+                    "bill.conflict",
+                    bill.meter,
+                    detail,
                     "bill_conflict",
-                    f"{exc}: the first one is kept; a correction needs an operator",
-                ) from None
+                )
+            raise DsoError(
+                409,
+                "bill_conflict",
+                f"{exc}: the first one is kept; a correction needs an operator",
+            ) from None
         self.follower.wait_for(bill.closed_height, 2.0)
         return IntakeResult(self.reconcile_bill(the_id), created=True)
 
@@ -643,7 +698,11 @@ class DsoService:
         if stored.closed_height > self.follower.height:
             return stored
         bill = decode_bill(stored.body)
-        found = self._discrepancies(bill, the_id)
+        try:
+            found = self._discrepancies(bill, the_id)
+        except LedgerClientError as exc:  # checked again by the retry loop
+            log.warning("bill %s stays pending: %s", the_id.hex(), exc)
+            return stored
         status = "flagged" if found else "reconciled"
         wire = [{"code": d.code, "message": d.message} for d in found]
         self.store.set_bill_status(the_id, status, wire)
@@ -692,9 +751,7 @@ class DsoService:
         count = 0
         for stored in self.store.bills(status="pending"):
             if stored.closed_height <= self.follower.height:
-                with contextlib.suppress(LedgerClientError):
-                    self.reconcile_bill(stored.id)
-                    count += 1
+                count += self.reconcile_bill(stored.id).status != "pending"
         return count
 
     def reconcile_all(self, actor: Actor, first: int, last: int) -> dict[str, int]:
@@ -771,7 +828,7 @@ class DsoService:
             writer.writerow(
                 [
                     stored.id.hex(),
-                    bill.meter,
+                    _csv_text(bill.meter),
                     _csv_text(stored.owner or ""),
                     bill.interval,
                     self.interval_start(bill.interval).isoformat(),
@@ -901,11 +958,8 @@ class DsoService:
                 price_consumption=proposal.price_consumption,
                 price_production=proposal.price_production,
             ),
-            lambda conn, nonce: self._accepted(conn, proposal_id, nonce),
+            {"proposal": proposal_id},
         )
-
-    def _accepted(self, conn: Connection, proposal_id: int, nonce: int) -> None:
-        self.store.accept_proposal(conn, proposal_id, nonce)
 
     def _auto_loop(self) -> None:
         done: int | None = None

@@ -94,6 +94,13 @@ regulations = Table(
     Column("code", String(64)),
     Column("message", Text),
     Column("height", BigInteger),
+    # What the change was (for the audit entry of its outcome) and what to record once the
+    # ledger accepts it, so a regulation accepted on a later retry completes the same way.
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("effect", Text, nullable=False),
 )
 meter_owners = Table(
     "dso_meter_owners",
@@ -255,6 +262,11 @@ class RegulationRecord:
     code: str | None
     message: str | None
     height: int | None
+    role: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    effect: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,25 +478,33 @@ class DsoStore:
         return max(last + 1, time.time_ns() // 1000)
 
     def add_regulation(self, conn: Connection, record: RegulationRecord) -> None:
-        conn.execute(
-            insert(regulations),
-            {f: getattr(record, f) for f in RegulationRecord.__slots__},
-        )
+        row = {f: getattr(record, f) for f in RegulationRecord.__slots__}
+        row["detail"] = json.dumps(record.detail, sort_keys=True)
+        row["effect"] = json.dumps(record.effect, sort_keys=True)
+        conn.execute(insert(regulations), row)
 
     def settle_regulation(
-        self, nonce: int, status: str, code: str | None, message: str | None, height: int | None
-    ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(regulations)
-                .where(regulations.c.nonce == nonce)
-                .values(status=status, code=code, message=message, height=height)
-            )
+        self,
+        conn: Connection,
+        nonce: int,
+        status: str,
+        code: str | None,
+        message: str | None,
+        height: int | None,
+    ) -> bool:
+        """Record the ledger's answer to a pending regulation; False if it was settled already
+        (a retry and a request raced)."""
+        done = conn.execute(
+            update(regulations)
+            .where(regulations.c.nonce == nonce, regulations.c.status == "pending")
+            .values(status=status, code=code, message=message, height=height)
+        )
+        return bool(done.rowcount)
 
     def regulation(self, nonce: int) -> RegulationRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(regulations).where(regulations.c.nonce == nonce)).first()
-        return None if row is None else RegulationRecord(**row._mapping)
+        return None if row is None else _regulation(row)
 
     def regulations(self, status: str | None = None, limit: int = 1000) -> list[RegulationRecord]:
         query = select(regulations).order_by(regulations.c.nonce.desc()).limit(limit)
@@ -492,7 +512,7 @@ class DsoStore:
             query = query.where(regulations.c.status == status)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [RegulationRecord(**r._mapping) for r in rows]
+        return [_regulation(r) for r in rows]
 
     # ------------------------------------------------------------- meters and defaults
 
@@ -673,12 +693,16 @@ class DsoStore:
             return [Proposal(**r._mapping) for r in rows]
 
     def accept_proposal(self, conn: Connection, proposal_id: int, regulation: int) -> bool:
+        """Mark an open proposal accepted by `regulation`; False if it is not open (any more)."""
         done = conn.execute(
             update(proposals)
             .where(proposals.c.id == proposal_id, proposals.c.status == "open")
             .values(status="accepted", regulation=regulation)
         )
         return bool(done.rowcount)
+
+    def set_proposal_status(self, conn: Connection, proposal_id: int, status: str) -> None:
+        conn.execute(update(proposals).where(proposals.c.id == proposal_id).values(status=status))
 
 
 def _operator(row: Any) -> Operator:
@@ -698,6 +722,13 @@ def _audit_entry(row: Any) -> AuditEntry:
         bytes(row.prev_hash),
         bytes(row.entry_hash),
     )
+
+
+def _regulation(row: Any) -> RegulationRecord:
+    values = dict(row._mapping)
+    values["txid"], values["body"] = bytes(values["txid"]), bytes(values["body"])
+    values["detail"], values["effect"] = json.loads(values["detail"]), json.loads(values["effect"])
+    return RegulationRecord(**values)
 
 
 def _bill_row(bill: StoredBill) -> dict[str, Any]:

@@ -187,6 +187,8 @@ def test_bills_are_checked_stored_once_reconciled_and_exported(dso: Dso) -> None
     other = _bill(dso, "m7", key, t, measured_j=1)
     conflict = dso.http.post("/v1/bills", content=encode_bill(other))
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "bill_conflict"
+    [refusal] = [e for e in dso.ok("GET", "/audit")["entries"] if e["action"] == "bill.conflict"]
+    assert (refusal["actor"], refusal["outcome"]) == ("meter:m7", "bill_conflict")
 
     forged = sign_bill(good, Keypair.generate())
     refused = dso.http.post("/v1/bills", content=encode_bill(forged))
@@ -355,7 +357,8 @@ def test_a_regulation_made_while_the_ledger_is_down_is_kept_and_submitted_later(
     dso: Dso, tmp_path: Path
 ) -> None:
     stop(dso.ledger_process)
-    answer = dso.call("PUT", "/tariff", json={"price_consumption": 123_000, "time": dso.now() + 3})
+    body = {"meter": "m5", "public_key": "22" * 32, "max_epa": 1, "max_eca": 1, "owner": "eve"}
+    answer = dso.call("POST", "/meters", json={**body, "time": dso.now() + 3})
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "ledger_unavailable"
     assert "kept pending" in answer.json()["error"]["message"]
@@ -374,5 +377,14 @@ def test_a_regulation_made_while_the_ledger_is_down_is_kept_and_submitted_later(
         [record] = dso.ok("GET", "/regulations")["regulations"]
         assert record["status"] == "accepted"
         assert dso.ledger.transaction(bytes.fromhex(record["txid"])) is not None
+        # Accepted on a retry, it completes as if accepted at once: the owner is recorded
+        # and the audit log has its outcome.
+        assert dso.service.follower.wait_for(record["height"], 30)
+        assert (
+            dso.ok("GET", "/meters", params={"interval": record["time"] + 1})["meters"][0]["owner"]
+            == "eve"
+        )
+        outcomes = [(e["action"], e["outcome"]) for e in dso.ok("GET", "/audit")["entries"]]
+        assert outcomes == [("meter.authorize", "submitted"), ("meter.authorize", "accepted")]
     finally:
         stop(process)
