@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -61,23 +65,61 @@ TimeOption = Annotated[
 ]
 
 
-def _client(url: str, token_file: Path | None) -> DsoClient:
+def _token(token_file: Path | None) -> str:
     if token_file is not None:
-        lines = token_file.read_text().split()
-        token = lines[0] if lines else ""
+        try:
+            words = token_file.read_bytes().split()
+        except OSError as exc:
+            fail(f"cannot read the token file {token_file}: {exc.strerror}")
+        raw = words[0] if words else b""
+        source = str(token_file)
     else:
-        token = os.environ.get(TOKEN_ENV, "")
-    if not token:
+        raw = os.environ.get(TOKEN_ENV, "").strip().encode("utf-8", "replace")
+        source = f"${TOKEN_ENV}"
+    if not raw:
         fail(f"give an operator token with --token-file or ${TOKEN_ENV}")
-    return DsoClient(url, token)
+    # An HTTP header carries printable ASCII only: anything else is not a token.
+    if not raw.isascii() or not raw.decode().isprintable():
+        fail(f"{source} does not hold an operator token (pdso_…)")
+    return raw.decode()
+
+
+def _client(url: str, token_file: Path | None) -> DsoClient:
+    token = _token(token_file)
+    try:
+        return DsoClient(url, token)
+    except httpx.InvalidURL as exc:
+        fail(f"{url} is not a URL of a DSO node: {exc}")
+
+
+def _request(url: str, token_file: Path | None, method: str, path: str, **kwargs: Any) -> bytes:
+    """The body of the node's successful answer; one sentence and exit 2 on a refusal."""
+    with _client(url, token_file) as client:
+        try:
+            return client.request(method, path, **kwargs).content
+        except DsoClientError as exc:
+            fail(f"{exc.message} ({exc.code})")
 
 
 def _call(url: str, token_file: Path | None, method: str, path: str, **kwargs: Any) -> Any:
-    with _client(url, token_file) as client:
-        try:
-            return client.request(method, path, **kwargs).json()
-        except DsoClientError as exc:
-            fail(f"{exc.message} ({exc.code})")
+    body = _request(url, token_file, method, path, **kwargs)
+    try:
+        return json.loads(body)
+    except ValueError:
+        fail(f"{url} answered {path} with something else than JSON: is it a DSO node?")
+
+
+def _segment(value: str) -> str:
+    """`value` as one URL path segment: a `/`, `?` or `#` in it must not reach another route."""
+    return quote(value, safe="")
+
+
+def _writable(path: Path) -> None:
+    """Refuse now, before anything changes, a file that could not be written later."""
+    if path.is_dir():
+        fail(f"cannot write {path}: it is a folder")
+    if not path.parent.is_dir():
+        fail(f"cannot write {path}: the folder {path.parent} does not exist")
 
 
 def _regulation_line(answer: dict[str, Any]) -> str:
@@ -106,6 +148,8 @@ def init_command(
 
     if OPERATOR_NAME.fullmatch(admin) is None:
         fail("an operator name is 1-64 of a-z 0-9 . _ -, from a letter or digit")
+    if token_out is not None:
+        _writable(token_out)
     try:
         database = DsoStore(store)
     except DsoStoreError as exc:
@@ -114,6 +158,10 @@ def init_command(
         if database.operators():
             fail(f"{store} has operators already: an admin adds more with `petra dso operator add`")
         token = new_token()
+        if token_out is not None:
+            # Written before the admin exists: a token that cannot be kept must not lock the
+            # database (a second init refuses).
+            _write_token(token_out, token)
         operator = Operator(admin, Role.ADMIN.value, int(time.time()), "init", None)
         with database.writing() as conn:
             database.add_operator(conn, operator, token_hash(token))
@@ -121,10 +169,16 @@ def init_command(
     finally:
         database.close()
     if token_out is not None:
-        write_private(token_out, (token + "\n").encode())
         typer.echo(f"admin {admin} created; token in {token_out}")
     else:
         typer.echo(token)
+
+
+def _write_token(path: Path, token: str) -> None:
+    try:
+        write_private(path, (token + "\n").encode())
+    except OSError as exc:
+        fail(f"cannot write the token to {path}: {exc.strerror}")
 
 
 @dso_app.command("serve")
@@ -134,7 +188,11 @@ def serve_command(
     ],
     keys: Annotated[
         Path,
-        typer.Option(help="Sealed key file holding one of the genesis's DSO keys.", exists=True),
+        typer.Option(
+            help="Sealed key file holding one of the genesis's DSO keys.",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
     store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
@@ -156,11 +214,11 @@ def serve_command(
     from ledger.client import LedgerClient, LedgerClientError
 
     _, genesis_doc = read_genesis(genesis)
+    # Read first, so a damaged file or a wrong passphrase is named as such, not as "in clear".
+    found = read_keys(keys, passphrase_file)
     if not is_sealed(keys.read_bytes()):
         fail(f"{keys} holds its keys in clear: the DSO key must be sealed with a passphrase")
-    signing = [
-        k for k in read_keys(keys, passphrase_file).values() if k.public_key in genesis_doc.dso_keys
-    ]
+    signing = [k for k in found.values() if k.public_key in genesis_doc.dso_keys]
     if not signing:
         fail(f"{keys} holds none of the genesis's DSO keys: the node could not regulate")
     if host not in ("127.0.0.1", "::1", "localhost"):
@@ -183,6 +241,8 @@ def serve_command(
     err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
     try:
         uvicorn.run(create_app(service, docs=docs), host=host, port=port, log_level="warning")
+    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
+        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
     finally:
         service.close()
         client.close()
@@ -226,7 +286,7 @@ def meter_ban(
     as_json: Json = False,
 ) -> None:
     """Ban METER: it may not issue from interval TIME+1 on."""
-    answer = _call(url, token_file, "POST", f"/meters/{meter}/ban", json={"time": time_})
+    answer = _call(url, token_file, "POST", f"/meters/{_segment(meter)}/ban", json={"time": time_})
     typer.echo(json.dumps(answer) if as_json else f"{meter} banned: {_regulation_line(answer)}")
 
 
@@ -246,14 +306,14 @@ def meter_list(
     for column in ("meter", "state", "max_epa W", "max_eca W", "owner", "public key"):
         table.add_column(column)
     for m in answer["meters"]:
-        key = m["public_key"] or "-"
+        key = m["public_key"]
         table.add_row(
             m["meter"],
             m["state"],
             str(m["max_epa"]),
             str(m["max_eca"]),
             m["owner"] or "-",
-            key[:16] + "…",
+            key[:16] + "…" if key else "-",
         )
     out.print(table)
 
@@ -335,21 +395,25 @@ def bills_command(
     meter: Annotated[str | None, typer.Option(help="Only this meter's.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner's.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, reconciled or flagged.")] = None,
-    csv: Annotated[Path | None, typer.Option(help="Write the bills as CSV to this file.")] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write the bills as CSV to this file.")
+    ] = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
     """Meters' interval bills and their reconciliation with the ledger."""
     params = {"first": first, "last": last, "meter": meter, "owner": owner, "status": status}
-    if csv is not None:
-        with _client(url, token_file) as client:
-            try:
-                text = client.request("GET", "/bills.csv", params=params).text
-            except DsoClientError as exc:
-                fail(f"{exc.message} ({exc.code})")
-        csv.write_text(text)
-        typer.echo(f"{text.count(chr(10)) - 1} bills written to {csv}")
+    if csv_out is not None:
+        _writable(csv_out)
+        body = _request(url, token_file, "GET", "/bills.csv", params=params)
+        try:
+            csv_out.write_bytes(body)
+        except OSError as exc:
+            fail(f"cannot write {csv_out}: {exc.strerror}")
+        # Rows, not lines: a quoted owner may hold a line break.
+        rows = list(csv.reader(io.StringIO(body.decode("utf-8", "replace"))))
+        typer.echo(f"{max(len(rows) - 1, 0)} bills written to {csv_out}")
         return
     answer = _call(url, token_file, "GET", "/bills", params=params)
     if as_json:
@@ -377,7 +441,11 @@ def statement_command(
 ) -> None:
     """What OWNER owes over a range of intervals, per meter."""
     answer = _call(
-        url, token_file, "GET", f"/statements/{owner}", params={"first": first, "last": last}
+        url,
+        token_file,
+        "GET",
+        f"/statements/{_segment(owner)}",
+        params={"first": first, "last": last},
     )
     if as_json:
         typer.echo(json.dumps(answer))
@@ -425,9 +493,15 @@ def operator_add(
     token_file: TokenFile = None,
 ) -> None:
     """Create an operator; their token is shown this once."""
+    if token_out is not None:
+        _writable(token_out)
     answer = _call(url, token_file, "POST", "/operators", json={"name": name, "role": role})
     if token_out is not None:
-        write_private(token_out, (answer["token"] + "\n").encode())
+        try:
+            write_private(token_out, (answer["token"] + "\n").encode())
+        except OSError as exc:
+            typer.echo(answer["token"])  # shown this once: better on the screen than lost
+            fail(f"{name} was created but {token_out} cannot be written ({exc.strerror})")
         typer.echo(f"{name} ({role}) created; token in {token_out}")
     else:
         typer.echo(answer["token"])
@@ -440,7 +514,7 @@ def operator_revoke(
     token_file: TokenFile = None,
 ) -> None:
     """Revoke an operator's token."""
-    _call(url, token_file, "DELETE", f"/operators/{name}")
+    _call(url, token_file, "DELETE", f"/operators/{_segment(name)}")
     typer.echo(f"{name}'s token revoked")
 
 
