@@ -235,6 +235,8 @@ def serve_command(
     )
     try:
         uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
+        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
     finally:
         node.close()
 

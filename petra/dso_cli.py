@@ -203,12 +203,16 @@ def serve_command(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7430,
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
+    book: Annotated[
+        str | None, typer.Option(help="The bid store whose open orders the forecast reads.")
+    ] = None,
     passphrase_file: PassphraseFile = None,
 ) -> None:
-    """Serve the DSO admin API under /v1 (docs/api.md), following the ledger."""
+    """Serve the DSO admin API under /v1 (docs/dso-api.md), following the ledger."""
     import uvicorn
 
     from dso.api import create_app
+    from dso.book import HttpBook
     from dso.service import DsoService
     from dso.store import DsoStore, DsoStoreError
     from ledger.client import LedgerClient, LedgerClientError
@@ -232,7 +236,8 @@ def serve_command(
         fail(f"the ledger at {ledger} serves another chain than {genesis}")
     try:
         database = DsoStore(store)
-        service = DsoService(database, client, genesis_doc, signing[0])
+        order_book = HttpBook(book) if book is not None else None
+        service = DsoService(database, client, genesis_doc, signing[0], book=order_book)
     except DsoStoreError as exc:
         fail(str(exc))
     if not database.operators():
@@ -468,6 +473,75 @@ def controller_propose(
     """Propose the next interval's prices from the forecast and the policy."""
     answer = _call(url, token_file, "POST", "/controller/proposals", json={})
     typer.echo(json.dumps(answer) if as_json else f"proposal {answer['id']}: {answer['reason']}")
+
+
+@controller_app.command("policy")
+def controller_policy(
+    low_w: Annotated[int, typer.Option(help="Bottom of the net-load band, watts.")],
+    high_w: Annotated[int, typer.Option(help="Top of the net-load band, watts.")],
+    default_price: Annotated[int, typer.Option(help="Where an unset price starts.")],
+    min_price: Annotated[int, typer.Option(help="Price floor, micro-units per kWh.")] = 0,
+    max_price: Annotated[int, typer.Option(help="Price ceiling, micro-units per kWh.")] = (
+        10_000_000
+    ),
+    gain_ppm: Annotated[
+        int, typer.Option(help="Price change, ppm, per band width of deviation.")
+    ] = 100_000,
+    max_change_ppm: Annotated[int, typer.Option(help="Largest change per proposal, ppm.")] = (
+        50_000
+    ),
+    auto: Annotated[
+        bool | None,
+        typer.Option("--auto/--manual", help="Propose and accept once per interval by itself."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Set the controller's price policy (and, with --auto, let it run by itself)."""
+    policy = {
+        "low_w": low_w,
+        "high_w": high_w,
+        "gain_ppm": gain_ppm,
+        "max_change_ppm": max_change_ppm,
+        "min_price": min_price,
+        "max_price": max_price,
+        "default_price": default_price,
+    }
+    answer = _call(url, token_file, "PUT", "/controller", json={"policy": policy, "auto": auto})
+    if as_json:
+        typer.echo(json.dumps(answer))
+    else:
+        mode = "automatic" if answer["auto"] else "manual"
+        typer.echo(f"policy set: band {low_w}..{high_w} W, {mode} mode")
+
+
+@dso_app.command("forecast")
+def forecast_command(
+    first: Annotated[int | None, typer.Option(help="First interval (default: now).")] = None,
+    last: Annotated[int | None, typer.Option(help="Last interval (default: a day on).")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: Json = False,
+) -> None:
+    """Net load per interval, from the ledger's issued assets and the bid store's book."""
+    answer = _call(url, token_file, "GET", "/forecast", params={"first": first, "last": last})
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table(title=f"forecast (W); book: {answer['book']}")
+    for column in ("interval", "consumption", "production", "net load", "asks", "bids"):
+        table.add_column(column, justify="right")
+    for f in answer["intervals"]:
+        table.add_row(
+            str(f["interval"]),
+            str(f["consumption_w"]),
+            str(f["production_w"]),
+            str(f["net_load_w"]),
+            str(f["open_asks_w"]),
+            str(f["open_bids_w"]),
+        )
+    out.print(table)
 
 
 @controller_app.command("accept")
