@@ -7,7 +7,7 @@ post bills with no token: the bill's signature by the meter's registered key is 
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
@@ -45,11 +45,32 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     bearer = HTTPBearer(auto_error=False, description="An operator token (pdso_…)")
 
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Before routing, so that no body is parsed (and no parse error answered) for a caller
+        # without a valid token; the routes' dependencies then check the permission.
+        if request.url.path.startswith("/v1/") and (request.method, request.url.path) != (
+            "POST",
+            "/v1/bills",
+        ):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            try:
+                request.state.actor = await asyncio.to_thread(
+                    service.authenticate, token.strip() if scheme.lower() == "bearer" else None
+                )
+            except DsoError as exc:
+                headers = {"WWW-Authenticate": "Bearer"}
+                return error_response(exc.status, exc.code, exc.message, headers)
+        return await call_next(request)
+
     def needs(permission: Permission) -> Callable[..., Actor]:
         def actor(
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+            request: Request,
+            _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # for OpenAPI
         ) -> Actor:
-            found = service.authenticate(None if credentials is None else credentials.credentials)
+            found: Actor = request.state.actor
             service.require(found, permission)
             return found
 
