@@ -240,9 +240,9 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     def reconcile(body: schemas.Reconcile, actor: Reconciler) -> dict[str, Any]:
         return service.reconcile_all(actor, body.first, body.last)
 
-    @app.get("/v1/statements/{owner}", summary="What an owner owes over an interval range")
+    @app.get("/v1/statements", summary="What an owner owes over an interval range")
     def statement(
-        owner: Annotated[str, Path(max_length=128)],
+        owner: Annotated[str, Query(pattern=schemas.OWNER_PATTERN)],
         _: Reader,
         first: IntervalQuery = None,
         last: IntervalQuery = None,
@@ -312,7 +312,7 @@ def _bill_filters(
     first: IntervalQuery = None,
     last: IntervalQuery = None,
     meter: Annotated[str | None, Query(pattern="^[A-Za-z0-9._-]{1,64}$")] = None,
-    owner: Annotated[str | None, Query(max_length=128)] = None,
+    owner: Annotated[str | None, Query(pattern=schemas.OWNER_PATTERN)] = None,
     status: Annotated[str | None, Query(pattern="^(pending|reconciled|flagged)$")] = None,
 ) -> tuple[int | None, int | None, str | None, str | None, str | None]:
     return first, last, meter, owner, status

@@ -16,6 +16,7 @@ Time = Annotated[
 ]
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="32 bytes, lowercase hex")]
 MeterId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+OWNER_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"  # any reference a person can read: no control
 
 
 class Body(BaseModel):
@@ -32,7 +33,7 @@ class AuthorizeMeter(Body):
     public_key: Hex32
     max_epa: Natural | None = Field(None, description="MAXEPA in watts (default limits if none)")
     max_eca: Natural | None = Field(None, description="MAXECA in watts (default limits if none)")
-    owner: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+    owner: Annotated[str, Field(pattern=OWNER_PATTERN)] | None = Field(
         None, description="The DSO's reference of the meter's owner, for statements"
     )
     time: Time = None

@@ -449,8 +449,8 @@ def statement_command(
         url,
         token_file,
         "GET",
-        f"/statements/{_segment(owner)}",
-        params={"first": first, "last": last},
+        "/statements",
+        params={"owner": owner, "first": first, "last": last},
     )
     if as_json:
         typer.echo(json.dumps(answer))

@@ -66,7 +66,7 @@ NEEDS: dict[str, Permission | None] = {
     "GET /v1/bills.csv": Permission.READ,
     "GET /v1/bills/{bill_id}": Permission.READ,
     "POST /v1/bills/reconcile": Permission.RECONCILE,
-    "GET /v1/statements/{owner}": Permission.READ,
+    "GET /v1/statements": Permission.READ,
     "GET /v1/forecast": Permission.READ,
     "GET /v1/controller": Permission.READ,
     "PUT /v1/controller": Permission.REGULATE,
