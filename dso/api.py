@@ -18,7 +18,7 @@ from assets.codec import MAX_INT
 from dso import schemas
 from dso.auth import Permission
 from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService
-from petra.http import error_response, install_error_handlers
+from petra.http import bounded_body, error_response, install_error_handlers
 from smartmeter.billing import MAX_BILL_BYTES
 
 IntervalQuery = Annotated[int | None, Query(ge=-MAX_INT, le=MAX_INT)]
@@ -197,15 +197,9 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         },
     )
     async def post_bill(request: Request, response: Response) -> dict[str, Any]:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BILL_BYTES:
-            raise DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BILL_BYTES:
-                raise DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
-        result = await asyncio.to_thread(service.intake_bill, bytes(raw))
+        too_large = DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
+        raw = await bounded_body(request, MAX_BILL_BYTES, too_large)
+        result = await asyncio.to_thread(service.intake_bill, raw)
         response.status_code = 201 if result.created else 200
         return {**service.bill_to_wire(result.bill), "duplicate": not result.created}
 

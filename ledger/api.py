@@ -19,7 +19,7 @@ from ledger.ledger import BlockResult, Ledger
 from ledger.schedule import RegulationSchedule
 from ledger.sequencer import InProcessSequencer, SequencerClosed
 from ledger.store import StoredOutput
-from petra.http import ApiError, install_error_handlers
+from petra.http import ApiError, bounded_body, install_error_handlers
 
 MAX_BLOCKS_PER_PAGE = 1_000
 _STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
@@ -147,18 +147,12 @@ def create_app(node: LedgerNode) -> FastAPI:
         },
     )
     async def submit(request: Request) -> dict[str, Any]:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_TX_BYTES:
-            raise _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_TX_BYTES:
-                raise _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
+        too_large = _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
+        raw = await bounded_body(request, MAX_TX_BYTES, too_large)
         if node.sequencer is None:
             raise _tx_error(503, "read_only", f"this node is a replica: submit to {node.primary}")
         try:
-            ticket = node.sequencer.submit(bytes(raw))
+            ticket = node.sequencer.submit(raw)
         except SequencerClosed as exc:
             raise ApiError(503, "unavailable", str(exc)) from None
         try:

@@ -365,6 +365,31 @@ def bench_ledger_command(
         fail(str(exc))
 
 
+@bench_app.command("dso")
+def bench_dso_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    bills: Annotated[int, typer.Option(min=1, help="How many interval bills to post.")] = 3_000,
+    meters: Annotated[
+        int, typer.Option(min=1, help="How many meters bill (one bill per meter and interval).")
+    ] = 300,
+    clients: Annotated[
+        int, typer.Option(min=1, max=256, help="Concurrent client threads, one request each.")
+    ] = 16,
+) -> None:
+    """Interval bills one DSO node takes in and reconciles per second, against the ledger
+    node's rate for the reads reconciling one bill makes, one run; and the meters that is."""
+    from dso.bench import DsoBenchError, run_dso_bench
+    from ledger.store import StoreError
+
+    if meters > bills:
+        fail(f"--meters ({meters}) must not exceed --bills ({bills}): each meter bills once")
+    console = Console(stderr=as_json)
+    try:
+        run_dso_bench(as_json, console, bills=bills, meters=meters, clients=clients)
+    except (DsoBenchError, StoreError) as exc:
+        fail(str(exc))
+
+
 # ---------------------------------------------------------------- auditing a ledger node
 
 NodeUrl = Annotated[

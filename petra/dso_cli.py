@@ -56,6 +56,10 @@ TokenFile = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the node's JSON answer.")]
+FirstAhead = Annotated[int | None, typer.Option(help="First interval (default: now).")]
+LastAhead = Annotated[int | None, typer.Option(help="Last interval (default: a day on).")]
+FirstBack = Annotated[int | None, typer.Option(help="First interval (default: a day back).")]
+LastBack = Annotated[int | None, typer.Option(help="Last interval (default: the last ended).")]
 TimeOption = Annotated[
     int | None,
     typer.Option(
@@ -343,8 +347,8 @@ def tariff_set(
 
 @tariff_app.command("show")
 def tariff_show(
-    first: Annotated[int | None, typer.Option(help="First interval (default: now).")] = None,
-    last: Annotated[int | None, typer.Option(help="Last interval (default: a day on).")] = None,
+    first: FirstAhead = None,
+    last: LastAhead = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
@@ -393,10 +397,8 @@ def limits_set(
 
 @dso_app.command("bills")
 def bills_command(
-    first: Annotated[int | None, typer.Option(help="First interval.")] = None,
-    last: Annotated[int | None, typer.Option(help="Last interval (default: the last ended).")] = (
-        None
-    ),
+    first: FirstBack = None,
+    last: LastBack = None,
     meter: Annotated[str | None, typer.Option(help="Only this meter's.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner's.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, reconciled or flagged.")] = None,
@@ -438,8 +440,8 @@ def bills_command(
 @dso_app.command("statement")
 def statement_command(
     owner: Annotated[str, typer.Argument(help="The owner's reference.")],
-    first: Annotated[int | None, typer.Option(help="First interval.")] = None,
-    last: Annotated[int | None, typer.Option(help="Last interval.")] = None,
+    first: FirstBack = None,
+    last: LastBack = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
@@ -518,8 +520,8 @@ def controller_policy(
 
 @dso_app.command("forecast")
 def forecast_command(
-    first: Annotated[int | None, typer.Option(help="First interval (default: now).")] = None,
-    last: Annotated[int | None, typer.Option(help="Last interval (default: a day on).")] = None,
+    first: FirstAhead = None,
+    last: LastAhead = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,

@@ -40,6 +40,20 @@ def error_response(
     )
 
 
+async def bounded_body(request: Request, limit: int, too_large: Exception) -> bytes:
+    """The request's body; `too_large` is raised as soon as it is known to exceed `limit`
+    bytes, from its Content-Length or while it streams, so no more of it is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise too_large
+    return bytes(raw)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every failure, including FastAPI's own, with the common error shape."""
 

@@ -24,6 +24,16 @@ from ledger.scenario import Scenario
 
 from .nodes import serve_ledger, stop
 
+# A price policy for tests: a band of ±2 kW around zero, prices from 0.2 EUR/kWh.
+TEST_POLICY = {
+    "low_w": -2_000,
+    "high_w": 2_000,
+    "gain_ppm": 100_000,
+    "max_change_ppm": 50_000,
+    "min_price": 10_000,
+    "max_price": 1_000_000,
+    "default_price": 200_000,
+}
 INTERVAL_S = 2  # short enough for a test to watch a ban take effect, long enough to act within
 
 

@@ -17,7 +17,7 @@ from ledger.client import LedgerRejected
 from ledger.scenario import pay
 from smartmeter.billing import Bill, close_bill, encode_bill, sign_bill
 
-from .dso_harness import Dso, running_dso
+from .dso_harness import TEST_POLICY, Dso, running_dso
 from .nodes import start_petra, stop, wait_serving
 
 
@@ -261,15 +261,7 @@ def test_the_controller_forecasts_from_the_ledger_and_its_proposal_becomes_a_reg
     forecast = dso.ok("GET", "/forecast", "auditor", params={"first": t + 1, "last": t + 2})
     assert [f["net_load_w"] for f in forecast["intervals"]] == [8_000, 8_000]
 
-    policy = {
-        "low_w": -2_000,
-        "high_w": 2_000,
-        "gain_ppm": 100_000,
-        "max_change_ppm": 50_000,
-        "min_price": 10_000,
-        "max_price": 1_000_000,
-        "default_price": 200_000,
-    }
+    policy = TEST_POLICY
     auditor = dso.call("PUT", "/controller", "auditor", json={"policy": policy})
     assert auditor.status_code == 403
     dso.ok("PUT", "/controller", "operator", json={"policy": policy})
@@ -332,15 +324,7 @@ def test_the_forecast_reports_the_book_beside_the_ledger(dso: Dso) -> None:
 
 
 def test_in_automatic_mode_the_controller_sets_the_next_prices_itself(dso: Dso) -> None:
-    policy = {
-        "low_w": -1_000,
-        "high_w": 1_000,
-        "gain_ppm": 100_000,
-        "max_change_ppm": 50_000,
-        "min_price": 10_000,
-        "max_price": 1_000_000,
-        "default_price": 200_000,
-    }
+    policy = TEST_POLICY
     dso.ok("PUT", "/controller", "operator", json={"policy": policy, "auto": True})
     deadline = time.monotonic() + 10 * dso.scenario.interval_s
     while time.monotonic() < deadline:

@@ -27,6 +27,7 @@ from assets.keyfile import dump_keys
 from ledger.scenario import Scenario
 from smartmeter.billing import close_bill, encode_bill, sign_bill
 
+from .dso_harness import TEST_POLICY
 from .nodes import free_port, serve_ledger, start_petra, stop
 
 PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
@@ -606,15 +607,7 @@ def test_a_meter_banned_before_its_authorization_lists_without_a_key(
 
 
 def test_the_controller_proposes_and_an_operator_accepts(dso: DsoNode, team: Team) -> None:
-    policy = {
-        "low_w": -2_000,
-        "high_w": 2_000,
-        "gain_ppm": 100_000,
-        "max_change_ppm": 50_000,
-        "min_price": 10_000,
-        "max_price": 1_000_000,
-        "default_price": 200_000,
-    }
+    policy = TEST_POLICY
     options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in policy.items())
     assert ok(dso.cli(f"controller policy {options} --manual", token=team.operator)) == [
         "policy set: band -2000..2000 W, manual mode"

@@ -18,15 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import APIOperation, GenerationMode
-from schemathesis.core.result import Ok
+from schemathesis import GenerationMode
 
 from assets import Authorization, Fa, Keypair, encode_transaction
 from assets.keyfile import dump_keys
 from ledger.scenario import Scenario, pay
 
+from .fuzzing import Case, fuzz
 from .nodes import authorize_now, serve_ledger, stop
 
 EXAMPLES_PER_OPERATION = 100
@@ -47,9 +45,6 @@ INTEGER_PARAMETERS: list[tuple[str, str, dict[str, Any]]] = [
     ("/v1/regulation/{interval}", "interval", {}),
     (STREAM_PATH, "from", {}),
 ]
-
-
-Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
 
 
 def _submit(url: str, raw: bytes) -> httpx.Response:
@@ -136,38 +131,13 @@ def test_no_request_gets_a_server_error_or_another_error_shape(
 ) -> None:
     """Every operation of the node's own schema, with valid (positive) or invalid (negative)
     generated requests; all the operations' failures are reported together."""
-    operations = []
-    for result in node_schema.get_all_operations():
-        assert isinstance(result, Ok), result.err()
-        operations.append(result.ok())
-    assert len(operations) >= 12, "the schema lost operations"
-    failures: list[str] = []
-    unbreakable: list[str] = []
-    for operation in operations:
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            deadline=None,
-            database=None,
-            derandomize=True,  # the same requests on every run: no flaky failures
-            suppress_health_check=list(HealthCheck),
-        )
-        def check(case: Case) -> None:
-            _check(case, node_url)
-
-        name = f"{operation.method.upper()} {operation.path}"
-        try:
-            check()
-        except Unsatisfiable:
-            # No request breaks the schema of an operation whose parameters are all
-            # unconstrained strings (or that has none): there is nothing to send it here.
-            assert mode is GenerationMode.NEGATIVE, name
-            unbreakable.append(name)
-        except AssertionError as failure:
-            failures.append(f"{name}: {failure}")
-    assert not failures, "\n\n".join(failures)
-    assert len(unbreakable) < len(operations) // 2, unbreakable
+    fuzz(
+        node_schema,
+        mode,
+        lambda case: _check(case, node_url),
+        at_least=12,
+        examples=EXAMPLES_PER_OPERATION,
+    )
 
 
 def _integer_parameters(document: dict[str, Any]) -> set[tuple[str, str]]:
