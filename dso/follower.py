@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from assets import Genesis, Issue, Regulate, chain_id
+from assets import Epa, Genesis, Issue, Regulate, chain_id
 from assets import txid as transaction_id
 from assets.codec import trusted_transaction
 from dso.store import ChainTransaction, DsoStore
@@ -133,9 +133,16 @@ class LedgerFollower:
         for offset, raw in enumerate(raws):
             tx = trusted_transaction(raw)
             if isinstance(tx, Issue | Regulate):
-                meter = tx.meter if isinstance(tx, Issue) else None
+                meter: str | None = None
+                span: tuple[int | None, int | None] = (None, None)
+                if isinstance(tx, Issue):
+                    meter = tx.meter
+                    epa = [o.asset for o in tx.outputs if isinstance(o.asset, Epa)]
+                    if epa:
+                        span = (min(a.start for a in epa), max(a.end for a in epa))
                 stored = ChainTransaction(
-                    first_seq + offset, transaction_id(tx), header.height, tx.type, meter, raw
+                    *(first_seq + offset, transaction_id(tx), header.height, tx.type, meter, raw),
+                    *(self.genesis.interval_at(header.time), *span),
                 )
                 kept.append((stored, tx))
         self.store.index_block(header.height, header.time, header.tree_size, [s for s, _ in kept])

@@ -530,12 +530,8 @@ class DsoService:
         return done
 
     def default_limits_at(self, interval: int) -> tuple[int, int] | None:
-        """The default (max_epa, max_eca) in force at `interval`: the last set with time < it."""
-        found = None
-        for set_time, max_epa, max_eca in self.store.default_limits():
-            if set_time < interval:
-                found = (max_epa, max_eca)
-        return found
+        """The default (max_epa, max_eca) in force at `interval`."""
+        return _limits_at(self.store.default_limits(), interval)
 
     # ------------------------------------------------------------- views
 
@@ -596,10 +592,8 @@ class DsoService:
         with self._lock:
             for interval in range(first, last + 1):
                 prices = self.schedule.prices_at(interval)
-                limits = None
-                for set_time, max_epa, max_eca in defaults:
-                    if set_time < interval:
-                        limits = {"max_epa": max_epa, "max_eca": max_eca}
+                found = _limits_at(defaults, interval)
+                limits = None if found is None else {"max_epa": found[0], "max_eca": found[1]}
                 entry = {
                     "price_consumption": prices.consumption,
                     "price_production": prices.production,
@@ -652,7 +646,7 @@ class DsoService:
         existing = self.store.bill(the_id)
         if existing is not None:
             return IntakeResult(existing, created=False)
-        owner = self.store.meter_owners().get(bill.meter, (None, False))[0]
+        owner = self.store.meter_owner(bill.meter)
         stored = StoredBill(
             the_id,
             bill.meter,
@@ -711,14 +705,12 @@ class DsoService:
         return dataclasses.replace(stored, status=status, discrepancies=wire)
 
     def _discrepancies(self, bill: Bill, the_id: bytes) -> list[reconcile.Discrepancy]:
-        interval_s, epoch = self.genesis.interval_s, self.genesis.epoch
-        issues_found = list(self.store.chain_transactions("issue", bill.meter, bill.closed_height))
-        times = self.store.block_times(sorted({t.height for t in issues_found}))
-        issues = []
-        for stored in issues_found:
-            tx = _issue(stored.body)
-            interval = (times[stored.height] - epoch) // interval_s
-            issues.append(reconcile.IssuedFact(stored.txid, stored.height, interval, tx.outputs))
+        issues = [
+            reconcile.IssuedFact(
+                stored.txid, stored.height, stored.interval, _issue(stored.body).outputs
+            )
+            for stored in self.store.issues_counting(bill.meter, bill.interval, bill.closed_height)
+        ]
         deposits: dict[Outpoint, reconcile.DepositFact | None] = {}
         for outpoint in bill.deposits:
             deposits[outpoint] = self._deposit(outpoint, bill.closed_height)
@@ -726,7 +718,7 @@ class DsoService:
             prices = self.schedule.prices_at(bill.interval)
         return reconcile.reconcile(
             bill,
-            interval_s=interval_s,
+            interval_s=self.genesis.interval_s,
             issues=issues,
             deposits=deposits,
             claimed_elsewhere=self.store.claims(bill.deposits, the_id),
@@ -1010,6 +1002,16 @@ _CSV_COLUMNS = [
 def _csv_text(value: str) -> str:
     # A spreadsheet would run a cell starting with one of these as a formula.
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _limits_at(defaults: Sequence[tuple[int, int, int]], interval: int) -> tuple[int, int] | None:
+    """Of (time, max_epa, max_eca) in the order they were set, the limits in force at
+    `interval`: the last set with time < interval, as for regulations."""
+    found = None
+    for set_time, max_epa, max_eca in defaults:
+        if set_time < interval:
+            found = (max_epa, max_eca)
+    return found
 
 
 def _check_meter(meter: str) -> None:

@@ -34,8 +34,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -159,6 +161,11 @@ chain_transactions = Table(
     Column("type", String(16), nullable=False),
     Column("meter", String(64)),
     Column("body", LargeBinary, nullable=False),
+    Column("interval", BigInteger, nullable=False),  # of its block's time
+    # An issue's EPA span (first start, last end), so a bill's reconciliation reads only the
+    # issues that can count for its interval, not the meter's whole history.
+    Column("epa_first", BigInteger),
+    Column("epa_last", BigInteger),
 )
 Index("dso_chain_by_meter", chain_transactions.c.meter, chain_transactions.c.height)
 settings = Table(
@@ -291,6 +298,9 @@ class ChainTransaction:
     type: str
     meter: str | None
     body: bytes
+    interval: int
+    epa_first: int | None = None
+    epa_last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +536,13 @@ class DsoStore:
         if done.rowcount == 0:
             conn.execute(insert(meter_owners), {"meter": meter, **values})
 
+    def meter_owner(self, meter: str) -> str | None:
+        with self.engine.connect() as conn:
+            owner: str | None = conn.scalar(
+                select(meter_owners.c.owner).where(meter_owners.c.meter == meter)
+            )
+        return owner
+
     def meter_owners(self) -> dict[str, tuple[str | None, bool]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(meter_owners)).all()
@@ -669,7 +686,27 @@ class DsoStore:
             query = query.where(chain_transactions.c.height <= max_height)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield ChainTransaction(**row._mapping)
+                yield _chain_transaction(row)
+
+    def issues_counting(self, meter: str, interval: int, max_height: int) -> list[ChainTransaction]:
+        """The meter's issues up to `max_height` that can count in a bill of `interval`: those
+        with EPA covering it and those in a block of it (their FA)."""
+        table = chain_transactions
+        query = (
+            select(table)
+            .where(
+                table.c.type == "issue",
+                table.c.meter == meter,
+                table.c.height <= max_height,
+                or_(
+                    table.c.interval == interval,
+                    and_(table.c.epa_first <= interval, table.c.epa_last >= interval),
+                ),
+            )
+            .order_by(table.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [_chain_transaction(r) for r in conn.execute(query)]
 
     # ------------------------------------------------------------- proposals
 
@@ -703,6 +740,12 @@ class DsoStore:
 
     def set_proposal_status(self, conn: Connection, proposal_id: int, status: str) -> None:
         conn.execute(update(proposals).where(proposals.c.id == proposal_id).values(status=status))
+
+
+def _chain_transaction(row: Any) -> ChainTransaction:
+    values = dict(row._mapping)
+    values["txid"], values["body"] = bytes(values["txid"]), bytes(values["body"])
+    return ChainTransaction(**values)
 
 
 def _operator(row: Any) -> Operator:
