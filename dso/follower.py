@@ -50,6 +50,7 @@ class LedgerFollower:
         self._previous: SignedHead | None = None
         self._advanced = threading.Condition()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # someone waits for a block: poll now
         self._thread: threading.Thread | None = None
 
     def replay_index(self) -> None:
@@ -65,11 +66,14 @@ class LedgerFollower:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def wait_for(self, height: int, timeout_s: float) -> bool:
         """True once block `height` is indexed; False after `timeout_s` or if stopped."""
+        if self.height < height:
+            self._wake.set()
         with self._advanced:
             return self._advanced.wait_for(
                 lambda: self.height >= height or self.problem is not None, timeout_s
@@ -91,8 +95,9 @@ class LedgerFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self._wake.clear()  # before polling: a wake-up during the poll is not lost
                 if self.poll() == 0:
-                    self._stop.wait(POLL_S)
+                    self._wake.wait(POLL_S)
                 self.last_error = None
             except FollowerStopped:
                 return

@@ -368,16 +368,18 @@ def bench_ledger_command(
 @bench_app.command("dso")
 def bench_dso_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    bills: Annotated[int, typer.Option(min=1, help="How many interval bills to post.")] = 3_000,
+    bills: Annotated[int, typer.Option(min=1, help="How many interval bills to post.")] = 2_000,
     meters: Annotated[
         int, typer.Option(min=1, help="How many meters bill (one bill per meter and interval).")
-    ] = 300,
+    ] = 200,
     clients: Annotated[
-        int, typer.Option(min=1, max=256, help="Concurrent client threads, one request each.")
+        int,
+        typer.Option(min=1, max=256, help="Client threads, each with one request in flight."),
     ] = 16,
 ) -> None:
     """Interval bills one DSO node takes in and reconciles per second, against the ledger
-    node's rate for the reads reconciling one bill makes, one run; and the meters that is."""
+    node's rate for the reads reconciling one bill makes, one run; and so how many meters one
+    DSO node can bill at 900 s intervals."""
     from dso.bench import DsoBenchError, run_dso_bench
     from ledger.store import StoreError
 

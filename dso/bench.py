@@ -1,0 +1,574 @@
+"""`petra bench dso`: interval bills one DSO node takes in and reconciles per second, against
+the ledger node's rate for the reads that reconciling one bill makes, measured in the same run;
+and so how many smart meters one DSO node can bill.
+
+One run, on a chain of one-second intervals: `petra ledger serve` in its own process over a
+temporary SQLite store, and the DSO node (`DsoService` and its API under uvicorn, in a thread of
+this process) over a temporary SQLite database, following it. The DSO sets a tariff and
+authorizes `meters` meters, one regulation each, as operators do. Once they are in force each
+meter issues once (EPA covering every billed interval, and FA, to its owner) and its owner
+deposits the EPA at a deposit address of the next meter, so every bill names one issue and one
+deposit that count. Then, once the billed intervals have ended, `bills` signed, correct bills
+(one per meter and interval) are posted by `clients` threads in a process of their own, each
+POST returning once the bill is stored and reconciled. The baseline: the same threads read from
+the ledger node, for each bill, what reconciling it reads there (its deposit's output and
+transaction). The two take turns, in rounds, and the three processes share this machine's
+cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from assets import Epa, Fa, Keypair, Outpoint, encode_transaction
+from dso.api import create_app
+from dso.service import Actor, DsoError, DsoService
+from dso.store import DsoStore
+from ledger.bench_http import HttpBenchError, _free_port, _Node, _percentile, _progress
+from ledger.client import LedgerClient, LedgerClientError
+from ledger.scenario import Scenario, pay
+from smartmeter.billing import close_bill, encode_bill, sign_bill
+
+DEFAULT_BILLS = 2_000
+DEFAULT_METERS = 200  # so 10 bills each, for 10 one-second intervals that must first end
+CLIENTS = 16
+INTERVAL_S = 1  # one-second intervals: the billed intervals end seconds after the issues
+LEAD = 2  # regulations are for this many intervals ahead: none may land after its time
+BILLING_INTERVAL_S = 900  # a deployed chain's interval: meters_per_dso is bills/s times this
+READS_PER_BILL = 2  # GET /v1/outputs/{tx}/{index} and GET /v1/transactions/{tx} per deposit
+EPA_W = 2_000  # issued by each meter and deposited at the next, covering every billed interval
+MAX_W = 1_000_000  # each meter's MAXEPA and MAXECA
+FA_ISSUED = 1_500_000  # micro-units each meter issues to its owner
+PRICE_CONSUMPTION = 250_000  # micro-units per kWh
+PRICE_PRODUCTION = 80_000
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 20
+INDEX_TIMEOUT_S = 30
+REQUEST_TIMEOUT_S = 60
+ROUNDS = 5  # the baseline and the bills take turns, so that this machine's speed, which
+# drifts, weighs on both alike
+_BENCH = Actor("bench", "admin")
+
+Item = TypeVar("Item")
+
+
+class DsoBenchError(Exception):
+    """The benchmark could not run, or a bill was refused or not reconciled."""
+
+
+@dataclass(frozen=True)
+class DsoBench:
+    bills_per_s: float
+    baseline_reads_per_s: float
+    ratio: float
+    p50_ms: float
+    p99_ms: float
+    meters_per_dso: int
+    reconciled: int
+    bills: int
+    meters: int
+    clients: int
+    reads_per_bill: int
+    cores: int
+    store: str
+    note: str
+
+
+@dataclass(frozen=True)
+class _Meter:
+    name: str
+    key: Keypair  # its registered key: signs its issue and its bills
+    owner: Keypair  # the address its issue pays
+    deposit: Keypair  # one of its deposit addresses
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """What one meter's bills name, as the ledger has it."""
+
+    issue: bytes  # txid of its issue
+    issue_interval: int  # the interval of the issue's block: its FA counts there only
+    deposit: Outpoint  # the EPA the previous meter's owner deposited at its deposit address
+
+
+def _key(role: str, n: int) -> Keypair:
+    return Keypair(hashlib.sha256(f"petra-bench-dso/{role}/{n}".encode()).digest())
+
+
+def _meters(count: int) -> list[_Meter]:
+    return [
+        _Meter(f"bench-meter-{n}", _key("meter", n), _key("owner", n), _key("deposit", n))
+        for n in range(count)
+    ]
+
+
+def _regulate(
+    service: DsoService, meters: Sequence[_Meter], clients: int, progress: Progress
+) -> int:
+    """Set the tariff and authorize every meter, through the DSO as operators would, from
+    `clients` threads (each regulation waits for the DSO to index its block, which it polls
+    for); the first interval at which all of it is in force. Each is regulated `LEAD`
+    intervals ahead, so that none lands in an interval after its time."""
+    tariff = service.set_tariff(_BENCH, PRICE_CONSUMPTION, PRICE_PRODUCTION, service.now() + LEAD)
+    task = progress.add_task("authorize", total=len(meters))
+
+    def authorize(meter: _Meter) -> int:
+        answer = service.authorize_meter(
+            _BENCH, meter.name, meter.key.public_key, MAX_W, MAX_W, meter.name, service.now() + LEAD
+        )
+        progress.advance(task)
+        return int(answer["effective_from"])
+
+    with ThreadPoolExecutor(clients, thread_name_prefix="bench-authorize") as pool:
+        effective = list(pool.map(authorize, meters))
+    return max(int(tariff["effective_from"]), *effective)
+
+
+def _issue_and_deposit(
+    scenario: Scenario,
+    ledger: LedgerClient,
+    meters: Sequence[_Meter],
+    intervals: tuple[int, int],
+    clients: int,
+    progress: Progress,
+) -> tuple[list[_Counted], int]:
+    """Each meter issues EPA over `intervals` (first, last) and FA to its owner, who deposits
+    the EPA at the next meter's deposit address; what each meter's bills name, and the height
+    of the last block holding any of it."""
+    task = progress.add_task("issue", total=len(meters))
+    epa = Epa(EPA_W, *intervals)
+
+    def issue_and_deposit(n: int) -> tuple[bytes, int, Outpoint, int]:
+        meter, following = meters[n], meters[(n + 1) % len(meters)]
+        issue = scenario.issue(
+            meter.name, meter.key, 1, [pay(epa, meter.owner), pay(Fa(FA_ISSUED), meter.owner)]
+        )
+        issued = ledger.submit(encode_transaction(issue))
+        deposit = scenario.transfer(
+            [Outpoint(issued.txid, 0)], [pay(epa, following.deposit)], meter.owner
+        )
+        deposited = ledger.submit(encode_transaction(deposit))
+        progress.advance(task)
+        return issued.txid, issued.height, Outpoint(deposited.txid, 0), deposited.height
+
+    try:
+        with ThreadPoolExecutor(clients, thread_name_prefix="bench-issue") as pool:
+            done = list(pool.map(issue_and_deposit, range(len(meters))))
+        times = {}
+        for height in sorted({height for _, height, _, _ in done}):
+            block = ledger.block(height)
+            if block is None:
+                raise DsoBenchError(f"the ledger node lost block {height}")
+            times[height] = block[0].header.time
+    except LedgerClientError as exc:
+        raise DsoBenchError(f"the ledger node refused the meters' issues: {exc}") from None
+    counted = [
+        _Counted(
+            issue=issue,
+            issue_interval=(times[height] - scenario.epoch) // scenario.interval_s,
+            deposit=done[(n - 1) % len(done)][2],  # the previous meter's owner deposits here
+        )
+        for n, (issue, height, _, _) in enumerate(done)
+    ]
+    return counted, max(max(issued, deposited) for _, issued, _, deposited in done)
+
+
+def _sign_bills(
+    scenario: Scenario,
+    meters: Sequence[_Meter],
+    counted: Sequence[_Counted],
+    first: int,
+    count: int,
+    closed_height: int,
+    progress: Progress,
+) -> list[bytes]:
+    """`count` signed, correct bills: bill i is meter i % len(meters)'s for interval
+    `first` + i // len(meters), closed at `closed_height`."""
+    task = progress.add_task("sign", total=count)
+    raws = []
+    for i in range(count):
+        n, interval = i % len(meters), first + i // len(meters)
+        meter, facts = meters[n], counted[n]
+        bill = close_bill(
+            chain=scenario.chain,
+            meter=meter.name,
+            interval=interval,
+            closed_height=closed_height,
+            interval_s=scenario.interval_s,
+            measured_j=(n % 7 - 3) * 1_000_000 + interval,  # consumers and producers
+            issued_epa_w=EPA_W,
+            deposited_epa_w=EPA_W,
+            fa_issued=FA_ISSUED if facts.issue_interval == interval else 0,
+            fa_deposited=0,
+            price_consumption=PRICE_CONSUMPTION,
+            price_production=PRICE_PRODUCTION,
+            issues=[facts.issue],
+            deposits=[facts.deposit],
+        )
+        raws.append(encode_bill(sign_bill(bill, meter.key)))
+        if i % 500 == 0:
+            progress.update(task, completed=i)
+    progress.update(task, completed=count)
+    return raws
+
+
+_sent: Synchronized[int] | None = None  # in the clients' process: items sent so far
+
+
+def _count_into(sent: Synchronized[int]) -> None:
+    global _sent
+    _sent = sent
+
+
+def _tick() -> None:
+    if _sent is not None:
+        with _sent.get_lock():
+            _sent.value += 1
+
+
+def _drive(
+    url: str,
+    items: Sequence[Item],
+    clients: int,
+    send: Callable[[httpx.Client, Item], str | None],
+) -> tuple[float, list[float]]:
+    """`send` every item in order from `clients` threads, each with its own keep-alive
+    `httpx.Client` and one item in flight; (wall seconds, each item's round trip in seconds).
+    `send` returns why an item failed, or None; the first failure stops every thread."""
+    feed = iter(items)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures: list[str] = []
+    ready = threading.Barrier(clients + 1)
+
+    def client_thread() -> None:
+        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+            try:
+                client.get("/")  # connect outside the clock; any answer will do
+            finally:
+                ready.wait()
+            mine: list[float] = []
+            try:
+                while not failures:
+                    with lock:
+                        item = next(feed, None)
+                    if item is None:
+                        break
+                    sent = time.perf_counter()
+                    failure = send(client, item)
+                    mine.append(time.perf_counter() - sent)
+                    if failure is not None:
+                        failures.append(failure)
+                        break
+                    _tick()
+            except httpx.HTTPError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+            with lock:
+                latencies.extend(mine)
+
+    threads = [
+        threading.Thread(target=client_thread, name=f"bench-client-{n}", daemon=True)
+        for n in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise DsoBenchError(failures[0])
+    return elapsed, latencies
+
+
+def _drive_apart(
+    pool: ProcessPoolExecutor,
+    sent: Synchronized[int],
+    url: str,
+    items: Sequence[Item],
+    clients: int,
+    send: Callable[[httpx.Client, Item], str | None],
+    shown: Callable[[int], None],
+) -> tuple[float, list[float]]:
+    """`_drive` in `pool`'s one process, as meters and their DSO never share an interpreter
+    (in this one the clients' threads would take the DSO node's GIL); `shown` is told how many
+    items were sent so far."""
+    before = sent.value
+    driven = pool.submit(_drive, url, items, clients, send)
+    while not wait([driven], timeout=0.2, return_when=FIRST_COMPLETED).done:
+        shown(sent.value - before)
+    shown(sent.value - before)
+    try:
+        return driven.result()
+    except BrokenProcessPool:
+        raise DsoBenchError("the clients' process died") from None
+
+
+def _read_deposit(client: httpx.Client, deposit: tuple[str, int]) -> str | None:
+    """What `DsoService._deposit` reads from the ledger node for one deposit (txid hex, index)."""
+    tx, index = deposit
+    for path in (f"/v1/outputs/{tx}/{index}", f"/v1/transactions/{tx}"):
+        answer = client.get(path)
+        if answer.status_code != 200:
+            return f"the ledger node answered {path} with {answer.status_code} {answer.text}"
+    return None
+
+
+def _post_bill(client: httpx.Client, raw: bytes) -> str | None:
+    answer = client.post("/v1/bills", content=raw, headers={"content-type": "application/json"})
+    if answer.status_code != 201:
+        return f"the DSO node answered a bill with {answer.status_code} {answer.text}"
+    status = answer.json().get("status")
+    if status != "reconciled":
+        return f"a bill was stored {status}, not reconciled: {answer.text}"
+    return None
+
+
+@contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port, in a thread of this process; its URL."""
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="bench-dso-node", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise DsoBenchError(f"the DSO node did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S)
+
+
+def _wait_interval(scenario: Scenario, interval: int) -> None:
+    """Return once this machine's clock (the ledger's and the DSO's) is in `interval`."""
+    while (int(time.time()) - scenario.epoch) // scenario.interval_s < interval:
+        time.sleep(0.05)
+
+
+def run_dso_bench(
+    as_json: bool,
+    console: Console,
+    bills: int = DEFAULT_BILLS,
+    meters: int = DEFAULT_METERS,
+    clients: int = CLIENTS,
+) -> DsoBench:
+    """Run the benchmark and print its figures (rates per second, latencies in milliseconds);
+    `DsoBenchError` if it cannot run or any bill is refused or not reconciled."""
+    if not 1 <= meters <= bills:
+        raise DsoBenchError(f"need 1 <= meters <= bills, got {meters} meters and {bills} bills")
+    scenario = Scenario(
+        dso=Keypair(bytes([1]) * 32),
+        sequencer=Keypair(bytes([2]) * 32),
+        epoch=int(time.time()) - 10,
+        interval_s=INTERVAL_S,
+    )
+    fleet = _meters(meters)
+    with tempfile.TemporaryDirectory(prefix="petra-bench-dso-") as name:
+        tmp = Path(name)
+        console.print("Starting `petra ledger serve` on loopback and a DSO node following it...")
+        node = _Node(scenario, tmp)
+        store: DsoStore | None = None
+        service: DsoService | None = None
+        try:
+            node.wait_until_serving()
+            store = DsoStore(f"sqlite:///{tmp}/dso.sqlite")
+            service = DsoService(store, LedgerClient(node.url), scenario.genesis, scenario.dso)
+            service.start()
+            result = _measure(scenario, service, node.url, fleet, bills, clients, as_json, console)
+        except HttpBenchError as exc:
+            raise DsoBenchError(str(exc)) from None
+        except (DsoError, LedgerClientError) as exc:
+            raise DsoBenchError(f"setting up the tariff and the meters failed: {exc}") from None
+        except DsoBenchError as exc:
+            if node.process.poll() is not None:
+                raise DsoBenchError(f"{exc}; the ledger node exited: {node.log_tail()}") from None
+            raise
+        finally:
+            if service is not None:
+                service.close()
+                service.client.close()
+            if store is not None:
+                store.close()
+            node.stop()
+    _report(result, as_json, console)
+    return result
+
+
+def _measure(
+    scenario: Scenario,
+    service: DsoService,
+    ledger_url: str,
+    meters: Sequence[_Meter],
+    bills: int,
+    clients: int,
+    as_json: bool,
+    console: Console,
+) -> DsoBench:
+    first, raws, deposits = _prepare(
+        scenario, service, ledger_url, meters, bills, clients, as_json, console
+    )
+    read_s, bill_s, latencies = _take_turns(
+        scenario, service, ledger_url, first, len(meters), raws, deposits, clients, as_json, console
+    )
+    reconciled = len(service.store.bills(status="reconciled"))
+    if reconciled != bills:
+        raise DsoBenchError(f"{reconciled} of {bills} bills were reconciled")
+    bills_per_s, reads_per_s = round(bills / bill_s, 1), round(bills / read_s, 1)
+    ordered = sorted(latencies)
+    cores = os.cpu_count() or 1
+    return DsoBench(
+        bills_per_s=bills_per_s,
+        baseline_reads_per_s=reads_per_s,
+        ratio=round(bills_per_s / reads_per_s, 3),  # of the printed rates, so it can be checked
+        p50_ms=round(1000 * _percentile(ordered, 0.50), 2),
+        p99_ms=round(1000 * _percentile(ordered, 0.99), 2),
+        meters_per_dso=int(bills_per_s * BILLING_INTERVAL_S),
+        reconciled=reconciled,
+        bills=bills,
+        meters=len(meters),
+        clients=clients,
+        reads_per_bill=READS_PER_BILL,
+        cores=cores,
+        store="sqlite",
+        note=(
+            f"baseline_reads_per_s counts one bill's ledger reads ({READS_PER_BILL} GETs) as "
+            f"one; {clients} client threads in a process of their own, the DSO node in this one "
+            f"and the ledger node in its own, on the same {cores} cores"
+        ),
+    )
+
+
+def _prepare(
+    scenario: Scenario,
+    service: DsoService,
+    ledger_url: str,
+    meters: Sequence[_Meter],
+    bills: int,
+    clients: int,
+    as_json: bool,
+    console: Console,
+) -> tuple[int, list[bytes], list[tuple[str, int]]]:
+    """Regulate, issue and deposit, and sign the bills: the first interval billed, the signed
+    bills, and each bill's deposit (txid hex, index) for the baseline to read."""
+    per_meter = -(-bills // len(meters))
+    with LedgerClient(ledger_url, timeout_s=REQUEST_TIMEOUT_S) as ledger:
+        with _progress("authorizing meters (DSO regulations)", as_json, console) as progress:
+            first = _regulate(service, meters, clients, progress)
+        _wait_interval(scenario, first)
+        with _progress("issuing and depositing", as_json, console) as progress:
+            counted, closed_height = _issue_and_deposit(
+                scenario, ledger, meters, (first, first + per_meter - 1), clients, progress
+            )
+    if not service.follower.wait_for(closed_height, INDEX_TIMEOUT_S):
+        raise DsoBenchError(f"the DSO node did not index the ledger up to block {closed_height}")
+    with _progress("signing bills", as_json, console) as progress:
+        raws = _sign_bills(scenario, meters, counted, first, bills, closed_height, progress)
+    outpoints = [counted[i % len(meters)].deposit for i in range(bills)]
+    return first, raws, [(outpoint.txid.hex(), outpoint.index) for outpoint in outpoints]
+
+
+def _take_turns(
+    scenario: Scenario,
+    service: DsoService,
+    ledger_url: str,
+    first: int,
+    meters: int,
+    raws: Sequence[bytes],
+    deposits: Sequence[tuple[str, int]],
+    clients: int,
+    as_json: bool,
+    console: Console,
+) -> tuple[float, float, list[float]]:
+    """The baseline reads and the bills, a part of each in turn, from one process of clients;
+    (seconds reading, seconds posting bills, each bill's round trip in seconds)."""
+    read_s = bill_s = 0.0
+    latencies: list[float] = []
+    context = multiprocessing.get_context("spawn")
+    sent: Synchronized[int] = context.Value("q", 0)
+    with (
+        ProcessPoolExecutor(1, context, initializer=_count_into, initargs=(sent,)) as pool,
+        _serving(create_app(service)) as dso_url,
+        _progress("{task.description}", as_json, console) as progress,
+    ):
+        reads = progress.add_task(f"baseline: ledger reads ({clients} clients)", total=len(raws))
+        posts = progress.add_task(f"posting bills ({clients} clients)", total=len(raws))
+
+        def showing(task: TaskID, done: int) -> Callable[[int], None]:
+            return lambda k: progress.update(task, completed=done + k)
+
+        rounds = min(ROUNDS, len(raws))
+        for n in range(rounds):
+            part = slice(n * len(raws) // rounds, (n + 1) * len(raws) // rounds)
+            # bills go meter by meter, interval by interval: this part's last must have ended
+            _wait_interval(scenario, first + (part.stop - 1) // meters + 1)
+            seconds, _ = _drive_apart(
+                pool,
+                sent,
+                ledger_url,
+                deposits[part],
+                clients,
+                _read_deposit,
+                showing(reads, part.start),
+            )
+            read_s += seconds
+            seconds, round_trips = _drive_apart(
+                pool, sent, dso_url, raws[part], clients, _post_bill, showing(posts, part.start)
+            )
+            bill_s += seconds
+            latencies.extend(round_trips)
+    return read_s, bill_s, latencies
+
+
+def _report(result: DsoBench, as_json: bool, console: Console) -> None:
+    if as_json:
+        print(json.dumps(asdict(result)))
+        return
+    table = Table(title="petra bench dso", show_header=True, caption=result.note)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("against", justify="right")
+    table.add_row(
+        f"one bill's ledger reads/s ({result.clients} clients, loopback)",
+        f"{result.baseline_reads_per_s:,.0f}",
+        "1.000",
+    )
+    table.add_row(
+        f"bills taken in and reconciled/s ({result.bills:,} bills, {result.meters:,} meters)",
+        f"{result.bills_per_s:,.0f}",
+        f"{result.ratio:.3f}",
+    )
+    table.add_row("bill latency p50", f"{result.p50_ms:,.1f} ms", "")
+    table.add_row("bill latency p99", f"{result.p99_ms:,.1f} ms", "")
+    table.add_row(
+        f"meters one DSO node bills at {BILLING_INTERVAL_S} s intervals",
+        f"{result.meters_per_dso:,}",
+        "",
+    )
+    console.print(table)
