@@ -45,7 +45,7 @@ from assets import Epa, Fa, Keypair, Outpoint, encode_transaction
 from dso.api import create_app
 from dso.service import Actor, DsoError, DsoService
 from dso.store import DsoStore
-from ledger.bench_http import HttpBenchError, _free_port, _Node, _percentile, _progress
+from ledger.bench_http import HttpBenchError, LedgerProcess, free_port, percentile, progress_bar
 from ledger.client import LedgerClient, LedgerClientError
 from ledger.scenario import Scenario, pay
 from smartmeter.billing import close_bill, encode_bill, sign_bill
@@ -349,7 +349,7 @@ def _post_bill(client: httpx.Client, raw: bytes) -> str | None:
 @contextmanager
 def _serving(app: FastAPI) -> Iterator[str]:
     """`app` under uvicorn on a free loopback port, in a thread of this process; its URL."""
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bench-dso-node", daemon=True)
@@ -393,7 +393,7 @@ def run_dso_bench(
     with tempfile.TemporaryDirectory(prefix="petra-bench-dso-") as name:
         tmp = Path(name)
         console.print("Starting `petra ledger serve` on loopback and a DSO node following it...")
-        node = _Node(scenario, tmp)
+        node = LedgerProcess(scenario, tmp)
         store: DsoStore | None = None
         service: DsoService | None = None
         try:
@@ -447,8 +447,8 @@ def _measure(
         bills_per_s=bills_per_s,
         baseline_reads_per_s=reads_per_s,
         ratio=round(bills_per_s / reads_per_s, 3),  # of the printed rates, so it can be checked
-        p50_ms=round(1000 * _percentile(ordered, 0.50), 2),
-        p99_ms=round(1000 * _percentile(ordered, 0.99), 2),
+        p50_ms=round(1000 * percentile(ordered, 0.50), 2),
+        p99_ms=round(1000 * percentile(ordered, 0.99), 2),
         meters_per_dso=int(bills_per_s * BILLING_INTERVAL_S),
         reconciled=reconciled,
         bills=bills,
@@ -479,16 +479,16 @@ def _prepare(
     bills, and each bill's deposit (txid hex, index) for the baseline to read."""
     per_meter = -(-bills // len(meters))
     with LedgerClient(ledger_url, timeout_s=REQUEST_TIMEOUT_S) as ledger:
-        with _progress("authorizing meters (DSO regulations)", as_json, console) as progress:
+        with progress_bar("authorizing meters (DSO regulations)", as_json, console) as progress:
             first = _regulate(service, meters, clients, progress)
         _wait_interval(scenario, first)
-        with _progress("issuing and depositing", as_json, console) as progress:
+        with progress_bar("issuing and depositing", as_json, console) as progress:
             counted, closed_height = _issue_and_deposit(
                 scenario, ledger, meters, (first, first + per_meter - 1), clients, progress
             )
     if not service.follower.wait_for(closed_height, INDEX_TIMEOUT_S):
         raise DsoBenchError(f"the DSO node did not index the ledger up to block {closed_height}")
-    with _progress("signing bills", as_json, console) as progress:
+    with progress_bar("signing bills", as_json, console) as progress:
         raws = _sign_bills(scenario, meters, counted, first, bills, closed_height, progress)
     outpoints = [counted[i % len(meters)].deposit for i in range(bills)]
     return first, raws, [(outpoint.txid.hex(), outpoint.index) for outpoint in outpoints]
@@ -515,7 +515,7 @@ def _take_turns(
     with (
         ProcessPoolExecutor(1, context, initializer=_count_into, initargs=(sent,)) as pool,
         _serving(create_app(service)) as dso_url,
-        _progress("{task.description}", as_json, console) as progress,
+        progress_bar("{task.description}", as_json, console) as progress,
     ):
         reads = progress.add_task(f"baseline: ledger reads ({clients} clients)", total=len(raws))
         posts = progress.add_task(f"posting bills ({clients} clients)", total=len(raws))

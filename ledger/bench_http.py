@@ -65,13 +65,13 @@ class HttpBench:
     note: str
 
 
-def _percentile(ordered: Sequence[float], fraction: float) -> float:
+def percentile(ordered: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of sorted values."""
     rank = max(1, -(-len(ordered) * fraction // 1))
     return ordered[int(rank) - 1]
 
 
-def _progress(label: str, as_json: bool, console: Console) -> Progress:
+def progress_bar(label: str, as_json: bool, console: Console) -> Progress:
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -121,14 +121,15 @@ def _inprocess_rate(
     return len(raws) / elapsed
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-class _Node:
+class LedgerProcess:
     """`petra ledger serve` in its own process, over a fresh SQLite store in `tmp`."""
 
     def __init__(self, scenario: Scenario, tmp: Path) -> None:
@@ -138,7 +139,7 @@ class _Node:
         with os.fdopen(fd, "wb") as f:
             f.write(dump_keys({"sequencer-0": scenario.sequencer}, None))
         self.log_path = tmp / "node.log"
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if k != "PETRA_PASSPHRASE"}
         with self.log_path.open("wb") as log:
@@ -289,14 +290,14 @@ def run_http_bench(
         heads, issues = _funding(scenario, meter, tmp)
         console.print(f"Signing {count:,} single-input single-output transfers on {cores} cores...")
         raws = generate(scenario.chain, heads, count, cores)
-        with _progress("committing in-process", as_json, console) as progress:
+        with progress_bar("committing in-process", as_json, console) as progress:
             inprocess = _inprocess_rate(scenario, meter, raws, tmp, progress)
         console.print("Starting `petra ledger serve` on loopback and funding it over HTTP...")
-        node = _Node(scenario, tmp)
+        node = LedgerProcess(scenario, tmp)
         try:
             node.wait_until_serving()
             _fund_over_http(node.url, scenario, meter, issues)
-            with _progress(f"submitting over HTTP ({clients} clients)", as_json, console) as bar:
+            with progress_bar(f"submitting over HTTP ({clients} clients)", as_json, console) as bar:
                 task = bar.add_task("http", total=len(raws))
                 elapsed, latencies = _latencies_over_http(
                     node.url, raws, clients, lambda: bar.advance(task)
@@ -313,8 +314,8 @@ def run_http_bench(
         http_tps=http_tps,
         inprocess_tps=inprocess_tps,
         ratio=round(http_tps / inprocess_tps, 3),  # of the printed rates, so it can be checked
-        p50_ms=round(1000 * _percentile(ordered, 0.50), 2),
-        p99_ms=round(1000 * _percentile(ordered, 0.99), 2),
+        p50_ms=round(1000 * percentile(ordered, 0.50), 2),
+        p99_ms=round(1000 * percentile(ordered, 0.99), 2),
         clients=clients,
         transactions=len(raws),
         cores=cores,

@@ -6,7 +6,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
+from ledger.bench_http import free_port
 
 POSTGRES_ROLE = "petra"
 POSTGRES_SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
@@ -80,13 +81,6 @@ def _postgres_bindir() -> Path | None:
     return next((bindir for bindir in candidates if _has_server_tools(bindir)), None)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _log_tail(log: Path, lines: int = 40) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -140,7 +134,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
 
     datadir, log = workdir / "data", workdir / "server.log"
-    port = _free_port()
+    port = free_port()
     try:
         initdb = run(
             str(bindir / "initdb"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,12 @@ import pytest
 
 from assets import Authorization, Transaction, encode_transaction, txid
 from ledger import merkle
+from ledger.bench_http import free_port as free_port  # re-exported for the tests
 from ledger.blocks import SignedHead
 from ledger.client import head_from_wire
 from ledger.scenario import Scenario
 
 START_TIMEOUT_S = 60  # a restart on PostgreSQL may first wait for a killed node's session
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_petra(*args: str, log: Path) -> subprocess.Popen[bytes]:
