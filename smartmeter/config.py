@@ -1,0 +1,176 @@
+"""The smart-meter daemon's configuration: one TOML file (`petra meter run --config meter.toml`).
+
+```toml
+[meter]
+id = "ES0021000000000001AB"       # the meter id the DSO authorizes (a CUPS or POD fits)
+keys = "meter-keys.json"          # sealed key file; its key named "meter" is the meter's identity
+genesis = "genesis.json"
+owner = "4c1f…"                   # the owner's wallet public key, 64 hex digits
+ledger = "http://127.0.0.1:7420"
+dso = "http://127.0.0.1:7430"
+store = "sqlite:///meter.sqlite"  # readings, issues, deposit addresses, bills, the report queue
+closing_delay_s = 60              # how long after an interval ends its bill is closed
+credit_line = 50000000            # FA the owner may withdraw beyond what it paid, micro-units
+api_port = 7440                   # the owner's local API, on loopback only
+
+[[source]]                        # one or more; their energies add up
+kind = "sdm630"                   # sdm630 | sunspec | mqtt
+host = "192.168.1.40"
+port = 502
+device_id = 1
+poll_s = 5
+
+[[source]]
+kind = "mqtt"
+host = "127.0.0.1"
+port = 1883
+format = "emoncms"                # emoncms | shelly | json
+topic = "emon/house"
+```
+
+Relative paths are relative to the configuration file. Every problem is a `ConfigError` naming
+the key and what it should be.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assets.codec import MAX_INT, METER_ID
+
+SOURCE_KINDS = ("sdm630", "sunspec", "mqtt")
+MQTT_FORMATS = ("emoncms", "shelly", "json")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Where one source of readings is, and how often to read it (Modbus) or what to follow
+    (MQTT). `options` keeps the kind's own settings (topic, format, key mapping, ...)."""
+
+    kind: str
+    host: str
+    port: int
+    poll_s: float
+    device_id: int
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterConfig:
+    meter: str
+    keys: Path
+    genesis: Path
+    owner: bytes
+    ledger: str
+    dso: str
+    store: str
+    closing_delay_s: int
+    credit_line: int
+    api_port: int
+    sources: tuple[SourceConfig, ...]
+
+
+def load_config(path: Path) -> MeterConfig:
+    """The configuration in the TOML file at `path`."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(document, path.parent)
+
+
+def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
+    """The configuration in a parsed TOML document; relative paths are taken from `base`."""
+    meter = _table(document, "meter")
+    unknown = set(document) - {"meter", "source"}
+    if unknown:
+        raise ConfigError(
+            f"unknown section {sorted(unknown)[0]!r}: the sections are [meter] and [[source]]"
+        )
+    meter_id = _str(meter, "meter.id", "id")
+    if METER_ID.fullmatch(meter_id) is None:
+        raise ConfigError("meter.id must be 1-64 of A-Z a-z 0-9 . _ -")
+    owner_hex = _str(meter, "meter.owner", "owner")
+    try:
+        owner = bytes.fromhex(owner_hex)
+    except ValueError:
+        owner = b""
+    if len(owner) != 32 or owner.hex() != owner_hex:
+        raise ConfigError("meter.owner must be the owner's public key: 64 lowercase hex digits")
+    sources = document.get("source", [])
+    if not isinstance(sources, list) or not sources:
+        raise ConfigError("give at least one [[source]]: where the meter reads its energy")
+    return MeterConfig(
+        meter=meter_id,
+        keys=base / _str(meter, "meter.keys", "keys"),
+        genesis=base / _str(meter, "meter.genesis", "genesis"),
+        owner=owner,
+        ledger=_str(meter, "meter.ledger", "ledger", "http://127.0.0.1:7420"),
+        dso=_str(meter, "meter.dso", "dso", "http://127.0.0.1:7430"),
+        store=_str(meter, "meter.store", "store", f"sqlite:///{base / 'meter.sqlite'}"),
+        closing_delay_s=_int(meter, "meter.closing_delay_s", "closing_delay_s", 0, 86_400, 60),
+        credit_line=_int(meter, "meter.credit_line", "credit_line", 0, MAX_INT, 0),
+        api_port=_int(meter, "meter.api_port", "api_port", 1, 65_535, 7440),
+        sources=tuple(_source(s, n) for n, s in enumerate(sources)),
+    )
+
+
+def _source(value: Any, n: int) -> SourceConfig:
+    where = f"source[{n}]"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    kind = _str(value, f"{where}.kind", "kind")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
+    default_port = 1883 if kind == "mqtt" else 502
+    options = {
+        k: v for k, v in value.items() if k not in ("kind", "host", "port", "poll_s", "device_id")
+    }
+    if kind == "mqtt":
+        if options.get("format") not in MQTT_FORMATS:
+            raise ConfigError(f"{where}.format must be one of {', '.join(MQTT_FORMATS)}")
+        if not isinstance(options.get("topic"), str) or not options["topic"]:
+            raise ConfigError(f"{where}.topic must name the topic the device publishes on")
+    poll = value.get("poll_s", 5)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.1 <= poll <= 3600:
+        raise ConfigError(f"{where}.poll_s must be a number of seconds from 0.1 to 3600")
+    return SourceConfig(
+        kind=kind,
+        host=_str(value, f"{where}.host", "host", "127.0.0.1"),
+        port=_int(value, f"{where}.port", "port", 1, 65_535, default_port),
+        poll_s=float(poll),
+        device_id=_int(value, f"{where}.device_id", "device_id", 0, 247, 1),
+        options=options,
+    )
+
+
+def _table(document: dict[str, Any], name: str) -> dict[str, Any]:
+    value = document.get(name)
+    if not isinstance(value, dict):
+        raise ConfigError(f"the [{name}] section is missing")
+    return value
+
+
+def _str(table: dict[str, Any], where: str, key: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where} is missing")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string")
+    return value
+
+
+def _int(table: dict[str, Any], where: str, key: str, low: int, high: int, default: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where} must be a whole number from {low} to {high}")
+    return int(value)
