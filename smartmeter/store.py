@@ -1,0 +1,254 @@
+"""The smart meter's own durable storage (SQLAlchemy Core; SQLite by default, with
+`synchronous=FULL`, so a reading is on disk when `add_reading` returns).
+
+The daemon writes every reading here before anything else happens to it, so a restart, a dead
+broker or an unreachable device loses none; the outbox holds what must reach another service
+(bills for the DSO) until it is acknowledged, so the DSO being down delays them, never loses
+them; `state` keeps small named JSON documents (the interval accumulator's checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.store import create_store_engine
+
+SCHEMA_VERSION = "1"
+
+metadata = MetaData()
+
+meta = Table(
+    "meter_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+readings = Table(
+    "meter_readings",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("at", Float, nullable=False),  # unix seconds, as the reading says or as received
+    Column("import_wh", Float),
+    Column("export_wh", Float),
+    Column("power_w", Float),
+    Column("problem", Text),  # why the reading was refused; null for a good one
+)
+Index("meter_readings_by_source", readings.c.source, readings.c.seq)
+outbox = Table(
+    "meter_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(128), nullable=False, unique=True),  # one message per key, ever
+    Column("body", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_ms", BigInteger, nullable=False),
+    Column("last_error", Text),
+    Column("delivered_ms", BigInteger),
+)
+state = Table(
+    "meter_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+class MeterStoreError(Exception):
+    """The meter's database cannot be used as asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    seq: int
+    source: str
+    at: float
+    import_wh: float | None
+    export_wh: float | None
+    power_w: float | None
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    kind: str
+    key: str
+    body: bytes
+    attempts: int
+    last_error: str | None
+
+
+class MeterStore:
+    """The meter's tables. Safe from several threads (each call is its own transaction)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = create_store_engine(url)
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+                if version is None:
+                    conn.execute(insert(meta), {"key": "schema", "value": SCHEMA_VERSION})
+        except SQLAlchemyError as exc:
+            raise MeterStoreError(f"cannot open the meter's database at {url}: {exc}") from exc
+        if version is not None and version != SCHEMA_VERSION:
+            raise MeterStoreError(f"meter database schema {version} is not {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------- readings
+
+    def add_reading(
+        self,
+        source: str,
+        at: float,
+        import_wh: float | None,
+        export_wh: float | None,
+        power_w: float | None,
+        problem: str | None = None,
+    ) -> int:
+        """Store one reading (or a refused one, with why); its sequence number, once durable."""
+        with self.engine.begin() as conn:
+            key = conn.execute(
+                insert(readings),
+                {
+                    "source": source,
+                    "at": at,
+                    "import_wh": _finite(import_wh),
+                    "export_wh": _finite(export_wh),
+                    "power_w": _finite(power_w),
+                    "problem": problem,
+                },
+            ).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def readings(self, after: int = 0, limit: int = 10_000) -> list[StoredReading]:
+        """Readings with seq > `after`, in the order they were stored."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(readings).where(readings.c.seq > after).order_by(readings.c.seq).limit(limit)
+            ).all()
+        return [StoredReading(**r._mapping) for r in rows]
+
+    # ------------------------------------------------------------- the outbox
+
+    def enqueue(self, kind: str, key: str, body: bytes) -> bool:
+        """Queue a message once per `key`; False if that key was queued before."""
+        now = _now_ms()
+        with self.engine.begin() as conn:
+            if conn.scalar(select(outbox.c.id).where(outbox.c.key == key)) is not None:
+                return False
+            conn.execute(
+                insert(outbox),
+                {
+                    "kind": kind,
+                    "key": key,
+                    "body": body,
+                    "created_ms": now,
+                    "attempts": 0,
+                    "next_ms": now,
+                    "last_error": None,
+                    "delivered_ms": None,
+                },
+            )
+        return True
+
+    def due(self, kind: str, limit: int = 100) -> list[OutboxMessage]:
+        """Undelivered messages of `kind` whose next attempt is due, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox)
+                .where(
+                    outbox.c.kind == kind,
+                    outbox.c.delivered_ms.is_(None),
+                    outbox.c.next_ms <= _now_ms(),
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            OutboxMessage(r.id, r.kind, r.key, bytes(r.body), r.attempts, r.last_error)
+            for r in rows
+        ]
+
+    def delivered(self, message_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox).where(outbox.c.id == message_id).values(delivered_ms=_now_ms())
+            )
+
+    def failed(self, message_id: int, error: str, retry_in_s: float) -> None:
+        """Record a failed attempt; the message is due again in `retry_in_s` seconds."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == message_id)
+                .values(
+                    attempts=outbox.c.attempts + 1,
+                    last_error=error,
+                    next_ms=_now_ms() + int(retry_in_s * 1000),
+                )
+            )
+
+    def pending(self, kind: str) -> int:
+        """How many messages of `kind` are not delivered yet."""
+        with self.engine.connect() as conn:
+            count = conn.scalar(
+                select(func.count())
+                .select_from(outbox)
+                .where(outbox.c.kind == kind, outbox.c.delivered_ms.is_(None))
+            )
+        return int(count or 0)
+
+    # ------------------------------------------------------------- named state
+
+    def put_state(self, name: str, value: Any) -> None:
+        raw = json.dumps(value, sort_keys=True)
+        with self.engine.begin() as conn:
+            done = conn.execute(update(state).where(state.c.name == name).values(value=raw))
+            if done.rowcount == 0:
+                conn.execute(insert(state), {"name": name, "value": raw})
+
+    def get_state(self, name: str) -> Any:
+        with self.engine.connect() as conn:
+            raw = conn.scalar(select(state.c.value).where(state.c.name == name))
+        return None if raw is None else json.loads(raw)
+
+
+def _finite(value: float | None) -> float | None:
+    # NaN and infinities are not numbers a database keeps faithfully; the reading's `problem`
+    # says what they were.
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
