@@ -24,30 +24,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output
-from smartmeter.billing import Bill, bill_amount, interval_energy_j
+from assets.model import Eca, Epa, Fa, Outpoint
+from smartmeter.billing import (
+    Bill,
+    DepositFact,
+    IssuedFact,
+    bill_amount,
+    deposit_counts,
+    epa_power,
+    interval_energy_j,
+    issue_counts,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class IssuedFact:
-    """An issue transaction by the bill's meter on the ledger: its block's height and the
-    interval its block's time falls in."""
-
-    txid: bytes
-    height: int
-    interval: int
-    outputs: tuple[Output, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DepositFact:
-    """An output a bill lists as a deposit, as the ledger has it: the height and the interval
-    of the block holding the transaction that created it."""
-
-    outpoint: Outpoint
-    asset: Asset
-    height: int
-    interval: int
+__all__ = ["DepositFact", "Discrepancy", "IssuedFact", "reconcile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +71,7 @@ def reconcile(
     found: list[Discrepancy] = []
     known_issues = [fact for fact in issues if fact.height <= bill.closed_height]
 
-    issued_epa_w = sum(_epa_power(o.asset, t) for f in known_issues for o in f.outputs)
+    issued_epa_w = sum(epa_power(o.asset, t) for f in known_issues for o in f.outputs)
     if issued_epa_w != bill.issued_epa_w:
         found.append(
             Discrepancy(
@@ -92,7 +81,7 @@ def reconcile(
             )
         )
 
-    counted = {f.txid for f in known_issues if _issue_counts(f, t)}
+    counted = {f.txid for f in known_issues if issue_counts(f, t)}
     listed = set(bill.issues)
     if counted != listed:
         missing = ", ".join(sorted(x.hex() for x in counted - listed)) or "none"
@@ -136,7 +125,7 @@ def reconcile(
             on_ledger.append(fact)
 
     for fact in on_ledger:
-        if not _deposit_counts(fact, t):
+        if not deposit_counts(fact, t):
             found.append(
                 Discrepancy(
                     "deposit_not_counted",
@@ -145,7 +134,7 @@ def reconcile(
                 )
             )
 
-    deposited_epa_w = sum(_epa_power(f.asset, t) for f in on_ledger)
+    deposited_epa_w = sum(epa_power(f.asset, t) for f in on_ledger)
     if deposited_epa_w != bill.deposited_epa_w:
         found.append(
             Discrepancy(
@@ -212,32 +201,6 @@ def reconcile(
             )
         )
     return found
-
-
-def _epa_covers(asset: Asset, interval: int) -> bool:
-    return isinstance(asset, Epa) and asset.start <= interval <= asset.end
-
-
-def _epa_power(asset: Asset, interval: int) -> int:
-    """Watts `asset` counts for in `interval`: an EPA's power where it covers, else none."""
-    if isinstance(asset, Epa) and _epa_covers(asset, interval):
-        return asset.power
-    return 0
-
-
-def _issue_counts(fact: IssuedFact, interval: int) -> bool:
-    """An issue counts in `interval` if it holds EPA covering it or FA issued during it."""
-    return any(
-        _epa_covers(o.asset, interval) or (isinstance(o.asset, Fa) and fact.interval == interval)
-        for o in fact.outputs
-    )
-
-
-def _deposit_counts(fact: DepositFact, interval: int) -> bool:
-    """ECA is never billed; EPA counts where it covers, FA in the interval it was deposited."""
-    if isinstance(fact.asset, Fa):
-        return fact.interval == interval
-    return _epa_covers(fact.asset, interval)
 
 
 def _rival_claims(

@@ -25,7 +25,7 @@ from typing import Any
 
 from assets.canonical import canonical_json, encode_parsed, parse_json
 from assets.codec import MAX_INT, WIRE_VERSION, _hex, _int, _list, _meter, _outpoint, _price
-from assets.model import Outpoint
+from assets.model import Asset, Epa, Fa, Outpoint, Output
 from assets.rejections import Rejected
 from assets.signing import Keypair, signing_message, verify
 
@@ -304,3 +304,96 @@ def _strictly_increasing(keys: list[Any], where: str, order: str) -> None:
             raise BillRejected(
                 MALFORMED, f"{where} must be sorted by {order}: {where}[{n}] sorts before [{n - 1}]"
             )
+
+
+# ---------------------------------------------------------------- what counts in a bill
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedFact:
+    """An issue transaction by the bill's meter on the ledger: its block's height and the
+    interval its block's time falls in."""
+
+    txid: bytes
+    height: int
+    interval: int
+    outputs: tuple[Output, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DepositFact:
+    """An output a bill lists as a deposit, as the ledger has it: the height and the interval
+    of the block holding the transaction that created it."""
+
+    outpoint: Outpoint
+    asset: Asset
+    height: int
+    interval: int
+
+
+def epa_covers(asset: Asset, interval: int) -> bool:
+    return isinstance(asset, Epa) and asset.start <= interval <= asset.end
+
+
+def epa_power(asset: Asset, interval: int) -> int:
+    """Watts `asset` counts for in `interval`: an EPA's power where it covers, else none."""
+    if isinstance(asset, Epa) and epa_covers(asset, interval):
+        return asset.power
+    return 0
+
+
+def issue_counts(fact: IssuedFact, interval: int) -> bool:
+    """An issue counts in `interval` if it holds EPA covering it or FA issued during it."""
+    return any(
+        epa_covers(o.asset, interval) or (isinstance(o.asset, Fa) and fact.interval == interval)
+        for o in fact.outputs
+    )
+
+
+def deposit_counts(fact: DepositFact, interval: int) -> bool:
+    """ECA is never billed; EPA counts where it covers, FA in the interval it was deposited."""
+    if isinstance(fact.asset, Fa):
+        return fact.interval == interval
+    return epa_covers(fact.asset, interval)
+
+
+def bill_of_interval(
+    *,
+    chain: bytes,
+    meter: str,
+    interval: int,
+    interval_s: int,
+    closed_height: int,
+    measured_j: int,
+    issues: Iterable[IssuedFact],
+    deposits: Iterable[DepositFact],
+    price_consumption: int | None,
+    price_production: int | None,
+) -> Bill:
+    """The meter's bill of `interval` (unsigned), from its measurement and what the ledger holds
+    up to `closed_height`: every issue of this meter and every deposit to its addresses; each
+    counts by the same rules the DSO checks it with (`issue_counts`, `deposit_counts`)."""
+    counted = [f for f in issues if f.height <= closed_height and issue_counts(f, interval)]
+    deposited = [d for d in deposits if d.height <= closed_height and deposit_counts(d, interval)]
+    return close_bill(
+        chain=chain,
+        meter=meter,
+        interval=interval,
+        closed_height=closed_height,
+        interval_s=interval_s,
+        measured_j=measured_j,
+        issued_epa_w=sum(epa_power(o.asset, interval) for f in counted for o in f.outputs),
+        deposited_epa_w=sum(epa_power(d.asset, interval) for d in deposited),
+        fa_issued=sum(
+            o.asset.amount
+            for f in counted
+            if f.interval == interval
+            for o in f.outputs
+            if isinstance(o.asset, Fa)
+        ),
+        fa_deposited=sum(d.asset.amount for d in deposited if isinstance(d.asset, Fa)),
+        price_consumption=price_consumption,
+        price_production=price_production,
+        issues=[f.txid for f in counted],
+        deposits=[d.outpoint for d in deposited],
+    )
