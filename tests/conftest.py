@@ -17,8 +17,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from services.modbus import modbus_devices_fixture, modbus_session_fixture
+from services.mosquitto import mosquitto_fixture
 
 from ledger.bench_http import free_port
+
+# The real services each live in a module of `tests/services/`; importing their fixtures here
+# hands them out to the whole suite, each started once per session.
+__all__ = ["modbus_devices_fixture", "modbus_session_fixture", "mosquitto_fixture"]
 
 POSTGRES_ROLE = "petra"
 POSTGRES_SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
