@@ -4,13 +4,17 @@
 The daemon writes every reading here before anything else happens to it, so a restart, a dead
 broker or an unreachable device loses none; the outbox holds what must reach another service
 (bills for the DSO) until it is acknowledged, so the DSO being down delays them, never loses
-them; `state` keeps small named JSON documents (the interval accumulator's checkpoint).
+them; `state` keeps small named JSON documents (the interval accumulator's checkpoint);
+`meter_chain` keeps what the meter's ledger watcher learnt (every regulation, the meter's own
+issues, the deposits to its addresses) and `meter_chain_head` the last block it indexed, both
+written in one transaction per block, so a restart continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     func,
     insert,
     select,
@@ -76,6 +81,27 @@ state = Table(
     Column("value", Text, nullable=False),
 )
 
+chain = Table(
+    "meter_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # "regulate", "issue" or "deposit"
+    Column("seq", BigInteger, nullable=False),  # the transaction's log position
+    Column("height", BigInteger, nullable=False),
+    Column("interval", BigInteger, nullable=False),  # of the block's time
+    Column("body", LargeBinary, nullable=False),  # the transaction, signatures included
+    Column("output", Integer),  # a deposit: the index of the output paid to the meter
+    Column("key_index", BigInteger),  # a deposit: the index of the deposit key it pays
+)
+Index("meter_chain_by_seq", chain.c.seq)
+chain_head = Table(
+    "meter_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row, id 1
+    Column("height", BigInteger, nullable=False),
+    Column("head", LargeBinary, nullable=False),  # the block's signed head, canonical JSON
+)
+
 
 class MeterStoreError(Exception):
     """The meter's database cannot be used as asked."""
@@ -100,6 +126,20 @@ class OutboxMessage:
     body: bytes
     attempts: int
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFact:
+    """A transaction of the ledger the meter keeps: a regulation, one of its own issues, or
+    (one row per output) a deposit to one of its deposit addresses."""
+
+    kind: str  # "regulate", "issue" or "deposit"
+    seq: int
+    height: int
+    interval: int
+    body: bytes
+    output: int | None = None
+    key_index: int | None = None
 
 
 class MeterStore:
@@ -240,6 +280,40 @@ class MeterStore:
         with self.engine.connect() as conn:
             raw = conn.scalar(select(state.c.value).where(state.c.name == name))
         return None if raw is None else json.loads(raw)
+
+    # ------------------------------------------------------------- the ledger index
+
+    def chain_head(self) -> tuple[int, bytes | None]:
+        """The last block indexed: its height (0 for none) and its signed head's bytes."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(chain_head.c.height, chain_head.c.head)).first()
+        return (0, None) if row is None else (int(row.height), bytes(row.head))
+
+    def index_chain_block(self, height: int, head: bytes, facts: Sequence[ChainFact]) -> None:
+        """Keep block `height`'s facts and make it the last block indexed, atomically; refuse a
+        block that does not follow the last one (two watchers on one database)."""
+        with self.engine.begin() as conn:
+            last = conn.scalar(select(chain_head.c.height)) or 0
+            if height != last + 1:
+                raise MeterStoreError(f"block {height} does not follow block {last}, indexed")
+            if facts:
+                conn.execute(insert(chain), [_fact_row(f) for f in facts])
+            conn.execute(delete(chain_head))
+            conn.execute(insert(chain_head), {"id": 1, "height": height, "head": head})
+
+    def chain_facts(self) -> Iterator[ChainFact]:
+        """Every fact indexed, in ledger order (log position, then output)."""
+        query = select(chain).order_by(chain.c.seq, chain.c.output)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for r in rows:
+            yield ChainFact(
+                r.kind, r.seq, r.height, r.interval, bytes(r.body), r.output, r.key_index
+            )
+
+
+def _fact_row(fact: ChainFact) -> dict[str, Any]:
+    return {f: getattr(fact, f) for f in ChainFact.__slots__}
 
 
 def _finite(value: float | None) -> float | None:
