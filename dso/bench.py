@@ -45,7 +45,14 @@ from assets import Epa, Fa, Keypair, Outpoint, encode_transaction
 from dso.api import create_app
 from dso.service import Actor, DsoError, DsoService
 from dso.store import DsoStore
-from ledger.bench_http import HttpBenchError, LedgerProcess, free_port, percentile, progress_bar
+from ledger.bench_http import (
+    HttpBenchError,
+    LedgerProcess,
+    drive,
+    free_port,
+    percentile,
+    progress_bar,
+)
 from ledger.client import LedgerClient, LedgerClientError
 from ledger.scenario import Scenario, pay
 from smartmeter.billing import close_bill, encode_bill, sign_bill
@@ -247,62 +254,6 @@ def _tick() -> None:
             _sent.value += 1
 
 
-def _drive(
-    url: str,
-    items: Sequence[Item],
-    clients: int,
-    send: Callable[[httpx.Client, Item], str | None],
-) -> tuple[float, list[float]]:
-    """`send` every item in order from `clients` threads, each with its own keep-alive
-    `httpx.Client` and one item in flight; (wall seconds, each item's round trip in seconds).
-    `send` returns why an item failed, or None; the first failure stops every thread."""
-    feed = iter(items)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    failures: list[str] = []
-    ready = threading.Barrier(clients + 1)
-
-    def client_thread() -> None:
-        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
-            try:
-                client.get("/")  # connect outside the clock; any answer will do
-            finally:
-                ready.wait()
-            mine: list[float] = []
-            try:
-                while not failures:
-                    with lock:
-                        item = next(feed, None)
-                    if item is None:
-                        break
-                    sent = time.perf_counter()
-                    failure = send(client, item)
-                    mine.append(time.perf_counter() - sent)
-                    if failure is not None:
-                        failures.append(failure)
-                        break
-                    _tick()
-            except httpx.HTTPError as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
-            with lock:
-                latencies.extend(mine)
-
-    threads = [
-        threading.Thread(target=client_thread, name=f"bench-client-{n}", daemon=True)
-        for n in range(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    if failures:
-        raise DsoBenchError(failures[0])
-    return elapsed, latencies
-
-
 def _drive_apart(
     pool: ProcessPoolExecutor,
     sent: Synchronized[int],
@@ -312,11 +263,11 @@ def _drive_apart(
     send: Callable[[httpx.Client, Item], str | None],
     shown: Callable[[int], None],
 ) -> tuple[float, list[float]]:
-    """`_drive` in `pool`'s one process, as meters and their DSO never share an interpreter
+    """`drive` in `pool`'s one process, as meters and their DSO never share an interpreter
     (in this one the clients' threads would take the DSO node's GIL); `shown` is told how many
     items were sent so far."""
     before = sent.value
-    driven = pool.submit(_drive, url, items, clients, send)
+    driven = pool.submit(drive, url, items, clients, send, _tick)
     while not wait([driven], timeout=0.2, return_when=FIRST_COMPLETED).done:
         shown(sent.value - before)
     shown(sent.value - before)

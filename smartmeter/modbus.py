@@ -278,28 +278,6 @@ class ModbusReader:
 class Sdm630Reader(ModbusReader):
     """Reads an Eastron SDM630-style meter over Modbus TCP (input registers, float32)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int = 502,
-        device_id: int = 1,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
-        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """`clock` (monotonic seconds) times the reconnect backoff; timeouts are in seconds."""
-        super().__init__(
-            host,
-            port,
-            device_id,
-            timeout_s=timeout_s,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            clock=clock,
-        )
-
     def _floats(self, address: int, count: int) -> list[float]:
         """`count` big-endian float32 values from the input registers at `address`."""
         registers = self._link.registers("input", address, 2 * count)
