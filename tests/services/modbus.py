@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,8 @@ from smartmeter.modbus import (
     Sdm630Reader,
     SunSpecReader,
 )
+
+Reader = TypeVar("Reader", Sdm630Reader, SunSpecReader)
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,7 @@ class ModbusDevices:
         clock: Callable[[], float] = time.monotonic,
     ) -> Sdm630Reader:
         """A reader of the meter; no backoff unless asked, so a test never waits for one."""
-        reader = Sdm630Reader(
-            self.meter.host,
-            self.meter.port,
-            self.meter.device_id,
-            timeout_s=1.0,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            clock=clock,
-        )
-        self.readers.append(reader)
-        return reader
+        return self._reader(Sdm630Reader, self.meter, backoff_initial_s, backoff_max_s, clock)
 
     def inverter_reader(
         self,
@@ -63,10 +56,20 @@ class ModbusDevices:
         clock: Callable[[], float] = time.monotonic,
     ) -> SunSpecReader:
         """A reader of the inverter; no backoff unless asked."""
-        reader = SunSpecReader(
-            self.inverter.host,
-            self.inverter.port,
-            self.inverter.device_id,
+        return self._reader(SunSpecReader, self.inverter, backoff_initial_s, backoff_max_s, clock)
+
+    def _reader(
+        self,
+        kind: type[Reader],
+        device: SimulatedSdm630 | SimulatedSunSpecInverter,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        clock: Callable[[], float],
+    ) -> Reader:
+        reader = kind(
+            device.host,
+            device.port,
+            device.device_id,
             timeout_s=1.0,
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
