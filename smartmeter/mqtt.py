@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, Self, get_args
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -470,7 +470,32 @@ SampleHandler = Callable[[str, MqttSample], None]
 BadPayloadHandler = Callable[[str, BadPayload], None]
 
 
-class MqttSource:
+class _Connection:
+    """A paho client's life: connect in the background (a broker that is down is retried with
+    backoff), disconnect, and the context manager. Subclasses set `_broker` and `_client`."""
+
+    _broker: Broker
+    _client: mqtt.Client
+
+    def start(self) -> None:
+        """Connect in the background; a broker that is down now is retried with backoff."""
+        self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
+        self._client.loop_start()
+
+    def close(self) -> None:
+        """Disconnect (unsent messages are dropped) and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class MqttSource(_Connection):
     """Subscribes to the formats' topics and hands on samples and bad payloads, by topic.
 
     Callbacks run on paho's network thread; an exception in one is logged, not propagated, so
@@ -517,23 +542,10 @@ class MqttSource:
         """Block until `connected` (True) or until `timeout_s` seconds pass (False)."""
         return self._subscribed.wait(timeout_s)
 
-    def start(self) -> None:
-        """Connect in the background; a broker that is down now is retried with backoff."""
-        self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
-        self._client.loop_start()
-
     def close(self) -> None:
         """Disconnect and stop the network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        super().close()
         self._subscribed.clear()
-
-    def __enter__(self) -> MqttSource:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _connected(
         self,
@@ -600,7 +612,7 @@ class MqttSource:
             logger.exception("MQTT message handler failed on %s", topic)
 
 
-class MqttPublisher:
+class MqttPublisher(_Connection):
     """Publishes readings emoncms-style at QoS 1, for emoncms or any monitoring subscriber.
 
     Messages published while the broker is away are queued by paho and sent on reconnection.
@@ -616,23 +628,6 @@ class MqttPublisher:
         self._unacknowledged: set[int] = set()
         self._acknowledged_early: set[int] = set()
         self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Connect in the background, retrying with backoff while the broker is down."""
-        self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
-        self._client.loop_start()
-
-    def close(self) -> None:
-        """Disconnect (unsent messages are dropped) and stop the network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def __enter__(self) -> MqttPublisher:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def publish_input(self, node: str, key: str, value: float) -> None:
         """Publish one input as `<base>/<node>/<key>`, a plain number (in the input's unit)."""
