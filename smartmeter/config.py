@@ -24,8 +24,9 @@ poll_s = 5
 kind = "mqtt"
 host = "127.0.0.1"
 port = 1883
-format = "emoncms"                # emoncms | shelly | json
-topic = "emon/house"
+format = "emoncms"                # emoncms (node, inputs) | shelly (topic: the device's prefix)
+node = "house"                    # emoncms: emon/house/<input> and emon/house
+inputs = { import_kwh = { quantity = "import_wh", factor = 1000 } }
 ```
 
 Relative paths are relative to the configuration file. Every problem is a `ConfigError` naming
@@ -138,8 +139,10 @@ def _source(value: Any, n: int) -> SourceConfig:
     if kind == "mqtt":
         if options.get("format") not in MQTT_FORMATS:
             raise ConfigError(f"{where}.format must be one of {', '.join(MQTT_FORMATS)}")
-        if not isinstance(options.get("topic"), str) or not options["topic"]:
-            raise ConfigError(f"{where}.topic must name the topic the device publishes on")
+        needed = "node" if options["format"] == "emoncms" else "topic"
+        if not isinstance(options.get(needed), str) or not options[needed]:
+            what = "the emoncms node" if needed == "node" else "the topic it publishes under"
+            raise ConfigError(f"{where}.{needed} must name {what}")
     poll = value.get("poll_s", 5)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.1 <= poll <= 3600:
         raise ConfigError(f"{where}.poll_s must be a number of seconds from 0.1 to 3600")

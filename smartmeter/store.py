@@ -5,9 +5,11 @@ The daemon writes every reading here before anything else happens to it, so a re
 broker or an unreachable device loses none; the outbox holds what must reach another service
 (bills for the DSO) until it is acknowledged, so the DSO being down delays them, never loses
 them; `state` keeps small named JSON documents (the interval accumulator's checkpoint);
-`meter_chain` keeps what the meter's ledger watcher learnt (every regulation, the meter's own
-issues, the deposits to its addresses) and `meter_chain_head` the last block it indexed, both
-written in one transaction per block, so a restart continues where it stopped.
+`meter_intervals` keeps each source's closed intervals, written in one transaction with the
+accumulator's checkpoint, so neither is ever stored without the other; `meter_chain` keeps
+what the meter's ledger watcher learnt (every regulation, the meter's own issues, the deposits
+to its addresses) and `meter_chain_head` the last block it indexed, both written in one
+transaction per block, so a restart continues where it stopped.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ledger.store import create_store_engine
+from smartmeter.energy import IntervalEnergy, IntervalStatus
 
 SCHEMA_VERSION = "1"
 
@@ -80,6 +83,17 @@ state = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+intervals = Table(
+    "meter_intervals",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("interval", BigInteger, primary_key=True),
+    Column("import_j", BigInteger, nullable=False),
+    Column("export_j", BigInteger, nullable=False),
+    Column("net_j", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reasons", Text, nullable=False),  # a JSON list of strings
+)
 
 chain = Table(
     "meter_chain",
@@ -102,6 +116,14 @@ chain_head = Table(
     Column("head", LargeBinary, nullable=False),  # the block's signed head, canonical JSON
 )
 
+# From best to worst: a total across sources is as trustworthy as its worst part.
+STATUS_ORDER = (
+    IntervalStatus.MEASURED,
+    IntervalStatus.PARTIAL,
+    IntervalStatus.SUSPECT,
+    IntervalStatus.MISSING,
+)
+
 
 class MeterStoreError(Exception):
     """The meter's database cannot be used as asked."""
@@ -116,6 +138,19 @@ class StoredReading:
     export_wh: float | None
     power_w: float | None
     problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalTotal:
+    """One interval's energy across sources, joules; `status` is the worst source's (`missing`
+    if a source has not stored it); `reasons` are the sources' reasons, each after its source."""
+
+    interval: int
+    import_j: int
+    export_j: int
+    net_j: int
+    status: IntervalStatus
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +231,92 @@ class MeterStore:
                 select(readings).where(readings.c.seq > after).order_by(readings.c.seq).limit(limit)
             ).all()
         return [StoredReading(**r._mapping) for r in rows]
+
+    def source_readings(
+        self, source: str, after: int = 0, limit: int = 10_000
+    ) -> list[StoredReading]:
+        """`source`'s readings with seq > `after`, in the order they were stored."""
+        query = (
+            select(readings)
+            .where(readings.c.source == source, readings.c.seq > after)
+            .order_by(readings.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StoredReading(**r._mapping) for r in rows]
+
+    def refuse_reading(self, seq: int, problem: str) -> None:
+        """Record why the stored reading `seq` was refused after it was stored; a reason it
+        already has is kept."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(readings)
+                .where(readings.c.seq == seq, readings.c.problem.is_(None))
+                .values(problem=problem)
+            )
+
+    # ------------------------------------------------------------- interval energy
+
+    def close_intervals(
+        self, source: str, closed: Sequence[IntervalEnergy], checkpoint: Any
+    ) -> None:
+        """Store `source`'s newly closed intervals and its accumulator's `checkpoint` (a JSON
+        document) in one transaction; MeterStoreError if an interval was stored before."""
+        raw = json.dumps(checkpoint, sort_keys=True)
+        name = _checkpoint_name(source)
+        try:
+            with self.engine.begin() as conn:
+                if closed:
+                    conn.execute(insert(intervals), [_interval_row(source, e) for e in closed])
+                done = conn.execute(update(state).where(state.c.name == name).values(value=raw))
+                if done.rowcount == 0:
+                    conn.execute(insert(state), {"name": name, "value": raw})
+        except IntegrityError as exc:
+            raise MeterStoreError(f"{source} closed an interval it had closed before") from exc
+
+    def interval_checkpoint(self, source: str) -> Any:
+        """The checkpoint `close_intervals` last stored for `source`, or None."""
+        return self.get_state(_checkpoint_name(source))
+
+    def intervals(
+        self, first: int, last: int, sources: Sequence[str] | None = None
+    ) -> list[IntervalTotal]:
+        """Totals of intervals `first` to `last` (inclusive) across `sources` (by default every
+        source that stored an interval), one per interval, in order."""
+        with self.engine.connect() as conn:
+            if sources is None:
+                sources = list(conn.scalars(select(intervals.c.source).distinct()))
+            rows = conn.execute(
+                select(intervals).where(
+                    intervals.c.interval >= first,
+                    intervals.c.interval <= last,
+                    intervals.c.source.in_(list(sources)),
+                )
+            ).all()
+        by_interval: dict[int, dict[str, Any]] = {}
+        for row in rows:
+            by_interval.setdefault(int(row.interval), {})[row.source] = row
+        totals = []
+        for interval in range(first, last + 1):
+            found = by_interval.get(interval, {})
+            statuses = [IntervalStatus(found[s].status) for s in found]
+            reasons = [f"{s}: {r}" for s in sorted(found) for r in json.loads(found[s].reasons)]
+            absent = sorted(set(sources) - set(found))
+            if absent or not sources:
+                statuses.append(IntervalStatus.MISSING)
+                reasons.extend(f"{s}: not closed" for s in absent)
+            totals.append(
+                IntervalTotal(
+                    interval=interval,
+                    import_j=sum(int(r.import_j) for r in found.values()),
+                    export_j=sum(int(r.export_j) for r in found.values()),
+                    net_j=sum(int(r.net_j) for r in found.values()),
+                    status=max(statuses, key=STATUS_ORDER.index),
+                    reasons=tuple(reasons),
+                )
+            )
+        return totals
 
     # ------------------------------------------------------------- the outbox
 
@@ -310,6 +431,22 @@ class MeterStore:
             yield ChainFact(
                 r.kind, r.seq, r.height, r.interval, bytes(r.body), r.output, r.key_index
             )
+
+
+def _checkpoint_name(source: str) -> str:
+    return f"intervals/{source}"
+
+
+def _interval_row(source: str, energy: IntervalEnergy) -> dict[str, Any]:
+    return {
+        "source": source,
+        "interval": energy.interval,
+        "import_j": energy.import_j,
+        "export_j": energy.export_j,
+        "net_j": energy.net_j,
+        "status": str(energy.status),
+        "reasons": json.dumps(list(energy.reasons)),
+    }
 
 
 def _fact_row(fact: ChainFact) -> dict[str, Any]:

@@ -92,6 +92,7 @@ SOURCE = {"kind": "sdm630"}
         ({"meter": _meter(), "source": [{"kind": "sunspec", "device_id": 300}]}, "device_id"),
         ({"meter": _meter(), "source": [{"kind": "mqtt", "topic": "t"}]}, "source[0].format"),
         ({"meter": _meter(), "source": [{"kind": "mqtt", "format": "json"}]}, "source[0].topic"),
+        ({"meter": _meter(), "source": [{"kind": "mqtt", "format": "emoncms"}]}, "source[0].node"),
     ],
 )
 def test_each_mistake_is_named(document: dict[str, Any], says: str, tmp_path: Path) -> None:
