@@ -42,10 +42,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from assets import Outpoint, canonical_json
-from ledger.store import create_store_engine
+from ledger.store import StoreError, open_service_database, service_meta
 
 SCHEMA_VERSION = "1"
 _WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL
@@ -53,12 +53,7 @@ GENESIS_HASH = bytes(32)  # the audit chain's first `prev`
 
 metadata = MetaData()
 
-meta = Table(
-    "dso_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
+meta = service_meta("dso", metadata)
 operators = Table(
     "dso_operators",
     metadata,
@@ -204,8 +199,7 @@ _APPEND_ONLY = {
 }
 
 
-class DsoStoreError(Exception):
-    """The DSO database cannot be used as asked."""
+DsoStoreError = StoreError  # the DSO database cannot be used as asked
 
 
 class Conflict(Exception):
@@ -321,22 +315,9 @@ class DsoStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        try:
-            self.engine = create_store_engine(url)
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                for statement in _APPEND_ONLY.get(self.engine.dialect.name, []):
-                    conn.execute(text(statement))
-                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
-                if version is None:
-                    conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
-        except SQLAlchemyError as exc:
-            raise DsoStoreError(f"cannot open the DSO database at {url}: {exc.args[0]}") from exc
-        if version is not None and version != SCHEMA_VERSION:
-            raise DsoStoreError(
-                f"DSO database schema {version} is not {SCHEMA_VERSION}: "
-                "use a PETra release that knows it"
-            )
+        self.engine = open_service_database(
+            url, metadata, meta, SCHEMA_VERSION, "the DSO database", _APPEND_ONLY
+        )
         self._write_lock = threading.Lock()
 
     def close(self) -> None:

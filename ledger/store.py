@@ -7,7 +7,7 @@ in one database transaction: it is there entirely or not at all. Rows are never 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,12 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -165,6 +167,46 @@ def create_store_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def service_meta(prefix: str, metadata: MetaData) -> Table:
+    """A service database's `<prefix>_meta` table: text settings, the schema version first."""
+    return Table(
+        f"{prefix}_meta",
+        metadata,
+        Column("key", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+
+
+def open_service_database(
+    url: str,
+    metadata: MetaData,
+    meta: Table,
+    version: str,
+    what: str,
+    setup: Mapping[str, Sequence[str]] | None = None,
+) -> Engine:
+    """The engine of a service's own database (the DSO's, a meter's): its tables created, the
+    `setup` statements of its dialect run, and its schema version checked (or recorded, when
+    new). StoreError names `what` when it cannot be opened or is of another schema."""
+    try:
+        engine = create_store_engine(url)
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            for statement in (setup or {}).get(engine.dialect.name, ()):
+                conn.execute(text(statement))
+            found = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+            if found is None:
+                conn.execute(meta.insert(), {"key": "schema", "value": version})
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open {what} at {url}: {exc.args[0]}") from exc
+    if found is not None and found != version:
+        engine.dispose()
+        raise StoreError(
+            f"{what} schema {found} is not {version}: use a PETra release that knows it"
+        )
+    return engine
 
 
 class Store:

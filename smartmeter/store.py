@@ -37,21 +37,16 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from ledger.store import create_store_engine
+from ledger.store import StoreError, open_service_database, service_meta
 from smartmeter.energy import IntervalEnergy, IntervalStatus
 
 SCHEMA_VERSION = "1"
 
 metadata = MetaData()
 
-meta = Table(
-    "meter_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
+meta = service_meta("meter", metadata)
 readings = Table(
     "meter_readings",
     metadata,
@@ -125,7 +120,7 @@ STATUS_ORDER = (
 )
 
 
-class MeterStoreError(Exception):
+class MeterStoreError(StoreError):
     """The meter's database cannot be used as asked."""
 
 
@@ -183,16 +178,11 @@ class MeterStore:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.engine = create_store_engine(url)
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
-                if version is None:
-                    conn.execute(insert(meta), {"key": "schema", "value": SCHEMA_VERSION})
-        except SQLAlchemyError as exc:
-            raise MeterStoreError(f"cannot open the meter's database at {url}: {exc}") from exc
-        if version is not None and version != SCHEMA_VERSION:
-            raise MeterStoreError(f"meter database schema {version} is not {SCHEMA_VERSION}")
+            self.engine = open_service_database(
+                url, metadata, meta, SCHEMA_VERSION, "the meter's database"
+            )
+        except StoreError as exc:
+            raise MeterStoreError(str(exc)) from exc
 
     def close(self) -> None:
         self.engine.dispose()
