@@ -308,6 +308,35 @@ class MeterStore:
             )
         return totals
 
+    def first_interval(self, sources: Sequence[str] | None) -> int | None:
+        """The earliest interval one of `sources` (default: any) stored; None before the first."""
+        query = select(func.min(intervals.c.interval))
+        if sources is not None:
+            query = query.where(intervals.c.source.in_(list(sources)))
+        with self.engine.connect() as conn:
+            first = conn.scalar(query)
+        return None if first is None else int(first)
+
+    def interval_sources(self) -> list[str]:
+        """Every source that ever stored an interval (those `MeterStore.intervals` totals over)."""
+        with self.engine.connect() as conn:
+            return list(conn.scalars(select(intervals.c.source).distinct()))
+
+    def sources_per_interval(self, first: int, last: int, sources: Sequence[str]) -> dict[int, int]:
+        """How many of `sources` stored each of intervals `first` to `last`."""
+        query = (
+            select(intervals.c.interval, func.count())
+            .where(
+                intervals.c.interval >= first,
+                intervals.c.interval <= last,
+                intervals.c.source.in_(list(sources)),
+            )
+            .group_by(intervals.c.interval)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {int(row[0]): int(row[1]) for row in rows}
+
     # ------------------------------------------------------------- the outbox
 
     def enqueue(self, kind: str, key: str, body: bytes) -> bool:
