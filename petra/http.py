@@ -59,7 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        # A token's refusal invites a bearer token; a refused signature does not.
+        headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
         return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

@@ -1,0 +1,309 @@
+"""The smart meter's local API for its owner (`api_port`, on loopback only).
+
+Every endpoint is a POST whose body is one signed request: the canonical JSON object
+
+    {"v": 1, "path": "/v1/withdrawals", "meter": "<this meter's id>", "at": <unix seconds>,
+     "nonce": "<32 hex digits>", ...the endpoint's own fields..., "signature": "<128 hex>"}
+
+signed with Ed25519 by the owner's wallet key (`MeterConfig.owner`) over
+`signing_message("owner-request", sha256(canonical JSON without "signature"))`. `path` binds a
+request to its endpoint, so a signed status request cannot be replayed as a withdrawal or a
+new deposit address. A request is refused unless its `at` is within `FRESH_S` of the meter's
+clock and its nonce was not seen before; nonces are remembered until their `at` is too old to
+pass anyway, in memory and in the meter's named state (`OWNER_NONCES`), so a restart of the
+meter does not reopen the window for a request captured just before it.
+
+- `POST /v1/withdrawals` `{"outputs": [{"asset", "address"}, ...]}`: the meter checks the
+  withdrawal against what the ledger says (`MeterWatcher.check_withdrawal`), signs an `issue`
+  with a nonce above every one it used (stored before it is submitted, so a crash never reuses
+  one), submits it and answers 201 once its watcher indexed the block.
+- `POST /v1/deposit-addresses`: 201 `{"address", "index"}`, a deposit address never handed out.
+- `POST /v1/status`: the meter, the watcher's height, credit used and line, prices now.
+- `POST /v1/bills`: how many bills the DSO has not acknowledged, and those due for sending
+  (the outbox lists no others).
+
+Errors use the common shape (`petra/http.py`): 400 `malformed`, 401 `bad_signature`,
+`stale_request`, `replayed`, 413 `too_large`, 422 `wrong_meter`, a withdrawal's refusal
+(`limit_exceeded`, `credit_exceeded`, `not_authorized`, `banned`, `bad_request`) or the ledger's
+rejection code, 429 `too_many_requests`, 503 `ledger_unavailable` or `not_caught_up`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from assets import Issue, Keypair, Output, Rejected, canonical_json, encode_transaction, sign
+from assets.canonical import parse_json
+from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_transaction
+from assets.signing import signing_message, verify
+from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
+from petra.http import ApiError, bounded_body, install_error_handlers
+from smartmeter.billing_loop import BILL_KIND
+from smartmeter.issuing import WithdrawalRefused
+from smartmeter.store import MeterStore
+from smartmeter.watcher import HANDED_OUT, MeterWatcher
+
+REQUEST_TYPE = "owner-request"  # the signing domain of the owner's requests
+FRESH_S = 60  # a request's `at` may differ from the meter's clock by this many seconds
+MAX_BODY = 64 * 1024  # bytes
+MAX_NONCES = 10_000  # requests remembered within the window; more is refused as too many
+MAX_OUTPUTS = 64  # outputs of one withdrawal
+INDEX_WAIT_S = 10  # how long a withdrawal waits for the watcher to index its block
+LAST_ISSUE_NONCE = "owner_issue_nonce"  # named state: the last issue nonce the meter signed
+OWNER_NONCES = "owner_request_nonces"  # named state: {nonce: at} of recent owner requests
+ENVELOPE = frozenset({"v", "path", "meter", "at", "nonce", "signature"})
+
+
+def request_message(unsigned: dict[str, Any]) -> bytes:
+    """The bytes the owner signs for a request (`unsigned`: the object without "signature")."""
+    return signing_message(REQUEST_TYPE, hashlib.sha256(canonical_json(unsigned)).digest())
+
+
+def sign_request(unsigned: dict[str, Any], owner_key: Keypair) -> bytes:
+    """The canonical body of `unsigned` signed by `owner_key`, as the owner's wallet sends it."""
+    signature = owner_key.sign(request_message(unsigned)).hex()
+    return canonical_json({**unsigned, "signature": signature})
+
+
+class OwnerDesk:
+    """What the owner's API does, over the meter's store, watcher and ledger client. `clock`
+    gives unix seconds. Withdrawals are made one at a time, so each is checked against every
+    earlier one."""
+
+    def __init__(
+        self,
+        store: MeterStore,
+        watcher: MeterWatcher,
+        client: LedgerClient,
+        chain: bytes,
+        meter_id: str,
+        meter_key: Keypair,
+        owner: bytes,
+        credit_line: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.watcher, self.client = store, watcher, client
+        self.chain, self.meter_id, self.meter_key = chain, meter_id, meter_key
+        self.owner, self.credit_line, self.clock = owner, credit_line, clock
+        self._withdrawing = threading.Lock()
+        self._requests = threading.Lock()
+        self._seen: dict[str, int] = dict(store.get_state(OWNER_NONCES) or {})
+        used = [int(store.get_state(LAST_ISSUE_NONCE) or 0)]
+        for fact in store.chain_facts():  # the ledger's word too, should the state be lost
+            tx = trusted_transaction(fact.body) if fact.kind == "issue" else None
+            if isinstance(tx, Issue):
+                used.append(tx.nonce)
+        self._last_nonce = max(used)
+
+    # ------------------------------------------------------------- requests
+
+    def authenticate(self, raw: bytes, path: str, fields: frozenset[str]) -> dict[str, Any]:
+        """The owner's request in `raw` for `path`, whose own fields are `fields`; ApiError
+        if it is malformed, not the owner's, for another meter, stale or seen before."""
+        try:
+            request = parse_json(raw)
+        except Rejected as exc:
+            raise ApiError(400, "malformed", exc.message) from None
+        if not isinstance(request, dict) or canonical_json(request) != raw:
+            raise ApiError(400, "malformed", "the body must be one object in canonical JSON")
+        if set(request) != ENVELOPE | fields:
+            wanted = ", ".join(sorted(ENVELOPE | fields))
+            raise ApiError(400, "malformed", f"the request must have exactly: {wanted}")
+        nonce, signature = request["nonce"], request["signature"]
+        if (
+            request["v"] != 1
+            or request["path"] != path
+            or not isinstance(request["meter"], str)
+            or isinstance(request["at"], bool)
+            or not isinstance(request["at"], int)
+            or not _is_hex(nonce, 16)
+            or not _is_hex(signature, 64)
+        ):
+            raise ApiError(
+                400,
+                "malformed",
+                f"v must be 1, path {path}, meter a string, at unix seconds, nonce 32 and "
+                "signature 128 lowercase hex digits",
+            )
+        unsigned = {k: v for k, v in request.items() if k != "signature"}
+        if not verify(self.owner, request_message(unsigned), bytes.fromhex(signature)):
+            raise ApiError(401, "bad_signature", "the request is not signed by the meter's owner")
+        if request["meter"] != self.meter_id:
+            raise ApiError(
+                422, "wrong_meter", f"this is meter {self.meter_id}, not {request['meter']}"
+            )
+        now = int(self.clock())
+        if abs(request["at"] - now) > FRESH_S:
+            raise ApiError(
+                401,
+                "stale_request",
+                f"the request was made at {request['at']} and the meter's clock says {now}: "
+                f"they may differ by {FRESH_S} s at most",
+            )
+        self._remember(nonce, request["at"], now)
+        return request
+
+    def _remember(self, nonce: str, at: int, now: int) -> None:
+        with self._requests:
+            self._seen = {n: a for n, a in self._seen.items() if a >= now - FRESH_S}
+            if nonce in self._seen:
+                raise ApiError(401, "replayed", "this request was received before")
+            if len(self._seen) >= MAX_NONCES:
+                raise ApiError(429, "too_many_requests", f"try again in {FRESH_S} s")
+            self._seen[nonce] = at
+            self.store.put_state(OWNER_NONCES, self._seen)
+
+    # ------------------------------------------------------------- what the owner asks
+
+    def withdraw(self, outputs: list[Output]) -> dict[str, Any]:
+        """Issue `outputs` to the owner if the meter may: the issue's txid, height, nonce."""
+        with self._withdrawing:
+            interval = self.watcher.genesis.interval_at(int(self.clock()))
+            try:
+                self.watcher.check_withdrawal(outputs, interval, self.credit_line)
+            except WithdrawalRefused as refused:
+                raise ApiError(422, refused.code, refused.message) from None
+            # The stored nonce too: another desk on the same database may have used more.
+            nonce = max(self._last_nonce, int(self.store.get_state(LAST_ISSUE_NONCE) or 0)) + 1
+            self.store.put_state(LAST_ISSUE_NONCE, nonce)  # durable before it can be used
+            self._last_nonce = nonce
+            tx = sign(Issue(self.chain, self.meter_id, nonce, tuple(outputs)), self.meter_key)
+            try:
+                submitted = self.client.submit(encode_transaction(tx))
+            except LedgerRejected as rejected:
+                raise ApiError(422, str(rejected.code), rejected.message) from None
+            except LedgerClientError as exc:
+                raise ApiError(503, "ledger_unavailable", str(exc)) from None
+            if not self.watcher.wait_for(submitted.height, INDEX_WAIT_S):
+                raise ApiError(
+                    503,
+                    "not_caught_up",
+                    f"issue {submitted.txid.hex()} is in block {submitted.height}, which the "
+                    "meter has not indexed yet; ask for the status before withdrawing again",
+                )
+        return {
+            "txid": submitted.txid.hex(),
+            "height": submitted.height,
+            "nonce": nonce,
+            "outputs": [output_to_wire(o) for o in outputs],
+        }
+
+    def deposit_address(self) -> dict[str, Any]:
+        """A new deposit address and its key index, once the watcher has read the whole
+        ledger (so it knows every address already paid to)."""
+        try:
+            head = self.client.head()
+        except LedgerClientError as exc:
+            raise ApiError(503, "ledger_unavailable", str(exc)) from None
+        height = 0 if head is None else head.header.height
+        if not self.watcher.wait_for(height, INDEX_WAIT_S):
+            raise ApiError(
+                503,
+                "not_caught_up",
+                f"the meter has indexed block {self.watcher.height} of {height}; try again",
+            )
+        with self.watcher.lock:
+            address = self.watcher.next_deposit_address()
+            index = int(self.store.get_state(HANDED_OUT)) - 1
+        return {"address": address.hex(), "index": index}
+
+    def status(self) -> dict[str, Any]:
+        """The meter, the last block it indexed, the owner's credit and the prices now."""
+        interval = self.watcher.genesis.interval_at(int(self.clock()))
+        prices = self.watcher.prices_at(interval)
+        with self.watcher.lock:
+            credit_used = self.watcher.issued.credit_used
+        return {
+            "meter": self.meter_id,
+            "height": self.watcher.height,
+            "interval": interval,
+            "credit_used": credit_used,
+            "credit_line": self.credit_line,
+            "price_consumption": prices.consumption,
+            "price_production": prices.production,
+            "watcher_problem": self.watcher.problem,
+            "ledger_error": self.watcher.last_error,
+        }
+
+    def bills(self) -> dict[str, Any]:
+        """How many bills wait for the DSO, and those due for sending now."""
+        due = self.store.due(BILL_KIND)
+        return {
+            "pending": self.store.pending(BILL_KIND),
+            "due": [
+                {"key": m.key, "attempts": m.attempts, "last_error": m.last_error}
+                | {"bill": parse_json(m.body)}
+                for m in due
+            ],
+        }
+
+
+def _is_hex(value: Any, size: int) -> bool:
+    if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _outputs(wire: Any) -> list[Output]:
+    """The withdrawal's outputs from the request; ApiError 400 if they are not outputs."""
+    if not isinstance(wire, list) or not 1 <= len(wire) <= MAX_OUTPUTS:
+        raise ApiError(400, "malformed", f"outputs must be a list of 1 to {MAX_OUTPUTS} outputs")
+    outputs = []
+    for n, item in enumerate(wire):
+        if not isinstance(item, dict) or set(item) != {"asset", "address"}:
+            raise ApiError(400, "malformed", f"outputs[{n}] must be {{asset, address}}")
+        if not _is_hex(item["address"], 32):
+            raise ApiError(400, "malformed", f"outputs[{n}].address must be 64 lowercase hex")
+        try:
+            asset = asset_from_wire(item["asset"])
+        except Rejected as exc:
+            raise ApiError(400, "malformed", f"outputs[{n}]: {exc.message}") from None
+        outputs.append(Output(asset, bytes.fromhex(item["address"])))
+    return outputs
+
+
+def create_app(node: OwnerDesk) -> FastAPI:
+    """The owner's API over `node`; serve it on loopback only."""
+    if METER_ID.fullmatch(node.meter_id) is None:
+        raise ValueError(f"{node.meter_id!r} is not a meter id")
+    app = FastAPI(title="PETra smart meter (owner)", docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    too_large = ApiError(413, "too_large", f"a request is at most {MAX_BODY} bytes")
+
+    async def signed(request: Request, fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+        raw = await bounded_body(request, MAX_BODY, too_large)
+        return await run_in_threadpool(node.authenticate, raw, request.url.path, fields)
+
+    @app.post("/v1/withdrawals", status_code=201)
+    async def withdrawals(request: Request) -> JSONResponse:
+        outputs = _outputs((await signed(request, frozenset({"outputs"})))["outputs"])
+        return JSONResponse(await run_in_threadpool(node.withdraw, outputs), status_code=201)
+
+    @app.post("/v1/deposit-addresses", status_code=201)
+    async def deposit_addresses(request: Request) -> JSONResponse:
+        await signed(request)
+        return JSONResponse(await run_in_threadpool(node.deposit_address), status_code=201)
+
+    @app.post("/v1/status")
+    async def status(request: Request) -> JSONResponse:
+        await signed(request)
+        return JSONResponse(await run_in_threadpool(node.status))
+
+    @app.post("/v1/bills")
+    async def bills(request: Request) -> JSONResponse:
+        await signed(request)
+        return JSONResponse(await run_in_threadpool(node.bills))
+
+    return app
