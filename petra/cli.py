@@ -29,6 +29,7 @@ from petra.console import (
     write_private,
 )
 from petra.dso_cli import dso_app
+from petra.meter_cli import meter_app
 
 app = typer.Typer(
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
@@ -43,6 +44,7 @@ bench_app = typer.Typer(
 )
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(dso_app, name="dso")
+app.add_typer(meter_app, name="meter")
 app.add_typer(bench_app, name="bench")
 
 

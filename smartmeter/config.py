@@ -13,7 +13,14 @@ closing_delay_s = 60              # how long after an interval ends its bill is 
 credit_line = 50000000            # FA the owner may withdraw beyond what it paid, micro-units
 api_port = 7440                   # the owner's local API, on loopback only
 
+[publish]                         # optional: readings for the monitoring layer, emoncms-style
+host = "127.0.0.1"
+port = 1883
+node = "meter1"                   # emon/meter1 gets {"<source>_import_kwh": ..., "time": ...}
+base_topic = "emon"
+
 [[source]]                        # one or more; their energies add up
+name = "grid"                     # optional, default "<kind>-<n>": the name its data is kept under
 kind = "sdm630"                   # sdm630 | sunspec | mqtt
 host = "192.168.1.40"
 port = 502
@@ -24,10 +31,21 @@ poll_s = 5
 kind = "mqtt"
 host = "127.0.0.1"
 port = 1883
-format = "emoncms"                # emoncms (node, inputs) | shelly (topic: the device's prefix)
+format = "emoncms"                # emoncms (node, inputs) | shelly (topic) | json (topic, paths)
 node = "house"                    # emoncms: emon/house/<input> and emon/house
 inputs = { import_kwh = { quantity = "import_wh", factor = 1000 } }
+
+[[source]]
+kind = "mqtt"
+format = "json"                   # any JSON payload, read at JSON paths
+topic = "home/meter/state"
+paths = { "$.total.in_kwh" = { quantity = "import_wh", factor = 1000 }, "$.power" = "power_w" }
+time_path = "$.ts"                # optional: unix seconds in the payload
 ```
+
+A source's `max_gap_s` (default: 60 s or three polls, whichever is longer) is the longest span
+between two readings whose energy is still apportioned to intervals; a longer gap is recorded
+as missing energy, never spread over the intervals it spans.
 
 Relative paths are relative to the configuration file. Every problem is a `ConfigError` naming
 the key and what it should be.
@@ -35,6 +53,8 @@ the key and what it should be.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +63,22 @@ from typing import Any
 from assets.codec import MAX_INT, METER_ID
 
 SOURCE_KINDS = ("sdm630", "sunspec", "mqtt")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # a source's or publishing node's name
 MQTT_FORMATS = ("emoncms", "shelly", "json")
+
+
+METER_KEYS = (
+    "id",
+    "keys",
+    "genesis",
+    "owner",
+    "ledger",
+    "dso",
+    "store",
+    "closing_delay_s",
+    "credit_line",
+    "api_port",
+)
 
 
 class ConfigError(Exception):
@@ -61,6 +96,18 @@ class SourceConfig:
     poll_s: float
     device_id: int
     options: dict[str, Any]
+    name: str = "source"
+    max_gap_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    """The broker the daemon publishes its readings to, as `<base_topic>/<node>` JSON."""
+
+    host: str
+    port: int
+    node: str
+    base_topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +123,7 @@ class MeterConfig:
     credit_line: int
     api_port: int
     sources: tuple[SourceConfig, ...]
+    publish: PublishConfig | None = None
 
 
 def load_config(path: Path) -> MeterConfig:
@@ -92,10 +140,16 @@ def load_config(path: Path) -> MeterConfig:
 def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
     """The configuration in a parsed TOML document; relative paths are taken from `base`."""
     meter = _table(document, "meter")
-    unknown = set(document) - {"meter", "source"}
+    unknown = set(document) - {"meter", "source", "publish"}
     if unknown:
         raise ConfigError(
-            f"unknown section {sorted(unknown)[0]!r}: the sections are [meter] and [[source]]"
+            f"unknown section {sorted(unknown)[0]!r}: the sections are [meter], [publish] "
+            "and [[source]]"
+        )
+    unknown = set(meter) - set(METER_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown key meter.{sorted(unknown)[0]}: the keys are {', '.join(METER_KEYS)}"
         )
     meter_id = _str(meter, "meter.id", "id")
     if METER_ID.fullmatch(meter_id) is None:
@@ -110,6 +164,11 @@ def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
     sources = document.get("source", [])
     if not isinstance(sources, list) or not sources:
         raise ConfigError("give at least one [[source]]: where the meter reads its energy")
+    parsed = tuple(_source(s, n) for n, s in enumerate(sources))
+    names = [source.name for source in parsed]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two sources are named {name!r}: give each its own name")
     return MeterConfig(
         meter=meter_id,
         keys=base / _str(meter, "meter.keys", "keys"),
@@ -121,7 +180,32 @@ def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
         closing_delay_s=_int(meter, "meter.closing_delay_s", "closing_delay_s", 0, 86_400, 60),
         credit_line=_int(meter, "meter.credit_line", "credit_line", 0, MAX_INT, 0),
         api_port=_int(meter, "meter.api_port", "api_port", 1, 65_535, 7440),
-        sources=tuple(_source(s, n) for n, s in enumerate(sources)),
+        sources=parsed,
+        publish=_publish(document["publish"]) if "publish" in document else None,
+    )
+
+
+def _publish(value: Any) -> PublishConfig:
+    if not isinstance(value, dict):
+        raise ConfigError("[publish] must be a table")
+    unknown = set(value) - {"host", "port", "node", "base_topic"}
+    if unknown:
+        raise ConfigError(
+            f"unknown key publish.{sorted(unknown)[0]}: the keys are host, port, node, base_topic"
+        )
+    node = _str(value, "publish.node", "node")
+    if NAME.fullmatch(node) is None:
+        raise ConfigError(
+            "publish.node must be 1-32 of a-z 0-9 _ -, starting with a letter or digit"
+        )
+    base_topic = _str(value, "publish.base_topic", "base_topic", "emon")
+    if any(c in base_topic for c in "+#\0") or base_topic.startswith("/"):
+        raise ConfigError("publish.base_topic must be a plain topic, without wildcards")
+    return PublishConfig(
+        host=_str(value, "publish.host", "host", "127.0.0.1"),
+        port=_int(value, "publish.port", "port", 1, 65_535, 1883),
+        node=node,
+        base_topic=base_topic,
     )
 
 
@@ -133,9 +217,13 @@ def _source(value: Any, n: int) -> SourceConfig:
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
     default_port = 1883 if kind == "mqtt" else 502
-    options = {
-        k: v for k, v in value.items() if k not in ("kind", "host", "port", "poll_s", "device_id")
-    }
+    common = ("kind", "name", "host", "port", "poll_s", "device_id", "max_gap_s")
+    options = {k: v for k, v in value.items() if k not in common}
+    name = _str(value, f"{where}.name", "name", f"{kind}-{n}")
+    if NAME.fullmatch(name) is None:
+        raise ConfigError(
+            f"{where}.name must be 1-32 of a-z 0-9 _ -, starting with a letter or digit"
+        )
     if kind == "mqtt":
         if options.get("format") not in MQTT_FORMATS:
             raise ConfigError(f"{where}.format must be one of {', '.join(MQTT_FORMATS)}")
@@ -146,6 +234,7 @@ def _source(value: Any, n: int) -> SourceConfig:
     poll = value.get("poll_s", 5)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.1 <= poll <= 3600:
         raise ConfigError(f"{where}.poll_s must be a number of seconds from 0.1 to 3600")
+    default_gap = max(60, math.ceil(3 * poll))
     return SourceConfig(
         kind=kind,
         host=_str(value, f"{where}.host", "host", "127.0.0.1"),
@@ -153,6 +242,8 @@ def _source(value: Any, n: int) -> SourceConfig:
         poll_s=float(poll),
         device_id=_int(value, f"{where}.device_id", "device_id", 0, 247, 1),
         options=options,
+        name=name,
+        max_gap_s=_int(value, f"{where}.max_gap_s", "max_gap_s", 1, 86_400, default_gap),
     )
 
 

@@ -17,7 +17,7 @@ and replays the readings stored after it: a reading stored just before a crash s
 
 Modbus sources (`sdm630`, `sunspec`) are polled every `poll_s` by a thread calling
 `poll_once()`; an unreachable device is logged once per outage and retried with the reader's
-own backoff. MQTT sources (`mqtt`, formats `emoncms` and `shelly`) are fed by the broker's
+own backoff. MQTT sources (`mqtt`, formats `emoncms`, `shelly` and `json`) are fed by the broker's
 messages; their thread only closes intervals every `poll_s`. Samples are timed by the runner's
 `clock` (unix seconds): Modbus readers stamp theirs with `time.time()`, and one clock for the
 stamps, the closing and the reconnect backoff lets a test drive them all.
@@ -50,6 +50,7 @@ from smartmeter.mqtt import (
     Broker,
     EmoncmsFormat,
     Input,
+    JsonPathFormat,
     MqttSample,
     MqttSource,
     SampleFormat,
@@ -77,6 +78,8 @@ def sample_format(source: SourceConfig) -> SampleFormat:
     `emoncms`: `node`, optional `base_topic` (default "emon") and `inputs`, a table from input
     name to a quantity ("import_wh", "export_wh", "power_w") or to `{quantity, factor}`.
     `shelly`: `topic`, the Shelly's MQTT prefix.
+    `json`: `topic`, `paths`, a table from JSON path (`$.a.b[0]`) to a quantity or to
+    `{quantity, factor}`, and optional `time_path` (unix seconds; default: the receive time).
     """
     options = source.options
     kind = options.get("format")
@@ -92,9 +95,21 @@ def sample_format(source: SourceConfig) -> SampleFormat:
             )
         if kind == "shelly":
             return ShellyPro3EmFormat(topic_prefix=str(options.get("topic", "")))
+        if kind == "json":
+            paths = options.get("paths")
+            if not isinstance(paths, Mapping) or not paths:
+                raise ConfigError("a json source's paths must map JSON paths to quantities")
+            time_path = options.get("time_path")
+            if time_path is not None and not isinstance(time_path, str):
+                raise ConfigError("a json source's time_path must be a JSON path such as $.time")
+            return JsonPathFormat(
+                topic=str(options.get("topic", "")),
+                paths={str(path): _input(path, value) for path, value in paths.items()},
+                time_path=time_path,
+            )
     except ValueError as error:
         raise ConfigError(f"{kind} source: {error}") from None
-    raise ConfigError(f"MQTT format {kind!r} is not supported by the runner: use emoncms or shelly")
+    raise ConfigError(f"MQTT format {kind!r} is not supported: use emoncms, shelly or json")
 
 
 def _input(key: object, value: object) -> Input:
@@ -110,10 +125,13 @@ def _input(key: object, value: object) -> Input:
 
 def _reported_counters(source: SourceConfig, mqtt_format: SampleFormat | None) -> set[str]:
     """The counters the source reports; the others stay at 0 (an inverter imports nothing)."""
-    if isinstance(mqtt_format, EmoncmsFormat):
-        reported = {spec.quantity for spec in mqtt_format.inputs.values()} & COUNTERS
+    if isinstance(mqtt_format, EmoncmsFormat | JsonPathFormat):
+        specs = mqtt_format.inputs if isinstance(mqtt_format, EmoncmsFormat) else mqtt_format.paths
+        reported = {spec.quantity for spec in specs.values()} & COUNTERS
         if not reported:
-            raise ConfigError("an emoncms source must map at least one energy counter input")
+            raise ConfigError(
+                f"a {source.options.get('format')} source must map at least one energy counter"
+            )
         return set(reported)
     return {"import_wh", "export_wh"}
 
