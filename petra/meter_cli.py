@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from assets import Eca, Epa, Fa, Keypair, Output
+from assets import Eca, Epa, Fa, Keypair, Output, Rejected
+from assets.codec import asset_from_wire, asset_to_wire
 from assets.keyfile import dump_keys, is_sealed
 from petra.console import (
     PassphraseFile,
@@ -170,11 +171,17 @@ def parse_asset(text: str) -> Epa | Eca | Fa:
             "eca:<W>W@<interval>[-<last>] or fa:<micro-units>"
         )
     kind, power, start, end, amount = match.groups()
-    if amount is not None:
-        return Fa(int(amount))
-    first = int(start)
+    first = int(start or 0)
     last = int(end) if end is not None else first
-    return Epa(int(power), first, last) if kind == "epa" else Eca(int(power), first, last)
+    asset: Epa | Eca | Fa
+    if amount is not None:
+        asset = Fa(int(amount))
+    else:
+        asset = Epa(int(power), first, last) if kind == "epa" else Eca(int(power), first, last)
+    try:  # the ledger's own rules: positive amounts, intervals in order, exact in JSON
+        return asset_from_wire(asset_to_wire(asset))
+    except Rejected as exc:
+        raise typer.BadParameter(f"{text!r}: {exc.message}") from None
 
 
 @meter_app.command("withdraw")

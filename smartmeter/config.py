@@ -235,7 +235,7 @@ def _source(value: Any, n: int) -> SourceConfig:
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.1 <= poll <= 3600:
         raise ConfigError(f"{where}.poll_s must be a number of seconds from 0.1 to 3600")
     default_gap = max(60, math.ceil(3 * poll))
-    return SourceConfig(
+    parsed = SourceConfig(
         kind=kind,
         host=_str(value, f"{where}.host", "host", "127.0.0.1"),
         port=_int(value, f"{where}.port", "port", 1, 65_535, default_port),
@@ -245,6 +245,14 @@ def _source(value: Any, n: int) -> SourceConfig:
         name=name,
         max_gap_s=_int(value, f"{where}.max_gap_s", "max_gap_s", 1, 86_400, default_gap),
     )
+    if kind == "mqtt":
+        from smartmeter.sources import check_source  # sources reads configurations: import late
+
+        try:
+            check_source(parsed)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return parsed
 
 
 def _table(document: dict[str, Any], name: str) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class ReadingPublisher:
         )
         self._cursor = int(store.get_state(PUBLISHED) or 0)
         self._in_flight: int | None = None  # seq of the last reading published, not acknowledged
+        self._messages = 0  # messages published for the readings in flight
 
     def start(self) -> None:
         self.publisher.start()
@@ -99,23 +100,25 @@ class ReadingPublisher:
         return self._cursor
 
     def publish_due(self, wait_s: float = PUBLISH_WAIT_S) -> int:
-        """Publish the readings stored since the cursor (a batch); how many were acknowledged."""
+        """Publish the readings stored since the cursor (a batch): how many messages the
+        broker acknowledged (0 while it has not; refused readings are not published)."""
         if self._in_flight is None:
             readings = self.store.readings(after=self._cursor, limit=PUBLISH_BATCH)
             if not readings:
                 return 0
+            self._messages = 0
             for reading in readings:
                 inputs = _inputs(reading)
                 if inputs:
                     self.publisher.publish_node(self.config.node, inputs, at=reading.at)
+                    self._messages += 1
             self._in_flight = readings[-1].seq
         # Unacknowledged messages stay with paho, which sends them again once it reconnects.
         if not self.publisher.wait_published(wait_s):
             return 0
-        acknowledged = self._in_flight - self._cursor
         self._cursor, self._in_flight = self._in_flight, None
         self.store.put_state(PUBLISHED, self._cursor)
-        return acknowledged
+        return self._messages
 
 
 def _inputs(reading: StoredReading) -> dict[str, float]:

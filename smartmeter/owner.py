@@ -77,7 +77,9 @@ class OwnerClient:
                 answer.status_code, "protocol", f"the meter's answer is not JSON: {answer.text!r}"
             ) from None
         if not answer.is_success:
-            error = document.get("error", {}) if isinstance(document, dict) else {}
+            error = document.get("error") if isinstance(document, dict) else None
+            if not isinstance(error, dict):
+                error = {}
             raise OwnerApiError(
                 answer.status_code,
                 str(error.get("code", "unknown")),

@@ -90,7 +90,7 @@ def sample_format(source: SourceConfig) -> SampleFormat:
                 raise ConfigError("an emoncms source's inputs must map input names to quantities")
             return EmoncmsFormat(
                 node=str(options.get("node", "")),
-                inputs={str(key): _input(key, value) for key, value in inputs.items()},
+                inputs={str(key): _input("inputs", key, value) for key, value in inputs.items()},
                 base_topic=str(options.get("base_topic", "emon")),
             )
         if kind == "shelly":
@@ -104,7 +104,7 @@ def sample_format(source: SourceConfig) -> SampleFormat:
                 raise ConfigError("a json source's time_path must be a JSON path such as $.time")
             return JsonPathFormat(
                 topic=str(options.get("topic", "")),
-                paths={str(path): _input(path, value) for path, value in paths.items()},
+                paths={str(path): _input("paths", path, value) for path, value in paths.items()},
                 time_path=time_path,
             )
     except ValueError as error:
@@ -112,15 +112,21 @@ def sample_format(source: SourceConfig) -> SampleFormat:
     raise ConfigError(f"MQTT format {kind!r} is not supported: use emoncms, shelly or json")
 
 
-def _input(key: object, value: object) -> Input:
+def _input(table: str, key: object, value: object) -> Input:
     if isinstance(value, str):
         return Input(value)  # type: ignore[arg-type]  # Input checks the quantity
     if isinstance(value, Mapping):
         factor = value.get("factor", 1.0)
         if isinstance(factor, bool) or not isinstance(factor, int | float):
-            raise ConfigError(f"inputs.{key}.factor must be a number")
+            raise ConfigError(f"{table}.{key}.factor must be a number")
         return Input(value.get("quantity"), float(factor))  # type: ignore[arg-type]
-    raise ConfigError(f"inputs.{key} must be a quantity or a table of quantity and factor")
+    raise ConfigError(f"{table}.{key} must be a quantity or a table of quantity and factor")
+
+
+def check_source(source: SourceConfig) -> None:
+    """ConfigError if an MQTT source's options do not describe a format the runner reads."""
+    if source.kind == "mqtt":
+        _reported_counters(source, sample_format(source))
 
 
 def _reported_counters(source: SourceConfig, mqtt_format: SampleFormat | None) -> set[str]:

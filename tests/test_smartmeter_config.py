@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from smartmeter.config import ConfigError, load_config, parse_config
+from smartmeter import config as config_module
+from smartmeter.config import (
+    ConfigError,
+    PublishConfig,
+    SourceConfig,
+    load_config,
+    parse_config,
+)
+from smartmeter.energy import MeterConfig as EnergyConfig
+from smartmeter.mqtt import EmoncmsFormat, Input, JsonPathFormat, MqttSample
+from smartmeter.sources import SourceRunner, sample_format
+from smartmeter.store import MeterStore
 
 OWNER = "4c" * 32
 GOOD = f"""
@@ -108,3 +122,243 @@ def test_a_file_that_is_not_toml_or_not_there_is_named(tmp_path: Path) -> None:
         load_config(broken)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+# -- source names, max_gap_s, [publish], and the refusals around them
+
+
+def _document(*sources: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    return {"meter": _meter(), "source": list(sources), **sections}
+
+
+def test_a_source_is_named_after_its_kind_and_position_unless_named(tmp_path: Path) -> None:
+    config = parse_config(
+        _document(
+            {"kind": "sdm630"},
+            {"kind": "sunspec", "name": "solar_roof-2"},
+            {"kind": "mqtt", "format": "shelly", "topic": "shelly"},
+        ),
+        tmp_path,
+    )
+    assert [source.name for source in config.sources] == ["sdm630-0", "solar_roof-2", "mqtt-2"]
+    assert "name" not in config.sources[1].options  # a common key, not the kind's own
+
+
+@pytest.mark.parametrize(
+    "name", ["Grid", "-grid", "_grid", "grid meter", "grid/1", "a" * 33, "", "gríd"]
+)
+def test_a_source_name_outside_the_name_rule_is_refused(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(_document({"kind": "sdm630"}, {"kind": "sdm630", "name": name}), tmp_path)
+    assert "source[1].name" in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["g", "0", "grid", "a" * 32, "house_2-b"])
+def test_a_source_name_inside_the_name_rule_is_kept(name: str, tmp_path: Path) -> None:
+    (source,) = parse_config(_document({"kind": "sdm630", "name": name}), tmp_path).sources
+    assert source.name == name
+
+
+def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="two sources are named 'grid'"):
+        parse_config(
+            _document({"kind": "sdm630", "name": "grid"}, {"kind": "sunspec", "name": "grid"}),
+            tmp_path,
+        )
+
+
+def test_a_name_given_to_one_source_cannot_be_another_sources_default(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="two sources are named 'sdm630-1'"):
+        parse_config(
+            _document({"kind": "sdm630", "name": "sdm630-1"}, {"kind": "sdm630"}), tmp_path
+        )
+
+
+@pytest.mark.parametrize(
+    ("poll_s", "max_gap_s"),
+    [(0.1, 60), (5, 60), (20, 60), (20.1, 61), (30, 90), (3600, 10_800)],
+)
+def test_max_gap_defaults_to_a_minute_or_three_polls(
+    poll_s: float, max_gap_s: int, tmp_path: Path
+) -> None:
+    (source,) = parse_config(_document({"kind": "sdm630", "poll_s": poll_s}), tmp_path).sources
+    assert source.max_gap_s == max_gap_s
+
+
+@given(poll_s=st.floats(min_value=0.1, max_value=3600, allow_nan=False))
+def test_the_default_max_gap_spans_three_polls_and_a_minute_in_whole_seconds(
+    poll_s: float,
+) -> None:
+    (source,) = parse_config(_document({"kind": "sdm630", "poll_s": poll_s}), Path(".")).sources
+    assert isinstance(source.max_gap_s, int)
+    assert source.max_gap_s >= 60 and source.max_gap_s >= 3 * poll_s
+    assert source.max_gap_s == 60 or source.max_gap_s < 3 * poll_s + 1  # the least such
+
+
+def test_an_explicit_max_gap_is_kept_and_checked(tmp_path: Path) -> None:
+    (source,) = parse_config(
+        _document({"kind": "sdm630", "poll_s": 30, "max_gap_s": 15}), tmp_path
+    ).sources
+    assert (source.max_gap_s, "max_gap_s" in source.options) == (15, False)
+    for bad in (0, 86_401, True, 1.5, "60"):
+        with pytest.raises(ConfigError, match=r"source\[0\]\.max_gap_s must be a whole number"):
+            parse_config(_document({"kind": "sdm630", "max_gap_s": bad}), tmp_path)
+
+
+def test_without_a_publish_section_nothing_is_published(tmp_path: Path) -> None:
+    assert parse_config(_document(SOURCE), tmp_path).publish is None
+
+
+def test_a_publish_section_is_read_with_its_defaults(tmp_path: Path) -> None:
+    assert parse_config(_document(SOURCE, publish={"node": "meter1"}), tmp_path).publish == (
+        PublishConfig(host="127.0.0.1", port=1883, node="meter1", base_topic="emon")
+    )
+    given_all = {"host": "10.0.0.2", "port": 8883, "node": "m-2", "base_topic": "site/emon"}
+    assert parse_config(_document(SOURCE, publish=given_all), tmp_path).publish == (
+        PublishConfig(host="10.0.0.2", port=8883, node="m-2", base_topic="site/emon")
+    )
+
+
+@pytest.mark.parametrize(
+    ("publish", "says"),
+    [
+        ("emon", "[publish] must be a table"),
+        ({}, "publish.node is missing"),
+        ({"node": "Meter1"}, "publish.node must be 1-32"),
+        ({"node": "meter/1"}, "publish.node must be 1-32"),
+        ({"node": "m", "base_topic": "emon/+"}, "publish.base_topic must be a plain topic"),
+        ({"node": "m", "base_topic": "emon/#"}, "publish.base_topic must be a plain topic"),
+        ({"node": "m", "base_topic": "/emon"}, "publish.base_topic must be a plain topic"),
+        ({"node": "m", "base_topic": ""}, "publish.base_topic must be a non-empty string"),
+        ({"node": "m", "port": 0}, "publish.port must be a whole number"),
+        ({"node": "m", "host": 1}, "publish.host must be a non-empty string"),
+        ({"node": "m", "topic": "emon/m"}, "unknown key publish.topic"),
+    ],
+)
+def test_each_publish_mistake_is_named(publish: Any, says: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(_document(SOURCE, publish=publish), tmp_path)
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        (_document(SOURCE, Meter={}), "unknown section 'Meter'"),
+        (_document(SOURCE, publishing={"node": "m"}), "unknown section 'publishing'"),
+        (
+            {"meter": _meter(closing_delay=60), "source": [SOURCE]},
+            "unknown key meter.closing_delay",
+        ),
+        ({"meter": _meter(store_url="x"), "source": [SOURCE]}, "unknown key meter.store_url"),
+    ],
+)
+def test_unknown_sections_and_meter_keys_are_refused(
+    document: dict[str, Any], says: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document, tmp_path)
+    assert says in str(refused.value)
+
+
+def test_the_documented_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    assert config_module.__doc__ is not None
+    (example,) = re.findall(r"```toml\n(.*?)```", config_module.__doc__, re.DOTALL)
+    # The example abbreviates the owner's key; everything else is as documented.
+    example = re.sub(r'^owner = ".*?"', f'owner = "{OWNER}"', example, flags=re.MULTILINE)
+    path = tmp_path / "meter.toml"
+    path.write_text(example, encoding="utf-8")
+
+    config = load_config(path)
+
+    assert config.publish == PublishConfig("127.0.0.1", 1883, "meter1", "emon")
+    assert [(s.name, s.kind) for s in config.sources] == [
+        ("grid", "sdm630"),
+        ("mqtt-1", "mqtt"),
+        ("mqtt-2", "mqtt"),
+    ]
+    emoncms, json_format = (sample_format(source) for source in config.sources[1:])
+    assert isinstance(emoncms, EmoncmsFormat) and isinstance(json_format, JsonPathFormat)
+    assert json_format.paths == {
+        "$.total.in_kwh": Input("import_wh", 1000),
+        "$.power": Input("power_w"),
+    }
+    assert json_format.time_path == "$.ts"
+
+
+# -- a json MQTT source's options (checked when its runner is made)
+
+
+def _json_source(**options: Any) -> SourceConfig:
+    return SourceConfig("mqtt", "127.0.0.1", 1883, 5, 1, {"format": "json", **options})
+
+
+IMPORT_KWH = {"$.total.in": {"quantity": "import_wh", "factor": 1000}}
+
+
+def test_a_json_source_reads_its_paths_with_their_factors_and_time() -> None:
+    source = _json_source(
+        topic="home/meter",
+        paths={**IMPORT_KWH, "$.meters[1].out": "export_wh", "$.p": {"quantity": "power_w"}},
+        time_path="$.ts",
+    )
+    json_format = sample_format(source)
+    payload = b'{"ts": 1700000005, "total": {"in": 1.5}, "meters": [{}, {"out": 7}], "p": -20}'
+    assert json_format.topics() == ("home/meter",)
+    assert json_format.parse("home/meter", payload, 1.0) == MqttSample(
+        at=1_700_000_005, import_wh=1500.0, export_wh=7.0, power_w=-20.0
+    )
+
+
+def test_a_json_source_without_time_path_takes_the_receive_time() -> None:
+    json_format = sample_format(_json_source(topic="t", paths=IMPORT_KWH))
+    assert json_format.parse("t", b'{"total": {"in": 2}}', 1_700_000_123.5) == MqttSample(
+        at=1_700_000_123.5, import_wh=2000.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"topic": "t"}, "a json source's paths must map JSON paths to quantities"),
+        ({"topic": "t", "paths": {}}, "a json source's paths must map JSON paths to quantities"),
+        ({"topic": "t", "paths": ["$.a"]}, "a json source's paths must map JSON paths"),
+        ({"topic": "t", "paths": IMPORT_KWH, "time_path": 5}, "time_path must be a JSON path"),
+        ({"topic": "t", "paths": IMPORT_KWH, "time_path": "ts"}, "JSON path 'ts' must start"),
+        ({"topic": "t", "paths": IMPORT_KWH, "time_path": "$"}, "names the whole payload"),
+        ({"topic": "t", "paths": {"$..a": "import_wh"}}, "JSON path '$..a' is not"),
+        ({"topic": "t", "paths": {"a": "import_wh"}}, "JSON path 'a' must start with '$'"),
+        ({"topic": "t", "paths": {"$.a": "import_kwh"}}, "quantity must be one of"),
+        ({"topic": "t", "paths": {"$.a": {"factor": 2}}}, "quantity must be one of"),
+        ({"topic": "t", "paths": {"$.a": 7}}, "must be a quantity or a table"),
+        ({"topic": "t", "paths": {"$.a": {"quantity": "import_wh", "factor": "k"}}}, "factor"),
+        ({"topic": "t", "paths": {"$.a": {"quantity": "import_wh", "factor": 0}}}, "factor"),
+        (
+            {"topic": "t", "paths": {"$.a": "import_wh", "$.b": "import_wh"}},
+            "two paths feed the same quantity",
+        ),
+        ({"topic": "home/#", "paths": IMPORT_KWH}, "json source: topic"),
+    ],
+)
+def test_each_json_option_mistake_is_a_config_error(options: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        sample_format(_json_source(**options))
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        {"$.power": "power_w"},
+        {"$.power": {"quantity": "power_w", "factor": -1}},
+    ],
+)
+def test_a_json_source_mapping_no_energy_counter_is_refused(
+    paths: dict[str, Any], tmp_path: Path
+) -> None:
+    store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
+    try:
+        with pytest.raises(ConfigError, match="a json source must map at least one energy counter"):
+            SourceRunner("house", _json_source(topic="t", paths=paths), EnergyConfig(10, 0), store)
+    finally:
+        store.close()

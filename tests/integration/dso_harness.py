@@ -4,6 +4,7 @@ test can read its database and logs), the ledger in its own, both on loopback.""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from assets import Keypair, Output, encode_transaction
@@ -109,3 +111,24 @@ def running_dso(tmp_path: Path, dso_store: str | None = None) -> Iterator[Dso]:
         store.close()
         ledger.close()
         stop(process)
+
+
+@contextmanager
+def serving(dso: Dso, port: int) -> Iterator[str]:
+    """The DSO node's API under uvicorn on loopback `port`, in a thread; its URL."""
+    config = uvicorn.Config(
+        create_app(dso.service), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-dso-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"port {port}: DSO not serving"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive()

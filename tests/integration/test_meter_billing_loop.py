@@ -4,20 +4,16 @@ ledger node: the meter closes each interval's bill, queues it durably and delive
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from assets import Fa, Keypair
-from dso.api import create_app
 from dso.client import DsoClient
 from ledger.bench_http import free_port
 from ledger.client import LedgerClient
@@ -28,30 +24,12 @@ from smartmeter.energy import IntervalEnergy, IntervalStatus
 from smartmeter.store import MeterStore, outbox
 from smartmeter.watcher import MeterWatcher
 
-from .dso_harness import Dso, running_dso
+from .dso_harness import Dso, running_dso, serving
 
 METER = "m-billing"
 SEED = bytes(range(32))  # the meter's deposit seed
 DELAY_S = 0.5  # closing delay: how long the sources get to close an interval
 WAIT_S = 30
-
-
-@contextmanager
-def serving(dso: Dso, port: int) -> Iterator[str]:
-    """The DSO node's API under uvicorn on loopback `port`, in a thread; its URL."""
-    config = uvicorn.Config(
-        create_app(dso.service), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="test-dso-http", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, f"the DSO node to listen on port {port}")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT_S)
-        assert not thread.is_alive()
 
 
 def wait_until(condition: Callable[[], Any], what: str) -> Any:

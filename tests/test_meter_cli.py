@@ -1,0 +1,339 @@
+"""`petra meter keygen` and `parse_asset` in process, and `OwnerClient`'s requests and errors
+over a mock transport."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
+
+from assets import Eca, Epa, Fa, Keypair, Output
+from assets.codec import output_to_wire
+from assets.keyfile import is_sealed, load_keys
+from assets.signing import verify
+from petra.cli import app
+from petra.meter_cli import parse_asset
+from smartmeter.api import request_message
+from smartmeter.owner import OwnerApiError, OwnerClient
+
+PASSPHRASE = "correct horse battery staple"
+PASSPHRASE_ENV = "PETRA_PASSPHRASE"
+METER_ID = "ES0021000000000001AB"
+NOW = 1_700_000_000.75
+URL = "http://meter.test:7440"
+
+
+def keygen(*args: str | Path, passphrase: str | None) -> Result:
+    """`petra meter keygen ARGS` with `$PETRA_PASSPHRASE` set to `passphrase` (unset: None)."""
+    return CliRunner().invoke(
+        app, ["meter", "keygen", *map(str, args)], env={PASSPHRASE_ENV: passphrase}
+    )
+
+
+def refused(result: Result) -> str:
+    """The error sentence of a command that must refuse cleanly: exit 2, one line, no trace."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+# -- keygen
+
+
+def test_keygen_writes_a_sealed_key_file_and_prints_its_public_key(tmp_path: Path) -> None:
+    out = tmp_path / "meter-keys.json"
+    done = keygen("--out", out, passphrase=PASSPHRASE)
+
+    assert done.exit_code == 0, done.output
+    raw = out.read_bytes()
+    assert is_sealed(raw)
+    keys = load_keys(raw, PASSPHRASE.encode())
+    assert list(keys) == ["meter"]
+    assert done.stdout == f"{keys['meter'].public_key.hex()}\n"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "sealed in" in done.stderr
+
+
+def test_keygen_names_the_key_and_reads_a_passphrase_file(tmp_path: Path) -> None:
+    out = tmp_path / "owner-keys.json"
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text("from a file\nignored second line\n")
+    done = keygen(
+        "--out", out, "--name", "owner", "--passphrase-file", passphrase_file, passphrase=None
+    )
+
+    assert done.exit_code == 0, done.output
+    keys = load_keys(out.read_bytes(), b"from a file")
+    assert done.stdout.strip() == keys["owner"].public_key.hex()
+
+
+def test_keygen_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "meter-keys.json"
+    out.write_text("precious")
+
+    sentence = refused(keygen("--out", out, passphrase=PASSPHRASE))
+
+    assert "exists" in sentence and "--force" in sentence
+    assert out.read_text() == "precious"
+    forced = keygen("--out", out, "--force", passphrase=PASSPHRASE)
+    assert forced.exit_code == 0, forced.output
+    assert (
+        forced.stdout.strip()
+        == load_keys(out.read_bytes(), PASSPHRASE.encode())["meter"].public_key.hex()
+    )
+
+
+def test_two_keygens_make_two_keys(tmp_path: Path) -> None:
+    first = keygen("--out", tmp_path / "a.json", passphrase=PASSPHRASE)
+    second = keygen("--out", tmp_path / "b.json", passphrase=PASSPHRASE)
+    assert first.exit_code == second.exit_code == 0
+    assert first.stdout != second.stdout
+
+
+@pytest.mark.parametrize("passphrase", [None, ""])
+def test_keygen_refuses_a_missing_or_empty_passphrase(
+    passphrase: str | None, tmp_path: Path
+) -> None:
+    out = tmp_path / "meter-keys.json"
+
+    sentence = refused(keygen("--out", out, passphrase=passphrase))
+
+    assert "passphrase" in sentence
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+
+
+def test_keygen_refuses_an_empty_passphrase_file(tmp_path: Path) -> None:
+    empty = tmp_path / "passphrase"
+    empty.write_text("")
+    out = tmp_path / "meter-keys.json"
+
+    sentence = refused(keygen("--out", out, "--passphrase-file", empty, passphrase=PASSPHRASE))
+
+    assert "passphrase" in sentence
+    assert not out.exists()
+
+
+def test_keygen_names_a_file_it_cannot_write(tmp_path: Path) -> None:
+    out = tmp_path / "no-such-dir" / "meter-keys.json"
+    sentence = refused(keygen("--out", out, passphrase=PASSPHRASE))
+    assert f"cannot write {out}" in sentence
+
+
+# -- parse_asset
+
+
+@pytest.mark.parametrize(
+    ("text", "asset"),
+    [
+        ("epa:1500W@120", Epa(1500, 120, 120)),
+        ("eca:800W@120-123", Eca(800, 120, 123)),
+        ("fa:2500000", Fa(2_500_000)),
+        ("EPA:1500w@120", Epa(1500, 120, 120)),
+        ("  eca:1W@7-7 ", Eca(1, 7, 7)),
+        ("fa:1", Fa(1)),
+    ],
+)
+def test_parse_asset_reads_each_kind(text: str, asset: Epa | Eca | Fa) -> None:
+    assert parse_asset(text) == asset
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "epa",
+        "epa:1500@120",
+        "epa:1500W",
+        "epa:W@120",
+        "epa:1.5W@120",
+        "epa:1500W@120-",
+        "epa:1500W@120-123-125",
+        "eca:-800W@120",
+        "fa:",
+        "fa:-1",
+        "fa:2.5",
+        "fa:1e6",
+        "fa:2500000W",
+        "fee:100",
+        "epa :1500W@120",
+        "epa:1500W@120 123",
+        "eca:0W@7",  # the ledger's own rules: power and amounts are positive,
+        "fa:0",
+        "eca:800W@123-120",  # intervals in order,
+        f"fa:{2**53}",  # and exact in any JSON reader
+        f"epa:{2**53}W@1",
+    ],
+)
+def test_parse_asset_refuses_anything_else_as_a_bad_parameter(text: str) -> None:
+    with pytest.raises(typer.BadParameter) as refused_asset:
+        parse_asset(text)
+    assert repr(text) in str(refused_asset.value)
+
+
+@given(
+    power=st.integers(min_value=1, max_value=10**12),
+    first=st.integers(min_value=0, max_value=10**9),
+    length=st.integers(min_value=0, max_value=1_000),
+    kind=st.sampled_from(["epa", "eca"]),
+    single=st.booleans(),
+)
+def test_parse_asset_reads_back_any_energy_asset_it_describes(
+    power: int, first: int, length: int, kind: str, single: bool
+) -> None:
+    last = first if single else first + length
+    text = f"{kind}:{power}W@{first}" + ("" if single else f"-{last}")
+    expected = (Epa if kind == "epa" else Eca)(power, first, last)
+    assert parse_asset(text) == expected
+
+
+@given(amount=st.integers(min_value=1, max_value=2**53 - 1))
+def test_parse_asset_reads_back_any_amount(amount: int) -> None:
+    assert parse_asset(f"fa:{amount}") == Fa(amount)
+
+
+def test_withdraw_reports_a_bad_asset_without_a_traceback(tmp_path: Path) -> None:
+    keys = tmp_path / "owner-keys.json"
+    assert keygen("--out", keys, "--name", "owner", passphrase=PASSPHRASE).exit_code == 0
+    done = CliRunner().invoke(
+        app,
+        ["meter", "withdraw", "epa:lots", "--meter", METER_ID, "--keys", str(keys)],
+        env={PASSPHRASE_ENV: PASSPHRASE},
+    )
+    assert done.exit_code == 2
+    assert "'epa:lots' is not an asset" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.output
+
+
+# -- OwnerClient
+
+
+class Meter:
+    """A mock meter: records each request and answers with `answer` (or raises it)."""
+
+    def __init__(self, answer: httpx.Response | Exception) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def client(self, owner: Keypair) -> OwnerClient:
+        return OwnerClient(
+            METER_ID, owner, URL + "/", clock=lambda: NOW, transport=httpx.MockTransport(self)
+        )
+
+
+def test_each_call_is_a_signed_fresh_request_for_its_path() -> None:
+    owner = Keypair.generate()
+    meter = Meter(httpx.Response(201, json={"address": "ab" * 32, "index": 3}))
+    address = bytes(range(32))
+    with meter.client(owner) as client:
+        assert client.deposit_address() == {"address": "ab" * 32, "index": 3}
+        client.status()
+        client.bills()
+        client.withdraw([Output(Epa(1500, 120, 121), address), Output(Fa(7), address)])
+
+    paths = ["/v1/deposit-addresses", "/v1/status", "/v1/bills", "/v1/withdrawals"]
+    assert [(r.method, r.url.path, r.url.host) for r in meter.requests] == [
+        ("POST", path, "meter.test") for path in paths
+    ]
+    bodies = [json.loads(r.content) for r in meter.requests]
+    for request, body, path in zip(meter.requests, bodies, paths, strict=True):
+        assert request.headers["content-type"] == "application/json"
+        assert (body["v"], body["path"], body["meter"], body["at"]) == (1, path, METER_ID, int(NOW))
+        assert len(body["nonce"]) == 32 and int(body["nonce"], 16) >= 0
+        unsigned = {k: v for k, v in body.items() if k != "signature"}
+        signature = bytes.fromhex(body["signature"])
+        assert verify(owner.public_key, request_message(unsigned), signature)
+        assert not verify(Keypair.generate().public_key, request_message(unsigned), signature)
+    assert len({body["nonce"] for body in bodies}) == 4  # unique, so none is a replay
+    assert bodies[3]["outputs"] == [
+        output_to_wire(Output(Epa(1500, 120, 121), address)),
+        output_to_wire(Output(Fa(7), address)),
+    ]
+    assert set(bodies[0]) == {"v", "path", "meter", "at", "nonce", "signature"}
+
+
+def test_a_changed_field_no_longer_verifies() -> None:
+    owner = Keypair.generate()
+    meter = Meter(httpx.Response(200, json={}))
+    with meter.client(owner) as client:
+        client.call("/v1/status")
+    body = json.loads(meter.requests[0].content)
+    unsigned = {k: v for k, v in body.items() if k != "signature"}
+    tampered = {**unsigned, "path": "/v1/withdrawals"}
+    assert not verify(owner.public_key, request_message(tampered), bytes.fromhex(body["signature"]))
+
+
+def test_an_unreachable_meter_is_status_0_unreachable() -> None:
+    meter = Meter(httpx.ConnectError("connection refused"))
+    with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
+        client.status()
+    assert (error.value.status, error.value.code) == (0, "unreachable")
+    assert URL in error.value.message and "connection refused" in error.value.message
+
+
+def test_a_timeout_is_unreachable_too() -> None:
+    meter = Meter(httpx.ReadTimeout("timed out"))
+    with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
+        client.bills()
+    assert (error.value.status, error.value.code) == (0, "unreachable")
+
+
+@pytest.mark.parametrize("status", [200, 502])
+def test_an_answer_that_is_not_json_is_a_protocol_error(status: int) -> None:
+    meter = Meter(httpx.Response(status, text="<html>Bad Gateway</html>"))
+    with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
+        client.status()
+    assert (error.value.status, error.value.code) == (status, "protocol")
+    assert "<html>Bad Gateway</html>" in error.value.message
+
+
+def test_the_meters_error_body_becomes_the_errors_code_and_message() -> None:
+    body = {"error": {"code": "credit_exceeded", "message": "the credit line is used up"}}
+    meter = Meter(httpx.Response(422, json=body))
+    with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
+        client.withdraw([Output(Fa(1), bytes(32))])
+    assert (error.value.status, error.value.code, error.value.message) == (
+        422,
+        "credit_exceeded",
+        "the credit line is used up",
+    )
+    assert str(error.value) == "credit_exceeded: the credit line is used up"
+
+
+NOT_THE_COMMON_SHAPE: list[object] = [
+    {"detail": "Not Found"},
+    ["not", "an", "object"],
+    {"error": {}},
+    {"error": "Not Found"},
+    {"error": None},
+]
+
+
+@pytest.mark.parametrize("body", NOT_THE_COMMON_SHAPE)
+def test_an_error_without_the_common_shape_is_unknown(body: object) -> None:
+    answer = httpx.Response(404, json=body)
+    meter = Meter(answer)
+    with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
+        client.status()
+    assert (error.value.status, error.value.code, error.value.message) == (
+        404,
+        "unknown",
+        answer.text,
+    )
