@@ -24,6 +24,8 @@ from petra.http import ApiError, bounded_body, install_error_handlers
 MAX_BLOCKS_PER_PAGE = 1_000
 _STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
 
+KEEPALIVE_S = 5.0  # an idle block stream sends a comment this often
+
 
 def _tx_error(status: int, code: str, message: str, txid: bytes | None = None) -> ApiError:
     """An error about a submitted transaction: it names the transaction's id (null if none)."""
@@ -285,7 +287,7 @@ def create_app(node: LedgerNode) -> FastAPI:
                     height = found.header.height + 1
                 if not heads:
                     yield b": waiting\n\n"  # keeps proxies from closing an idle stream
-                    await node.next_block(15.0)
+                    await node.next_block(KEEPALIVE_S)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -13,7 +13,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from ledger.blocks import BlockHeader, SignedHead
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
+COMMENT = ":"  # the event name `_server_sent_events` reports comment lines under
 STREAM_IDLE_FACTOR = 6  # an SSE connection idle this many timeouts is dropped and reopened
 
 Block = tuple[SignedHead, list[bytes]]
@@ -371,8 +372,12 @@ class LedgerClient:
 
     # ------------------------------------------------------------ streaming
 
-    def stream_blocks(self, from_height: int | None = None) -> Iterator[Block]:
-        """Blocks from `from_height` (default: the next one) as the node makes them, for ever.
+    def stream_blocks(
+        self, from_height: int | None = None, *, stop: Callable[[], bool] | None = None
+    ) -> Iterator[Block]:
+        """Blocks from `from_height` (default: the next one) as the node makes them, until
+        `stop()` is true (looked at after every block and every keep-alive the node sends while
+        idle, so within `ledger.api.KEEPALIVE_S`), or for ever.
 
         Reads Server-Sent Events; on a dropped connection reopens from the block after the
         last one received. `LedgerUnavailable` after `retries` + 1 connections in a row that
@@ -389,6 +394,10 @@ class LedgerClient:
             try:
                 with contextlib.closing(self._stream_once(params, headers)) as blocks:
                     for block in blocks:
+                        if stop is not None and stop():
+                            return
+                        if block is None:
+                            continue  # a keep-alive
                         height = block[0].header.height
                         if last is not None and height <= last:
                             continue  # already delivered before a reconnection
@@ -415,7 +424,8 @@ class LedgerClient:
 
     def _stream_once(
         self, params: Mapping[str, int], headers: Mapping[str, str]
-    ) -> Generator[Block, None, None]:
+    ) -> Generator[Block | None, None, None]:
+        """The stream's blocks, and None for each keep-alive comment."""
         timeout = httpx.Timeout(self.timeout_s, read=self.timeout_s * STREAM_IDLE_FACTOR)
         with self._http.stream(
             "GET", "/stream/blocks", params=params, headers=headers, timeout=timeout
@@ -426,7 +436,11 @@ class LedgerClient:
                 response.read()
                 _answer(response)
                 raise LedgerProtocolError(f"the block stream answered {response.status_code}")
-            for event, data, event_id in _server_sent_events(response.iter_lines()):
+            lines = response.iter_lines()
+            for event, data, event_id in _server_sent_events(lines, comments=True):
+                if event == COMMENT:
+                    yield None
+                    continue
                 if event != "block":
                     continue
                 block = block_from_wire(_json(data))
@@ -561,11 +575,15 @@ def _local_txid(raw: bytes) -> bytes | None:
         return exc.txid
 
 
-def _server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
+def _server_sent_events(
+    lines: Iterator[str], *, comments: bool = False
+) -> Iterator[tuple[str, str, str | None]]:
     """(event, data, id) of each event in a text/event-stream, as the WHATWG HTML standard
     parses them: `data:` lines joined by newlines, one space after the colon dropped, lines
     starting with a colon (keep-alive comments) ignored, a blank line ending each event. The id
-    is the one the event itself carried (None if it carried none)."""
+    is the one the event itself carried (None if it carried none). With `comments`, each
+    comment line is also reported, as (`COMMENT`, its text, None), so a reader of an idle
+    stream gets control back at each keep-alive."""
     event: str = ""
     event_id: str | None = None
     data: list[str] = []
@@ -576,6 +594,8 @@ def _server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, str, str | 
             event, event_id, data = "", None, []
             continue
         if line.startswith(":"):
+            if comments:
+                yield COMMENT, line[1:].removeprefix(" "), None
             continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")

@@ -1,6 +1,9 @@
 """Following the ledger node block by block, for every service that keeps an index of it (the
-DSO node, the smart meter): one piece of code polls `/v1/blocks`, checks each head and hands
-the block to the service, which stores what it needs.
+DSO node, the smart meter): one piece of code catches up through `/v1/blocks`, checks each head
+and hands the block to the service, which stores what it needs. Once caught up it either polls
+again every `POLL_S` (the default) or, with `stream=True`, listens to the node's Server-Sent
+Events (`/v1/stream/blocks`) and takes each block as it is made; a stream that breaks is
+followed by another catch-up, so no block is missed either way.
 
 Each head must be of the genesis's chain, signed by one of its sequencer keys, follow the
 previous block (`prev` is its hash, or the chain id for block 1) and grow the tree by the number
@@ -48,6 +51,7 @@ class BlockFollower:
         previous: SignedHead | None = None,
         *,
         name: str = "ledger-follower",
+        stream: bool = False,
     ) -> None:
         if previous is not None and previous.header.height != height:
             raise ValueError(
@@ -57,6 +61,7 @@ class BlockFollower:
         self.genesis = genesis
         self.on_block = on_block
         self.name = name
+        self.stream = stream
         self.height = height
         self.problem: str | None = None
         self.last_error: str | None = None
@@ -65,6 +70,7 @@ class BlockFollower:
         self._stop = threading.Event()
         self._wake = threading.Event()  # someone waits for a block: poll now
         self._thread: threading.Thread | None = None
+        self._indexing = threading.Lock()  # one thread indexes at a time: poll() or the stream
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -94,17 +100,31 @@ class BlockFollower:
             blocks = self.client.blocks(self.height + 1, BATCH)
             if not blocks:
                 return count
-            for head, raws in blocks:
-                self._follow(head, raws)
-                count += 1
+            with self._indexing:
+                for head, raws in blocks:
+                    if head.header.height <= self.height:
+                        continue  # indexed by the stream meanwhile
+                    self._follow(head, raws)
+                    count += 1
+
+    def _listen(self) -> None:
+        """Index the blocks the node streams, until stop() or the stream fails."""
+        for head, raws in self.client.stream_blocks(self.height + 1, stop=self._stop.is_set):
+            with self._indexing:
+                if head.header.height > self.height:
+                    self._follow(head, raws)
+            self.last_error = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._wake.clear()  # before polling: a wake-up during the poll is not lost
-                if self.poll() == 0:
-                    self._wake.wait(POLL_S)
+                caught_up = self.poll() == 0
                 self.last_error = None
+                if caught_up and self.stream:
+                    self._listen()
+                elif caught_up:
+                    self._wake.wait(POLL_S)
             except FollowerStopped:
                 return
             except LedgerClientError as exc:

@@ -76,10 +76,10 @@ class Follower:
         self.on_block = on_block
 
     def run(self, stop: threading.Event) -> None:
-        """Follow until `stop` is set. `stop` is looked at between blocks and between
-        reconnections: while the primary is idle the stream blocks, so run this on a daemon
-        thread. Raises `GenesisMismatch` if the primary is of another chain, `ReplicaDiverged`
-        on the first block that fails a check (its evidence written first)."""
+        """Follow until `stop` is set. `stop` is looked at between blocks, at each keep-alive
+        of an idle stream (every `ledger.api.KEEPALIVE_S`) and between reconnections. Raises
+        `GenesisMismatch` if the primary is of another chain, `ReplicaDiverged` on the first
+        block that fails a check (its evidence written first)."""
         failures = 0
         checked_genesis = False
         while not stop.is_set():
@@ -87,7 +87,7 @@ class Follower:
                 if not checked_genesis:
                     self._check_genesis()
                     checked_genesis = True
-                for head, raws in self.client.stream_blocks(self._next_height()):
+                for head, raws in self.client.stream_blocks(self._next_height(), stop=stop.is_set):
                     self._follow(head, raws)
                     failures = 0
                     if stop.is_set():

@@ -3,9 +3,10 @@ ban, the prices in force), its own issues and the deposits to its deposit addres
 last block it indexed.
 
 It follows the ledger node with `ledger.follow.BlockFollower` (which checks every head and stops
-loudly on a bad block) and keeps each block's facts in the meter's database together with the
-block's height and signed head, in one transaction; at start-up it replays the stored facts and
-continues after the stored head, so a restart neither re-reads the ledger nor loses a block.
+loudly on a bad block), catching up through `/v1/blocks` and then listening to the node's
+block stream (Server-Sent Events), and keeps each block's facts in the meter's database with
+the block's height and signed head, in one transaction; at start-up it replays the stored facts
+and continues after the stored head, so a restart neither re-reads the ledger nor loses a block.
 
 Deposit addresses (`smartmeter.deposits.deposit_key`) are handed out in index order and the
 watcher watches every index below `max(handed out, highest paid + 1) + lookahead`: the gap limit
@@ -83,7 +84,7 @@ class MeterWatcher:
         self._widen()
         previous = None if head is None else head_from_wire(json.loads(head))
         self.follower = BlockFollower(
-            client, genesis, self._index, height, previous, name="meter-watcher"
+            client, genesis, self._index, height, previous, name="meter-watcher", stream=True
         )
 
     # ------------------------------------------------------------- following

@@ -37,6 +37,7 @@ from ledger import Ledger
 from ledger.api import output_to_wire, regulation_to_wire
 from ledger.blocks import SignedHead
 from ledger.client import (
+    COMMENT,
     InclusionProof,
     LedgerClient,
     LedgerError,
@@ -579,6 +580,38 @@ def test_server_sent_events_are_parsed_as_the_standard_says() -> None:
         ("block", "{\n}", "7"),
         ("message", "plain", None),
     ]
+
+
+def test_comments_are_reported_only_when_asked_for() -> None:
+    lines = [": waiting", "event: block", "data: 1", "", ":no space"]
+    assert list(_server_sent_events(iter(lines), comments=True)) == [
+        (COMMENT, "waiting", None),
+        ("block", "1", None),
+        (COMMENT, "no space", None),
+    ]
+    assert list(_server_sent_events(iter(lines))) == [("block", "1", None)]
+
+
+def test_stream_ends_at_a_keep_alive_once_told_to_stop(node: FakeNode) -> None:
+    node.grow(1)  # blocks 1 and 2
+
+    def blocks_then_idle(_: httpx.Request) -> httpx.Response:
+        events = []
+        for height in (1, 2):
+            head = node.store.block(height)
+            assert head is not None
+            data = json.dumps(node.block_wire(head))
+            events.append(f"event: block\nid: {height}\ndata: {data}\n\n")
+        body = "".join(events) + ": waiting\n\n" * 3
+        return httpx.Response(200, text=body, headers={"Content-Type": "text/event-stream"})
+
+    node.faults = [blocks_then_idle]
+    received: list[int] = []
+    with node.client() as client:
+        for head, _ in client.stream_blocks(1, stop=lambda: len(received) == 2):
+            received.append(head.header.height)
+    assert received == [1, 2]  # it returned at the first keep-alive after the stop
+    assert len([r for r in node.requests if r.url.path == "/v1/stream/blocks"]) == 1
 
 
 def test_stream_reconnects_from_the_last_block_received(node: FakeNode) -> None:

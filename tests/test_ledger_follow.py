@@ -4,6 +4,8 @@ one; so does the smart meter's watcher built on it."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,8 +37,10 @@ def chain_of(scenario: Scenario, length: int) -> list[Block]:
     return blocks
 
 
-def fake_ledger(blocks: list[Block], asked: list[str]) -> LedgerClient:
-    """A client of a node serving `blocks`; each path it is asked for goes to `asked`."""
+def fake_ledger(blocks: list[Block], asked: list[str], listed: int | None = None) -> LedgerClient:
+    """A client of a node serving `blocks`; each path it is asked for goes to `asked`.
+    `/v1/blocks` lists only the first `listed` (default: all); the block stream has them all,
+    then a keep-alive."""
 
     def wire(block: Block) -> dict[str, object]:
         return {"head": block[0].to_wire(), "transactions": [r.hex() for r in block[1]]}
@@ -45,9 +49,19 @@ def fake_ledger(blocks: list[Block], asked: list[str]) -> LedgerClient:
         asked.append(request.url.path)
         if request.url.path == "/v1/blocks":
             first, limit = int(request.url.params["from"]), int(request.url.params["limit"])
+            shown = blocks[:listed]
             return httpx.Response(
-                200, json={"blocks": [wire(b) for b in blocks][first - 1 :][:limit]}
+                200, json={"blocks": [wire(b) for b in shown][first - 1 :][:limit]}
             )
+        if request.url.path == "/v1/stream/blocks":
+            first = int(request.url.params["from"])
+            events = [
+                f"event: block\nid: {n}\ndata: {json.dumps(wire(b))}\n\n"
+                for n, b in enumerate(blocks, 1)
+                if n >= first
+            ]
+            body = "".join(events) + ": waiting\n\n"
+            return httpx.Response(200, text=body, headers={"Content-Type": "text/event-stream"})
         height = int(request.url.path.rsplit("/", 1)[1])
         if 1 <= height <= len(blocks):
             return httpx.Response(200, json=wire(blocks[height - 1]))
@@ -75,6 +89,29 @@ def test_it_follows_good_blocks_in_order_in_its_thread() -> None:
     finally:
         follower.stop()
     assert seen == [1, 2, 3] and follower.problem is None
+
+
+def test_streaming_it_catches_up_by_listing_then_takes_the_streamed_blocks() -> None:
+    scenario = Scenario()
+    seen: list[int] = []
+    asked: list[str] = []
+    follower = BlockFollower(
+        fake_ledger(chain_of(scenario, 5), asked, listed=2),
+        scenario.genesis,
+        lambda head, raws: seen.append(head.header.height),
+        stream=True,
+    )
+    follower.start()
+    try:
+        assert follower.wait_for(5, 10)
+    finally:
+        started = time.monotonic()
+        follower.stop()
+        assert time.monotonic() - started < 5  # stopped at a keep-alive, not stuck in a read
+    assert seen == [1, 2, 3, 4, 5] and follower.problem is None
+    assert asked[0] == "/v1/blocks" and "/v1/stream/blocks" in asked
+    first_stream = asked.index("/v1/stream/blocks")
+    assert "/v1/blocks" in asked[:first_stream]  # the listing came first
 
 
 @pytest.mark.parametrize("kept_head", [True, False], ids=["head-kept", "head-fetched"])
