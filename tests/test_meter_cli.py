@@ -1,5 +1,5 @@
-"""`petra meter keygen` and `parse_asset` in process, and `OwnerClient`'s requests and errors
-over a mock transport."""
+"""`petra meter keygen`, `run`'s refusals and `parse_asset` in process, and `OwnerClient`'s
+requests and errors over a mock transport."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from typer.testing import CliRunner, Result
 
 from assets import Eca, Epa, Fa, Keypair, Output
 from assets.codec import output_to_wire
-from assets.keyfile import is_sealed, load_keys
+from assets.keyfile import dump_keys, is_sealed, load_keys
 from assets.signing import verify
+from ledger.scenario import Scenario
 from petra.cli import app
 from petra.meter_cli import parse_asset
 from smartmeter.api import request_message
@@ -337,3 +338,55 @@ def test_an_error_without_the_common_shape_is_unknown(body: object) -> None:
         "unknown",
         answer.text,
     )
+
+
+# -- run, refusing to start
+
+
+def meter_config(tmp_path: Path, **meter: str) -> Path:
+    """A configuration in `tmp_path` whose ledger is nowhere (port 9 is discard's)."""
+    fields = {
+        "id": METER_ID,
+        "keys": "meter-keys.json",
+        "genesis": "genesis.json",
+        "owner": Keypair.generate().public_key.hex(),
+        "ledger": "http://127.0.0.1:9",
+        "store": f"sqlite:///{tmp_path / 'meter.sqlite'}",
+        **meter,
+    }
+    lines = [f'{key} = "{value}"' for key, value in fields.items()]
+    config = tmp_path / "meter.toml"
+    config.write_text("[meter]\n" + "\n".join(lines) + '\n\n[[source]]\nkind = "sdm630"\n')
+    (tmp_path / "genesis.json").write_bytes(Scenario().genesis_raw)
+    return config
+
+
+def run(config: Path, passphrase: str | None = PASSPHRASE) -> Result:
+    return CliRunner().invoke(
+        app, ["meter", "run", "--config", str(config)], env={PASSPHRASE_ENV: passphrase}
+    )
+
+
+def test_run_refuses_a_configuration_naming_the_key(tmp_path: Path) -> None:
+    config = meter_config(tmp_path, credit="5")
+    assert "unknown key meter.credit" in refused(run(config))
+
+
+def test_run_refuses_a_meter_key_in_clear(tmp_path: Path) -> None:
+    config = meter_config(tmp_path)
+    (tmp_path / "meter-keys.json").write_bytes(dump_keys({"meter": Keypair.generate()}, None))
+    assert "holds its keys in clear" in refused(run(config, passphrase=None))
+
+
+def test_run_refuses_a_key_file_without_the_meter_key(tmp_path: Path) -> None:
+    config = meter_config(tmp_path)
+    keys = dump_keys({"owner": Keypair.generate()}, PASSPHRASE.encode())
+    (tmp_path / "meter-keys.json").write_bytes(keys)
+    assert "no key named 'meter'" in refused(run(config))
+
+
+def test_run_refuses_a_wrong_passphrase(tmp_path: Path) -> None:
+    config = meter_config(tmp_path)
+    keys = dump_keys({"meter": Keypair.generate()}, PASSPHRASE.encode())
+    (tmp_path / "meter-keys.json").write_bytes(keys)
+    assert "meter-keys.json" in refused(run(config, passphrase="not it"))

@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from assets import Epa, Keypair, Output
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
+from ledger.scenario import Scenario
 from smartmeter.devices import PowerProfile, SimulatedSdm630, SimulatedSunSpecInverter
 from smartmeter.energy import IntervalStatus
 from smartmeter.modbus import SDM630_IMPORT_KWH
@@ -513,3 +514,33 @@ def test_broken_frames_and_payloads_mark_intervals_suspect_and_the_daemon_runs_o
     assert any("refused payload" in p for p in problems)
     assert home.running()
     assert "Traceback" not in log
+
+
+def test_without_the_ledger_it_measures_on_and_says_so(home: Home) -> None:
+    home.grid.set_profile([(0, 1_000)])
+    home.pv.set_profile([(0, 0)])
+    config = home.configure()
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    config.write_text(config.read_text().replace(home.dso.ledger_url, nowhere))
+    home.start()
+    first = home.interval_now() + 1
+    home.wait_closed("grid", first + 1)
+    assert home.closed("grid", first, first + 1)[first].status is MEASURED
+    with home.owner_client() as owner:
+        status = wait_until(lambda: (found := owner.status())["ledger_error"] and found, "error")
+    assert status["height"] == 0
+    with pytest.raises(OwnerApiError) as refused, home.owner_client() as owner:
+        owner.deposit_address()
+    assert (refused.value.status, refused.value.code) == (503, "ledger_unavailable")
+    assert "starting anyway" in home.log_text()
+
+
+def test_a_ledger_of_another_chain_is_refused_at_start(home: Home) -> None:
+    config = home.configure()
+    (home.tmp / "other-genesis.json").write_bytes(Scenario().genesis_raw)
+    config.write_text(config.read_text().replace('"genesis.json"', '"other-genesis.json"'))
+    log = home.tmp / "refused.log"
+    process = start_petra("meter", "run", "--config", str(config), log=log)
+    assert process.wait(60) == 2
+    assert "serves another chain" in log.read_text()
+    assert "Traceback" not in log.read_text()
