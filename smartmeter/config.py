@@ -45,7 +45,9 @@ time_path = "$.ts"                # optional: unix seconds in the payload
 
 A source's `max_gap_s` (default: 60 s or three polls, whichever is longer) is the longest span
 between two readings whose energy is still apportioned to intervals; a longer gap is recorded
-as missing energy, never spread over the intervals it spans.
+as missing energy, never spread over the intervals it spans. Its `max_power_w` (default: no
+check), if given, refuses a counter step faster than that power as implausible (a replaced
+meter, a garbled register) and marks its interval suspect instead of counting it.
 
 Relative paths are relative to the configuration file. Every problem is a `ConfigError` naming
 the key and what it should be.
@@ -98,6 +100,7 @@ class SourceConfig:
     options: dict[str, Any]
     name: str = "source"
     max_gap_s: int = 60
+    max_power_w: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,7 @@ def _source(value: Any, n: int) -> SourceConfig:
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
     default_port = 1883 if kind == "mqtt" else 502
-    common = ("kind", "name", "host", "port", "poll_s", "device_id", "max_gap_s")
+    common = ("kind", "name", "host", "port", "poll_s", "device_id", "max_gap_s", "max_power_w")
     options = {k: v for k, v in value.items() if k not in common}
     name = _str(value, f"{where}.name", "name", f"{kind}-{n}")
     if NAME.fullmatch(name) is None:
@@ -244,6 +247,11 @@ def _source(value: Any, n: int) -> SourceConfig:
         options=options,
         name=name,
         max_gap_s=_int(value, f"{where}.max_gap_s", "max_gap_s", 1, 86_400, default_gap),
+        max_power_w=(
+            _int(value, f"{where}.max_power_w", "max_power_w", 1, 10**9, 1)
+            if "max_power_w" in value
+            else None
+        ),
     )
     if kind == "mqtt":
         from smartmeter.sources import check_source  # sources reads configurations: import late

@@ -67,7 +67,10 @@ def deposit_seed(meter_key: Keypair) -> bytes:
 def energy_config(genesis: Genesis, source: SourceConfig) -> EnergyConfig:
     """How `source`'s readings become interval energy on the chain of `genesis`."""
     return EnergyConfig(
-        interval_s=genesis.interval_s, epoch=genesis.epoch, max_gap_s=source.max_gap_s
+        interval_s=genesis.interval_s,
+        epoch=genesis.epoch,
+        max_gap_s=source.max_gap_s,
+        max_power_w=source.max_power_w,
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.scenario import Scenario
 from smartmeter import config as config_module
 from smartmeter.config import (
     ConfigError,
@@ -20,6 +21,7 @@ from smartmeter.config import (
 )
 from smartmeter.energy import MeterConfig as EnergyConfig
 from smartmeter.mqtt import EmoncmsFormat, Input, JsonPathFormat, MqttSample
+from smartmeter.node import energy_config
 from smartmeter.sources import SourceRunner, sample_format
 from smartmeter.store import MeterStore
 
@@ -203,6 +205,22 @@ def test_an_explicit_max_gap_is_kept_and_checked(tmp_path: Path) -> None:
     for bad in (0, 86_401, True, 1.5, "60"):
         with pytest.raises(ConfigError, match=r"source\[0\]\.max_gap_s must be a whole number"):
             parse_config(_document({"kind": "sdm630", "max_gap_s": bad}), tmp_path)
+
+
+def test_max_power_is_unchecked_unless_given_and_reaches_the_interval_meter(
+    tmp_path: Path,
+) -> None:
+    document = _document({"kind": "sdm630"}, {"kind": "sunspec", "max_power_w": 12_000})
+    unchecked, checked = parse_config(document, tmp_path).sources
+    assert (unchecked.max_power_w, checked.max_power_w) == (None, 12_000)
+    assert "max_power_w" not in checked.options
+    genesis = Scenario(epoch=1_000, interval_s=900).genesis
+    assert energy_config(genesis, checked) == EnergyConfig(
+        interval_s=900, epoch=1_000, max_gap_s=checked.max_gap_s, max_power_w=12_000
+    )
+    for bad in (0, True, 1.5, "6000"):
+        with pytest.raises(ConfigError, match=r"source\[0\]\.max_power_w must be a whole"):
+            parse_config(_document({"kind": "sdm630", "max_power_w": bad}), tmp_path)
 
 
 def test_without_a_publish_section_nothing_is_published(tmp_path: Path) -> None:
