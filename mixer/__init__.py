@@ -1,0 +1,1 @@
+"""The mixer: CoinShuffle with blame (protocol.py), its coordinator and its client."""
