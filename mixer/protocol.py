@@ -714,7 +714,13 @@ def _replay(
         kind = Kind.SHUFFLE if i < size - 1 else Kind.FINAL
         message = one.get((i, kind))
         if message is None:
-            return  # the shuffle stopped before this step (a blame or a silence)
+            # The shuffle stopped here (a blame or a silence), unless a later peer went on
+            # without this step: an honest one has it, and gives it as evidence.
+            for k in range(i + 1, size):
+                if (k, Kind.SHUFFLE if k < size - 1 else Kind.FINAL) in one:
+                    culprits[k] = f"went on with the shuffle without peer {i}'s step"
+                    break
+            return
         sent = _bytes_list(message, "ciphertexts" if kind is Kind.SHUFFLE else "outputs")
         if kind is Kind.FINAL:
             bad = [creator for value, creator in peeled if len(value) != ADDRESS_BYTES]
