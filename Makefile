@@ -33,6 +33,7 @@ demo: venv
 bench: venv
 	$(BIN)/petra bench ledger
 	$(BIN)/petra bench dso
+	$(BIN)/petra bench mixer
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

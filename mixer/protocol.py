@@ -423,8 +423,8 @@ class Peer:
         versions.append(message)
         if message.kind is Kind.BLAME:
             return self._on_blame(message)
-        if self.phase is Phase.BLAME:
-            return []
+        if self.phase is Phase.BLAME and not (message.kind is Kind.SIGN and self._agreed):
+            return []  # but a transfer every peer signed is whole, whoever blamed since
         if len(versions) > 1:
             return self._blame(f"peer {message.sender} sent two different {message.kind} messages")
         handler = {
@@ -556,7 +556,9 @@ class Peer:
         out: list[Message] = []
         if self.phase is not Phase.BLAME:
             out = self._blame(f"answering peer {message.sender}'s blame", message)
-        self._blames[message.sender] = message
+        # The first blame of each peer counts: the coordinator relays blames to everyone in one
+        # order, so every peer judges the same N blames whatever a cheat sends later.
+        self._blames.setdefault(message.sender, message)
         if len(self._blames) == self.session.size and self.outcome is None:
             self.outcome = Blamed(verdict(self.session, list(self._blames.values())))
         return out
@@ -676,8 +678,9 @@ def _replay(
     outputs: list[bytes] | None,
     culprits: dict[int, str],
 ) -> None:
-    """Replay the shuffle with the revealed keys, naming the first peer whose step is wrong
-    (or the creator of a ciphertext that does not open)."""
+    """Replay the shuffle with the revealed keys, naming every peer whose step is wrong, the
+    creator of a ciphertext that does not open (the replay stops there) and makers of
+    copies."""
     size = session.size
     dks: dict[int, bytes] = {}
     for n in range(size):
@@ -699,7 +702,8 @@ def _replay(
                 if n not in eks and n in blames:
                     culprits[n] = "blamed without announcing its key"
         return
-    # Each element of each list, with the peer who created it.
+    # Each element of each list, with the peer who created it. A wrong step names its peer
+    # and the replay goes on from what that peer sent, so every wrong step is named.
     previous: list[tuple[bytes, int]] = []
     for i in range(size):
         if i not in dks and i > 0:
@@ -708,9 +712,15 @@ def _replay(
         for ciphertext, creator in previous:
             opened = peel(ciphertext, dks[i])
             if opened is None:
-                culprits[creator] = f"made a ciphertext that peer {i} cannot open"
+                culprits.setdefault(creator, f"made a ciphertext that peer {i} cannot open")
                 return
             peeled.append((opened, creator))
+        if _copies(peeled, culprits) and i == size - 1:
+            return
+        if i == size - 1:
+            for value, creator in peeled:
+                if len(value) != ADDRESS_BYTES:
+                    culprits.setdefault(creator, "made an onion that does not hold an address")
         kind = Kind.SHUFFLE if i < size - 1 else Kind.FINAL
         message = one.get((i, kind))
         if message is None:
@@ -718,42 +728,50 @@ def _replay(
             # without this step: an honest one has it, and gives it as evidence.
             for k in range(i + 1, size):
                 if (k, Kind.SHUFFLE if k < size - 1 else Kind.FINAL) in one:
-                    culprits[k] = f"went on with the shuffle without peer {i}'s step"
+                    culprits.setdefault(k, f"went on with the shuffle without peer {i}'s step")
                     break
             return
         sent = _bytes_list(message, "ciphertexts" if kind is Kind.SHUFFLE else "outputs")
-        if kind is Kind.FINAL:
-            bad = [creator for value, creator in peeled if len(value) != ADDRESS_BYTES]
-            for creator in bad:
-                culprits[creator] = "made an onion that does not hold an address"
-            counts = Counter(value for value, _ in peeled)
-            for value, creator in peeled:
-                if counts[value] > 1:
-                    culprits[creator] = "submitted the same output as another peer"
-            if culprits:
-                return
+        unpeeled = Counter(value for value, _ in peeled)
         remaining = Counter(sent)
-        missing = Counter(value for value, _ in peeled) - remaining
-        remaining.subtract(Counter(value for value, _ in peeled))
+        remaining.subtract(unpeeled)
+        dropped = any(count < 0 for count in remaining.values())
         new = [value for value, count in remaining.items() for _ in range(max(count, 0))]
-        if missing or len(sent) != i + 1 or len(new) != 1 or len(set(sent)) != len(sent):
+        if dropped or len(sent) != i + 1 or len(new) != 1 or len(set(sent)) != len(sent):
             what = "the final list" if kind is Kind.FINAL else "its shuffle"
-            culprits[i] = f"dropped, replaced or repeated a ciphertext in {what}"
-            return
+            culprits.setdefault(i, f"dropped, replaced or repeated a ciphertext in {what}")
         if kind is Kind.FINAL:
             return
         creators = dict(peeled)
-        previous = [(value, creators.get(value, i) if value != new[0] else i) for value in sent]
+        previous = [(value, i if value in new else creators.get(value, i)) for value in sent]
+
+
+def _copies(peeled: list[tuple[bytes, int]], culprits: dict[int, str]) -> bool:
+    """Name the makers of copies among `peeled`: in a group of equal values, every creator
+    but the lowest. Nobody can copy what a later peer makes (it does not exist yet when the
+    earlier one acts), so the lowest is the original and an honest peer is never named."""
+    groups: dict[bytes, list[int]] = {}
+    for value, creator in peeled:
+        groups.setdefault(value, []).append(creator)
+    found = False
+    for creators in groups.values():
+        for creator in sorted(creators)[1:]:
+            culprits.setdefault(creator, "copied another peer's onion or output")
+            found = True
+    return found
 
 
 def owed(session: Session, messages: Iterable[Message]) -> frozenset[int]:
     """The peers the protocol waits for, given every message of the session relayed so far
-    (the coordinator's view): whom a timeout names as silent. Empty once every signature is
-    in (or before anything is owed)."""
+    (the coordinator's view): whom a timeout names as silent. Empty once every peer's valid
+    signature of the transfer is in (only the ledger decides then), or before anything is owed."""
+    relayed = list(messages)
     said: dict[Kind, set[int]] = {kind: set() for kind in Kind}
-    for message in messages:
+    for message in relayed:
         said[message.kind].add(message.sender)
     everyone = set(range(session.size))
+    if said[Kind.SIGN] == everyone and whole_transfer(session, relayed) is not None:
+        return frozenset()
     if said[Kind.BLAME]:
         return frozenset(everyone - said[Kind.BLAME])
     if said[Kind.ANNOUNCE] != everyone:
@@ -766,3 +784,30 @@ def owed(session: Session, messages: Iterable[Message]) -> frozenset[int]:
     if said[Kind.CONFIRM] != everyone:
         return frozenset(everyone - said[Kind.CONFIRM])
     return frozenset(everyone - said[Kind.SIGN])
+
+
+def whole_transfer(session: Session, messages: Iterable[Message]) -> Transfer | None:
+    """The transfer of a final list among `messages` with a valid signature by every peer
+    among them; None while a signature is missing or signs something else."""
+    relayed = list(messages)
+    signs = [m for m in relayed if m.kind is Kind.SIGN]
+    if {m.sender for m in signs} != set(range(session.size)):
+        return None
+    for final in relayed:
+        if final.kind is not Kind.FINAL or final.sender != session.size - 1:
+            continue
+        outputs = _bytes_list(final, "outputs")
+        if len(set(outputs)) != session.size:
+            continue
+        unsigned = session.transfer(outputs)
+        to_sign = signing_message("transfer", txid(unsigned))
+        valid: dict[int, bytes] = {}
+        for sign in signs:
+            signature = bytes.fromhex(sign.body["signature"])
+            owner = session.peers[sign.sender].owner
+            if sign.sender not in valid and verify(owner, to_sign, signature):
+                valid[sign.sender] = signature
+        if len(valid) == session.size:
+            signatures = tuple(Signature(p.owner, valid[n]) for n, p in enumerate(session.peers))
+            return Transfer(unsigned.chain, unsigned.inputs, unsigned.outputs, signatures)
+    return None

@@ -30,6 +30,7 @@ from petra.console import (
 )
 from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
+from petra.mixer_cli import mixer_app
 
 app = typer.Typer(
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
@@ -45,6 +46,7 @@ bench_app = typer.Typer(
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(dso_app, name="dso")
 app.add_typer(meter_app, name="meter")
+app.add_typer(mixer_app, name="mixer")
 app.add_typer(bench_app, name="bench")
 
 
@@ -391,6 +393,29 @@ def bench_dso_command(
     try:
         run_dso_bench(as_json, console, bills=bills, meters=meters, clients=clients)
     except (DsoBenchError, StoreError) as exc:
+        fail(str(exc))
+
+
+@bench_app.command("mixer")
+def bench_mixer_command(
+    peers: Annotated[
+        str, typer.Option(help="Pool sizes to mix, comma-separated (each from 2 to 256).")
+    ] = "10,50,100",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Seconds for one CoinShuffle mix of N peers on loopback, from the first join until the
+    transfer pays every peer, and bytes each peer posts, against 2 (N + 3) sequential round
+    trips to the coordinator measured in the same run."""
+    from mixer.bench import MixerBenchError, run_mixer_bench
+
+    try:
+        sizes = [int(n) for n in peers.split(",") if n.strip()]
+    except ValueError:
+        fail(f"--peers must be comma-separated numbers, not {peers!r}")
+    console = Console(stderr=as_json)
+    try:
+        run_mixer_bench(sizes, as_json, console)
+    except MixerBenchError as exc:
         fail(str(exc))
 
 

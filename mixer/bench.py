@@ -1,0 +1,284 @@
+"""`petra bench mixer`: the wall time of one CoinShuffle mix of N peers on loopback, and the
+bytes each peer posts, against a baseline measured in the same run.
+
+One run: `petra ledger serve` in its own process over a temporary SQLite store, on a chain of
+one-second intervals; a regulation authorizes one meter, which issues N equal FA outputs to N
+fresh keys. For each N, `petra mixer serve` starts in its own process with `--min-peers` and
+`--max-peers` N, and N `MixClient`s, one thread each in this process, join at once: the time
+runs from before the first join until every peer has seen the transfer on the ledger paying
+its output.
+
+The baseline is the protocol's floor on this machine: one run is a chain of N + 3 messages
+each waiting for the one before (the announcements, then N - 1 shuffles and the final list,
+then the confirmations and the signatures), and each is a POST to the coordinator and a long
+poll that delivers it: 2 (N + 3) sequential round trips to the same coordinator process,
+timed here as that many sequential GETs. Ed25519 and sealed boxes cost microseconds against
+that; what a mix spends above its floor is the coordinator's and the clients' work and the
+ledger's block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from assets import Authorization, Fa, Keypair, Outpoint, encode_transaction, txid
+from ledger.bench_http import LedgerProcess, free_port, progress_bar
+from ledger.client import LedgerClient, LedgerClientError
+from ledger.scenario import Scenario, pay
+from mixer.client import MixClient, MixError, MixResult
+
+DEFAULT_PEERS = (10, 50, 100)
+DENOMINATION = Fa(1_000_000)  # micro-units: one unit of the chain's currency per peer
+INTERVAL_S = 1  # one-second intervals: a regulation is in force a second or two after it lands
+START_S = 10  # the pool's start deadline; it starts at once with N peers
+STEP_TIMEOUT_S = 20  # the coordinator's per-step timeout: no honest peer of the bench is slow
+MIX_TIMEOUT_S = 300
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20
+BENCH_METER = "bench-mixer-meter"
+_PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
+
+
+class MixerBenchError(Exception):
+    """The benchmark could not run: a process did not start, or a mix did not land."""
+
+
+@dataclass(frozen=True)
+class MixBench:
+    peers: int
+    seconds: float
+    bytes_per_peer: int
+    baseline_s: float  # 2 (N + 3) sequential round trips to the coordinator
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.baseline_s
+
+
+def fund(
+    ledger: LedgerClient, scenario: Scenario, meter: Keypair, nonce: int, owners: Sequence[Keypair]
+) -> list[Outpoint]:
+    """One issue by the authorized `meter` (its `nonce`-th) paying `DENOMINATION` to each of
+    `owners`: each owner's outpoint."""
+    issue = scenario.issue(BENCH_METER, meter, nonce, [pay(DENOMINATION, o) for o in owners])
+    ledger.submit(encode_transaction(issue))
+    return [Outpoint(txid(issue), n) for n in range(len(owners))]
+
+
+def authorize_meter(ledger: LedgerClient, scenario: Scenario, meter: Keypair) -> None:
+    """A regulation authorizing `meter` from the next interval; returns once it is in force."""
+    effective = (int(time.time()) - scenario.epoch) // scenario.interval_s + 1
+    regulation = scenario.regulate(
+        effective, authorize=[Authorization(BENCH_METER, meter.public_key, 1, 1)]
+    )
+    ledger.submit(encode_transaction(regulation))
+    while (int(time.time()) - scenario.epoch) // scenario.interval_s <= effective + 1:
+        time.sleep(0.05)
+
+
+class CoordinatorProcess:
+    """`petra mixer serve` in its own process, its standard error in `log`."""
+
+    def __init__(
+        self,
+        genesis: Path,
+        ledger_url: str,
+        peers: int,
+        log: Path,
+        *,
+        start_s: int = START_S,
+        timeout_s: int = STEP_TIMEOUT_S,
+    ) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [
+                    *_PETRA,
+                    *("mixer", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
+                    *("--min-peers", str(peers), "--max-peers", str(peers)),
+                    *("--start-s", str(start_s), "--timeout-s", str(timeout_s)),
+                    *("--host", "127.0.0.1", "--port", str(port)),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                httpx.get(f"{self.url}/v1/pools/none", timeout=1)
+                return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise MixerBenchError(f"the coordinator did not start: {tail}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def mix_all(clients: Sequence[MixClient]) -> tuple[float, list[MixResult]]:
+    """Run every client in a thread of its own, all at once; (wall seconds from before the
+    first join until the last peer saw the transfer pay it, each peer's result)."""
+    results: list[MixResult | None] = [None] * len(clients)
+    errors: list[str] = []
+    ready = threading.Barrier(len(clients) + 1)
+
+    def mix(n: int) -> None:
+        ready.wait()
+        try:
+            results[n] = clients[n].run()
+        except MixError as exc:
+            errors.append(f"peer {n}: {exc}")
+
+    threads = [threading.Thread(target=mix, args=(n,), daemon=True) for n in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise MixerBenchError(f"{len(errors)} peers did not mix: {errors[0]}")
+    return seconds, [r for r in results if r is not None]
+
+
+def _baseline(url: str, round_trips: int) -> float:
+    """Seconds for `round_trips` sequential GETs to the coordinator on one connection."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        client.get("/v1/pools/baseline")  # connect outside the clock
+        start = time.perf_counter()
+        for _ in range(round_trips):
+            client.get("/v1/pools/baseline")
+        return time.perf_counter() - start
+
+
+def _one_size(
+    scenario: Scenario,
+    ledger_url: str,
+    meter: Keypair,
+    nonce: int,
+    peers: int,
+    tmp: Path,
+) -> MixBench:
+    owners = [Keypair.generate() for _ in range(peers)]
+    with LedgerClient(ledger_url, timeout_s=60) as ledger:
+        outpoints = fund(ledger, scenario, meter, nonce, owners)
+        coordinator = CoordinatorProcess(
+            tmp / "genesis.json", ledger_url, peers, tmp / f"coordinator-{peers}.log"
+        )
+        try:
+            coordinator.wait_until_serving()
+            baseline = _baseline(coordinator.url, 2 * (peers + 3))
+            clients = [
+                MixClient(
+                    coordinator.url,
+                    ledger,
+                    scenario.chain,
+                    owner,
+                    outpoint,
+                    DENOMINATION,
+                    timeout_s=MIX_TIMEOUT_S,
+                )
+                for owner, outpoint in zip(owners, outpoints, strict=True)
+            ]
+            try:
+                seconds, results = mix_all(clients)
+            finally:
+                for client in clients:
+                    client.close()
+        finally:
+            coordinator.stop()
+    return MixBench(
+        peers=peers,
+        seconds=round(seconds, 3),
+        bytes_per_peer=round(sum(r.bytes_sent for r in results) / len(results)),
+        baseline_s=baseline,
+    )
+
+
+def run_mixer_bench(peers: Sequence[int], as_json: bool, console: Console) -> list[MixBench]:
+    """Mix once with each number of `peers`; print a table (or, with `as_json`, one JSON object
+    `{"results": [{"peers", "seconds", "bytes_per_peer"}, ...]}` on standard output)."""
+    if any(not 2 <= n <= 256 for n in peers):
+        raise MixerBenchError("each number of peers must be from 2 to 256")
+    scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
+    meter = Keypair.generate()
+    measured: list[MixBench] = []
+    with tempfile.TemporaryDirectory(prefix="petra-bench-mixer-") as name:
+        tmp = Path(name)
+        if not as_json:
+            console.print("Starting `petra ledger serve` on loopback and funding the peers...")
+        node = LedgerProcess(scenario, tmp)
+        try:
+            node.wait_until_serving()
+            with LedgerClient(node.url, timeout_s=60) as ledger:
+                authorize_meter(ledger, scenario, meter)
+            with progress_bar("mixing (one pool per size)", as_json, console) as progress:
+                task = progress.add_task("mix", total=len(peers))
+                for nonce, n in enumerate(peers, start=1):
+                    measured.append(_one_size(scenario, node.url, meter, nonce, n, tmp))
+                    progress.advance(task)
+        except (LedgerClientError, httpx.HTTPError) as exc:
+            raise MixerBenchError(f"the ledger node failed: {exc}: {node.log_tail()}") from None
+        finally:
+            node.stop()
+    _report(measured, as_json, console)
+    return measured
+
+
+def _report(measured: Sequence[MixBench], as_json: bool, console: Console) -> None:
+    if as_json:
+        results = [
+            {"peers": m.peers, "seconds": m.seconds, "bytes_per_peer": m.bytes_per_peer}
+            for m in measured
+        ]
+        print(json.dumps({"results": results}))
+        return
+    table = Table(
+        title="petra bench mixer",
+        caption="baseline: 2 (N + 3) sequential round trips to the coordinator, the protocol's "
+        "chain of dependent messages, measured in the same run; all on loopback",
+    )
+    table.add_column("peers", justify="right")
+    table.add_column("mix (join to landed)", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("mix / baseline", justify="right")
+    table.add_column("bytes posted per peer", justify="right")
+    for m in measured:
+        table.add_row(
+            str(m.peers),
+            f"{m.seconds:.2f} s",
+            f"{1000 * m.baseline_s:.1f} ms",
+            f"{m.ratio:.1f}",
+            f"{m.bytes_per_peer:,}",
+        )
+    console.print(table)

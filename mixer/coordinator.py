@@ -1,0 +1,689 @@
+"""The mixer's coordinator (DESIGN.md section 8, docs/mixer-api.md): a bulletin board that forms
+pools of peers with equal denominations, relays their signed CoinShuffle messages
+(`mixer.protocol`), enforces the protocol's timeouts and submits the finished transfer.
+
+Framework-free and thread-safe: `mixer.api` serves it over HTTP and calls `tick` from a
+background thread. It learns no link between an input and an output (the shuffle is sealed for
+the peers' ephemeral keys), keeps pools in memory only, forgets each (its events included)
+`forget_s` after it ends, and logs only pool ids, sizes, runs and phases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from assets import (
+    Asset,
+    Code,
+    Outpoint,
+    Rejected,
+    Transfer,
+    canonical_json,
+    encode_transaction,
+    signing_message,
+    txid,
+    verify,
+)
+from assets.codec import MAX_INT, asset_from_wire, asset_to_wire
+from ledger.client import LedgerClientError, LedgerRejected, Submitted
+from mixer import protocol
+from mixer.protocol import BadMessage, Input, Kind, Message, Phase, Session, decode_message
+
+log = logging.getLogger("petra.mixer")
+
+JOIN_TYPE = "mixer-join"  # the signing domain of join requests
+FRESH_S = 60  # how far a join request's `at` may be from the coordinator's clock, s
+MAX_WAIT_S = 30.0  # the longest long poll, s
+MAX_EVENTS = 1000  # events in one answer to a long poll
+MAX_VERSIONS = 2  # distinct versions of one peer's message of one kind: two prove equivocation
+SUBMIT_ATTEMPTS = 10  # submissions of a signed transfer while the ledger is unavailable
+RETRY_S = 1.0  # between them, s
+FIRST_RUN = 1
+
+
+class MixerError(Exception):
+    """A refusal with an HTTP status, a stable code and a sentence a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Ledger(Protocol):
+    """The ledger calls the coordinator makes (`ledger.client.LedgerClient` has them)."""
+
+    def output(self, txid: bytes, index: int) -> dict[str, Any] | None: ...
+
+    def unspent(self, address: bytes) -> list[dict[str, Any]]: ...
+
+    def transaction(self, txid: bytes) -> dict[str, Any] | None: ...
+
+    def submit(self, raw: bytes) -> Submitted: ...
+
+
+class PoolState(StrEnum):
+    FORMING = "forming"
+    RUNNING = "running"
+    LANDED = "landed"
+    FAILED = "failed"
+
+
+ENDED = frozenset({PoolState.LANDED, PoolState.FAILED})
+
+
+# ----------------------------------------------------------------------------- joining
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A signed request to put `input` (holding `asset`) into a pool; `at` in unix s."""
+
+    asset: Asset
+    input: Input
+    at: int
+    signature: bytes
+
+
+def join_message(unsigned: Mapping[str, Any]) -> bytes:
+    """What the owner signs: the join request without its `signature` field."""
+    return signing_message(JOIN_TYPE, hashlib.sha256(canonical_json(dict(unsigned))).digest())
+
+
+def parse_join(wire: Any) -> JoinRequest:
+    """The join request in `wire` (parsed JSON), its signature checked: 400 `malformed` or 401
+    `bad_signature` otherwise. Nothing here asks the clock or the ledger."""
+    if not isinstance(wire, dict) or set(wire) != {"v", "asset", "input", "at", "signature"}:
+        raise _malformed("a join request has exactly v, asset, input, at, signature")
+    if type(wire["v"]) is not int or wire["v"] != 1:
+        raise _malformed("v must be 1")
+    try:
+        asset = asset_from_wire(wire["asset"])
+    except Rejected as exc:
+        raise _malformed(exc.message) from None
+    given = wire["input"]
+    if not isinstance(given, dict) or set(given) != {"tx", "index", "owner"}:
+        raise _malformed("input has exactly tx, index, owner")
+    index = given["index"]
+    if type(index) is not int or not 0 <= index <= MAX_INT:
+        raise _malformed(f"input.index must be an integer from 0 to {MAX_INT}")
+    at = wire["at"]
+    if type(at) is not int or not 0 <= at <= MAX_INT:
+        raise _malformed("at must be a time in unix seconds")
+    owner = _hex(given["owner"], 32, "input.owner")
+    item = Input(Outpoint(_hex(given["tx"], 32, "input.tx"), index), owner)
+    signature = _hex(wire["signature"], 64, "signature")
+    unsigned = {k: v for k, v in wire.items() if k != "signature"}
+    if not verify(owner, join_message(unsigned), signature):
+        raise MixerError(401, "bad_signature", "the join request is not signed by input.owner")
+    return JoinRequest(asset, item, at, signature)
+
+
+def _malformed(message: str) -> MixerError:
+    return MixerError(400, "malformed", message)
+
+
+def _hex(value: Any, size: int, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value) if type(value) is str and len(value) == 2 * size else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != size or raw.hex() != value:
+        raise _malformed(f"{what} must be {2 * size} lowercase hex digits")
+    return raw
+
+
+def _envelope(wire: Any) -> tuple[Mapping[str, Any], list[int] | None]:
+    """The message and its `to` list from a POST .../messages body."""
+    if not isinstance(wire, dict) or "message" not in wire or not set(wire) <= {"message", "to"}:
+        raise _malformed('the body is {"message": {...}, "to": null or [peer indexes]}')
+    message, to = wire["message"], wire.get("to")
+    if not isinstance(message, dict):
+        raise _malformed("message must be an object")
+    if to is not None and (
+        not isinstance(to, list)
+        or len(to) > protocol.MAX_PEERS
+        or any(type(n) is not int for n in to)
+    ):
+        raise _malformed(f"to must be null or a list of at most {protocol.MAX_PEERS} indexes")
+    return message, to
+
+
+# ----------------------------------------------------------------------------- pools
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a pool: `wire` as answered (with `seq` and `type`), for `audience`."""
+
+    seq: int
+    audience: frozenset[bytes] | None  # the owners it is for; None: every peer that joined
+    wire: dict[str, Any]
+
+
+@dataclass(eq=False)
+class Run:
+    """The coordinator's bookkeeping of one run, dropped when the run ends."""
+
+    session: Session
+    owed: frozenset[int]
+    owed_since: float
+    relayed: dict[bytes, Message] = field(default_factory=dict)  # by message id, in order
+    reached: dict[bytes, tuple[set[bytes], int]] = field(default_factory=dict)  # id -> owners, seq
+    transfer: Transfer | None = None  # signed by every peer: its fate is the ledger's
+    settling: bool = False  # a thread is submitting `transfer`
+    attempts: int = 0
+    retry_at: float = 0.0
+
+    def heard(self) -> list[Message]:
+        """Messages every peer they were meant for received (all others, but for a shuffle):
+        what a peer told only some peers is owed to the rest."""
+        everyone = {p.owner for p in self.session.peers}
+        return [
+            m
+            for key, m in self.relayed.items()
+            if m.kind is Kind.SHUFFLE
+            or self.reached[key][0] | {self.session.peers[m.sender].owner} >= everyone
+        ]
+
+
+@dataclass(eq=False)
+class Pool:
+    id: str
+    asset: Asset
+    denomination: bytes
+    starts_by: float
+    changed: threading.Condition  # on the coordinator's lock: notified on each event
+    joined: list[Input] = field(default_factory=list)
+    state: PoolState = PoolState.FORMING
+    session: Session | None = None  # the latest run's
+    run: Run | None = None  # the live run's bookkeeping
+    past: set[str] = field(default_factory=set)  # session ids (hex) of earlier runs
+    events: list[Event] = field(default_factory=list)  # event seq n is events[n - 1]
+    ended_at: float | None = None
+
+    @property
+    def owners(self) -> set[bytes]:
+        return {i.owner for i in self.joined}
+
+
+def phase_of(session: Session, heard: Iterable[Message]) -> Phase:
+    """The phase a run is in, from the messages every peer heard."""
+    said: dict[Kind, set[int]] = {kind: set() for kind in Kind}
+    for message in heard:
+        said[message.kind].add(message.sender)
+    if said[Kind.BLAME]:
+        return Phase.BLAME
+    if len(said[Kind.ANNOUNCE]) < session.size:
+        return Phase.ANNOUNCE
+    if session.size - 1 not in said[Kind.FINAL]:
+        return Phase.SHUFFLE
+    if len(said[Kind.CONFIRM]) < session.size:
+        return Phase.CONFIRM
+    return Phase.SIGN
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """What the ledger made of a run's transfer: landed, some inputs spent, refused, or
+    unknown (the ledger was unavailable)."""
+
+    txid: bytes | None = None
+    height: int | None = None
+    spent: tuple[int, ...] | None = None
+    refused: str | None = None
+
+
+# ----------------------------------------------------------------------------- the coordinator
+
+
+class Coordinator:
+    """Pools and runs of the mixer on `chain`, checked against and submitted to `ledger`.
+
+    A pool starts with `max_peers` joined, or `start_s` seconds after its first join with at
+    least `min_peers`; a step of the protocol waits at most `timeout_s` seconds; an ended pool
+    is forgotten `forget_s` seconds after it ended. `clock` gives unix seconds.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        chain: bytes,
+        *,
+        min_peers: int = 3,
+        max_peers: int = 50,
+        start_s: float = 30.0,
+        timeout_s: float = 10.0,
+        forget_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 2 <= min_peers <= max_peers <= protocol.MAX_PEERS:
+            raise ValueError(
+                f"need 2 <= min_peers <= max_peers <= {protocol.MAX_PEERS}, "
+                f"not {min_peers} and {max_peers}"
+            )
+        if start_s <= 0 or timeout_s <= 0 or forget_s < 0:
+            raise ValueError("start_s and timeout_s must be positive, forget_s not negative")
+        self.ledger = ledger
+        self.chain = chain
+        self.min_peers, self.max_peers = min_peers, max_peers
+        self.start_s, self.timeout_s, self.forget_s = start_s, timeout_s, forget_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pools: dict[str, Pool] = {}
+        self._forming: dict[bytes, Pool] = {}  # denomination -> the pool it is forming
+        self._owners: dict[bytes, str] = {}  # owner -> its pool, while the pool has not ended
+        self._inputs: dict[Outpoint, str] = {}  # input -> its pool, the same
+        self._seen: dict[bytes, float] = {}  # join signatures -> when they may be forgotten
+        self._closed = False
+
+    # ------------------------------------------------------------------ joining
+
+    def join(self, wire: Any) -> dict[str, Any]:
+        """Put the input of a signed join request (parsed JSON) into the forming pool of its
+        denomination: `{"pool", "peers", "starts_by"}` (unix s), or a `MixerError`."""
+        request = parse_join(wire)
+        now = self.clock()
+        if abs(now - request.at) > FRESH_S:
+            raise MixerError(
+                401, "stale_request", f"at must be within {FRESH_S} s of the coordinator's clock"
+            )
+        with self._lock:
+            self._check_free(request)
+        self._check_on_ledger(request)
+        with self._lock:
+            self._check_free(request)  # again: another join of it may have come meanwhile
+            self._seen[request.signature] = now + 2 * FRESH_S
+            denomination = canonical_json(asset_to_wire(request.asset))
+            pool = self._forming.get(denomination)
+            if pool is None:
+                pool = Pool(
+                    secrets.token_hex(16),
+                    request.asset,
+                    denomination,
+                    now + self.start_s,
+                    threading.Condition(self._lock),
+                )
+                self._pools[pool.id] = pool
+                self._forming[denomination] = pool
+                log.info("pool %s forming", pool.id)
+            pool.joined.append(request.input)
+            self._owners[request.input.owner] = pool.id
+            self._inputs[request.input.outpoint] = pool.id
+            answer = {
+                "pool": pool.id,
+                "peers": len(pool.joined),
+                "starts_by": math.ceil(pool.starts_by),
+            }
+            if len(pool.joined) >= self.max_peers:
+                self._start_pool(pool, now)
+            return answer
+
+    def _check_free(self, request: JoinRequest) -> None:
+        if request.signature in self._seen:
+            raise MixerError(409, "already_joined", "this join request was taken already")
+        if request.input.owner in self._owners or request.input.outpoint in self._inputs:
+            raise MixerError(
+                409, "already_joined", "the input or its owner is in a pool that has not ended"
+            )
+
+    def _check_on_ledger(self, request: JoinRequest) -> None:
+        outpoint, owner = request.input.outpoint, request.input.owner
+        try:
+            found = self.ledger.output(outpoint.txid, outpoint.index)
+        except LedgerClientError:
+            raise MixerError(503, "ledger_unavailable", "the ledger cannot be read now") from None
+        try:
+            asset = None if found is None else asset_from_wire(found.get("asset"))
+        except Rejected:
+            asset = None
+        if (
+            found is None
+            or found.get("address") != owner.hex()
+            or asset != request.asset
+            or found.get("spent_by") is not None
+        ):
+            raise MixerError(
+                422,
+                "not_unspent",
+                "the ledger does not show that output unspent at its owner with that asset",
+            )
+
+    # ------------------------------------------------------------------ following
+
+    def events(self, pool_id: str, peer: bytes, after: int, wait_s: float) -> dict[str, Any]:
+        """`{"events", "next"}`: the events of the pool for `peer` after seq `after`, waiting
+        up to `wait_s` seconds (at most MAX_WAIT_S) for one if there is none yet."""
+        deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
+        with self._lock:
+            while True:
+                pool = self._pool(pool_id)
+                if peer not in pool.owners:
+                    raise MixerError(403, "not_a_peer", "peer is not the owner of an input here")
+                found: list[dict[str, Any]] = []
+                last = max(after, len(pool.events))
+                for event in pool.events[max(after, 0) :]:
+                    if event.audience is None or peer in event.audience:
+                        found.append(event.wire)
+                        if len(found) == MAX_EVENTS:
+                            last = event.seq
+                            break
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0 or self._closed:
+                    return {"events": found, "next": last}
+                pool.changed.wait(remaining)
+
+    def pool_state(self, pool_id: str) -> dict[str, Any]:
+        """The pool's counts and phase: nothing about who is in it."""
+        with self._lock:
+            pool = self._pool(pool_id)
+            session = pool.session
+            if pool.run is not None:
+                phase: str | None = str(phase_of(pool.run.session, pool.run.heard()))
+            else:
+                phase = str(Phase.DONE) if pool.state is PoolState.LANDED else None
+            return {
+                "pool": pool.id,
+                "state": str(pool.state),
+                "peers": len(pool.joined) if session is None else session.size,
+                "run": 0 if session is None else session.run,
+                "phase": phase,
+                "asset": asset_to_wire(pool.asset),
+            }
+
+    def _pool(self, pool_id: str) -> Pool:
+        pool = self._pools.get(pool_id)
+        if pool is None:
+            raise MixerError(404, "not_found", "no such pool (or it ended a while ago)")
+        return pool
+
+    # ------------------------------------------------------------------ relaying
+
+    def post(self, pool_id: str, wire: Any) -> int:
+        """Relay the message of a POST .../messages body (parsed JSON) to the peers of the
+        pool's current run it is for; its event's seq."""
+        message_wire, to = _envelope(wire)
+        with self._lock:
+            run = self._live_run(self._pool(pool_id), message_wire)
+        try:
+            message = decode_message(message_wire, run.session)
+        except BadMessage as bad:
+            raise MixerError(400, "bad_message", bad.reason) from None
+        size = run.session.size
+        if to is not None and any(not 0 <= n < size for n in to):
+            raise _malformed(f"to names peer indexes below {size}")
+        if message.kind is Kind.SHUFFLE:
+            targets = {message.sender + 1} & set(range(size))
+        elif message.kind is Kind.BLAME:
+            targets = set(range(size))  # everyone judges the same blames: they go to all
+        else:
+            targets = set(range(size)) if to is None else set(to)
+        audience = {run.session.peers[n].owner for n in targets}
+        with self._lock:
+            pool = self._pool(pool_id)
+            if pool.run is not run:
+                raise MixerError(409, "stale_run", "the run this message is of has ended")
+            seq = self._relay(pool, run, message, audience)
+            settle = self._after_relay(pool, run, message)
+        if settle:
+            self._settle(pool, run)
+        return seq
+
+    def _live_run(self, pool: Pool, message: Mapping[str, Any]) -> Run:
+        if pool.state is PoolState.FORMING:
+            raise MixerError(409, "stale_run", "the pool has not started a run yet")
+        if pool.run is None:
+            raise MixerError(409, "stale_run", "the pool has ended")
+        session = message.get("session")
+        if isinstance(session, str) and session in pool.past:
+            raise MixerError(409, "stale_run", "the message is of an earlier run of the pool")
+        return pool.run
+
+    def _relay(self, pool: Pool, run: Run, message: Message, audience: set[bytes]) -> int:
+        key = protocol.message_id(message)
+        known = run.reached.get(key)
+        if known is None:
+            versions = [
+                m
+                for m in run.relayed.values()
+                if (m.sender, m.kind) == (message.sender, message.kind)
+            ]
+            if len(versions) >= MAX_VERSIONS:
+                raise MixerError(
+                    400,
+                    "bad_message",
+                    f"peer {message.sender} sent {MAX_VERSIONS} {message.kind} messages already",
+                )
+            run.relayed[key] = message
+            known = (set(), 0)
+        reached, seq = known
+        new = audience - reached
+        if new or not seq:
+            seq = self._emit(pool, "message", frozenset(new), message=message.to_wire()).seq
+        run.reached[key] = (reached | new, seq)
+        return seq
+
+    def _after_relay(self, pool: Pool, run: Run, message: Message) -> bool:
+        """Act on what was relayed: note who is owed, and end the run when every blame is in
+        (the verdict's culprits go) or every signature (settle it: True)."""
+        now = self.clock()
+        heard = run.heard()
+        owed = protocol.owed(run.session, heard)
+        if owed != run.owed:
+            run.owed, run.owed_since = owed, now
+        if run.transfer is not None:
+            return False  # signed by everyone: only the ledger decides now
+        if message.kind is Kind.SIGN:
+            run.transfer = protocol.whole_transfer(run.session, run.relayed.values())
+            run.settling = run.transfer is not None
+            return run.settling
+        if message.kind is Kind.BLAME:
+            blames: dict[int, Message] = {}
+            for m in heard:
+                if m.kind is Kind.BLAME:
+                    blames.setdefault(m.sender, m)  # the first, as every peer counts it
+            if len(blames) == run.session.size:
+                self._on_blames(pool, run, list(blames.values()), now)
+        return False
+
+    def _on_blames(self, pool: Pool, run: Run, blames: list[Message], now: float) -> None:
+        try:
+            culprits = protocol.verdict(run.session, blames)
+        except Exception:  # peers' evidence is hostile input: a flaw must not strand the pool
+            log.exception("pool %s run %d: the verdict failed", pool.id, run.session.run)
+            self._fail(pool, "the blames of the run could not be judged", now)
+            return
+        log.info(
+            "pool %s run %d: blame excluded %d of %d peers",
+            pool.id,
+            run.session.run,
+            len(culprits),
+            run.session.size,
+        )
+        if not culprits:
+            self._fail(pool, "every peer blamed, yet the verdict names nobody", now)
+        else:
+            self._next_run(pool, culprits, now)
+
+    # ------------------------------------------------------------------ the ledger's word
+
+    def _settle(self, pool: Pool, run: Run) -> None:
+        """Submit the run's signed transfer (outside the lock) and act on the answer."""
+        assert run.transfer is not None
+        settled = self._submit(run.session, run.transfer)
+        with self._lock:
+            if pool.run is not run:
+                return
+            now = self.clock()
+            run.settling = False
+            if settled.txid is not None:
+                self._emit(
+                    pool,
+                    "landed",
+                    None,
+                    run=run.session.run,
+                    txid=settled.txid.hex(),
+                    height=settled.height,
+                )
+                log.info(
+                    "pool %s run %d landed, %d peers", pool.id, run.session.run, run.session.size
+                )
+                self._end(pool, PoolState.LANDED, now)
+            elif settled.spent:
+                self._emit(pool, "spent", None, run=run.session.run, peers=list(settled.spent))
+                self._next_run(pool, settled.spent, now)
+            elif settled.refused is not None:
+                self._fail(pool, settled.refused, now)
+            else:
+                run.attempts += 1
+                if run.attempts >= SUBMIT_ATTEMPTS:
+                    self._fail(pool, "the ledger was unavailable to take the transfer", now)
+                else:
+                    run.retry_at = now + RETRY_S
+
+    def _submit(self, session: Session, transfer: Transfer) -> _Settled:
+        try:
+            submitted = self.ledger.submit(encode_transaction(transfer))
+        except LedgerRejected as rejected:
+            try:
+                return self._rejected(session, transfer, rejected.code)
+            except LedgerClientError:
+                return _Settled()
+        except LedgerClientError:
+            return _Settled()
+        return _Settled(txid=submitted.txid, height=submitted.height)
+
+    def _rejected(self, session: Session, transfer: Transfer, code: Code) -> _Settled:
+        if code is Code.DUPLICATE:  # a peer submitted it first: its block says the height
+            found = self.ledger.transaction(txid(transfer))
+            height = None if found is None else found.get("height")
+            if type(height) is not int:
+                return _Settled()  # not readable yet: submitted again at the next attempt
+            return _Settled(txid=txid(transfer), height=height)
+        if code in (Code.DOUBLE_SPEND, Code.UNKNOWN_INPUT):
+            spent = tuple(n for n, peer in enumerate(session.peers) if not self._unspent(peer))
+            if spent:
+                return _Settled(spent=spent)
+            return _Settled(
+                refused=f"the ledger refused the transfer ({code}) but shows every input unspent"
+            )
+        return _Settled(refused=f"the ledger refused the transfer ({code})")
+
+    def _unspent(self, peer: Input) -> bool:
+        return any(
+            o.get("tx") == peer.outpoint.txid.hex() and o.get("index") == peer.outpoint.index
+            for o in self.ledger.unspent(peer.owner)
+        )
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float | None = None) -> None:
+        """Start pools at their deadline, time out silent peers, retry submissions the ledger
+        could not take, forget ended pools. Called every fraction of a second."""
+        settle: list[tuple[Pool, Run]] = []
+        with self._lock:
+            now = self.clock() if now is None else now
+            self._seen = {s: until for s, until in self._seen.items() if until > now}
+            for pool in list(self._pools.values()):
+                if pool.ended_at is not None:
+                    if now >= pool.ended_at + self.forget_s:
+                        del self._pools[pool.id]
+                elif pool.state is PoolState.FORMING:
+                    if now >= pool.starts_by:
+                        self._start_pool(pool, now)
+                elif pool.run is not None:
+                    run = pool.run
+                    if run.transfer is not None:
+                        if not run.settling and now >= run.retry_at:
+                            run.settling = True
+                            settle.append((pool, run))
+                    elif run.owed and now - run.owed_since >= self.timeout_s:
+                        silent = sorted(run.owed)
+                        self._emit(pool, "timeout", None, run=run.session.run, silent=silent)
+                        log.info(
+                            "pool %s run %d: %d of %d peers silent in %s",
+                            pool.id,
+                            run.session.run,
+                            len(silent),
+                            run.session.size,
+                            phase_of(run.session, run.heard()),
+                        )
+                        self._next_run(pool, silent, now)
+        for pool, run in settle:
+            self._settle(pool, run)
+
+    def close(self) -> None:
+        """Answer every waiting long poll now (the service is stopping)."""
+        with self._lock:
+            self._closed = True
+            for pool in self._pools.values():
+                pool.changed.notify_all()
+
+    # ------------------------------------------------------------------ runs (lock held)
+
+    def _start_pool(self, pool: Pool, now: float) -> None:
+        del self._forming[pool.denomination]
+        if len(pool.joined) < self.min_peers:
+            self._fail(
+                pool,
+                f"{len(pool.joined)} of the {self.min_peers} peers needed joined by the deadline",
+                now,
+            )
+            return
+        pool.state = PoolState.RUNNING
+        self._begin(pool, Session.of(self.chain, pool.id, FIRST_RUN, pool.asset, pool.joined), now)
+
+    def _begin(self, pool: Pool, session: Session, now: float) -> None:
+        pool.session = session
+        pool.run = Run(session, protocol.owed(session, []), now)
+        self._emit(
+            pool,
+            "start",
+            None,
+            run=session.run,
+            session=session.id.hex(),
+            chain=session.chain.hex(),
+            asset=asset_to_wire(session.asset),
+            peers=[p.to_wire() for p in session.peers],
+        )
+        log.info("pool %s run %d started with %d peers", pool.id, session.run, session.size)
+
+    def _next_run(self, pool: Pool, excluded: Iterable[int], now: float) -> None:
+        assert pool.session is not None
+        session = pool.session
+        staying = session.size - len(set(excluded))
+        if staying < 2:
+            self._fail(pool, f"only {staying} peer(s) left to go on with", now)
+            return
+        pool.past.add(session.id.hex())
+        self._begin(pool, session.without(excluded), now)
+
+    def _fail(self, pool: Pool, reason: str, now: float) -> None:
+        self._emit(pool, "failed", None, reason=reason)
+        log.info(
+            "pool %s failed in run %d", pool.id, 0 if pool.session is None else pool.session.run
+        )
+        self._end(pool, PoolState.FAILED, now)
+
+    def _end(self, pool: Pool, state: PoolState, now: float) -> None:
+        pool.state, pool.ended_at, pool.run = state, now, None
+        for item in pool.joined:
+            self._owners.pop(item.owner, None)
+            self._inputs.pop(item.outpoint, None)
+
+    def _emit(
+        self, pool: Pool, kind: str, audience: frozenset[bytes] | None, **fields: Any
+    ) -> Event:
+        seq = len(pool.events) + 1
+        event = Event(seq, audience, {"seq": seq, "type": kind, **fields})
+        pool.events.append(event)
+        pool.changed.notify_all()
+        return event

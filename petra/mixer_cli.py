@@ -1,0 +1,79 @@
+"""`petra mixer ...`: serve the mixer's coordinator (docs/mixer-api.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petra.console import err, fail, read_genesis, warn
+
+mixer_app = typer.Typer(
+    help="The mixer: CoinShuffle pools of equal denominations (DESIGN.md section 8).",
+    no_args_is_help=True,
+)
+
+
+@mixer_app.command("serve")
+def serve_command(
+    genesis: Annotated[
+        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+    ],
+    ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
+    min_peers: Annotated[
+        int, typer.Option(min=2, max=256, help="Peers a pool needs to start at its deadline.")
+    ] = 3,
+    max_peers: Annotated[
+        int, typer.Option(min=2, max=256, help="Peers that start a pool at once.")
+    ] = 50,
+    start_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds from a pool's first join to its deadline.")
+    ] = 30.0,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a protocol step waits for silent peers.")
+    ] = 10.0,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7450,
+) -> None:
+    """Serve the coordinator under /v1: form pools, relay messages, enforce timeouts, submit
+    each finished transfer to the ledger. Keeps nothing on disk."""
+    import uvicorn
+
+    from assets import chain_id
+    from ledger.client import LedgerClient, LedgerClientError
+    from mixer.api import create_app
+    from mixer.coordinator import Coordinator
+
+    _, genesis_doc = read_genesis(genesis)
+    if min_peers > max_peers:
+        fail(f"--min-peers ({min_peers}) must not exceed --max-peers ({max_peers})")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(f"listening on {host}: the coordinator is reachable beyond this machine")
+    client = LedgerClient(ledger)
+    try:
+        served = client.genesis()
+    except LedgerClientError as exc:
+        fail(f"cannot read the ledger's genesis at {ledger}: {exc}")
+    if served != genesis_doc:
+        fail(f"the ledger at {ledger} serves another chain than {genesis}")
+    coordinator = Coordinator(
+        client,
+        chain_id(genesis_doc),
+        min_peers=min_peers,
+        max_peers=max_peers,
+        start_s=start_s,
+        timeout_s=timeout_s,
+    )
+    err.print(
+        f"mixer coordinator on http://{host}:{port}/v1 (ledger {ledger}, pools of "
+        f"{min_peers} to {max_peers} peers)"
+    )
+    try:
+        uvicorn.run(create_app(coordinator), host=host, port=port, log_level="warning")
+    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
+        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+    finally:
+        client.close()

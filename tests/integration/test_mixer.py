@@ -1,0 +1,178 @@
+"""The mixer end to end: a ledger node and `petra mixer serve` in processes of their own, and
+`MixClient`s in threads of this one, on loopback (DESIGN.md section 8, docs/mixer-api.md)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assets import Keypair, Outpoint, canonical_json
+from assets.keyfile import dump_keys
+from ledger.client import LedgerClient
+from ledger.scenario import Scenario
+from mixer.bench import DENOMINATION, authorize_meter, fund, mix_all
+from mixer.client import MixClient, MixResult, join_request
+from mixer.protocol import Input, Kind, peer_order
+
+from .nodes import free_port, serve_ledger, start_petra, stop, wait_serving
+
+INTERVAL_S = 1
+
+
+@dataclass
+class Chain:
+    scenario: Scenario
+    url: str
+    genesis: Path
+    meter: Keypair
+    nonces: itertools.count[int]
+    tmp: Path
+
+    def fund(self, owners: list[Keypair]) -> list[Outpoint]:
+        with LedgerClient(self.url) as ledger:
+            return fund(ledger, self.scenario, self.meter, next(self.nonces), owners)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """A ledger node on a chain of one-second intervals, with one meter authorized."""
+    tmp = tmp_path_factory.mktemp("mixer")
+    scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
+    genesis, keys = tmp / "genesis.json", tmp / "keys.json"
+    genesis.write_bytes(scenario.genesis_raw)
+    keys.write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
+    url, process = serve_ledger(genesis, keys, f"sqlite:///{tmp / 'ledger.sqlite'}", tmp / "l.log")
+    meter = Keypair.generate()
+    try:
+        with LedgerClient(url) as ledger:
+            authorize_meter(ledger, scenario, meter)
+        yield Chain(scenario, url, genesis, meter, itertools.count(1), tmp)
+    finally:
+        stop(process)
+
+
+@contextmanager
+def coordinator(chain: Chain, peers: int, log: Path, timeout_s: int = 10) -> Iterator[str]:
+    """`petra mixer serve` for pools of exactly `peers`; its URL."""
+    port = free_port()
+    process: subprocess.Popen[bytes] = start_petra(
+        *("mixer", "serve", "--genesis", str(chain.genesis), "--ledger", chain.url),
+        *("--min-peers", str(peers), "--max-peers", str(peers), "--start-s", "30"),
+        *("--timeout-s", str(timeout_s), "--port", str(port)),
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_serving(url, process, log)
+    try:
+        yield url
+    finally:
+        stop(process)
+
+
+def mixing(chain: Chain, url: str, owners: list[Keypair], ledger: LedgerClient) -> list[MixClient]:
+    outpoints = chain.fund(owners)
+    return [
+        MixClient(url, ledger, chain.scenario.chain, owner, outpoint, DENOMINATION, timeout_s=120)
+        for owner, outpoint in zip(owners, outpoints, strict=True)
+    ]
+
+
+def assert_paid(ledger: LedgerClient, results: list[MixResult]) -> None:
+    """One transfer landed, and each peer's output key owns one of its outputs."""
+    assert len({r.txid for r in results}) == 1
+    assert len({r.output.public_key for r in results}) == len(results)
+    for result in results:
+        owned = ledger.unspent(result.output.public_key)
+        assert [(o["tx"], o["address"]) for o in owned] == [
+            (result.txid.hex(), result.output.public_key.hex())
+        ]
+        assert ledger.transaction(result.txid) is not None
+
+
+def assert_nothing_links(clients: list[MixClient], results: list[MixResult], log: Path) -> None:
+    """No peer saw another's output in clear before the final list, shuffles reached only the
+    next peer, and the coordinator's log names no output."""
+    outputs = {r.output.public_key.hex() for r in results}
+    for client, result in zip(clients, results, strict=True):
+        others = outputs - {result.output.public_key.hex()}
+        index: int | None = None
+        final_seen = False
+        for event in client.events:
+            if event["type"] == "start":
+                owners = [p["owner"] for p in event["peers"]]
+                index, final_seen = owners.index(client.key.public_key.hex()), False
+            if event["type"] != "message":
+                continue
+            message = event["message"]
+            if message["kind"] == Kind.SHUFFLE:
+                assert message["sender"] in (index, (index or 0) - 1)
+            if message["kind"] == Kind.FINAL:
+                final_seen = True
+            if not final_seen:
+                seen = canonical_json(message).decode()
+                assert not any(o in seen for o in others)
+    log_text = log.read_text(errors="replace")
+    assert not any(o in log_text for o in outputs)
+
+
+@pytest.mark.parametrize(
+    "peers", [2, 3, 10, pytest.param(50, marks=pytest.mark.slow)], ids=lambda n: f"{n}-peers"
+)
+def test_honest_peers_mix(chain: Chain, peers: int, tmp_path: Path) -> None:
+    log = tmp_path / "coordinator.log"
+    owners = [Keypair.generate() for _ in range(peers)]
+    with LedgerClient(chain.url) as ledger, coordinator(chain, peers, log) as url:
+        clients = mixing(chain, url, owners, ledger)
+        _, results = mix_all(clients)
+        assert_paid(ledger, results)
+        assert all(r.runs == 1 and not r.excluded and r.bytes_sent > 0 for r in results)
+        assert_nothing_links(clients, results, log)
+        if peers >= 10:  # the outputs are not in the inputs' order (a chance of 1 in 10!)
+            order = peer_order(Input(c.outpoint, c.key.public_key) for c in clients)
+            stored = ledger.transaction(results[0].txid)
+            assert stored is not None
+            addresses = [o["address"] for o in stored["transaction"]["outputs"]]
+            by_owner = {
+                c.key.public_key: r.output.public_key.hex()
+                for c, r in zip(clients, results, strict=True)
+            }
+            assert addresses != [by_owner[i.owner] for i in order]
+        for client in clients:
+            client.close()
+
+
+def test_silent_peer_is_excluded(chain: Chain, tmp_path: Path) -> None:
+    """A peer that joins and then never answers is named silent by the coordinator's timeout;
+    the others run again without it and land."""
+    log = tmp_path / "coordinator.log"
+    owners = [Keypair.generate() for _ in range(3)]
+    quiet = Keypair.generate()
+    with LedgerClient(chain.url) as ledger, coordinator(chain, 4, log, timeout_s=2) as url:
+        clients = mixing(chain, url, owners, ledger)
+        (quiet_input,) = chain.fund([quiet])
+        joined = httpx.post(
+            f"{url}/v1/join",
+            json=join_request(DENOMINATION, quiet_input, quiet, int(time.time())),
+            timeout=10,
+        )
+        assert joined.status_code == 201, joined.text
+        _, results = mix_all(clients)
+        assert_paid(ledger, results)
+        everyone = [Input(c.outpoint, c.key.public_key) for c in clients]
+        silent = peer_order([*everyone, Input(quiet_input, quiet.public_key)]).index(
+            Input(quiet_input, quiet.public_key)
+        )
+        for result in results:
+            assert result.runs == 2
+            assert list(result.excluded.values()) == [{silent: "silent past the timeout"}]
+        assert ledger.unspent(quiet.public_key) != []
+        for client in clients:
+            client.close()
