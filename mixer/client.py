@@ -151,8 +151,9 @@ class _Follow:
 class MixClient:
     """Mix `key`'s input `outpoint` (holding `asset`, on chain `chain`) at the coordinator at
     `coordinator_url`, checking what it says on `ledger`. `new_output` makes each run's fresh
-    output key; `timeout_s` bounds the whole mix (seconds); `transport` replaces the HTTP
-    transport to the coordinator (tests)."""
+    output key; `make_peer` the protocol's peer of each run (tests give one that cheats);
+    `timeout_s` bounds the whole mix (seconds); `transport` replaces the HTTP transport to the
+    coordinator (tests)."""
 
     def __init__(
         self,
@@ -164,6 +165,7 @@ class MixClient:
         asset: Asset,
         *,
         new_output: Callable[[], Keypair] = Keypair.generate,
+        make_peer: Callable[[Session, Keypair, bytes], Peer] = Peer,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
         wait_s: int = WAIT_S,
@@ -175,6 +177,7 @@ class MixClient:
         self.outpoint = outpoint
         self.asset = asset
         self.new_output = new_output
+        self.make_peer = make_peer
         self.timeout_s = timeout_s
         self.wait_s = wait_s
         self.bytes_sent = 0
@@ -275,7 +278,7 @@ class MixClient:
         if follow.runs:
             self._check_next(follow.runs[-1], session)
         output = self.new_output()
-        peer = Peer(session, self.key, output.public_key)
+        peer = self.make_peer(session, self.key, output.public_key)
         follow.runs.append(_Run(session, peer, output))
         log.info("pool %s run %s: %s peers", follow.pool, run, session.size)
         self._send(follow.pool, peer.start())

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from mixer_network import BadSignature, FalseAccuser
 
-from assets import Keypair, Outpoint, canonical_json
+from assets import Keypair, Outpoint, Output, Transfer, canonical_json, encode_transaction, sign
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
 from ledger.scenario import Scenario
 from mixer.bench import DENOMINATION, authorize_meter, fund, mix_all
-from mixer.client import MixClient, MixResult, join_request
-from mixer.protocol import Input, Kind, peer_order
+from mixer.client import MixClient, MixError, MixResult, join_request
+from mixer.protocol import Input, Kind, Message, Peer, peer_order
 
 from .nodes import free_port, serve_ledger, start_petra, stop, wait_serving
 
@@ -174,5 +178,100 @@ def test_silent_peer_is_excluded(chain: Chain, tmp_path: Path) -> None:
             assert result.runs == 2
             assert list(result.excluded.values()) == [{silent: "silent past the timeout"}]
         assert ledger.unspent(quiet.public_key) != []
+        for client in clients:
+            client.close()
+
+
+def mix_each(clients: list[MixClient]) -> list[MixResult | MixError]:
+    """Run every client in a thread of its own; each one's result or error."""
+    outcomes: list[MixResult | MixError | None] = [None] * len(clients)
+
+    def mix(n: int) -> None:
+        try:
+            outcomes[n] = clients[n].run()
+        except MixError as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=mix, args=(n,)) for n in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert all(o is not None for o in outcomes), "a client never ended"
+    return [o for o in outcomes if o is not None]
+
+
+def cheat_index(clients: list[MixClient], cheat: MixClient) -> int:
+    inputs = [Input(c.outpoint, c.key.public_key) for c in clients]
+    return peer_order(inputs).index(Input(cheat.outpoint, cheat.key.public_key))
+
+
+CHEATS: dict[str, tuple[Callable[..., Peer], str]] = {
+    # after agreement: nobody reveals a key, the signed evidence names the cheat
+    "bad-signature": (BadSignature, "signed the transfer with a signature that does not verify"),
+    # before agreement: every peer reveals its key and the replay finds nothing wrong
+    "false-accusation": (partial(FalseAccuser, at=Kind.ANNOUNCE), "blamed without cause"),
+}
+
+
+@pytest.mark.parametrize("cheat", sorted(CHEATS))
+def test_a_cheat_is_named_and_the_others_land_without_it(
+    chain: Chain, cheat: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "coordinator.log"
+    make_peer, reason = CHEATS[cheat]
+    owners = [Keypair.generate() for _ in range(4)]
+    with LedgerClient(chain.url) as ledger, coordinator(chain, 4, log) as url:
+        clients = mixing(chain, url, owners, ledger)
+        clients[0].make_peer = make_peer
+        culprit = cheat_index(clients, clients[0])
+        outcomes = mix_each(clients)
+        refused = outcomes[0]
+        assert isinstance(refused, MixError) and refused.code == "excluded", refused
+        results = [o for o in outcomes[1:] if isinstance(o, MixResult)]
+        assert len(results) == 3, outcomes
+        assert_paid(ledger, results)
+        for result in results:
+            assert result.runs == 2
+            [named] = result.excluded.values()
+            assert list(named) == [culprit] and named[culprit].startswith(reason), named
+        assert ledger.unspent(owners[0].public_key) != []  # the cheat keeps its coin, unmixed
+        for client in clients:
+            client.close()
+
+
+def test_a_double_spender_is_named_on_the_ledgers_word(chain: Chain, tmp_path: Path) -> None:
+    """A peer that spends its input elsewhere just before it signs: the ledger refuses the
+    mixed transfer, the coordinator finds the input spent, and the others run again and land."""
+    log = tmp_path / "coordinator.log"
+    owners = [Keypair.generate() for _ in range(4)]
+    with LedgerClient(chain.url) as ledger, coordinator(chain, 4, log) as url:
+        clients = mixing(chain, url, owners, ledger)
+        spender = clients[0]
+        elsewhere = Keypair.generate()
+
+        class SpendsFirst(Peer):
+            def _own(self, kind: Kind, body: Mapping[str, Any]) -> list[Message]:
+                if kind is Kind.SIGN:
+                    away = Transfer(
+                        chain.scenario.chain,
+                        (spender.outpoint,),
+                        (Output(DENOMINATION, elsewhere.public_key),),
+                    )
+                    ledger.submit(encode_transaction(sign(away, self.key)))
+                return super()._own(kind, body)
+
+        spender.make_peer = SpendsFirst
+        culprit = cheat_index(clients, spender)
+        outcomes = mix_each(clients)
+        refused = outcomes[0]
+        assert isinstance(refused, MixError) and refused.code == "excluded", refused
+        results = [o for o in outcomes[1:] if isinstance(o, MixResult)]
+        assert len(results) == 3, outcomes
+        assert_paid(ledger, results)
+        for result in results:
+            [named] = result.excluded.values()
+            assert named == {culprit: "spent its input elsewhere (double spend)"}
+        assert len(ledger.unspent(elsewhere.public_key)) == 1
         for client in clients:
             client.close()
