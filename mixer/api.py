@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from assets import Rejected
 from assets.canonical import parse_json
@@ -104,13 +104,14 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         return await run_in_threadpool(coordinator.join, body)
 
     @app.get("/v1/pools/{pool}/events", summary="A peer's events of a pool (long poll)")
-    async def events(pool: str, request: Request) -> dict[str, Any]:
+    async def events(pool: str, request: Request) -> Response:
         query = request.query_params
         peer = _peer(query.get("peer"))
         after, wait = _after(query.get("after")), _wait(query.get("wait"))
-        return await anyio.to_thread.run_sync(
-            coordinator.events, pool, peer, after, wait, limiter=long_polls
+        body = await anyio.to_thread.run_sync(
+            coordinator.events_json, pool, peer, after, wait, limiter=long_polls
         )
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/pools/{pool}/messages", status_code=202, summary="Relay a message to the pool")
     async def message(pool: str, request: Request) -> dict[str, Any]:

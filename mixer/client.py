@@ -36,6 +36,7 @@ from assets import (
 from assets.codec import asset_from_wire, asset_to_wire, tx_from_wire
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
 from mixer.protocol import (
+    LAZY,
     BadMessage,
     Blamed,
     Done,
@@ -51,6 +52,7 @@ log = logging.getLogger("petra.mixer.client")
 
 JOIN_TYPE = "mixer-join"  # the signing domain of join requests
 WAIT_S = 20  # how long one long poll of the events may wait at the coordinator
+SUBMIT_GRACE_S = 5.0  # after every signature is in, how long the coordinator has to land it
 RETRIES = 5  # further attempts after a failed request, with backoff
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
@@ -73,7 +75,8 @@ class MixError(Exception):
 class MixResult:
     """The mix's end: `output` owns the coin, in transfer `txid` at block `height`, after
     `runs` runs; `excluded` names each ended run's culprits (run -> peer index -> reason);
-    `bytes_sent` counts every request body posted (bytes)."""
+    `bytes_sent` counts every request body posted (bytes); `started` and `finished` are
+    `time.perf_counter()` readings when the first run started and when the mix ended."""
 
     output: Keypair
     txid: bytes
@@ -81,6 +84,8 @@ class MixResult:
     runs: int
     excluded: Mapping[int, Mapping[int, str]]
     bytes_sent: int
+    started: float = 0.0
+    finished: float = 0.0
 
 
 def join_request(asset: Asset, outpoint: Outpoint, key: Keypair, at: int) -> dict[str, Any]:
@@ -138,6 +143,7 @@ class _Run:
     peer: Peer
     output: Keypair
     submitted: bool = False
+    done_at: float | None = None  # monotonic seconds when every signature was in
     culprits: dict[int, str] | None = None  # set once this client knows who goes
 
 
@@ -146,6 +152,7 @@ class _Follow:
     pool: str
     after: int = 0
     runs: list[_Run] = field(default_factory=list)
+    started: float = 0.0  # time.perf_counter() at the first run's start
 
 
 class MixClient:
@@ -213,7 +220,7 @@ class MixClient:
                 params={
                     "peer": self.key.public_key.hex(),
                     "after": follow.after,
-                    "wait": self.wait_s,
+                    "wait": self._wait(follow),
                 },
             )
             events, follow.after = _events(answer)
@@ -222,6 +229,22 @@ class MixClient:
                 result = self._on_event(follow, event)
                 if result is not None:
                     return result
+
+    def _wait(self, follow: _Follow) -> int:
+        """How long the next long poll may wait. The coordinator submits the transfer every
+        peer signed; if it has not landed `SUBMIT_GRACE_S` after that, this peer submits it
+        too (anyone may: it is whole), and polls again soon to see it land."""
+        current = follow.runs[-1] if follow.runs else None
+        if current is None or current.done_at is None or current.submitted:
+            return self.wait_s
+        waited = time.monotonic() - current.done_at
+        if waited < SUBMIT_GRACE_S:
+            return max(1, min(self.wait_s, int(SUBMIT_GRACE_S - waited) + 1))
+        outcome = current.peer.outcome
+        if isinstance(outcome, Done):
+            current.submitted = True
+            self._submit(outcome.transfer)
+        return min(self.wait_s, 5)
 
     def join(self) -> str:
         """Post the signed join request; the pool's id."""
@@ -251,6 +274,8 @@ class MixClient:
         return None
 
     def _start(self, follow: _Follow, event: Mapping[str, Any]) -> None:
+        if not follow.runs:
+            follow.started = time.perf_counter()
         run, session_hex, chain_hex = event.get("run"), event.get("session"), event.get("chain")
         if not isinstance(run, int) or not isinstance(session_hex, str):
             raise MixError("coordinator_deviated", "a start event lacks its run or session")
@@ -311,16 +336,16 @@ class MixClient:
         if not isinstance(wire, Mapping):
             log.warning("pool %s: a relayed message is not an object; ignored", pool)
             return
+        lazy = wire.get("kind") in LAZY  # checked by the peer only if held against the sender
         try:
-            message = decode_message(wire, current.session)
+            message = decode_message(wire, current.session, check_signature=not lazy)
         except BadMessage as bad:
             log.warning("pool %s: ignored a relayed message: %s", pool, bad.reason)
             return
-        self._send(pool, current.peer.receive(message))
+        self._send(pool, current.peer.receive(message, checked=not lazy))
         outcome = current.peer.outcome
-        if isinstance(outcome, Done) and not current.submitted:
-            current.submitted = True
-            self._submit(outcome.transfer)
+        if isinstance(outcome, Done) and current.done_at is None:
+            current.done_at = time.monotonic()
         elif isinstance(outcome, Blamed) and current.culprits is None:
             self._ended(current, dict(outcome.culprits))
 
@@ -390,12 +415,14 @@ class MixClient:
             len(follow.runs),
             self.excluded,
             self.bytes_sent,
+            follow.started,
+            time.perf_counter(),
         )
 
     # ------------------------------------------------------------ the ledger
 
     def _submit(self, transfer: Transfer) -> None:
-        """Submit the finished transfer too, so it lands even if the coordinator does not."""
+        """Submit the finished transfer, so it lands even if the coordinator does not."""
         try:
             self.ledger.submit(encode_transaction(transfer))
         except LedgerRejected as rejected:

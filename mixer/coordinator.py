@@ -11,6 +11,7 @@ the peers' ephemeral keys), keeps pools in memory only, forgets each (its events
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import secrets
@@ -44,6 +45,8 @@ JOIN_TYPE = "mixer-join"  # the signing domain of join requests
 FRESH_S = 60  # how far a join request's `at` may be from the coordinator's clock, s
 MAX_WAIT_S = 30.0  # the longest long poll, s
 MAX_EVENTS = 1000  # events in one answer to a long poll
+LINGER_S = 0.025  # a poll woken by one of N broadcasts waits this long for more of them
+GATHERED = (Kind.ANNOUNCE, Kind.CONFIRM, Kind.SIGN, Kind.BLAME)  # one from each peer
 MAX_VERSIONS = 2  # distinct versions of one peer's message of one kind: two prove equivocation
 SUBMIT_ATTEMPTS = 10  # submissions of a signed transfer while the ledger is unavailable
 RETRY_S = 1.0  # between them, s
@@ -167,6 +170,12 @@ class Event:
     seq: int
     audience: frozenset[bytes] | None  # the owners it is for; None: every peer that joined
     wire: dict[str, Any]
+    encoded: bytes = b""  # `wire` as compact JSON, made once for every peer it goes to
+
+    def __post_init__(self) -> None:
+        if not self.encoded:
+            encoded = json.dumps(self.wire, separators=(",", ":")).encode()
+            object.__setattr__(self, "encoded", encoded)
 
 
 @dataclass(eq=False)
@@ -362,23 +371,46 @@ class Coordinator:
     def events(self, pool_id: str, peer: bytes, after: int, wait_s: float) -> dict[str, Any]:
         """`{"events", "next"}`: the events of the pool for `peer` after seq `after`, waiting
         up to `wait_s` seconds (at most MAX_WAIT_S) for one if there is none yet."""
+        found, last = self._wait_events(pool_id, peer, after, wait_s)
+        return {"events": [event.wire for event in found], "next": last}
+
+    def events_json(self, pool_id: str, peer: bytes, after: int, wait_s: float) -> bytes:
+        """What `events` answers, as JSON bytes, from each event's encoding made once."""
+        found, last = self._wait_events(pool_id, peer, after, wait_s)
+        listed = b",".join(event.encoded for event in found)
+        return b'{"events":[' + listed + b'],"next":' + str(last).encode() + b"}"
+
+    def _wait_events(
+        self, pool_id: str, peer: bytes, after: int, wait_s: float
+    ) -> tuple[list[Event], int]:
         deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
+        linger_until: float | None = None
         with self._lock:
             while True:
                 pool = self._pool(pool_id)
                 if peer not in pool.owners:
                     raise MixerError(403, "not_a_peer", "peer is not the owner of an input here")
-                found: list[dict[str, Any]] = []
+                found: list[Event] = []
                 last = max(after, len(pool.events))
                 for event in pool.events[max(after, 0) :]:
                     if event.audience is None or peer in event.audience:
-                        found.append(event.wire)
+                        found.append(event)
                         if len(found) == MAX_EVENTS:
                             last = event.seq
                             break
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                if found and linger_until is None and _more_coming(pool, found):
+                    # Every peer sends one of these at about the same time: gather a few
+                    # into one answer instead of answering each (the shuffle never waits).
+                    linger_until = min(now + LINGER_S, deadline)
+                lingering = linger_until is not None and now < linger_until
+                if found and lingering and len(found) < MAX_EVENTS and not self._closed:
+                    assert linger_until is not None
+                    pool.changed.wait(linger_until - now)
+                    continue
+                remaining = deadline - now
                 if found or remaining <= 0 or self._closed:
-                    return {"events": found, "next": last}
+                    return found, last
                 pool.changed.wait(remaining)
 
     def pool_state(self, pool_id: str) -> dict[str, Any]:
@@ -687,3 +719,24 @@ class Coordinator:
         pool.events.append(event)
         pool.changed.notify_all()
         return event
+
+
+def _more_coming(pool: Pool, found: list[Event]) -> bool:
+    """Whether `found` holds only messages of a kind every peer sends one of (announce,
+    confirm, sign, blame), and some peers' messages of that kind are still to come."""
+    run = pool.run
+    if run is None:
+        return False
+    kinds = set()
+    for event in found:
+        message = event.wire.get("message")
+        if event.wire.get("type") != "message" or not isinstance(message, dict):
+            return False
+        kinds.add(message.get("kind"))
+    senders: dict[str, set[int]] = {}
+    for message in run.relayed.values():
+        senders.setdefault(str(message.kind), set()).add(message.sender)
+    return all(
+        kind in {str(k) for k in GATHERED} and len(senders.get(str(kind), ())) < run.session.size
+        for kind in kinds
+    )
