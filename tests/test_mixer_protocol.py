@@ -30,13 +30,15 @@ from mixer_network import (
     schedules,
 )
 
-from assets import Keypair
+from assets import Fa, Keypair, Outpoint
 from mixer.protocol import (
     ADDRESS_BYTES,
+    LAZY,
     MAX_EVIDENCE,
     BadMessage,
     Blamed,
     Done,
+    Input,
     Kind,
     Message,
     Peer,
@@ -453,3 +455,72 @@ def test_an_answer_to_a_blame_names_its_cause() -> None:
     assert blames[0].body["cause"] is None
     assert blames[1].body["cause"] == blames[2].body["cause"] == message_id(blames[0]).hex()
     assert all(b.body["dk"] is not None for b in blames.values())
+
+
+# -- signatures checked only when held against their sender (LAZY)
+
+
+def _lazy_run(size: int, forge: Kind) -> tuple[list[Peer], list[Message]]:
+    """A run of honest peers where each peer also gets, before the real one, a forgery of
+    peer 1's message of `forge` (taken unchecked, as the client does for LAZY kinds): a
+    confirm of another digest, or a signature that does not sign the transfer. Returns the
+    peers and the forgeries."""
+    keys = [Keypair.generate() for _ in range(size)]
+    inputs = [Input(Outpoint(bytes([n + 1]) * 32, 0), k.public_key) for n, k in enumerate(keys)]
+    session = Session.of(b"c" * 32, "pool", 1, Fa(1_000), inputs)
+    peers = [Peer(session, k, os.urandom(32)) for k in keys]
+    forgeries: list[Message] = []
+    queue = [m for p in peers for m in p.start()]
+    while queue:
+        message = queue.pop(0)
+        if message.kind is forge and message.sender == 1 and not forgeries:
+            field = "digest" if forge is Kind.CONFIRM else "signature"
+            body = {field: os.urandom(len(bytes.fromhex(message.body[field]))).hex()}
+            forged = Message(session.id, 1, forge, body, os.urandom(64))
+            forgeries.append(forged)
+            for peer in peers:
+                if peer.index != 1:
+                    queue.extend(peer.receive(forged, checked=False))
+        for peer in peers:
+            if message.kind is Kind.SHUFFLE and peer.index not in (message.sender + 1,):
+                continue
+            lazy = str(message.kind) in LAZY
+            queue.extend(peer.receive(message, checked=not lazy))
+    return peers, forgeries
+
+
+@pytest.mark.parametrize("forge", [Kind.CONFIRM, Kind.SIGN], ids=str)
+def test_a_forged_lazy_message_is_dropped_not_held_against_its_sender(forge: Kind) -> None:
+    peers, [forged] = _lazy_run(4, forge)
+    outcomes = [p.outcome for p in peers]
+    assert all(isinstance(o, Done) for o in outcomes), outcomes
+    assert len({o.transfer for o in outcomes if isinstance(o, Done)}) == 1
+    for peer in peers:
+        assert forged not in peer.received()  # forgotten once found forged
+
+
+def test_only_lazy_kinds_may_come_unchecked() -> None:
+    keys = [Keypair.generate() for _ in range(2)]
+    inputs = [Input(Outpoint(bytes([n + 1]) * 32, 0), k.public_key) for n, k in enumerate(keys)]
+    session = Session.of(b"c" * 32, "pool", 1, Fa(1_000), inputs)
+    first, second = (Peer(session, k, os.urandom(32)) for k in keys)
+    [announce] = first.start()[:1]
+    with pytest.raises(ValueError, match="signature checked"):
+        second.receive(announce, checked=False)
+    assert {"confirm", "sign"} == LAZY
+
+
+def test_blame_evidence_leaves_out_what_was_forged_on_the_way() -> None:
+    """A forged confirm taken unchecked, then a real reason to blame: the forgery is checked
+    before it would go into the evidence, and left out (no honest peer is named for it)."""
+    keys = [Keypair.generate() for _ in range(3)]
+    inputs = [Input(Outpoint(bytes([n + 1]) * 32, 0), k.public_key) for n, k in enumerate(keys)]
+    session = Session.of(b"c" * 32, "pool", 1, Fa(1_000), inputs)
+    peer = Peer(session, keys[0], os.urandom(32))
+    peer.start()
+    forged = Message(session.id, 2, Kind.CONFIRM, {"digest": "00" * 32}, os.urandom(64))
+    peer.receive(forged, checked=False)
+    [blame] = [m for m in peer._blame("a test's reason") if m.kind is Kind.BLAME]
+    kinds = [wire["kind"] for wire in blame.body["evidence"]]
+    assert kinds == ["announce"]  # its own announcement only
+    assert all(decode_message(w, session) for w in blame.body["evidence"])
