@@ -21,8 +21,6 @@ ledger's block.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from assets import Authorization, Fa, Keypair, Outpoint, encode_transaction, txid
-from ledger.bench_http import LedgerProcess, free_port, progress_bar
+from ledger.bench_http import LedgerProcess, free_port, progress_bar, stop_group
 from ledger.client import LedgerClient, LedgerClientError
 from ledger.scenario import Scenario, pay
 from mixer.client import MixClient, MixError, MixResult
@@ -137,13 +135,7 @@ class CoordinatorProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, STOP_TIMEOUT_S)
 
 
 def mix_all(clients: Sequence[MixClient]) -> tuple[float, list[MixResult]]:

@@ -25,6 +25,7 @@ from petra.console import (
     read_genesis,
     read_keys,
     read_passphrase,
+    serve,
     warn,
     write_private,
 )
@@ -214,7 +215,6 @@ def serve_command(
     passphrase_file: PassphraseFile = None,
 ) -> None:
     """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks."""
-    import uvicorn
 
     from ledger import open_ledger
     from ledger.api import LedgerNode, create_app
@@ -238,9 +238,7 @@ def serve_command(
         f"ledger node on http://{host}:{port}/v1 (store {store}, tree size {node.ledger.size})"
     )
     try:
-        uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
-    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
-        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+        serve(create_app(node), host, port)
     finally:
         node.close()
 

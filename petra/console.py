@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -75,3 +75,26 @@ def write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def check_ledger_genesis(url: str, genesis: Genesis, genesis_path: Path) -> None:
+    """Exit with one sentence unless the ledger at `url` answers with `genesis`."""
+    from ledger.client import LedgerClient, LedgerClientError
+
+    with LedgerClient(url, retries=0) as client:
+        try:
+            served = client.genesis()
+        except LedgerClientError as exc:
+            fail(f"cannot read the ledger's genesis at {url}: {exc}")
+    if served != genesis:
+        fail(f"the ledger at {url} serves another chain than {genesis_path}")
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    """Serve `app` with uvicorn until SIGTERM or Ctrl-C; a failed start is one sentence."""
+    import uvicorn
+
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
+        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")

@@ -20,10 +20,12 @@ from assets.keyfile import is_sealed
 from dso.client import DEFAULT_URL, DsoClient, DsoClientError
 from petra.console import (
     PassphraseFile,
+    check_ledger_genesis,
     err,
     fail,
     read_genesis,
     read_keys,
+    serve,
     warn,
     write_private,
 )
@@ -213,13 +215,12 @@ def serve_command(
     passphrase_file: PassphraseFile = None,
 ) -> None:
     """Serve the DSO admin API under /v1 (docs/dso-api.md), following the ledger."""
-    import uvicorn
 
     from dso.api import create_app
     from dso.book import HttpBook
     from dso.service import DsoService
     from dso.store import DsoStore, DsoStoreError
-    from ledger.client import LedgerClient, LedgerClientError
+    from ledger.client import LedgerClient
 
     _, genesis_doc = read_genesis(genesis)
     # Read first, so a damaged file or a wrong passphrase is named as such, not as "in clear".
@@ -231,13 +232,8 @@ def serve_command(
         fail(f"{keys} holds none of the genesis's DSO keys: the node could not regulate")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the admin API is reachable beyond this machine")
+    check_ledger_genesis(ledger, genesis_doc, genesis)
     client = LedgerClient(ledger)
-    try:
-        served = client.genesis()
-    except LedgerClientError as exc:
-        fail(f"cannot read the ledger's genesis at {ledger}: {exc}")
-    if served != genesis_doc:
-        fail(f"the ledger at {ledger} serves another chain than {genesis}")
     try:
         database = DsoStore(store)
         order_book = HttpBook(book) if book is not None else None
@@ -249,9 +245,7 @@ def serve_command(
     service.start()
     err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
     try:
-        uvicorn.run(create_app(service, docs=docs), host=host, port=port, log_level="warning")
-    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
-        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+        serve(create_app(service, docs=docs), host, port)
     finally:
         service.close()
         client.close()

@@ -21,6 +21,7 @@ from petra.console import (
     read_genesis,
     read_keys,
     read_passphrase,
+    serve,
     warn,
     write_private,
 )
@@ -86,7 +87,6 @@ def run_command(
 ) -> None:
     """Run the meter: read its sources, follow the ledger, bill the DSO every interval and
     serve its owner's API on loopback (docs/architecture.md, "The smart meter")."""
-    import uvicorn
 
     from ledger.client import LedgerClient, LedgerClientError
     from smartmeter.config import ConfigError, load_config
@@ -132,9 +132,7 @@ def run_command(
         f"{len(settings.sources)} source(s), ledger {settings.ledger}, DSO {settings.dso}"
     )
     try:
-        uvicorn.run(node.app(), host="127.0.0.1", port=port, log_level="warning")
-    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
-        fail(f"cannot serve the owner API on 127.0.0.1:{port}: the port is in use")
+        serve(node.app(), "127.0.0.1", port)
     finally:
         node.stop()
 

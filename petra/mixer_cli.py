@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from petra.console import err, fail, read_genesis, warn
+from petra.console import check_ledger_genesis, err, fail, read_genesis, serve, warn
 
 mixer_app = typer.Typer(
     help="The mixer: CoinShuffle pools of equal denominations (DESIGN.md section 8).",
@@ -40,10 +40,9 @@ def serve_command(
 ) -> None:
     """Serve the coordinator under /v1: form pools, relay messages, enforce timeouts, submit
     each finished transfer to the ledger. Keeps nothing on disk."""
-    import uvicorn
 
     from assets import chain_id
-    from ledger.client import LedgerClient, LedgerClientError
+    from ledger.client import LedgerClient
     from mixer.api import create_app
     from mixer.coordinator import Coordinator
 
@@ -52,13 +51,8 @@ def serve_command(
         fail(f"--min-peers ({min_peers}) must not exceed --max-peers ({max_peers})")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the coordinator is reachable beyond this machine")
+    check_ledger_genesis(ledger, genesis_doc, genesis)
     client = LedgerClient(ledger)
-    try:
-        served = client.genesis()
-    except LedgerClientError as exc:
-        fail(f"cannot read the ledger's genesis at {ledger}: {exc}")
-    if served != genesis_doc:
-        fail(f"the ledger at {ledger} serves another chain than {genesis}")
     coordinator = Coordinator(
         client,
         chain_id(genesis_doc),
@@ -72,8 +66,6 @@ def serve_command(
         f"{min_peers} to {max_peers} peers)"
     )
     try:
-        uvicorn.run(create_app(coordinator), host=host, port=port, log_level="warning")
-    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
-        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+        serve(create_app(coordinator), host, port)
     finally:
         client.close()

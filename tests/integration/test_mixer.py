@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +21,11 @@ from assets import Keypair, Outpoint, Output, Transfer, canonical_json, encode_t
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
 from ledger.scenario import Scenario
-from mixer.bench import DENOMINATION, authorize_meter, fund, mix_all
+from mixer.bench import DENOMINATION, CoordinatorProcess, authorize_meter, fund, mix_all
 from mixer.client import MixClient, MixError, MixResult, join_request
 from mixer.protocol import Input, Kind, Message, Peer, peer_order
 
-from .nodes import free_port, serve_ledger, start_petra, stop, wait_serving
+from .nodes import serve_ledger, stop
 
 INTERVAL_S = 1
 
@@ -66,19 +65,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 @contextmanager
 def coordinator(chain: Chain, peers: int, log: Path, timeout_s: int = 10) -> Iterator[str]:
     """`petra mixer serve` for pools of exactly `peers`; its URL."""
-    port = free_port()
-    process: subprocess.Popen[bytes] = start_petra(
-        *("mixer", "serve", "--genesis", str(chain.genesis), "--ledger", chain.url),
-        *("--min-peers", str(peers), "--max-peers", str(peers), "--start-s", "30"),
-        *("--timeout-s", str(timeout_s), "--port", str(port)),
-        log=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_serving(url, process, log)
+    process = CoordinatorProcess(chain.genesis, chain.url, peers, log, timeout_s=timeout_s)
     try:
-        yield url
+        process.wait_until_serving()
+        yield process.url
     finally:
-        stop(process)
+        process.stop()
 
 
 def mixing(chain: Chain, url: str, owners: list[Keypair], ledger: LedgerClient) -> list[MixClient]:
@@ -206,6 +198,25 @@ def cheat_index(clients: list[MixClient], cheat: MixClient) -> int:
     return peer_order(inputs).index(Input(cheat.outpoint, cheat.key.public_key))
 
 
+def others_land_without(
+    ledger: LedgerClient, clients: list[MixClient], culprit: int, reason: str
+) -> None:
+    """Mix every client: the first, the cheat, is excluded; the others land in run 2, each
+    naming only the cheat, for `reason`."""
+    outcomes = mix_each(clients)
+    refused = outcomes[0]
+    assert isinstance(refused, MixError) and refused.code == "excluded", refused
+    results = [o for o in outcomes[1:] if isinstance(o, MixResult)]
+    assert len(results) == len(clients) - 1, outcomes
+    assert_paid(ledger, results)
+    for result in results:
+        assert result.runs == 2
+        [named] = result.excluded.values()
+        assert list(named) == [culprit] and named[culprit].startswith(reason), named
+    for client in clients:
+        client.close()
+
+
 CHEATS: dict[str, tuple[Callable[..., Peer], str]] = {
     # after agreement: nobody reveals a key, the signed evidence names the cheat
     "bad-signature": (BadSignature, "signed the transfer with a signature that does not verify"),
@@ -224,20 +235,8 @@ def test_a_cheat_is_named_and_the_others_land_without_it(
     with LedgerClient(chain.url) as ledger, coordinator(chain, 4, log) as url:
         clients = mixing(chain, url, owners, ledger)
         clients[0].make_peer = make_peer
-        culprit = cheat_index(clients, clients[0])
-        outcomes = mix_each(clients)
-        refused = outcomes[0]
-        assert isinstance(refused, MixError) and refused.code == "excluded", refused
-        results = [o for o in outcomes[1:] if isinstance(o, MixResult)]
-        assert len(results) == 3, outcomes
-        assert_paid(ledger, results)
-        for result in results:
-            assert result.runs == 2
-            [named] = result.excluded.values()
-            assert list(named) == [culprit] and named[culprit].startswith(reason), named
+        others_land_without(ledger, clients, cheat_index(clients, clients[0]), reason)
         assert ledger.unspent(owners[0].public_key) != []  # the cheat keeps its coin, unmixed
-        for client in clients:
-            client.close()
 
 
 def test_a_double_spender_is_named_on_the_ledgers_word(chain: Chain, tmp_path: Path) -> None:
@@ -263,15 +262,5 @@ def test_a_double_spender_is_named_on_the_ledgers_word(chain: Chain, tmp_path: P
 
         spender.make_peer = SpendsFirst
         culprit = cheat_index(clients, spender)
-        outcomes = mix_each(clients)
-        refused = outcomes[0]
-        assert isinstance(refused, MixError) and refused.code == "excluded", refused
-        results = [o for o in outcomes[1:] if isinstance(o, MixResult)]
-        assert len(results) == 3, outcomes
-        assert_paid(ledger, results)
-        for result in results:
-            [named] = result.excluded.values()
-            assert named == {culprit: "spent its input elsewhere (double spend)"}
+        others_land_without(ledger, clients, culprit, "spent its input elsewhere (double spend)")
         assert len(ledger.unspent(elsewhere.public_key)) == 1
-        for client in clients:
-            client.close()
