@@ -455,7 +455,9 @@ class Peer:
                 return self._blame(
                     f"peer {message.sender} sent two different {message.kind} messages"
                 )
-            return []
+            if versions[0] != message:
+                return []  # this one was forged on the way; the sender's own was taken
+            # else the one taken before was forged: act on the sender's own, in its place
         handler = {
             Kind.ANNOUNCE: self._on_announce,
             Kind.SHUFFLE: self._on_shuffle,

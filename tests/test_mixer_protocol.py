@@ -491,12 +491,13 @@ def _lazy_run(size: int, forge: Kind) -> tuple[list[Peer], list[Message]]:
 
 @pytest.mark.parametrize("forge", [Kind.CONFIRM, Kind.SIGN], ids=str)
 def test_a_forged_lazy_message_is_dropped_not_held_against_its_sender(forge: Kind) -> None:
-    peers, [forged] = _lazy_run(4, forge)
-    outcomes = [p.outcome for p in peers]
-    assert all(isinstance(o, Done) for o in outcomes), outcomes
-    assert len({o.transfer for o in outcomes if isinstance(o, Done)}) == 1
-    for peer in peers:
-        assert forged not in peer.received()  # forgotten once found forged
+    for _ in range(10):  # the peer order, so who holds what when the forgery comes, varies
+        peers, [forged] = _lazy_run(4, forge)
+        outcomes = [p.outcome for p in peers]
+        assert all(isinstance(o, Done) for o in outcomes), [p.problem for p in peers]
+        assert len({o.transfer for o in outcomes if isinstance(o, Done)}) == 1
+        for peer in peers:
+            assert forged not in peer.received()  # forgotten once found forged
 
 
 def test_only_lazy_kinds_may_come_unchecked() -> None:
