@@ -401,9 +401,9 @@ def bench_mixer_command(
     ] = "10,50,100",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Seconds for one CoinShuffle mix of N peers on loopback, from the first join until the
-    transfer pays every peer, and bytes each peer posts, against 2 (N + 3) sequential round
-    trips to the coordinator measured in the same run."""
+    """Seconds for one CoinShuffle mix of N peers on loopback, from the pool's start until the
+    landed transfer pays every peer (and from the first join), and bytes each peer posts,
+    against 2 (N + 3) sequential round trips to the coordinator measured in the same run."""
     from mixer.bench import MixerBenchError, run_mixer_bench
 
     try:
