@@ -18,6 +18,7 @@ from rich.markup import escape
 from assets import Genesis, Keypair, chain_id
 from assets.codec import genesis_to_wire
 from assets.keyfile import dump_keys
+from petra.bidstore_cli import bidstore_app
 from petra.console import (
     PassphraseFile,
     err,
@@ -32,6 +33,7 @@ from petra.console import (
 from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
 from petra.mixer_cli import mixer_app
+from petra.tor_cli import tor_app
 
 app = typer.Typer(
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
@@ -48,6 +50,8 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(dso_app, name="dso")
 app.add_typer(meter_app, name="meter")
 app.add_typer(mixer_app, name="mixer")
+app.add_typer(tor_app, name="tor")
+app.add_typer(bidstore_app, name="bidstore")
 app.add_typer(bench_app, name="bench")
 
 

@@ -1,0 +1,1 @@
+"""The bid store: asks and bids with ownership proofs, the order book and its matching."""

@@ -1,0 +1,227 @@
+"""The bid store's HTTP API under /v1 (docs/bidstore-api.md): routes only, over `BidStore`.
+
+No route needs an account: an order is signed by the address owning its assets over a fresh
+challenge, a proposal carries the buyer's transfer signature, and a trade is read with a
+request signed by one of its two parties. Every client address has a request budget (a token
+bucket); behind Tor every request comes from loopback, so the budget is the service's.
+Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `BidStore.tick`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from assets.canonical import canonical_json
+from assets.codec import MAX_INT, MAX_TX_BYTES
+from bidstore.orders import MAX_ORDER_BYTES
+from bidstore.service import BidStore, BidStoreError, parse_wire
+from petra.http import bounded_body, error_response, install_error_handlers
+
+log = logging.getLogger("petra.bidstore")
+
+MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
+TICK_S = 0.25
+HEX32 = "^[0-9a-f]{64}$"
+
+Id = Annotated[str, Path(pattern=HEX32, description="64 lowercase hex digits")]
+Interval = Annotated[int, Path(ge=0, le=MAX_INT, description="An interval index")]
+_ORDER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+class Ticker:
+    """A daemon thread calling `store.tick()` every `every_s` seconds until stopped."""
+
+    def __init__(self, store: BidStore, every_s: float = TICK_S) -> None:
+        self.store = store
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bidstore-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.store.tick()
+            except Exception:  # one failed tick must not stop every later one
+                log.exception("a tick of the bid store failed")
+
+
+def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastAPI:
+    """The FastAPI application of `store`. With `run`, the app's lifespan follows the ledger
+    (`store.start`) and runs a `Ticker`; `docs` serves /openapi.json."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ticker = Ticker(store) if run else None
+        if ticker is not None:
+            await run_in_threadpool(store.start)
+            ticker.start()
+        try:
+            yield
+        finally:
+            if ticker is not None:
+                ticker.stop()
+                store.close()
+
+    app = FastAPI(
+        title="PETra bid store",
+        version="1",
+        description="Asks and bids with ownership proofs, the order book, its matching and the "
+        "trade-proposal relay (DESIGN.md section 9).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(BidStoreError)
+    async def bidstore_error(_: Request, exc: BidStoreError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.middleware("http")
+    async def budget(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        client = request.client.host if request.client is not None else "unknown"
+        wait = store.buckets.take(client)
+        if wait > 0:
+            return error_response(
+                429,
+                "rate_limited",
+                f"too many requests from this address; retry in {wait:.1f} s",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+        return await call_next(request)
+
+    async def body(request: Request, limit: int) -> bytes:
+        too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")
+        return await bounded_body(request, limit, too_large)
+
+    @app.get("/v1/status", summary="The chain, the current interval, counts")
+    def status() -> dict[str, Any]:
+        return store.status()
+
+    @app.post("/v1/challenges", status_code=201, summary="A fresh challenge to sign, used once")
+    def challenge() -> dict[str, Any]:
+        return store.challenge()
+
+    @app.post(
+        "/v1/orders",
+        status_code=201,
+        summary="Post an ask or a bid (its canonical, signed wire)",
+        openapi_extra=_ORDER_BODY,
+    )
+    async def post_order(request: Request) -> dict[str, Any]:
+        raw = await body(request, MAX_ORDER_BYTES)
+        return await run_in_threadpool(store.post_order, raw)
+
+    @app.get("/v1/orders/{order_id}", summary="An order: open, or trading and its trades")
+    def order(order_id: Id) -> dict[str, Any]:
+        return store.order(bytes.fromhex(order_id))
+
+    @app.get("/v1/book", summary="Every open order (anonymous), as the DSO reads it")
+    def book() -> dict[str, Any]:
+        return store.open_orders()
+
+    @app.get("/v1/book/{interval}", summary="An interval's asks and bids in priority order")
+    def interval_book(interval: Interval) -> dict[str, Any]:
+        return store.interval_book(interval)
+
+    @app.get("/v1/auctions/{interval}", summary="How the interval's call auction clears now")
+    def auction(interval: Interval) -> dict[str, Any]:
+        return store.auction(interval)
+
+    @app.post(
+        "/v1/auctions/{interval}/clear",
+        summary="Clear the interval's call auction now: a trade per settleable match",
+    )
+    def clear(interval: Interval) -> dict[str, Any]:
+        return store.clear(interval)
+
+    @app.post(
+        "/v1/takes",
+        status_code=201,
+        summary="Take an open order at its price with the taker's own signed order",
+        openapi_extra=_ORDER_BODY,
+    )
+    async def take(request: Request) -> dict[str, Any]:
+        wire = parse_wire(await body(request, MAX_TAKE_BYTES))
+        resting, taker, power = _take_request(wire)
+        return await run_in_threadpool(store.take, resting, taker, power)
+
+    @app.get("/v1/trades/{trade_id}", summary="A trade and its proposal, for one of its parties")
+    def trade(
+        trade_id: Id,
+        x_petra_address: Annotated[str | None, Header()] = None,
+        x_petra_challenge: Annotated[str | None, Header()] = None,
+        x_petra_signature: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        address = _header_hex(x_petra_address, 32, "X-Petra-Address")
+        challenge = _header_hex(x_petra_challenge, 32, "X-Petra-Challenge")
+        signature = _header_hex(x_petra_signature, 64, "X-Petra-Signature")
+        return store.fetch(bytes.fromhex(trade_id), address, challenge, signature)
+
+    @app.post(
+        "/v1/trades/{trade_id}/proposal",
+        status_code=201,
+        summary="The buyer's transfer for a trade, signed for the buyer's inputs",
+        openapi_extra=_ORDER_BODY,
+    )
+    async def propose(trade_id: Id, request: Request) -> dict[str, Any]:
+        raw = await body(request, MAX_TX_BYTES)
+        return await run_in_threadpool(store.propose, bytes.fromhex(trade_id), raw)
+
+    return app
+
+
+def _take_request(wire: Any) -> tuple[bytes, bytes, int | None]:
+    """The resting order's id, the taker's order bytes and the power of a take request."""
+    if not isinstance(wire, dict) or not {"order", "taker"} <= wire.keys() <= {
+        "order",
+        "taker",
+        "power_w",
+    }:
+        raise BidStoreError(
+            400, "malformed", 'a take is {"order": id, "taker": order, "power_w"?: watts}'
+        )
+    resting = wire["order"]
+    if not isinstance(resting, str) or len(resting) != 64 or resting.strip("0123456789abcdef"):
+        raise BidStoreError(400, "malformed", "order must be an order id: 64 lowercase hex")
+    power = wire.get("power_w")
+    if power is not None and (type(power) is not int or not 1 <= power <= MAX_INT):
+        raise BidStoreError(400, "malformed", "power_w must be a whole number of watts from 1")
+    if not isinstance(wire["taker"], dict):
+        raise BidStoreError(400, "malformed", "taker must be an order object")
+    return bytes.fromhex(resting), canonical_json(wire["taker"]), power
+
+
+def _header_hex(value: str | None, size: int, name: str) -> bytes:
+    if value is None:
+        raise BidStoreError(
+            401,
+            "unauthenticated",
+            "a trade is read with X-Petra-Address, X-Petra-Challenge and X-Petra-Signature",
+        )
+    if len(value) != 2 * size or value.strip("0123456789abcdef"):
+        raise BidStoreError(400, "malformed", f"{name} must be {2 * size} lowercase hex digits")
+    return bytes.fromhex(value)
