@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +52,7 @@ class Chain:
     url: str
     meter: Keypair
     nonces: itertools.count[int]
+    genesis: Path
 
     def now(self) -> int:
         return (int(time.time()) - self.scenario.epoch) // INTERVAL_S
@@ -67,8 +69,8 @@ class Chain:
             ledger.submit(encode_transaction(tx))
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+@pytest.fixture(scope="module", name="chain")
+def chain_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """A ledger node on a chain of one-second intervals, with one meter authorized."""
     tmp = tmp_path_factory.mktemp("bidstore")
     scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
@@ -79,7 +81,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     meter = Keypair.generate()
     try:
         authorize_now(url, scenario, [Authorization(METER, meter.public_key, 10**9, 10**9)])
-        yield Chain(scenario, url, meter, itertools.count(1))
+        yield Chain(scenario, url, meter, itertools.count(1), genesis)
     finally:
         stop(process)
 
@@ -97,14 +99,14 @@ def store(chain: Chain) -> Iterator[TestClient]:
         ledger.close()
 
 
-def challenge(http: TestClient) -> bytes:
+def challenge(http: httpx.Client) -> bytes:
     answer = http.post("/v1/challenges")
     assert answer.status_code == 201, answer.text
     return bytes.fromhex(answer.json()["challenge"])
 
 
 def order(
-    http: TestClient,
+    http: httpx.Client,
     key: Keypair,
     side: OrderSide,
     interval: int,
@@ -127,7 +129,7 @@ def order(
     return sign_order(unsigned, key)
 
 
-def post(http: TestClient, signed: Order) -> httpx.Response:
+def post(http: httpx.Client, signed: Order) -> httpx.Response:
     answer: httpx.Response = http.post("/v1/orders", content=encode_order(signed))
     return answer
 
@@ -137,7 +139,7 @@ def refused(answer: httpx.Response, status: int, code: str) -> None:
     assert answer.json()["error"]["code"] == code, answer.text
 
 
-def fetch(http: TestClient, trade_id: str, key: Keypair) -> httpx.Response:
+def fetch(http: httpx.Client, trade_id: str, key: Keypair) -> httpx.Response:
     """GET the trade, signed by `key` over a fresh challenge and the trade's id."""
     fresh = challenge(http)
     answer: httpx.Response = http.get(
@@ -178,7 +180,7 @@ def funded(chain: Chain, power: int, funds: int, interval: int) -> Parties:
     return Parties(seller, buyer, epa, eca, fa)
 
 
-def wait_settled(http: TestClient, trade_id: str, key: Keypair) -> dict[str, Any]:
+def wait_settled(http: httpx.Client, trade_id: str, key: Keypair) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:
         trade: dict[str, Any] = fetch(http, trade_id, key).json()
@@ -187,7 +189,7 @@ def wait_settled(http: TestClient, trade_id: str, key: Keypair) -> dict[str, Any
         time.sleep(0.1)
 
 
-def settle(http: TestClient, chain: Chain, trade: dict[str, Any], parties: Parties) -> str:
+def settle(http: httpx.Client, chain: Chain, trade: dict[str, Any], parties: Parties) -> str:
     """The buyer proposes the trade's transfer, the seller fetches, countersigns and submits
     it; returns the transfer's id once the store has seen it settle the trade."""
     unsigned = tx_from_wire(trade["terms"]["transfer"])
