@@ -33,6 +33,7 @@ demo: venv
 bench: venv
 	$(BIN)/petra bench ledger
 	$(BIN)/petra bench dso
+	$(BIN)/petra bench bidstore
 	$(BIN)/petra bench mixer
 
 clean:

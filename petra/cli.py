@@ -398,6 +398,36 @@ def bench_dso_command(
         fail(str(exc))
 
 
+@bench_app.command("bidstore")
+def bench_bidstore_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    orders: Annotated[
+        int, typer.Option(min=1, help="How many orders (asks and bids in turn) to post.")
+    ] = 2_000,
+    clients: Annotated[
+        int,
+        typer.Option(min=1, max=256, help="Client threads, each with one request in flight."),
+    ] = 16,
+    tor: Annotated[
+        bool,
+        typer.Option(
+            "--tor/--no-tor",
+            help="Also time order posts through a private Tor network (20-60 s to bootstrap).",
+        ),
+    ] = True,
+) -> None:
+    """Orders the bid store checks and accepts per second on loopback, against the ledger
+    node's rate for the reads checking one order makes, one run; and the p50 latency of an
+    order post to the store as an onion service on a private Tor network."""
+    from bidstore.bench import BidStoreBenchError, run_bidstore_bench
+
+    console = Console(stderr=as_json)
+    try:
+        run_bidstore_bench(as_json, console, orders=orders, clients=clients, tor=tor)
+    except BidStoreBenchError as exc:
+        fail(str(exc))
+
+
 @bench_app.command("mixer")
 def bench_mixer_command(
     peers: Annotated[
