@@ -107,12 +107,17 @@ class Book:
         self._by_interval: dict[int, dict[bytes, Listing]] = {}
         self._by_id: dict[bytes, Listing] = {}
         self._spender: dict[Outpoint, bytes] = {}  # outpoint -> id of the order spending it
+        self._by_owner: dict[bytes, dict[bytes, Listing]] = {}  # owner -> its open orders
 
     def __len__(self) -> int:
         return len(self._by_id)
 
     def get(self, order_id: bytes) -> Listing | None:
         return self._by_id.get(order_id)
+
+    def owned_by(self, owner: bytes) -> tuple[Listing, ...]:
+        """The open orders of `owner`, in arrival order."""
+        return tuple(self._by_owner.get(owner, {}).values())
 
     def intervals(self) -> tuple[int, ...]:
         """The intervals with open orders, ascending."""
@@ -130,6 +135,7 @@ class Book:
         self.remove(listing.order_id)  # the same order again goes to the back of the queue
         self._by_interval.setdefault(listing.order.interval, {})[listing.order_id] = listing
         self._by_id[listing.order_id] = listing
+        self._by_owner.setdefault(listing.order.owner, {})[listing.order_id] = listing
         for outpoint in listing.order.assets:
             self._spender[outpoint] = listing.order_id
         return replaced
@@ -143,6 +149,10 @@ class Book:
         del self._by_interval[interval][order_id]
         if not self._by_interval[interval]:
             del self._by_interval[interval]
+        owned = self._by_owner[listing.order.owner]
+        del owned[order_id]
+        if not owned:
+            del self._by_owner[listing.order.owner]
         for outpoint in listing.order.assets:
             del self._spender[outpoint]
         return listing

@@ -35,7 +35,7 @@ from assets.codec import (
     tx_to_wire,
     txid,
 )
-from assets.model import Outpoint, Output, Transfer
+from assets.model import Outpoint, Output, Regulate, Transfer
 from bidstore.book import Book, BookEntry, Match, Terms, check_proposal, trade_terms
 from bidstore.orders import (
     Challenges,
@@ -192,6 +192,9 @@ class BidStore:
         self._trade_of: dict[Outpoint, bytes] = {}  # outpoint -> the unfinished trade using it
         self._trades_of_order: dict[bytes, list[bytes]] = {}
         self._spent: OrderedDict[Outpoint, None] = OrderedDict()
+        # The unspent outputs of every block indexed: an order's check reads them here, and
+        # asks the ledger only for an outpoint the index does not have (newer, or spent).
+        self._unspent: dict[Outpoint, Output] = {}
         self._cleared: set[int] = set()
         self._lock = threading.RLock()
         self.follower: BlockFollower | None = None
@@ -199,17 +202,10 @@ class BidStore:
     # ------------------------------------------------------------ running
 
     def start(self) -> None:
-        """Follow the ledger's blocks from its current head on."""
-        head = self.ledger.head()
-        height = 0 if head is None else head.header.height
+        """Follow the ledger's blocks from the first: their unspent outputs are the index
+        orders are checked against, and their transfers close orders and trades."""
         self.follower = BlockFollower(
-            self.ledger,
-            self.genesis,
-            self.on_block,
-            height,
-            head,
-            name="bidstore-follower",
-            stream=True,
+            self.ledger, self.genesis, self.on_block, name="bidstore-follower", stream=True
         )
         self.follower.start()
 
@@ -233,6 +229,10 @@ class BidStore:
         return {"challenge": value.hex(), "expires_in_s": self.limits.challenge_ttl_s}
 
     def _lookup(self, outpoint: Outpoint) -> tuple[Output, bool] | None:
+        with self._lock:
+            indexed = self._unspent.get(outpoint)
+        if indexed is not None:
+            return indexed, False
         try:
             found = self.ledger.output(outpoint.txid, outpoint.index)
         except LedgerClientError as exc:
@@ -282,12 +282,8 @@ class BidStore:
         owner, assets = listing.order.owner, set(listing.order.assets)
         kept = sum(
             1
-            for t in self.book.intervals()
-            for entry in self.book.view(t)
-            if (other := self.book.get(entry.order_id)) is not None
-            and other.order.owner == owner
-            and other.order_id != listing.order_id
-            and not assets & set(other.order.assets)
+            for other in self.book.owned_by(owner)
+            if other.order_id != listing.order_id and not assets & set(other.order.assets)
         )
         trading = sum(
             1
@@ -518,9 +514,15 @@ class BidStore:
         with self._lock:
             for raw in raws:
                 tx = trusted_transaction(raw)
+                if isinstance(tx, Regulate):
+                    continue
+                tx_id = txid(tx)
+                for index, output in enumerate(tx.outputs):
+                    self._unspent[Outpoint(tx_id, index)] = output
                 if not isinstance(tx, Transfer):
                     continue
                 for outpoint in tx.inputs:
+                    self._unspent.pop(outpoint, None)
                     self._spent[outpoint] = None
                     self.book.remove_spending(outpoint)
                     trade_id = self._trade_of.get(outpoint)
