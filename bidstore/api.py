@@ -9,8 +9,6 @@ Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -24,8 +22,7 @@ from assets.codec import MAX_INT, MAX_TX_BYTES
 from bidstore.orders import MAX_ORDER_BYTES
 from bidstore.service import BidStore, BidStoreError, parse_wire
 from petra.http import bounded_body, error_response, install_error_handlers
-
-log = logging.getLogger("petra.bidstore")
+from petra.ticker import Ticker
 
 MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
 TICK_S = 0.25
@@ -41,37 +38,13 @@ _ORDER_BODY = {
 }
 
 
-class Ticker:
-    """A daemon thread calling `store.tick()` every `every_s` seconds until stopped."""
-
-    def __init__(self, store: BidStore, every_s: float = TICK_S) -> None:
-        self.store = store
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bidstore-ticker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.store.tick()
-            except Exception:  # one failed tick must not stop every later one
-                log.exception("a tick of the bid store failed")
-
-
 def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastAPI:
     """The FastAPI application of `store`. With `run`, the app's lifespan follows the ledger
     (`store.start`) and runs a `Ticker`; `docs` serves /openapi.json."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ticker = Ticker(store) if run else None
+        ticker = Ticker(store.tick, TICK_S, "bid store") if run else None
         if ticker is not None:
             await run_in_threadpool(store.start)
             ticker.start()

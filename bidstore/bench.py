@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,11 +51,11 @@ from bidstore.orders import Order, OrderSide, encode_order, payment, sign_order
 from ledger.bench_http import (
     HttpBenchError,
     LedgerProcess,
+    PetraProcess,
     drive,
     free_port,
     percentile,
     progress_bar,
-    stop_group,
 )
 from ledger.client import LedgerClient, LedgerClientError
 from ledger.scenario import Scenario, pay
@@ -188,50 +187,24 @@ def _fund(
     return funded
 
 
-class BidStoreProcess:
+class BidStoreProcess(PetraProcess):
     """`petra bidstore serve` in its own process, following the ledger at `ledger_url`, with
     its request budget and per-owner cap raised above anything the bench asks of it."""
 
     def __init__(self, genesis: Path, ledger_url: str, tmp: Path, orders: int) -> None:
-        self.log_path = tmp / "bidstore.log"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k != "PETRA_PASSPHRASE"}
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    *_PETRA,
-                    *("bidstore", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
-                    *("--port", str(self.port), "--max-orders", str(orders + 1)),
-                    *("--rate", "1000000", "--burst", str(10 * orders + 1000)),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-            )
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no bid store log)"
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v1/status", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise BidStoreBenchError(f"the bid store did not start: {self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_group(self.process)
+        super().__init__(
+            [
+                *("bidstore", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
+                *("--port", str(self.port), "--max-orders", str(orders + 1)),
+                *("--rate", "1000000", "--burst", str(10 * orders + 1000)),
+            ],
+            tmp / "bidstore.log",
+            f"http://127.0.0.1:{self.port}",
+            probe="/v1/status",
+            what="bid store",
+            error=BidStoreBenchError,
+        )
 
 
 def _read_assets(client: httpx.Client, order: _Funded) -> str | None:

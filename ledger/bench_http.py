@@ -132,26 +132,32 @@ def free_port() -> int:
         return port
 
 
-class LedgerProcess:
-    """`petra ledger serve` in its own process, over a fresh SQLite store in `tmp`."""
+class PetraProcess:
+    """`petra ARGS` in a process group of its own (without the caller's passphrase), its
+    standard error in `log_path`, serving at `url`; `probe` is a path that answers once it
+    serves. A failed start is `error` with the log's tail."""
 
-    def __init__(self, scenario: Scenario, tmp: Path) -> None:
-        genesis, keys = tmp / "genesis.json", tmp / "keys.json"
-        genesis.write_bytes(scenario.genesis_raw)
-        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(dump_keys({"sequencer-0": scenario.sequencer}, None))
-        self.log_path = tmp / "node.log"
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        url: str,
+        *,
+        probe: str,
+        what: str,
+        error: type[Exception] = RuntimeError,
+    ) -> None:
+        self.log_path, self.url, self.probe, self.what, self.error = (
+            log_path,
+            url,
+            probe,
+            what,
+            error,
+        )
         env = {k: v for k, v in os.environ.items() if k != "PETRA_PASSPHRASE"}
-        with self.log_path.open("wb") as log:
+        with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    *_PETRA,
-                    *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
-                    *("--store", f"sqlite:///{tmp}/http.sqlite", "--port", str(port)),
-                ],
+                [*_PETRA, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -163,22 +169,46 @@ class LedgerProcess:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
-            return "(no node log)"
+            return f"(no {self.what} log)"
 
     def wait_until_serving(self) -> None:
+        """Return once `probe` answers (any HTTP answer); `error` if it exits or is late."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                if httpx.get(f"{self.url}/v1/genesis", timeout=1).status_code == 200:
-                    return
+                httpx.get(f"{self.url}{self.probe}", timeout=1)
+                return
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise HttpBenchError(f"the ledger node did not start: {self.log_tail()}")
+                raise self.error(f"the {self.what} did not start: {self.log_tail()}")
             time.sleep(0.1)
 
     def stop(self) -> None:
         stop_group(self.process)
+
+
+class LedgerProcess(PetraProcess):
+    """`petra ledger serve` in its own process, over a fresh SQLite store in `tmp`."""
+
+    def __init__(self, scenario: Scenario, tmp: Path) -> None:
+        genesis, keys = tmp / "genesis.json", tmp / "keys.json"
+        genesis.write_bytes(scenario.genesis_raw)
+        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(dump_keys({"sequencer-0": scenario.sequencer}, None))
+        port = free_port()
+        super().__init__(
+            [
+                *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
+                *("--store", f"sqlite:///{tmp}/http.sqlite", "--port", str(port)),
+            ],
+            tmp / "node.log",
+            f"http://127.0.0.1:{port}",
+            probe="/v1/genesis",
+            what="ledger node",
+            error=HttpBenchError,
+        )
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:

@@ -9,8 +9,6 @@ coordinator's clock (`Coordinator.tick`) while the app runs.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,8 +22,7 @@ from assets import Rejected
 from assets.canonical import parse_json
 from mixer.coordinator import MAX_WAIT_S, Coordinator, MixerError
 from petra.http import bounded_body, error_response, install_error_handlers
-
-log = logging.getLogger("petra.mixer")
+from petra.ticker import Ticker
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a message: a blame carries every message of its run
 MAX_JOIN_BYTES = 4 * 1024  # a join request is a few hundred bytes
@@ -34,37 +31,13 @@ TICK_S = 0.25  # how often the ticker drives the coordinator's timeouts
 LONG_POLLS = 1024  # long polls waiting at once (threads, mostly asleep)
 
 
-class Ticker:
-    """A daemon thread calling `coordinator.tick()` every `every_s` seconds until stopped."""
-
-    def __init__(self, coordinator: Coordinator, every_s: float = TICK_S) -> None:
-        self.coordinator = coordinator
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mixer-ticker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.coordinator.tick()
-            except Exception:  # one failed tick must not stop every later timeout
-                log.exception("a tick of the mixer coordinator failed")
-
-
 def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     """The FastAPI application of `coordinator`; with `ticker`, the app's lifespan runs a
     `Ticker` (else whoever runs the app calls `tick`)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        running = Ticker(coordinator) if ticker else None
+        running = Ticker(coordinator.tick, TICK_S, "mixer coordinator") if ticker else None
         if running is not None:
             running.start()
         try:

@@ -21,7 +21,6 @@ ledger's block.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from assets import Authorization, Fa, Keypair, Outpoint, encode_transaction, txid
-from ledger.bench_http import LedgerProcess, free_port, progress_bar, stop_group
+from ledger.bench_http import LedgerProcess, PetraProcess, free_port, progress_bar
 from ledger.client import LedgerClient, LedgerClientError
 from ledger.scenario import Scenario, pay
 from mixer.client import MixClient, MixError, MixResult
@@ -90,7 +89,7 @@ def authorize_meter(ledger: LedgerClient, scenario: Scenario, meter: Keypair) ->
         time.sleep(0.05)
 
 
-class CoordinatorProcess:
+class CoordinatorProcess(PetraProcess):
     """`petra mixer serve` in its own process, its standard error in `log`."""
 
     def __init__(
@@ -104,38 +103,19 @@ class CoordinatorProcess:
         timeout_s: int = STEP_TIMEOUT_S,
     ) -> None:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [
-                    *_PETRA,
-                    *("mixer", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
-                    *("--min-peers", str(peers), "--max-peers", str(peers)),
-                    *("--start-s", str(start_s), "--timeout-s", str(timeout_s)),
-                    *("--host", "127.0.0.1", "--port", str(port)),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-            )
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                httpx.get(f"{self.url}/v1/pools/none", timeout=1)
-                return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise MixerBenchError(f"the coordinator did not start: {tail}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_group(self.process, STOP_TIMEOUT_S)
+        super().__init__(
+            [
+                *("mixer", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
+                *("--min-peers", str(peers), "--max-peers", str(peers)),
+                *("--start-s", str(start_s), "--timeout-s", str(timeout_s)),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+            log,
+            f"http://127.0.0.1:{port}",
+            probe="/v1/pools/none",
+            what="coordinator",
+            error=MixerBenchError,
+        )
 
 
 def mix_all(clients: Sequence[MixClient]) -> tuple[float, list[MixResult]]:
