@@ -3,14 +3,11 @@ never a speed threshold (the figures depend on the machine)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 
 import pytest
+from bench_run import PETRA, assert_positive, bench_json
 
-PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
-BENCH_TIMEOUT_S = 300
 BILLS = 20
 METERS = 4
 CLIENTS = 4
@@ -18,24 +15,11 @@ CLIENTS = 4
 
 @pytest.mark.slow
 def test_bench_dso_reconciles_every_bill_and_prints_one_json_object() -> None:
-    done = subprocess.run(
-        [
-            *(*PETRA, "bench", "dso", "--json"),
-            *("--bills", str(BILLS), "--meters", str(METERS), "--clients", str(CLIENTS)),
-        ],
-        capture_output=True,
-        timeout=BENCH_TIMEOUT_S,
-        check=False,
+    result = bench_json(
+        *("dso", "--bills", str(BILLS), "--meters", str(METERS)),
+        *("--clients", str(CLIENTS)),
     )
-    assert done.returncode == 0, done.stderr.decode()
-    lines = done.stdout.decode().splitlines()
-    assert len(lines) == 1, lines
-    result = json.loads(lines[0])
-    assert isinstance(result, dict)
-    for measure in ("bills_per_s", "baseline_reads_per_s", "ratio", "p50_ms", "p99_ms"):
-        value = result[measure]
-        assert isinstance(value, int | float) and not isinstance(value, bool), measure
-        assert value > 0, measure
+    assert_positive(result, ("bills_per_s", "baseline_reads_per_s", "ratio", "p50_ms", "p99_ms"))
     assert result["reconciled"] == result["bills"] == BILLS
     assert (result["meters"], result["clients"], result["reads_per_bill"]) == (METERS, CLIENTS, 2)
     assert result["ratio"] == round(result["bills_per_s"] / result["baseline_reads_per_s"], 3)
