@@ -37,6 +37,7 @@ from assets.codec import (
 )
 from assets.model import Outpoint, Output, Regulate, Transfer
 from bidstore.book import Book, BookEntry, Match, Terms, check_proposal, trade_terms
+from bidstore.budget import TokenBuckets
 from bidstore.orders import (
     Challenges,
     Listing,
@@ -131,34 +132,6 @@ def trade_id_of(ask_id: bytes, bid_id: bytes, power_w: int, price: int) -> bytes
 def fetch_message(trade_id: bytes, challenge: bytes) -> bytes:
     """The bytes a party signs to read a trade: the domain and SHA-256(trade id || challenge)."""
     return signing_message(FETCH_TYPE, hashlib.sha256(trade_id + challenge).digest())
-
-
-class TokenBuckets:
-    """A token bucket per client: `rate` tokens a second, at most `burst`; clients idle long
-    enough to be full again are forgotten, so memory follows the active clients only."""
-
-    def __init__(self, clock: Callable[[], float], rate: float, burst: int) -> None:
-        self._clock, self._rate, self._burst = clock, rate, float(burst)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """0 if `client` may make a request now (and it is counted); else seconds to wait."""
-        now = self._clock()
-        with self._lock:
-            self._forget_full(now)
-            tokens, when = self._buckets.pop(client, (self._burst, now))
-            tokens = min(self._burst, tokens + (now - when) * self._rate)
-            if tokens < 1:
-                self._buckets[client] = (tokens, now)
-                return (1 - tokens) / self._rate
-            self._buckets[client] = (tokens - 1, now)
-            return 0.0
-
-    def _forget_full(self, now: float) -> None:
-        full_after = self._burst / self._rate
-        while self._buckets and now - next(iter(self._buckets.values()))[1] > full_after:
-            self._buckets.popitem(last=False)
 
 
 class BidStore:
