@@ -2,13 +2,15 @@
 
 No route needs an account: an order is signed by the address owning its assets over a fresh
 challenge, a proposal carries the buyer's transfer signature, and a trade is read with a
-request signed by one of its two parties. Every client address has a request budget (a token
-bucket); behind Tor every request comes from loopback, so the budget is the service's.
+request signed by one of its two parties. Each request is charged to the request budgets of
+its TCP connection (behind Tor: its stream), of its client address unless that is loopback (as
+behind Tor) and of the service (`bidstore.budget`); at most `max_in_flight` run at once.
 Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `BidStore.tick`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -19,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from assets.canonical import canonical_json
 from assets.codec import MAX_INT, MAX_TX_BYTES
+from bidstore.budget import Budget, InFlight, Rate, RequestBudgets
 from bidstore.orders import MAX_ORDER_BYTES
 from bidstore.service import BidStore, BidStoreError, parse_wire
 from petra.http import bounded_body, error_response, install_error_handlers
@@ -30,6 +33,11 @@ HEX32 = "^[0-9a-f]{64}$"
 
 Id = Annotated[str, Path(pattern=HEX32, description="64 lowercase hex digits")]
 Interval = Annotated[int, Path(ge=0, le=MAX_INT, description="An interval index")]
+_SPENDER = {
+    Budget.CONNECTION: "this connection",
+    Budget.ADDRESS: "this address",
+    Budget.SERVICE: "the service",
+}
 _ORDER_BODY = {
     "requestBody": {
         "required": True,
@@ -71,20 +79,35 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     async def bidstore_error(_: Request, exc: BidStoreError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
 
+    budgets = RequestBudgets(
+        store.clock,
+        connection=Rate(store.limits.requests_per_s, store.limits.burst),
+        address=Rate(store.limits.address_requests_per_s, store.limits.address_burst),
+        service=Rate(store.limits.service_requests_per_s, store.limits.service_burst),
+    )
+    in_flight = InFlight(store.limits.max_in_flight)
+
     @app.middleware("http")
     async def budget(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        client = request.client.host if request.client is not None else "unknown"
-        wait = store.buckets.take(client)
-        if wait > 0:
+        client = request.client
+        over = budgets.charge(None if client is None else (client.host, client.port))
+        if over is not None:
             return error_response(
                 429,
                 "rate_limited",
-                f"too many requests from this address; retry in {wait:.1f} s",
-                {"Retry-After": str(max(1, round(wait)))},
+                f"over the request budget of {_SPENDER[over.budget]}; retry in {over.wait_s:.1f} s",
+                {"Retry-After": str(math.ceil(over.wait_s))},
             )
-        return await call_next(request)
+        if not in_flight.enter():
+            return error_response(
+                503, "busy", "too many requests being handled; retry in 1 s", {"Retry-After": "1"}
+            )
+        try:
+            return await call_next(request)
+        finally:
+            in_flight.leave()
 
     async def body(request: Request, limit: int) -> bytes:
         too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")

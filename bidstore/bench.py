@@ -198,6 +198,8 @@ class BidStoreProcess(PetraProcess):
                 *("bidstore", "serve", "--genesis", str(genesis), "--ledger", ledger_url),
                 *("--port", str(self.port), "--max-orders", str(orders + 1)),
                 *("--rate", "1000000", "--burst", str(10 * orders + 1000)),
+                *("--service-rate", "1000000", "--service-burst", str(10 * orders + 1000)),
+                *("--max-in-flight", "1024"),  # over the bench's most clients
             ],
             tmp / "bidstore.log",
             f"http://127.0.0.1:{self.port}",

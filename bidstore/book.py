@@ -24,13 +24,17 @@ A match becomes one transfer (`trade_terms`): inputs the ask's EPA and the bid's
 outputs EPA(power, t, t) to the bid's `receive`, ECA(power, t, t) and the FA payment to the
 ask's `receive`, and change: EPA to the ask's owner, ECA and FA to the bid's owner.
 `check_proposal` holds a proposed transfer against those terms before the store relays it.
+Once the transfer is on the ledger, `leftovers` says what each order still holds: its change,
+as a listing of the same order, which the next match of the same order spends (an order in
+several matches of one clearing settles them one after another) or which is listed again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from assets.model import Eca, Epa, Fa, Outpoint, Output, Transfer
@@ -342,3 +346,45 @@ def _check_balanced(inputs: Iterable[Output], outputs: Iterable[Output], interva
     unbalanced = sorted(kind for kind, left in totals.items() if left != 0)
     if unbalanced:
         raise _mismatch(f"{', '.join(unbalanced)} inputs and outputs differ: unbalanced")
+
+
+def leftovers(
+    terms: Terms, ask: Listing, bid: Listing, transfer: Transfer, transfer_id: bytes
+) -> tuple[Listing | None, Listing | None]:
+    """What `ask` and `bid` hold once `transfer` (id `transfer_id`), which carries out `terms`
+    (`check_proposal` passed), is on the ledger: each order's change outputs as a listing of
+    the same order (same id, price, contact and receive address; `order.assets` the change
+    outpoints, so the signature no longer covers them: the store's own record), or None for an
+    order whose power is used up. The ask keeps its EPA change; the bid its ECA and FA change.
+    """
+    change = list(enumerate(transfer.outputs))
+    for output in terms.paid:
+        change.remove(next(item for item in change if item[1] == output))
+    epa = [(i, o) for i, o in change if isinstance(o.asset, Epa)]
+    eca = [(i, o) for i, o in change if isinstance(o.asset, Eca)]
+    fa = [(i, o) for i, o in change if isinstance(o.asset, Fa)]
+    return (
+        _left(ask, epa, sum(_size(o) for _, o in epa), 0, transfer_id),
+        _left(
+            bid, eca + fa, sum(_size(o) for _, o in eca), sum(_size(o) for _, o in fa), transfer_id
+        ),
+    )
+
+
+def _left(
+    listing: Listing,
+    change: Sequence[tuple[int, Output]],
+    power_w: int,
+    funds: int,
+    transfer_id: bytes,
+) -> Listing | None:
+    if power_w == 0:
+        return None
+    assets = tuple(Outpoint(transfer_id, index) for index, _ in change)
+    return Listing(
+        dataclasses.replace(listing.order, assets=assets),
+        listing.order_id,
+        power_w,
+        funds,
+        tuple(output for _, output in change),
+    )

@@ -6,22 +6,29 @@ It keeps everything in memory: challenges, the book, trades. It follows the ledg
 ticker calls `tick` to drop passed intervals, expire trades and clear each interval's call
 auction at its gate.
 
-A trade is one transfer between one ask and one bid. Its two orders leave the book when it is
-made and live in the trade; the bid's owner (the buyer) proposes the transfer, signed for its
-own inputs; the ask's owner (the seller) fetches it with a signed request, countersigns and
-submits it to the ledger itself. The store sees the transfer in a block and marks the trade
-settled. What an order does not trade (a partial fill) comes back to its owner as change and is
-not listed again: the owner posts a new order on it.
+A trade is one transfer between one ask and one bid. The bid's owner (the buyer) proposes the
+transfer, signed for its own inputs; the ask's owner (the seller) fetches it with a signed
+request, countersigns and submits it to the ledger itself. The store sees the transfer in a
+block and marks the trade settled.
+
+Orders leave the book when they are matched and are held in a `Chain`: the matches of one
+clearing that share orders (one large ask against two bids, say), made into trades one after
+another, each spending the change the previous trade left to the order they share. A take is a
+chain of one match. When a chain ends, what its resting orders still hold (a partial fill) is
+listed again under the same order id; a taker's order fills and is forgotten. When a chain
+breaks (a trade failed: an asset went elsewhere), its orders that still hold their assets go
+back to the book.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,8 +43,15 @@ from assets.codec import (
     txid,
 )
 from assets.model import Outpoint, Output, Regulate, Transfer
-from bidstore.book import Book, BookEntry, Match, Terms, check_proposal, trade_terms
-from bidstore.budget import TokenBuckets
+from bidstore.book import (
+    Book,
+    BookEntry,
+    Match,
+    Terms,
+    check_proposal,
+    leftovers,
+    trade_terms,
+)
 from bidstore.orders import (
     Challenges,
     Listing,
@@ -45,6 +59,7 @@ from bidstore.orders import (
     OrderSide,
     check_order,
     decode_order,
+    payment,
 )
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient, LedgerClientError
@@ -92,18 +107,42 @@ class TradeStatus(StrEnum):
     SETTLED = "settled"  # the transfer is on the ledger
     FAILED = "failed"  # an asset of the trade was spent by another transfer
     EXPIRED = "expired"  # the interval began before the trade settled
+    ABANDONED = "abandoned"  # the party whose turn it was let `step_timeout_s` pass
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Abuse control. Times in seconds; `requests_per_s` and `burst` per client address."""
+    """Abuse control. Times in seconds. Request budgets (`bidstore.budget`): `requests_per_s`
+    and `burst` per TCP connection (each Tor stream is one), `address_*` per client address
+    other than loopback, `service_*` for all requests; `max_in_flight` handled at once."""
 
     max_orders_per_owner: int = 16
     requests_per_s: float = 20.0
     burst: int = 100
+    address_requests_per_s: float = 50.0
+    address_burst: int = 200
+    service_requests_per_s: float = 2000.0
+    service_burst: int = 4000
+    max_in_flight: int = 256
     challenge_ttl_s: float = 300.0
     max_challenges: int = 100_000
     max_trades: int = 100_000
+
+
+@dataclass(slots=True, eq=False)
+class Chain:
+    """Matches that share orders, made into trades one after another (see the module doc).
+
+    `holding` maps each order the chain still holds out of the book to what it holds now (its
+    change after the trades so far); `relist` names the orders whose rest goes back to the book
+    when the chain ends; `trade` is the unfinished trade of `matches[step]`.
+    """
+
+    matches: tuple[Match, ...]
+    holding: dict[bytes, Listing]
+    relist: frozenset[bytes]
+    step: int = 0
+    trade: Trade | None = None
 
 
 @dataclass(slots=True)
@@ -114,8 +153,10 @@ class Trade:
     ask: Listing
     bid: Listing
     terms: Terms
+    chain: Chain = field(repr=False)
     status: TradeStatus = TradeStatus.OPEN
     proposal: bytes | None = None  # canonical transfer bytes, signed by the buyer
+    since: float = 0.0  # when the current party's turn began (made, or first proposed)
     txid: bytes | None = None  # the proposal's id, and the settling transfer's once settled
     parties: tuple[bytes, bytes] = field(init=False)
 
@@ -147,6 +188,7 @@ class BidStore:
         genesis: Genesis,
         *,
         gate_s: float = 60.0,
+        step_timeout_s: float = 60.0,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -154,15 +196,19 @@ class BidStore:
         self.genesis = genesis
         self.chain = chain_id(genesis)
         self.gate_s = gate_s
+        self.step_timeout_s = step_timeout_s
         self.limits = limits or Limits()
         self.clock = clock
         self.book = Book()
         self.challenges = Challenges(
             clock, ttl_s=self.limits.challenge_ttl_s, capacity=self.limits.max_challenges
         )
-        self.buckets = TokenBuckets(clock, self.limits.requests_per_s, self.limits.burst)
         self.trades: dict[bytes, Trade] = {}
-        self._trade_of: dict[Outpoint, bytes] = {}  # outpoint -> the unfinished trade using it
+        # Orders out of the book in an unfinished chain: what each holds, whose outpoints they
+        # are and how many each owner has.
+        self._chain_of: dict[bytes, Chain] = {}  # order id -> its chain
+        self._held: dict[Outpoint, bytes] = {}  # outpoint -> id of the held order spending it
+        self._held_by_owner: Counter[bytes] = Counter()
         self._trades_of_order: dict[bytes, list[bytes]] = {}
         self._spent: OrderedDict[Outpoint, None] = OrderedDict()
         # The unspent outputs of every block indexed: an order's check reads them here, and
@@ -243,7 +289,7 @@ class BidStore:
             for outpoint in order.assets:
                 if outpoint in self._spent:  # spent in a block since the ledger was asked
                     raise BidStoreError(409, "spent", f"{_where(outpoint)} is already spent")
-                if outpoint in self._trade_of:
+                if outpoint in self._held:
                     raise BidStoreError(
                         409, "in_trade", f"{_where(outpoint)} is in a trade that is not finished"
                     )
@@ -258,12 +304,7 @@ class BidStore:
             for other in self.book.owned_by(owner)
             if other.order_id != listing.order_id and not assets & set(other.order.assets)
         )
-        trading = sum(
-            1
-            for trade in self.trades.values()
-            if trade.status in (TradeStatus.OPEN, TradeStatus.PROPOSED) and owner in trade.parties
-        )
-        if kept + trading >= self.limits.max_orders_per_owner:
+        if kept + self._held_by_owner[owner] >= self.limits.max_orders_per_owner:
             raise BidStoreError(
                 429,
                 "too_many_orders",
@@ -287,15 +328,19 @@ class BidStore:
         """An order's public view: open in the book, or the ids of its trades."""
         with self._lock:
             listing = self.book.get(order_id)
+            status = "open"
             trades = list(self._trades_of_order.get(order_id, ()))
-            if listing is None and trades:
-                listing = _listing_in(self.trades[trades[0]], order_id)
+            chain = self._chain_of.get(order_id)
+            if listing is None and chain is not None:
+                listing, status = chain.holding[order_id], "trading"
+            elif listing is None and trades:
+                listing, status = _listing_in(self.trades[trades[-1]], order_id), "done"
         if listing is None:
             raise BidStoreError(404, "unknown_order", f"no order {order_id.hex()} is known")
         return {
             **_entry_wire(_entry(listing)),
             "interval": listing.order.interval,
-            "status": "open" if self.book.get(order_id) is not None else "trading",
+            "status": status,
             "trades": [t.hex() for t in trades],
         }
 
@@ -332,23 +377,17 @@ class BidStore:
         }
 
     def clear(self, interval: int) -> dict[str, Any]:
-        """Clear `interval`'s call auction now: a trade per match whose two orders are in no
-        other match; orders in several matches stay in the book (docs/bidstore-api.md)."""
+        """Clear `interval`'s call auction now. Matches that share an order form a chain whose
+        first trade is made now and the next ones as each settles (docs/bidstore-api.md)."""
         with self._lock:
             clearing = self.book.call_auction(interval)
-            uses: dict[bytes | None, int] = {}
-            for match in clearing.matches:
-                for side in (match.ask_id, match.bid_id):
-                    uses[side] = uses.get(side, 0) + 1
             made = []
-            for match in clearing.matches:
-                if uses[match.ask_id] != 1 or uses[match.bid_id] != 1:
-                    continue
-                ask = self.book.get(match.ask_id) if match.ask_id else None
-                bid = self.book.get(match.bid_id) if match.bid_id else None
-                if ask is None or bid is None:
-                    continue
-                made.append(self._make_trade(match, ask, bid))
+            for matches in _chains(clearing.matches):
+                ids = {i for m in matches for i in (m.ask_id, m.bid_id) if i is not None}
+                listings = {i: listing for i in ids if (listing := self.book.get(i)) is not None}
+                trade = self._open_chain(matches, listings, relist=frozenset(ids))
+                if trade is not None:
+                    made.append(trade)
             self._cleared.add(interval)
         return {
             "interval": interval,
@@ -371,31 +410,116 @@ class BidStore:
                     422, "terms_mismatch", f"a {resting.order.side} is taken by the other side"
                 )
             is_ask = taker.order.side is OrderSide.ASK
+            match = dataclasses.replace(
+                match,
+                ask_id=taker.order_id if is_ask else match.ask_id,
+                bid_id=match.bid_id if is_ask else taker.order_id,
+            )
             ask, bid = (taker, resting) if is_ask else (resting, taker)
+            try:  # check the terms before anything changes
+                trade_terms(match, ask, bid, self.genesis.interval_s)
+            except OrderRefused as exc:
+                raise refusal(exc) from None
             for outpoint in taker.order.assets:  # the taker's signed take supersedes its order
                 self.book.remove_spending(outpoint)
             self._check_owner_room(taker)
-            trade = self._make_trade(match, ask, bid)
+            listings = {ask.order_id: ask, bid.order_id: bid}
+            trade = self._open_chain((match,), listings, relist=frozenset({resting_id}))
+            assert trade is not None  # its terms were checked above, under the same lock
         return self._trade_summary(trade)
 
-    def _make_trade(self, match: Match, ask: Listing, bid: Listing) -> Trade:
-        """Record a trade of `match` and take its two orders out of the book (under the lock)."""
+    def _open_chain(
+        self, matches: tuple[Match, ...], listings: dict[bytes, Listing], relist: frozenset[bytes]
+    ) -> Trade | None:
+        """Hold `listings` (the orders of `matches`) out of the book in a new chain and make
+        its first trade; None if no trade could be made (the orders are back in the book)."""
         if len(self.trades) >= self.limits.max_trades:
             raise BidStoreError(503, "busy", "the store holds as many trades as it can")
-        try:
-            terms = trade_terms(match, ask, bid, self.genesis.interval_s)
-        except OrderRefused as exc:
-            raise refusal(exc) from None
+        chain = Chain(matches, {}, relist)
+        for order_id, listing in listings.items():
+            self.book.remove(order_id)
+            self._hold(chain, listing)
+        return self._next_trade(chain)
+
+    def _next_trade(self, chain: Chain) -> Trade | None:
+        """Make the trade of `chain.matches[chain.step]` from what its orders hold now, or end
+        the chain if there is none (it was the last, or an order of it is gone)."""
+        chain.trade = None
+        if chain.step < len(chain.matches):
+            match = chain.matches[chain.step]
+            ask = chain.holding.get(match.ask_id) if match.ask_id else None
+            bid = chain.holding.get(match.bid_id) if match.bid_id else None
+            if ask is not None and bid is not None:
+                try:
+                    terms = trade_terms(match, ask, bid, self.genesis.interval_s)
+                except OrderRefused as exc:  # a bid's change short of a rounding unit
+                    log.info("a chained match is dropped: %s", exc.message)
+                else:
+                    chain.trade = self._record_trade(match, ask, bid, terms, chain)
+                    return chain.trade
+        self._end_chain(chain)
+        return None
+
+    def _record_trade(
+        self, match: Match, ask: Listing, bid: Listing, terms: Terms, chain: Chain
+    ) -> Trade:
         trade_id = trade_id_of(ask.order_id, bid.order_id, match.power_w, match.price)
-        trade = Trade(trade_id, ask, bid, terms)
-        self.book.remove(ask.order_id)
-        self.book.remove(bid.order_id)
+        trade = Trade(trade_id, ask, bid, terms, chain, since=self.clock())
         self.trades[trade_id] = trade
-        for outpoint in terms.inputs:
-            self._trade_of[outpoint] = trade_id
         for order_id in (ask.order_id, bid.order_id):
             self._trades_of_order.setdefault(order_id, []).append(trade_id)
         return trade
+
+    def _hold(self, chain: Chain, listing: Listing) -> None:
+        order_id = listing.order_id
+        if order_id not in chain.holding:
+            self._held_by_owner[listing.order.owner] += 1
+        else:
+            self._unguard(chain.holding[order_id])
+        chain.holding[order_id] = listing
+        self._chain_of[order_id] = chain
+        for outpoint in listing.order.assets:
+            self._held[outpoint] = order_id
+
+    def _unguard(self, listing: Listing) -> None:
+        for outpoint in listing.order.assets:
+            if self._held.get(outpoint) == listing.order_id:
+                del self._held[outpoint]
+
+    def _let_go(self, chain: Chain, order_id: bytes) -> Listing | None:
+        """Stop holding `order_id` in `chain`; what it held, or None."""
+        listing = chain.holding.pop(order_id, None)
+        if listing is None:
+            return None
+        self._unguard(listing)
+        if self._chain_of.get(order_id) is chain:
+            del self._chain_of[order_id]
+        owner = listing.order.owner
+        self._held_by_owner[owner] -= 1
+        if self._held_by_owner[owner] <= 0:
+            del self._held_by_owner[owner]
+        return listing
+
+    def _end_chain(self, chain: Chain) -> None:
+        """Let go of every order `chain` holds; list again those of `chain.relist` that still
+        hold unspent assets in an interval not begun (a bid only if its funds still cover its
+        power at its price)."""
+        current = self.now_interval()
+        for order_id in list(chain.holding):
+            listing = self._let_go(chain, order_id)
+            assert listing is not None
+            order = listing.order
+            if (
+                order_id in chain.relist
+                and order.interval > current
+                and not any(o in self._spent for o in order.assets)
+                and (
+                    order.side is OrderSide.ASK
+                    or listing.funds
+                    >= payment(listing.power_w, self.genesis.interval_s, order.price)
+                )
+            ):
+                self.book.add(listing)
 
     # ------------------------------------------------------------ trades
 
@@ -452,6 +576,8 @@ class BidStore:
                 raise BidStoreError(
                     401, "bad_signature", "the proposal must carry the buyer's signature"
                 )
+            if trade.status is TradeStatus.OPEN:
+                trade.since = self.clock()  # the seller's turn
             trade.proposal, trade.txid = raw, decoded.txid
             trade.status = TradeStatus.PROPOSED
             return self._trade_summary(trade)
@@ -498,27 +624,39 @@ class BidStore:
                     self._unspent.pop(outpoint, None)
                     self._spent[outpoint] = None
                     self.book.remove_spending(outpoint)
-                    trade_id = self._trade_of.get(outpoint)
-                    if trade_id is not None:
-                        self._finish(self.trades[trade_id], tx)
+                    order_id = self._held.get(outpoint)
+                    if order_id is not None:
+                        self._spent_held(order_id, tx, tx_id)
             while len(self._spent) > SPENT_MEMORY:
                 self._spent.popitem(last=False)
 
-    def _finish(self, trade: Trade, tx: Transfer) -> None:
-        """`tx` spends an input of `trade`: settled if it carries out the terms, else failed."""
+    def _spent_held(self, order_id: bytes, tx: Transfer, tx_id: bytes) -> None:
+        """`tx` spends an asset of the held order `order_id`: the chain's current trade
+        settles (or fails, if `tx` does not carry out its terms); an order waiting for a later
+        match is gone."""
+        chain = self._chain_of[order_id]
+        trade = chain.trade
+        self._settled_late(order_id, tx, tx_id)
+        if trade is None or order_id not in (trade.ask.order_id, trade.bid.order_id):
+            self._let_go(chain, order_id)  # spent elsewhere before its turn: its match is void
+            return
         try:
             check_proposal(tx, trade.terms, trade.ask, trade.bid)
         except OrderRefused:
             trade.status = TradeStatus.FAILED
             log.info("trade %s failed: its assets went elsewhere", trade.trade_id.hex())
-        else:
-            trade.status, trade.txid = TradeStatus.SETTLED, txid(tx)
-        self._release(trade)
-
-    def _release(self, trade: Trade) -> None:
-        for outpoint in trade.terms.inputs:
-            if self._trade_of.get(outpoint) == trade.trade_id:
-                del self._trade_of[outpoint]
+            self._let_go(chain, order_id)
+            self._end_chain(chain)
+            return
+        trade.status, trade.txid = TradeStatus.SETTLED, tx_id
+        ask_left, bid_left = leftovers(trade.terms, trade.ask, trade.bid, tx, tx_id)
+        for listing, left in ((trade.ask, ask_left), (trade.bid, bid_left)):
+            if left is None:
+                self._let_go(chain, listing.order_id)
+            else:
+                self._hold(chain, left)
+        chain.step += 1
+        self._next_trade(chain)
 
     def tick(self) -> None:
         """Drop passed intervals, expire and forget trades, clear auctions at their gate."""
@@ -530,7 +668,13 @@ class BidStore:
                 interval = trade.terms.interval
                 if trade.status in (TradeStatus.OPEN, TradeStatus.PROPOSED) and interval <= current:
                     trade.status = TradeStatus.EXPIRED
-                    self._release(trade)
+                    trade.chain.trade = None
+                    self._end_chain(trade.chain)
+                elif (
+                    trade.status in (TradeStatus.OPEN, TradeStatus.PROPOSED)
+                    and now - trade.since > self.step_timeout_s
+                ):
+                    self._abandon(trade)
                 ends = self.interval_start(interval + 1)
                 if trade.status not in (TradeStatus.OPEN, TradeStatus.PROPOSED) and (
                     now > ends + KEEP_TRADES_S
@@ -544,6 +688,30 @@ class BidStore:
             self._cleared = {t for t in self._cleared if t > current}
         for interval in due:
             self.clear(interval)
+
+    def _settled_late(self, order_id: bytes, tx: Transfer, tx_id: bytes) -> None:
+        """Mark settled an abandoned trade of `order_id` that `tx` carries out after all."""
+        for trade_id in self._trades_of_order.get(order_id, ()):
+            trade = self.trades[trade_id]
+            if trade.status is TradeStatus.ABANDONED and set(tx.inputs) == set(trade.terms.inputs):
+                try:
+                    check_proposal(tx, trade.terms, trade.ask, trade.bid)
+                except OrderRefused:
+                    continue
+                trade.status, trade.txid = TradeStatus.SETTLED, tx_id
+
+    def _abandon(self, trade: Trade) -> None:
+        """The party whose turn it was (the buyer until it proposes, then the seller) let
+        `step_timeout_s` pass: let its order go and go on with the chain's next match, so one
+        silent party holds nobody else's order hostage. The other party's order stays held:
+        in the next match, or back in the book when the chain ends."""
+        trade.status = TradeStatus.ABANDONED
+        late = trade.bid if trade.proposal is None else trade.ask
+        log.info("trade %s abandoned: the %s did not act", trade.trade_id.hex(), late.order.side)
+        chain = trade.chain
+        self._let_go(chain, late.order_id)
+        chain.step += 1
+        self._next_trade(chain)
 
     def _forget(self, trade: Trade) -> None:
         del self.trades[trade.trade_id]
@@ -572,6 +740,29 @@ class BidStore:
             "open_trades": trades,
             "height": 0 if follower is None else follower.height,
         }
+
+
+def _chains(matches: Iterable[Match]) -> list[tuple[Match, ...]]:
+    """`matches` in chains, each in auction order: a match joins the chain of an order it
+    shares with an earlier match. (The auction pairs greedily, so a chain is a path: each match
+    shares one order with the one before it.)"""
+    chains: list[list[Match]] = []
+    chain_of: dict[bytes, int] = {}
+    for match in matches:
+        ids = [i for i in (match.ask_id, match.bid_id) if i is not None]
+        joined = sorted({chain_of[i] for i in ids if i in chain_of})
+        if not joined:
+            chains.append([])
+            joined = [len(chains) - 1]
+        into = joined[0]
+        for other in joined[1:]:  # two chains meet: settle one, then the other
+            chains[into].extend(chains[other])
+            chains[other] = []
+            for moved in [i for i, k in chain_of.items() if k == other]:
+                chain_of[moved] = into
+        chains[into].append(match)
+        chain_of.update((i, into) for i in ids)
+    return [tuple(chain) for chain in chains if chain]
 
 
 def _where(outpoint: Outpoint) -> str:

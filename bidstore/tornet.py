@@ -456,13 +456,16 @@ def publish_onion(
     target_port: int,
     key: str | None = None,
     timeout_s: float = PUBLISH_TIMEOUT_S,
+    max_streams: int | None = None,
 ) -> tuple[str, str]:
     """Publish an onion service on port 80 that forwards to 127.0.0.1:`target_port`, through
     the tor whose control port is `control_port`; return once its descriptor is uploaded.
 
     `key` is an ED25519-V3 private key as a previous call returned it, to keep the same
-    address; without one Tor makes a new key. Returns (address ending in ".onion", key). The
-    service lives as long as that tor runs (it is detached from this control connection).
+    address; without one Tor makes a new key. `max_streams` bounds the streams open at once on
+    one rendezvous circuit (ADD_ONION MaxStreams; Tor closes a circuit asking for more); None
+    or 0: no bound. Returns (address ending in ".onion", key). The service lives as long as
+    that tor runs (it is detached from this control connection).
     """
     with _controller(control_port) as controller:
         if key is None:
@@ -476,6 +479,7 @@ def publish_onion(
             detached=True,
             await_publication=True,
             timeout=timeout_s,
+            max_streams=max_streams,
         )
     private_key: str = service.private_key if key is None else key
     return f"{service.service_id}.onion", private_key

@@ -15,6 +15,7 @@ bidstore_app = typer.Typer(
     no_args_is_help=True,
 )
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MAX_STREAMS = 16  # per rendezvous circuit: a client wanting more builds circuits, at a cost
 
 
 @bidstore_app.command("serve")
@@ -33,9 +34,25 @@ def serve_command(
         int, typer.Option(min=1, help="Open orders and unfinished trades per owner address.")
     ] = 16,
     rate: Annotated[
-        float, typer.Option(min=0.1, help="Requests a second per client address (sustained).")
+        float, typer.Option(min=0.1, help="Requests a second per TCP connection (sustained).")
     ] = 20.0,
-    burst: Annotated[int, typer.Option(min=1, help="Requests per client address at once.")] = 100,
+    burst: Annotated[int, typer.Option(min=1, help="Requests per TCP connection at once.")] = 100,
+    address_rate: Annotated[
+        float,
+        typer.Option(min=0.1, help="Requests a second per client address, loopback not counted."),
+    ] = 50.0,
+    address_burst: Annotated[
+        int, typer.Option(min=1, help="Requests per client address at once, loopback not counted.")
+    ] = 200,
+    service_rate: Annotated[
+        float, typer.Option(min=0.1, help="Requests a second to the whole service.")
+    ] = 2000.0,
+    service_burst: Annotated[
+        int, typer.Option(min=1, help="Requests to the whole service at once.")
+    ] = 4000,
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, help="Requests handled at once; more are answered 503 busy.")
+    ] = 256,
     onion: Annotated[
         bool, typer.Option("--onion", help="Publish the store as a v3 onion service.")
     ] = False,
@@ -48,6 +65,14 @@ def serve_command(
             help="File keeping the onion service's key (created if missing); without it the "
             "address is new on every start.",
             dir_okay=False,
+        ),
+    ] = None,
+    max_streams: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help=f"Streams open at once per Tor rendezvous circuit (default {MAX_STREAMS}).",
         ),
     ] = None,
 ) -> None:
@@ -63,15 +88,24 @@ def serve_command(
         fail(f"the bid store listens on loopback only, not {host}: reach it with --onion")
     if onion and tor_control is None:
         fail("--onion needs --tor-control, the control port of a running tor")
-    if not onion and (tor_control is not None or onion_key is not None):
-        fail("--tor-control and --onion-key apply only with --onion")
+    if not onion and (tor_control is not None or onion_key is not None or max_streams is not None):
+        fail("--tor-control, --onion-key and --max-streams apply only with --onion")
     check_ledger_genesis(ledger, genesis_doc, genesis)
     client = LedgerClient(ledger)
-    limits = Limits(max_orders_per_owner=max_orders, requests_per_s=rate, burst=burst)
+    limits = Limits(
+        max_orders_per_owner=max_orders,
+        requests_per_s=rate,
+        burst=burst,
+        address_requests_per_s=address_rate,
+        address_burst=address_burst,
+        service_requests_per_s=service_rate,
+        service_burst=service_burst,
+        max_in_flight=max_in_flight,
+    )
     store = BidStore(client, genesis_doc, gate_s=gate_s, limits=limits)
     if onion:
         assert tor_control is not None
-        address = _publish(tor_control, port, onion_key)
+        address = _publish(tor_control, port, onion_key, max_streams or MAX_STREAMS)
         err.print(f"onion service http://{address} -> 127.0.0.1:{port}")
     err.print(f"bid store on http://{host}:{port}/v1 (ledger {ledger})")
     try:
@@ -80,8 +114,9 @@ def serve_command(
         client.close()
 
 
-def _publish(control_port: int, port: int, key_file: Path | None) -> str:
-    """Publish the onion service through the tor at `control_port`; its address."""
+def _publish(control_port: int, port: int, key_file: Path | None, max_streams: int) -> str:
+    """Publish the onion service through the tor at `control_port`, at most `max_streams`
+    streams open at once per rendezvous circuit; its address."""
     from stem import ControllerError  # type: ignore[import-untyped]
     from stem.connection import AuthenticationFailure  # type: ignore[import-untyped]
 
@@ -94,7 +129,7 @@ def _publish(control_port: int, port: int, key_file: Path | None) -> str:
         except OSError as exc:
             fail(f"cannot read the onion key {key_file}: {exc.strerror}")
     try:
-        address, new_key = publish_onion(control_port, port, key)
+        address, new_key = publish_onion(control_port, port, key, max_streams=max_streams)
     except (ControllerError, AuthenticationFailure, OSError) as exc:
         fail(f"cannot publish the onion service through tor's control port {control_port}: {exc}")
     if key_file is not None and key is None:

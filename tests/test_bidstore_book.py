@@ -19,6 +19,7 @@ from bidstore.book import (
     Match,
     Terms,
     check_proposal,
+    leftovers,
     trade_terms,
 )
 from bidstore.orders import Listing, Order, OrderRefused, OrderSide, order_id, payment
@@ -496,3 +497,70 @@ def test_a_payment_rounded_to_zero_has_no_fa_output() -> None:
     assert terms.payment == 0  # 900 J at 1 micro-unit per kWh
     assert not any(isinstance(o.asset, Fa) for o in terms.paid)
     check_proposal(terms.transfer(CHAIN), terms, ask, bid)
+
+
+# ---------------------------------------------------------------- what orders keep
+
+
+def _split(outputs: tuple[Output, ...], cuts: list[int]) -> tuple[Output, ...]:
+    """`outputs` with each splittable one cut in two where `cuts` says (a wallet's choice)."""
+    split: list[Output] = []
+    for output, cut in zip(outputs, cuts, strict=False):
+        asset = output.asset
+        size = asset.amount if isinstance(asset, Fa) else asset.power
+        if not 1 <= cut < size:
+            split.append(output)
+        elif isinstance(asset, Fa):
+            split += [Output(Fa(cut), output.address), Output(Fa(size - cut), output.address)]
+        else:
+            kind = type(asset)
+            split += [
+                Output(kind(cut, asset.start, asset.end), output.address),
+                Output(kind(size - cut, asset.start, asset.end), output.address),
+            ]
+    return (*split, *outputs[len(cuts) :])
+
+
+@given(
+    ask_power=st.integers(1, 5000),
+    bid_power=st.integers(1, 5000),
+    extra_funds=st.integers(0, 10**5),
+    data=st.data(),
+)
+def test_leftovers_hold_exactly_what_the_trade_did_not_take(
+    ask_power: int, bid_power: int, extra_funds: int, data: st.DataObject
+) -> None:
+    ask = make_ask(100_000, ask_power)
+    bid = make_bid(
+        150_000, bid_power, funds=(payment(bid_power, INTERVAL_S, 150_000) + extra_funds,)
+    )
+    power = data.draw(st.integers(1, min(ask_power, bid_power)))
+    terms = trade_terms(Match(ask.order_id, bid.order_id, power, 120_000), ask, bid, INTERVAL_S)
+    cuts = data.draw(st.lists(st.integers(0, 5000), max_size=len(terms.change)))
+    outputs = data.draw(st.permutations(terms.paid + _split(terms.change, cuts)))
+    transfer = Transfer(CHAIN, terms.inputs, tuple(outputs))
+    check_proposal(transfer, terms, ask, bid)
+    transfer_id = bytes([7]) * 32
+
+    ask_left, bid_left = leftovers(terms, ask, bid, transfer, transfer_id)
+
+    for listing, left, rest in (
+        (ask, ask_left, ask_power - power),
+        (bid, bid_left, bid_power - power),
+    ):
+        if rest == 0:
+            assert left is None
+            continue
+        assert left is not None
+        assert (left.order_id, left.power_w, left.order.price) == (
+            listing.order_id,
+            rest,
+            listing.order.price,
+        )
+        for outpoint, output in zip(left.order.assets, left.inputs, strict=True):
+            assert outpoint.txid == transfer_id
+            assert transfer.outputs[outpoint.index] == output
+            assert output.address == listing.order.owner
+    if bid_left is not None:
+        assert bid_left.funds == bid.funds - terms.payment
+        assert sum(1 for o in bid_left.inputs if isinstance(o.asset, Eca)) >= 1

@@ -90,7 +90,13 @@ def chain_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 def store(chain: Chain) -> Iterator[TestClient]:
     """The bid store of the chain, its follower and ticker running."""
     ledger = LedgerClient(chain.url)
-    limits = Limits(requests_per_s=1000, burst=1000, max_orders_per_owner=4)
+    limits = Limits(
+        requests_per_s=1000,
+        burst=1000,
+        address_requests_per_s=1000,
+        address_burst=1000,
+        max_orders_per_owner=4,
+    )
     service = BidStore(ledger, chain.scenario.genesis, gate_s=0, limits=limits)
     try:
         with TestClient(create_app(service), base_url="http://127.0.0.1") as client:
@@ -415,16 +421,21 @@ def test_an_owner_has_a_bounded_number_of_open_orders(chain: Chain, store: TestC
     assert again.status_code == 201 and len(again.json()["replaced"]) == 1
 
 
-def test_a_client_over_its_request_budget_is_refused(chain: Chain) -> None:
+def test_a_connection_over_its_request_budget_is_refused(chain: Chain) -> None:
     with LedgerClient(chain.url) as ledger:
         limits = Limits(requests_per_s=0.5, burst=3)
         service = BidStore(ledger, chain.scenario.genesis, limits=limits)
-        http = TestClient(create_app(service, run=False))
+        app = create_app(service, run=False)
+        http = TestClient(app, client=("127.0.0.1", 40000))
         answers = [http.get("/v1/book").status_code for _ in range(4)]
         assert answers == [200, 200, 200, 429]
         limited = http.get("/v1/book")
         refused(limited, 429, "rate_limited")
+        assert "this connection" in limited.json()["error"]["message"]
         assert int(limited.headers["retry-after"]) >= 1
+        # another connection (another Tor stream) has its own budget
+        other = TestClient(app, client=("127.0.0.1", 40001))
+        assert other.get("/v1/book").status_code == 200
 
 
 def test_oversized_bodies_are_refused_unread(store: TestClient) -> None:

@@ -36,7 +36,14 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     keys.write_bytes(dump_keys({"sequencer-0": scenario.sequencer}, None))
     url, process = serve_ledger(genesis, keys, f"sqlite:///{tmp / 'ledger.sqlite'}", tmp / "l.log")
     ledger = LedgerClient(url)
-    limits = Limits(requests_per_s=10_000, burst=10_000)
+    limits = Limits(
+        requests_per_s=10_000,
+        burst=10_000,
+        address_requests_per_s=10_000,
+        address_burst=10_000,
+        service_requests_per_s=10_000,
+        service_burst=10_000,
+    )
     try:
         yield create_app(BidStore(ledger, scenario.genesis, limits=limits), run=False)
     finally:

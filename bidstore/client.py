@@ -1,0 +1,358 @@
+"""A synchronous client of the bid store's HTTP API (docs/bidstore-api.md), for wallets.
+
+The store is reached as a v3 onion service through Tor's SOCKS port (`tor_socks`), or directly
+on loopback. Every method answers the store's JSON as the API documents it (a `dict`), except
+`challenge` (its 32 bytes) and `signed_order` (an `Order`); every refusal raises
+`BidStoreClientError` with the store's code and sentence, a transport failure with the code
+`unreachable`. A 429 is raised, never waited out: `retry_after_s` says when to come back.
+
+Settling a trade takes three steps, one per party and the ledger:
+
+1. the buyer (the bid's owner) signs the trade's transfer (`terms.transfer`) for its own inputs
+   and proposes it: `propose_as_buyer`;
+2. the seller (the ask's owner) reads the proposal with a signed fetch (`fetch_trade`) and
+   countersigns it (`countersign`, which first holds it against the trade's terms);
+3. the seller submits the countersigned transfer to the ledger; the store sees it in a block
+   and marks the trade settled. `settle_as_seller` does steps 2 and 3.
+
+Neither party trusts the store: before signing, each checks that the transfer spends the
+trade's inputs and that what leaves its hands is the trade's paid outputs and change to itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from assets import Keypair, Outpoint, Transfer, encode_transaction
+from assets.canonical import canonical_json
+from assets.codec import asset_from_wire, tx_from_wire
+from assets.model import Fa, Output
+from assets.rejections import Rejected
+from assets.signing import sign_transfer
+from bidstore.orders import RELAY, Order, OrderSide, encode_order, order_to_wire, sign_order
+from bidstore.service import fetch_message
+from ledger.client import LedgerClient, Submitted
+
+DIRECT_TIMEOUT_S = 10.0
+TOR_TIMEOUT_S = 120.0  # a first request to an onion service builds several circuits
+
+Answer = dict[str, Any]
+
+
+class BidStoreClientError(Exception):
+    """The store refused a request (`code` and `message` as in docs/bidstore-api.md), answered
+    something the API does not allow (`protocol`), or could not be reached (`unreachable`,
+    `status` 0). On a 429, `retry_after_s` is the store's Retry-After in seconds, if it gave one.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, status: int = 0, retry_after_s: int | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+        self.status, self.retry_after_s = status, retry_after_s
+
+
+class BidStoreClient:
+    """The bid store at `url` (`/v1` may be left out).
+
+    With `tor_socks`, every request goes through Tor's SOCKS5 port on 127.0.0.1, which resolves
+    the `.onion` name itself; an `.onion` URL without it is refused. `timeout_s`: per request,
+    in seconds; by default 10, or 120 through Tor. Tor's own SocksTimeout bounds the SOCKS
+    handshake, which httpx's timeout leaves out.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tor_socks: int | None = None,
+        timeout_s: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if "://" not in url:
+            url = f"http://{url}"
+        self.url = url.rstrip("/").removesuffix("/v1")
+        self.tor_socks = tor_socks
+        host = httpx.URL(self.url).host
+        if host.endswith(".onion") and tor_socks is None:
+            raise BidStoreClientError(
+                "needs_tor",
+                f"{host} is an onion service: reach it through Tor's SOCKS port (--tor-socks PORT)",
+            )
+        if timeout_s is None:
+            timeout_s = DIRECT_TIMEOUT_S if tor_socks is None else TOR_TIMEOUT_S
+        self.timeout_s = timeout_s
+        proxy = None if tor_socks is None else f"socks5://127.0.0.1:{tor_socks}"
+        self._http = httpx.Client(
+            base_url=self.url, proxy=proxy, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BidStoreClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """The JSON object the store answers `method path`; raises `BidStoreClientError`."""
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        try:
+            answer = self._http.request(method, path, content=content, headers=sent)
+        except httpx.TransportError as exc:
+            raise BidStoreClientError("unreachable", self._unreachable(exc)) from None
+        try:
+            document = answer.json()
+        except ValueError:
+            document = None
+        if answer.is_success and isinstance(document, dict):
+            return document
+        if answer.is_success:
+            raise BidStoreClientError(
+                "protocol",
+                f"the store's answer to {method} {path} is not a JSON object",
+                status=answer.status_code,
+            )
+        error = document.get("error") if isinstance(document, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        retry_after = answer.headers.get("retry-after", "")
+        raise BidStoreClientError(
+            str(error.get("code", "protocol")),
+            str(error.get("message", f"HTTP {answer.status_code} without an error object")),
+            status=answer.status_code,
+            retry_after_s=int(retry_after) if retry_after.isdigit() else None,
+        )
+
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        if self.tor_socks is None:
+            return f"cannot reach {self.url} ({exc}): is `petra bidstore serve` running there?"
+        return (
+            f"cannot reach {self.url} through Tor ({exc}): is tor running with its SOCKS port "
+            f"on {self.tor_socks}, and the store's onion service published?"
+        )
+
+    # ------------------------------------------------------------ reads
+
+    def status(self) -> Answer:
+        """`{"chain", "interval", "interval_s", "gate_s", "open_orders", "open_trades",
+        "height"}`; `interval_s` in seconds."""
+        return self._request("GET", "/v1/status")
+
+    def openapi(self) -> Answer:
+        """The API's OpenAPI schema."""
+        return self._request("GET", "/openapi.json")
+
+    def order(self, order_id: str) -> Answer:
+        """An open or trading order and the ids of its trades; `unknown_order` once closed."""
+        return self._request("GET", f"/v1/orders/{_hex_id(order_id)}")
+
+    def book(self) -> Answer:
+        """`{"orders": [...]}`: every open order, anonymous (power in watts, price in
+        micro-units per kWh)."""
+        return self._request("GET", "/v1/book")
+
+    def interval_book(self, interval: int) -> Answer:
+        """`{"interval", "asks", "bids"}` in priority order."""
+        return self._request("GET", f"/v1/book/{_interval(interval)}")
+
+    def auction(self, interval: int) -> Answer:
+        """How `interval`'s call auction would clear now: `{"interval", "price", "volume",
+        "matches"}`; nothing changes."""
+        return self._request("GET", f"/v1/auctions/{_interval(interval)}")
+
+    # ------------------------------------------------------------ orders
+
+    def challenge(self) -> bytes:
+        """A fresh 32-byte challenge, valid a few minutes and redeemable once."""
+        answer = self._request("POST", "/v1/challenges")
+        try:
+            challenge = bytes.fromhex(answer["challenge"])
+        except (KeyError, TypeError, ValueError):
+            challenge = b""
+        if len(challenge) != 32:
+            raise BidStoreClientError("protocol", "the store's challenge is not 32 bytes of hex")
+        return challenge
+
+    def signed_order(
+        self,
+        side: OrderSide,
+        key: Keypair,
+        interval: int,
+        price: int,
+        assets: Iterable[Outpoint],
+        receive: bytes,
+        contact: str = RELAY,
+    ) -> Order:
+        """An order of `key`'s address on `assets` over a fresh challenge, signed by `key`.
+
+        `price` in micro-units per kWh; `receive` the address the counterparty pays; `contact`
+        "relay" or a v3 onion address. An ask names one EPA outpoint, a bid one ECA and 1-8 FA.
+        """
+        unsigned = Order(
+            side,
+            interval,
+            price,
+            tuple(assets),
+            contact,
+            receive,
+            key.public_key,
+            self.challenge(),
+        )
+        return sign_order(unsigned, key)
+
+    def post_order(self, order: Order) -> Answer:
+        """Post a signed order: `{"id", "side", "power", "price", "contact", "interval",
+        "replaced"}`, `replaced` the ids of the open orders it replaces."""
+        return self._request("POST", "/v1/orders", content=encode_order(order))
+
+    def place(
+        self,
+        side: OrderSide,
+        key: Keypair,
+        interval: int,
+        price: int,
+        assets: Iterable[Outpoint],
+        receive: bytes,
+        contact: str = RELAY,
+    ) -> Answer:
+        """`signed_order` with these arguments, posted: the store's answer of `post_order`."""
+        return self.post_order(
+            self.signed_order(side, key, interval, price, assets, receive, contact)
+        )
+
+    # ------------------------------------------------------------ matching
+
+    def clear(self, interval: int) -> Answer:
+        """Clear `interval`'s call auction now: `{"interval", "price", "trades"}`."""
+        return self._request("POST", f"/v1/auctions/{_interval(interval)}/clear")
+
+    def take(self, resting_id: str, taker: Order, power_w: int | None = None) -> Answer:
+        """Take the open order `resting_id` at its price with `taker`, a signed order of the
+        other side (see `signed_order`), for `power_w` watts (default: all of it): the trade."""
+        body: dict[str, Any] = {"order": _hex_id(resting_id), "taker": order_to_wire(taker)}
+        if power_w is not None:
+            body["power_w"] = power_w
+        return self._request("POST", "/v1/takes", content=canonical_json(body))
+
+    # ------------------------------------------------------------ settling
+
+    def propose(self, trade_id: str, transfer: Transfer | bytes) -> Answer:
+        """Post the buyer's transfer for the trade (signed for the buyer's inputs, or its
+        canonical bytes): the trade, `proposed`."""
+        raw = transfer if isinstance(transfer, bytes) else encode_transaction(transfer)
+        return self._request("POST", f"/v1/trades/{_hex_id(trade_id)}/proposal", content=raw)
+
+    def fetch_trade(self, trade_id: str, key: Keypair) -> Answer:
+        """The trade with `"role"` and `"proposal"`, read as `key`'s address (one of its two
+        parties) with a request signed over a fresh challenge."""
+        trade = _hex_id(trade_id)
+        challenge = self.challenge()
+        signature = key.sign(fetch_message(bytes.fromhex(trade), challenge))
+        headers = {
+            "X-Petra-Address": key.public_key.hex(),
+            "X-Petra-Challenge": challenge.hex(),
+            "X-Petra-Signature": signature.hex(),
+        }
+        return self._request("GET", f"/v1/trades/{trade}", headers=headers)
+
+    def propose_as_buyer(self, trade_id: str, key: Keypair) -> Answer:
+        """Step 1: read the trade as the buyer `key`, check its transfer, sign it for the
+        buyer's inputs and propose it: the trade, `proposed`."""
+        trade = self.fetch_trade(trade_id, key)
+        transfer = _transfer(trade.get("terms", {}).get("transfer"), "the trade's transfer")
+        _check(trade, transfer, key, mine={"ECA", "FA"})
+        return self.propose(trade_id, sign_transfer(transfer, [key]))
+
+    def settle_as_seller(self, trade_id: str, key: Keypair, ledger: LedgerClient) -> Submitted:
+        """Steps 2 and 3: read the buyer's proposal as the seller `key`, countersign it and
+        submit it to `ledger`; raises `BidStoreClientError` (`not_proposed`) before step 1."""
+        signed = countersign(self.fetch_trade(trade_id, key), key)
+        return ledger.submit(encode_transaction(signed))
+
+
+def countersign(trade: Mapping[str, Any], key: Keypair) -> Transfer:
+    """The proposal of `trade` (as `fetch_trade` answers it) signed by the seller `key`, once
+    checked against the trade's terms. Raises `BidStoreClientError`: `not_proposed` without a
+    proposal, `terms_mismatch` if it does not carry out the trade for the seller."""
+    if trade.get("proposal") is None:
+        raise BidStoreClientError("not_proposed", "the buyer has not proposed a transfer yet")
+    proposal = _transfer(trade["proposal"], "the proposal")
+    _check(trade, proposal, key, mine={"EPA"})
+    return sign_transfer(proposal, [key])
+
+
+def _check(trade: Mapping[str, Any], transfer: Transfer, key: Keypair, mine: set[str]) -> None:
+    """Refuse `transfer` unless it spends exactly the trade's inputs, carries every paid output,
+    the paid outputs of each kind total the trade's power or payment, and every other output of
+    the kinds `key` gives (`mine`: "EPA", "ECA", "FA") goes back to `key`'s address. Where the
+    counterparty's payment goes is the store's word (its `receive` address is in no answer)."""
+    terms: Any = trade.get("terms")
+    try:
+        inputs = {Outpoint(bytes.fromhex(i["tx"]), i["index"]) for i in terms["inputs"]}
+        paid = [
+            Output(asset_from_wire(o["asset"]), bytes.fromhex(o["address"])) for o in terms["paid"]
+        ]
+        owed = {"EPA": trade["power"], "ECA": trade["power"], "FA": trade["payment"]}
+    except (KeyError, TypeError, ValueError, Rejected):
+        raise BidStoreClientError("protocol", "the store's trade lacks valid terms") from None
+    if set(transfer.inputs) != inputs or len(transfer.inputs) != len(inputs):
+        raise _mismatch("the transfer does not spend exactly the trade's inputs")
+    rest = list(transfer.outputs)
+    for output in paid:
+        if output not in rest:
+            raise _mismatch(f"the transfer lacks the paid {output.asset}")
+        rest.remove(output)
+    for kind, amount in owed.items():
+        given = sum(_size(o) for o in paid if o.asset.kind == kind)
+        if given != amount:
+            raise _mismatch(f"the trade's paid {kind} totals {given}, not {amount}")
+    for output in rest:
+        if output.asset.kind in mine and output.address != key.public_key:
+            raise _mismatch(f"{output.asset} to {output.address.hex()} is not change to you")
+
+
+def _size(output: Output) -> int:
+    asset = output.asset
+    return asset.amount if isinstance(asset, Fa) else asset.power
+
+
+def _transfer(wire: Any, what: str) -> Transfer:
+    try:
+        tx = tx_from_wire(wire)
+    except Rejected as exc:
+        raise BidStoreClientError("protocol", f"{what} is not a transaction: {exc}") from None
+    if not isinstance(tx, Transfer):
+        raise BidStoreClientError("protocol", f"{what} is not a transfer")
+    return tx
+
+
+def _mismatch(message: str) -> BidStoreClientError:
+    return BidStoreClientError("terms_mismatch", message)
+
+
+def _hex_id(value: str) -> str:
+    if len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError(f"an id is 64 lowercase hex digits, not {value!r}")
+    return value
+
+
+def _interval(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"an interval is a whole number from 0, not {value!r}")
+    return value
