@@ -11,13 +11,14 @@ Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Request, Response
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from assets.canonical import canonical_json
 from assets.codec import MAX_INT, MAX_TX_BYTES
@@ -28,6 +29,7 @@ from petra.http import bounded_body, error_response, install_error_handlers
 from petra.ticker import Ticker
 
 MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
+MAX_CHALLENGES = 100  # challenges one request may take
 TICK_S = 0.25
 HEX32 = "^[0-9a-f]{64}$"
 
@@ -87,27 +89,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     )
     in_flight = InFlight(store.limits.max_in_flight)
 
-    @app.middleware("http")
-    async def budget(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        client = request.client
-        over = budgets.charge(None if client is None else (client.host, client.port))
-        if over is not None:
-            return error_response(
-                429,
-                "rate_limited",
-                f"over the request budget of {_SPENDER[over.budget]}; retry in {over.wait_s:.1f} s",
-                {"Retry-After": str(math.ceil(over.wait_s))},
-            )
-        if not in_flight.enter():
-            return error_response(
-                503, "busy", "too many requests being handled; retry in 1 s", {"Retry-After": "1"}
-            )
-        try:
-            return await call_next(request)
-        finally:
-            in_flight.leave()
+    app.add_middleware(Admission, budgets=budgets, in_flight=in_flight)
 
     async def body(request: Request, limit: int) -> bytes:
         too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")
@@ -117,9 +99,11 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     def status() -> dict[str, Any]:
         return store.status()
 
-    @app.post("/v1/challenges", status_code=201, summary="A fresh challenge to sign, used once")
-    def challenge() -> dict[str, Any]:
-        return store.challenge()
+    @app.post("/v1/challenges", status_code=201, summary="Fresh challenges to sign, each used once")
+    def challenge(
+        count: Annotated[int, Query(ge=1, le=MAX_CHALLENGES, description="How many.")] = 1,
+    ) -> dict[str, Any]:
+        return store.challenge(count)
 
     @app.post(
         "/v1/orders",
@@ -128,8 +112,10 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         openapi_extra=_ORDER_BODY,
     )
     async def post_order(request: Request) -> dict[str, Any]:
-        raw = await body(request, MAX_ORDER_BYTES)
-        return await run_in_threadpool(store.post_order, raw)
+        order = store.decode(await body(request, MAX_ORDER_BYTES))
+        if store.indexed(order):  # no ledger call: a thread would cost more than the check
+            return store.post_order(order)
+        return await run_in_threadpool(store.post_order, order)
 
     @app.get("/v1/orders/{order_id}", summary="An order: open, or trading and its trades")
     def order(order_id: Id) -> dict[str, Any]:
@@ -188,6 +174,41 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         return await run_in_threadpool(store.propose, bytes.fromhex(trade_id), raw)
 
     return app
+
+
+class Admission:
+    """Pure ASGI middleware: each HTTP request is charged to its request budgets and counted
+    in flight before the application sees it. (Starlette's BaseHTTPMiddleware, behind
+    `@app.middleware`, costs a task group and memory streams per request.)"""
+
+    def __init__(self, app: ASGIApp, budgets: RequestBudgets, in_flight: InFlight) -> None:
+        self.app, self.budgets, self.in_flight = app, budgets, in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        over = self.budgets.charge(None if client is None else (client[0], client[1]))
+        if over is not None:
+            refused = error_response(
+                429,
+                "rate_limited",
+                f"over the request budget of {_SPENDER[over.budget]}; retry in {over.wait_s:.1f} s",
+                {"Retry-After": str(math.ceil(over.wait_s))},
+            )
+            await refused(scope, receive, send)
+            return
+        if not self.in_flight.enter():
+            busy = error_response(
+                503, "busy", "too many requests being handled; retry in 1 s", {"Retry-After": "1"}
+            )
+            await busy(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave()
 
 
 def _take_request(wire: Any) -> tuple[bytes, bytes, int | None]:

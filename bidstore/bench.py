@@ -7,10 +7,11 @@ temporary SQLite store, and `petra bidstore serve` in its own process following 
 budget and per-owner cap raised so that they never refuse the bench. A meter issues, in a few
 issues of up to `OUTPUTS_PER_ISSUE` outputs, an EPA to the owner of each ask and an ECA and FA
 to the owner of each bid, one owner per order, all for one interval an hour ahead. Then
-`clients` threads in this process each take a fresh challenge (POST /v1/challenges), sign an
-order over it and post it (POST /v1/orders), which the store answers once it has checked the
-signature and every asset (one for an ask, two for a bid) against its index of the unspent
-outputs of the blocks it follows (the ledger is asked only for an output the index lacks).
+`clients` threads in this process each take fresh challenges (POST /v1/challenges?count=20,
+as a wallet posting several orders would), sign an order over one and post it (POST
+/v1/orders), which the store answers once it has checked the challenge, the signature and
+every asset (one for an ask, two for a bid) against its index of the unspent outputs of the
+blocks it follows (the ledger is asked only for an output the index lacks).
 
 The baseline is the ledger reads one order's check would make without that index (GET
 /v1/outputs/{tx}/{index}, 1.5 per order), made by the same threads: `ratio` above 1 is what
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # stem, which the Tor network needs, is imported only with --
 DEFAULT_ORDERS = 2_000
 CLIENTS = 16
 TOR_ORDERS = 20
+CHALLENGES_AT_ONCE = 20  # challenges a client thread takes in one request
 INTERVAL_S = 1  # one-second intervals: the meter's regulation is in force within seconds
 AHEAD = 3_600  # orders are for an interval an hour ahead: no auction clears during the run
 METER = "bench-bidstore-meter"
@@ -219,12 +221,19 @@ def _read_assets(client: httpx.Client, order: _Funded) -> str | None:
     return None
 
 
+_spare = threading.local()  # each client thread's challenges not used yet
+
+
 def _post_order(client: httpx.Client, order: _Funded) -> str | None:
-    """Take a challenge, sign `order` over it and post it; why it failed, or None."""
-    answer = client.post("/v1/challenges")
-    if answer.status_code != 201:
-        return f"the bid store answered a challenge with {answer.status_code} {answer.text}"
-    raw = order.signed(bytes.fromhex(answer.json()["challenge"]))
+    """Sign `order` over a fresh challenge (taken `CHALLENGES_AT_ONCE` at a time, as a wallet
+    posting several orders would) and post it; why it failed, or None."""
+    spare: list[str] = getattr(_spare, "challenges", [])
+    if not spare:
+        answer = client.post("/v1/challenges", params={"count": CHALLENGES_AT_ONCE})
+        if answer.status_code != 201:
+            return f"the bid store answered a challenge with {answer.status_code} {answer.text}"
+        spare = _spare.challenges = list(answer.json()["challenges"])
+    raw = order.signed(bytes.fromhex(spare.pop()))
     answer = client.post("/v1/orders", content=raw, headers=_JSON)
     if answer.status_code != 201:
         return f"the bid store refused an order: {answer.status_code} {answer.text}"

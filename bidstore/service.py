@@ -55,6 +55,7 @@ from bidstore.book import (
 from bidstore.orders import (
     Challenges,
     Listing,
+    Order,
     OrderRefused,
     OrderSide,
     check_order,
@@ -242,10 +243,15 @@ class BidStore:
 
     # ------------------------------------------------------------ orders
 
-    def challenge(self) -> dict[str, Any]:
+    def challenge(self, count: int = 1) -> dict[str, Any]:
+        """`count` fresh challenges: `challenge` the first, `challenges` all of them."""
         with self._lock:
-            value = self.challenges.issue()
-        return {"challenge": value.hex(), "expires_in_s": self.limits.challenge_ttl_s}
+            values = [self.challenges.issue().hex() for _ in range(count)]
+        return {
+            "challenge": values[0],
+            "challenges": values,
+            "expires_in_s": self.limits.challenge_ttl_s,
+        }
 
     def _lookup(self, outpoint: Outpoint) -> tuple[Output, bool] | None:
         with self._lock:
@@ -272,10 +278,25 @@ class BidStore:
         with self._lock:
             return self.challenges.redeem(challenge)
 
-    def _checked(self, raw: bytes) -> Listing:
-        """The listing of the order in `raw`, checked against the ledger; BidStoreError if not."""
+    @staticmethod
+    def decode(raw: bytes) -> Order:
+        """The order in `raw`, its shape and signature checked; BidStoreError if not. Pure."""
         try:
-            order = decode_order(raw)
+            return decode_order(raw)
+        except OrderRefused as exc:
+            raise refusal(exc) from None
+
+    def indexed(self, order: Order) -> bool:
+        """True if every asset of `order` is in the store's index: checking it will not ask
+        the ledger, so it need not leave the event loop."""
+        with self._lock:
+            return all(outpoint in self._unspent for outpoint in order.assets)
+
+    def _checked(self, raw: bytes | Order) -> Listing:
+        """The listing of the order in `raw` (or already decoded), checked against the ledger;
+        BidStoreError if not."""
+        order = self.decode(raw) if isinstance(raw, bytes) else raw
+        try:
             listing = check_order(
                 order,
                 self._lookup,
@@ -312,8 +333,9 @@ class BidStore:
                 "unfinished trades",
             )
 
-    def post_order(self, raw: bytes) -> dict[str, Any]:
-        """Open the order in `raw` (its canonical wire); what the book shows of it."""
+    def post_order(self, raw: bytes | Order) -> dict[str, Any]:
+        """Open the order in `raw` (its canonical wire, or decoded by `decode`); what the book
+        shows of it."""
         listing = self._checked(raw)
         with self._lock:
             self._check_owner_room(listing)

@@ -30,6 +30,14 @@ def serve_command(
         float,
         typer.Option(min=0, help="Seconds before an interval starts that its auction clears."),
     ] = 60.0,
+    step_timeout_s: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Seconds a trade's party has for its step (the buyer to propose, the seller to "
+            "submit) before its order is let go and the other's goes on.",
+        ),
+    ] = 60.0,
     max_orders: Annotated[
         int, typer.Option(min=1, help="Open orders and unfinished trades per owner address.")
     ] = 16,
@@ -102,7 +110,9 @@ def serve_command(
         service_burst=service_burst,
         max_in_flight=max_in_flight,
     )
-    store = BidStore(client, genesis_doc, gate_s=gate_s, limits=limits)
+    store = BidStore(
+        client, genesis_doc, gate_s=gate_s, step_timeout_s=step_timeout_s, limits=limits
+    )
     if onion:
         assert tor_control is not None
         address = _publish(tor_control, port, onion_key, max_streams or MAX_STREAMS)

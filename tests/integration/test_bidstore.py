@@ -371,6 +371,33 @@ def test_a_replayed_challenge_is_refused(chain: Chain, store: TestClient) -> Non
     refused(post(store, ask), 401, "bad_challenge")
 
 
+def test_challenges_taken_several_at_once_are_each_good_once(
+    chain: Chain, store: TestClient
+) -> None:
+    t = chain.now() + AHEAD
+    answer = store.post("/v1/challenges", params={"count": 3})
+    assert answer.status_code == 201, answer.text
+    taken = answer.json()["challenges"]
+    assert len(set(taken)) == 3 and answer.json()["challenge"] == taken[0]
+    parties = [funded(chain, 100, 100, t) for _ in taken]
+    for fresh, party in zip(taken, parties, strict=True):
+        unsigned = Order(
+            OrderSide.ASK,
+            t,
+            100_000,
+            (party.epa,),
+            "relay",
+            Keypair.generate().public_key,
+            party.seller.public_key,
+            bytes.fromhex(fresh),
+        )
+        signed = sign_order(unsigned, party.seller)
+        assert post(store, signed).status_code == 201
+        refused(post(store, signed), 401, "bad_challenge")
+    for count in (0, 101, "many"):
+        refused(store.post("/v1/challenges", params={"count": count}), 400, "bad_request")
+
+
 def test_a_forged_signature_is_refused(chain: Chain, store: TestClient) -> None:
     t = chain.now() + AHEAD
     parties = funded(chain, 100, 100, t)
