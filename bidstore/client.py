@@ -180,14 +180,23 @@ class BidStoreClient:
 
     def challenge(self) -> bytes:
         """A fresh 32-byte challenge, valid a few minutes and redeemable once."""
-        answer = self._request("POST", "/v1/challenges")
-        try:
-            challenge = bytes.fromhex(answer["challenge"])
-        except (KeyError, TypeError, ValueError):
-            challenge = b""
-        if len(challenge) != 32:
-            raise BidStoreClientError("protocol", "the store's challenge is not 32 bytes of hex")
+        (challenge,) = self.challenges(1)
         return challenge
+
+    def challenges(self, count: int) -> list[bytes]:
+        """`count` (1 to 100) fresh challenges in one request, each redeemable once."""
+        if not 1 <= count <= 100:
+            raise ValueError(f"take 1 to 100 challenges at once, not {count}")
+        answer = self._request("POST", f"/v1/challenges?count={count}")
+        try:
+            taken = [bytes.fromhex(c) for c in answer["challenges"]]
+        except (KeyError, TypeError, ValueError):
+            taken = []
+        if len(taken) != count or any(len(c) != 32 for c in taken):
+            raise BidStoreClientError(
+                "protocol", f"the store did not answer {count} challenges of 32 bytes of hex"
+            )
+        return taken
 
     def signed_order(
         self,

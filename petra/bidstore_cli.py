@@ -1,12 +1,17 @@
 """`petra bidstore ...`: serve the bid store (docs/bidstore-api.md), on loopback only, and
-publish it as a v3 onion service through Tor."""
+publish it as a v3 onion service through Tor; read a store's status and public book, directly
+or through Tor's SOCKS port (`--tor-socks`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from petra.console import check_ledger_genesis, err, fail, read_genesis, serve, write_private
 
@@ -15,6 +20,10 @@ bidstore_app = typer.Typer(
     no_args_is_help=True,
 )
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+out = Console()
+
+if TYPE_CHECKING:
+    from bidstore.client import BidStoreClient
 MAX_STREAMS = 16  # per rendezvous circuit: a client wanting more builds circuits, at a cost
 
 
@@ -148,3 +157,84 @@ def _publish(control_port: int, port: int, key_file: Path | None, max_streams: i
         except OSError as exc:
             fail(f"cannot write the onion key {key_file}: {exc.strerror}")
     return address
+
+
+# ---------------------------------------------------------------- reading a store
+
+StoreUrl = Annotated[
+    str,
+    typer.Option("--store", help="The bid store's URL, or its onion address (needs --tor-socks)."),
+]
+TorSocks = Annotated[
+    int | None,
+    typer.Option(
+        "--tor-socks",
+        min=1,
+        max=65535,
+        help="Tor's SOCKS port on 127.0.0.1: reach the store through Tor.",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the store's JSON answer.")]
+
+
+def _ask(store: str, tor_socks: int | None, call: Callable[[BidStoreClient], Any]) -> Any:
+    """`call` on a client of `store`; a refusal or an unreachable store is one sentence."""
+    from bidstore.client import BidStoreClient, BidStoreClientError
+
+    try:
+        with BidStoreClient(store, tor_socks=tor_socks) as client:
+            return call(client)
+    except BidStoreClientError as exc:
+        fail(exc.message)
+
+
+@bidstore_app.command("status")
+def status_command(
+    store: StoreUrl = "http://127.0.0.1:7460", tor_socks: TorSocks = None, as_json: Json = False
+) -> None:
+    """The store's chain, current interval, open orders and trades, and ledger height."""
+    answer = _ask(store, tor_socks, lambda client: client.status())
+    if as_json:
+        out.print_json(json.dumps(answer))
+        return
+    out.print(
+        f"interval {answer['interval']} ({answer['interval_s']} s), "
+        f"{answer['open_orders']} open order(s), {answer['open_trades']} unfinished trade(s), "
+        f"ledger block {answer['height']}"
+    )
+
+
+@bidstore_app.command("book")
+def book_command(
+    store: StoreUrl = "http://127.0.0.1:7460",
+    tor_socks: TorSocks = None,
+    interval: Annotated[
+        int | None, typer.Option(min=0, help="Only this interval, in priority order.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """The public order book: every open order (anonymous: no owner, no asset), or one
+    interval's asks by price ascending and bids by price descending."""
+    if interval is None:
+        answer = _ask(store, tor_socks, lambda client: client.book())
+        orders = answer["orders"]
+    else:
+        answer = _ask(store, tor_socks, lambda client: client.interval_book(interval))
+        orders = [{**o, "interval": interval} for o in answer["asks"] + answer["bids"]]
+    if as_json:
+        out.print_json(json.dumps(answer))
+        return
+    if not orders:
+        out.print("no open orders")
+        return
+    table = Table("interval", "side", "power (W)", "price (µ/kWh)", "contact", "order")
+    for entry in orders:
+        table.add_row(
+            str(entry["interval"]),
+            entry["side"],
+            f"{entry['power']:,}",
+            f"{entry['price']:,}",
+            entry["contact"],
+            entry["id"][:16],
+        )
+    out.print(table)

@@ -5,6 +5,7 @@ store's refusals as `BidStoreClientError` codes, and what the client refuses by 
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from test_cli import petra
+from test_cli import refused as refused_run
 
 from assets import Keypair, txid
 from bidstore.client import TOR_TIMEOUT_S, BidStoreClient, BidStoreClientError, countersign
@@ -205,3 +208,31 @@ def test_a_rate_limit_is_raised_with_its_retry_after() -> None:
         429,
         7,
     )
+
+
+# ---------------------------------------------------------------- petra bidstore status|book
+
+
+def test_the_book_and_status_commands_read_the_store(
+    chain: Chain, client: BidStoreClient, store_url: str
+) -> None:
+    t = chain.now() + AHEAD
+    parties = funded(chain, 700, 1000, t)
+    ask = client.place(OrderSide.ASK, parties.seller, t, 130_000, [parties.epa], bytes(32))
+
+    listed = petra("bidstore", "book", "--store", store_url, "--interval", str(t), "--json")
+    assert listed.code == 0, listed
+    assert [a["id"] for a in json.loads(listed.out)["asks"]] == [ask["id"]]
+    table = petra("bidstore", "book", "--store", store_url, "--interval", str(t))
+    assert table.code == 0 and ask["id"][:16] in table.out and "130,000" in table.out
+    everything = json.loads(petra("bidstore", "book", "--store", store_url, "--json").out)
+    assert ask["id"] in {o["id"] for o in everything["orders"]}
+    status = petra("bidstore", "status", "--store", store_url)
+    assert status.code == 0 and "open order(s)" in status.out, status
+
+
+def test_the_commands_say_in_one_sentence_why_they_cannot_read_a_store() -> None:
+    down = refused_run(petra("bidstore", "status", "--store", f"http://127.0.0.1:{free_port()}"))
+    assert "is `petra bidstore serve` running there" in down
+    onion = refused_run(petra("bidstore", "book", "--store", ONION))
+    assert "--tor-socks" in onion

@@ -6,6 +6,7 @@ node."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from services.tor import tor_network_fixture  # noqa: F401
+from test_cli import petra
 
 from assets import Keypair
 from bidstore.client import TOR_TIMEOUT_S, BidStoreClient
@@ -68,6 +70,12 @@ def test_two_clients_trade_through_the_onion_service(
     ):
         ask = seller.place(OrderSide.ASK, parties.seller, t, 120_000, [parties.epa], anyone)
         assert [a["id"] for a in buyer.interval_book(t)["asks"]] == [ask["id"]]
+        seen = petra(
+            *("bidstore", "book", "--store", onion_store, "--interval", str(t), "--json"),
+            *("--tor-socks", str(tor_network.socks_port)),
+        )
+        assert seen.code == 0, seen  # the command line reads the book through Tor too
+        assert [a["id"] for a in json.loads(seen.out)["asks"]] == [ask["id"]]
 
         bid = buyer.signed_order(
             OrderSide.BID, parties.buyer, t, 150_000, [parties.eca, parties.fa], anyone
