@@ -8,12 +8,13 @@ on loopback. Every method answers the store's JSON as the API documents it (a `d
 
 Settling a trade takes three steps, one per party and the ledger:
 
-1. the buyer (the bid's owner) signs the trade's transfer (`terms.transfer`) for its own inputs
-   and proposes it: `propose_as_buyer`;
-2. the seller (the ask's owner) reads the proposal with a signed fetch (`fetch_trade`) and
-   countersigns it (`countersign`, which first holds it against the trade's terms);
-3. the seller submits the countersigned transfer to the ledger; the store sees it in a block
-   and marks the trade settled. `settle_as_seller` does steps 2 and 3.
+1. the proposer (the trade's `"proposer"`: the taker of a take, the buyer of an auction's
+   trade) signs the trade's transfer (`terms.transfer`) for its own inputs and proposes it:
+   `propose_signed`;
+2. the other party reads the proposal with a signed fetch (`fetch_trade`) and countersigns it
+   (`countersign`, which first holds it against the trade's terms);
+3. it submits the countersigned transfer to the ledger; the store sees it in a block and marks
+   the trade settled. `countersign_and_submit` does steps 2 and 3.
 
 Neither party trusts the store: before signing, each checks that the transfer spends the
 trade's inputs and that what leaves its hands is the trade's paid outputs and change to itself.
@@ -280,37 +281,56 @@ class BidStoreClient:
         }
         return self._request("GET", f"/v1/trades/{trade}", headers=headers)
 
-    def propose_as_buyer(self, trade_id: str, key: Keypair) -> Answer:
-        """Step 1: read the trade as the buyer `key`, check its transfer, sign it for the
-        buyer's inputs and propose it: the trade, `proposed`."""
+    def propose_signed(self, trade_id: str, key: Keypair, receive: bytes | None = None) -> Answer:
+        """Step 1, for the trade's proposer (its `"proposer"`: the taker of a take, the buyer of
+        an auction's trade): read the trade as `key`, check its transfer (with `receive`, the
+        address this party's order named, also that what this party is paid goes there), sign
+        it for this party's inputs and propose it: the trade, `proposed`."""
         trade = self.fetch_trade(trade_id, key)
+        if trade.get("role") != trade.get("proposer"):
+            raise BidStoreClientError(
+                "not_proposer",
+                f"the {trade.get('proposer')} proposes this trade; you countersign it",
+            )
         transfer = _transfer(trade.get("terms", {}).get("transfer"), "the trade's transfer")
-        _check(trade, transfer, key, mine={"ECA", "FA"})
+        _check(trade, transfer, key, receive)
         return self.propose(trade_id, sign_transfer(transfer, [key]))
 
-    def settle_as_seller(self, trade_id: str, key: Keypair, ledger: LedgerClient) -> Submitted:
-        """Steps 2 and 3: read the buyer's proposal as the seller `key`, countersign it and
-        submit it to `ledger`; raises `BidStoreClientError` (`not_proposed`) before step 1."""
-        signed = countersign(self.fetch_trade(trade_id, key), key)
+    def countersign_and_submit(
+        self, trade_id: str, key: Keypair, ledger: LedgerClient, receive: bytes | None = None
+    ) -> Submitted:
+        """Steps 2 and 3, for the other party: read the proposal as `key`, check and
+        countersign it (`countersign`) and submit it to `ledger`; raises `BidStoreClientError`
+        (`not_proposed`) before step 1."""
+        signed = countersign(self.fetch_trade(trade_id, key), key, receive)
         return ledger.submit(encode_transaction(signed))
 
 
-def countersign(trade: Mapping[str, Any], key: Keypair) -> Transfer:
-    """The proposal of `trade` (as `fetch_trade` answers it) signed by the seller `key`, once
-    checked against the trade's terms. Raises `BidStoreClientError`: `not_proposed` without a
-    proposal, `terms_mismatch` if it does not carry out the trade for the seller."""
+def countersign(trade: Mapping[str, Any], key: Keypair, receive: bytes | None = None) -> Transfer:
+    """The proposal of `trade` (as `fetch_trade` answers it) signed by `key`, the party that did
+    not propose, once checked against the trade's terms (and, with `receive`, that what this
+    party is paid goes there). Raises `BidStoreClientError`: `not_proposed` without a proposal,
+    `terms_mismatch` if it does not carry out the trade for this party."""
     if trade.get("proposal") is None:
-        raise BidStoreClientError("not_proposed", "the buyer has not proposed a transfer yet")
+        raise BidStoreClientError(
+            "not_proposed", f"the {trade.get('proposer')} has not proposed a transfer yet"
+        )
     proposal = _transfer(trade["proposal"], "the proposal")
-    _check(trade, proposal, key, mine={"EPA"})
+    _check(trade, proposal, key, receive)
     return sign_transfer(proposal, [key])
 
 
-def _check(trade: Mapping[str, Any], transfer: Transfer, key: Keypair, mine: set[str]) -> None:
+GIVES = {"seller": {"EPA"}, "buyer": {"ECA", "FA"}}  # the kinds each role's inputs hold
+
+
+def _check(
+    trade: Mapping[str, Any], transfer: Transfer, key: Keypair, receive: bytes | None
+) -> None:
     """Refuse `transfer` unless it spends exactly the trade's inputs, carries every paid output,
     the paid outputs of each kind total the trade's power or payment, and every other output of
-    the kinds `key` gives (`mine`: "EPA", "ECA", "FA") goes back to `key`'s address. Where the
-    counterparty's payment goes is the store's word (its `receive` address is in no answer)."""
+    the kinds `key`'s role gives goes back to `key`'s address; with `receive`, every paid output
+    of the kinds this role gets goes to `receive`. (Where the counterparty is paid is the
+    store's word: its `receive` address is in no answer.)"""
     terms: Any = trade.get("terms")
     try:
         inputs = {Outpoint(bytes.fromhex(i["tx"]), i["index"]) for i in terms["inputs"]}
@@ -318,6 +338,7 @@ def _check(trade: Mapping[str, Any], transfer: Transfer, key: Keypair, mine: set
             Output(asset_from_wire(o["asset"]), bytes.fromhex(o["address"])) for o in terms["paid"]
         ]
         owed = {"EPA": trade["power"], "ECA": trade["power"], "FA": trade["payment"]}
+        gives = GIVES[trade["role"]]
     except (KeyError, TypeError, ValueError, Rejected):
         raise BidStoreClientError("protocol", "the store's trade lacks valid terms") from None
     if set(transfer.inputs) != inputs or len(transfer.inputs) != len(inputs):
@@ -327,12 +348,14 @@ def _check(trade: Mapping[str, Any], transfer: Transfer, key: Keypair, mine: set
         if output not in rest:
             raise _mismatch(f"the transfer lacks the paid {output.asset}")
         rest.remove(output)
+        if receive is not None and output.asset.kind not in gives and output.address != receive:
+            raise _mismatch(f"{output.asset} is paid to {output.address.hex()}, not to you")
     for kind, amount in owed.items():
         given = sum(_size(o) for o in paid if o.asset.kind == kind)
         if given != amount:
             raise _mismatch(f"the trade's paid {kind} totals {given}, not {amount}")
     for output in rest:
-        if output.asset.kind in mine and output.address != key.public_key:
+        if output.asset.kind in gives and output.address != key.public_key:
             raise _mismatch(f"{output.asset} to {output.address.hex()} is not change to you")
 
 

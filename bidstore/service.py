@@ -6,10 +6,10 @@ It keeps everything in memory: challenges, the book, trades. It follows the ledg
 ticker calls `tick` to drop passed intervals, expire trades and clear each interval's call
 auction at its gate.
 
-A trade is one transfer between one ask and one bid. The bid's owner (the buyer) proposes the
-transfer, signed for its own inputs; the ask's owner (the seller) fetches it with a signed
-request, countersigns and submits it to the ledger itself. The store sees the transfer in a
-block and marks the trade settled.
+A trade is one transfer between one ask and one bid. One party proposes the transfer, signed
+for its own inputs: the taker of a take, the buyer of an auction's trade. The other fetches it
+with a signed request, countersigns and submits it to the ledger itself. The store sees the
+transfer in a block and marks the trade settled.
 
 Orders leave the book when they are matched and are held in a `Chain`: the matches of one
 clearing that share orders (one large ask against two bids, say), made into trades one after
@@ -136,12 +136,14 @@ class Chain:
 
     `holding` maps each order the chain still holds out of the book to what it holds now (its
     change after the trades so far); `relist` names the orders whose rest goes back to the book
-    when the chain ends; `trade` is the unfinished trade of `matches[step]`.
+    when the chain ends; `proposer` the side that proposes each transfer (a take's taker, an
+    auction's buyers); `trade` is the unfinished trade of `matches[step]`.
     """
 
     matches: tuple[Match, ...]
     holding: dict[bytes, Listing]
     relist: frozenset[bytes]
+    proposer: OrderSide = OrderSide.BID
     step: int = 0
     trade: Trade | None = None
 
@@ -156,13 +158,22 @@ class Trade:
     terms: Terms
     chain: Chain = field(repr=False)
     status: TradeStatus = TradeStatus.OPEN
-    proposal: bytes | None = None  # canonical transfer bytes, signed by the buyer
+    proposal: bytes | None = None  # canonical transfer bytes, signed by the proposer
     since: float = 0.0  # when the current party's turn began (made, or first proposed)
     txid: bytes | None = None  # the proposal's id, and the settling transfer's once settled
     parties: tuple[bytes, bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         self.parties = (self.ask.order.owner, self.bid.order.owner)
+
+    @property
+    def proposer(self) -> Listing:
+        """The order whose owner proposes the transfer; the other countersigns and submits."""
+        return self.ask if self.chain.proposer is OrderSide.ASK else self.bid
+
+    @property
+    def countersigner(self) -> Listing:
+        return self.bid if self.chain.proposer is OrderSide.ASK else self.ask
 
 
 def trade_id_of(ask_id: bytes, bid_id: bytes, power_w: int, price: int) -> bytes:
@@ -446,18 +457,24 @@ class BidStore:
                 self.book.remove_spending(outpoint)
             self._check_owner_room(taker)
             listings = {ask.order_id: ask, bid.order_id: bid}
-            trade = self._open_chain((match,), listings, relist=frozenset({resting_id}))
+            trade = self._open_chain(
+                (match,), listings, frozenset({resting_id}), proposer=taker.order.side
+            )
             assert trade is not None  # its terms were checked above, under the same lock
         return self._trade_summary(trade)
 
     def _open_chain(
-        self, matches: tuple[Match, ...], listings: dict[bytes, Listing], relist: frozenset[bytes]
+        self,
+        matches: tuple[Match, ...],
+        listings: dict[bytes, Listing],
+        relist: frozenset[bytes],
+        proposer: OrderSide = OrderSide.BID,
     ) -> Trade | None:
         """Hold `listings` (the orders of `matches`) out of the book in a new chain and make
         its first trade; None if no trade could be made (the orders are back in the book)."""
         if len(self.trades) >= self.limits.max_trades:
             raise BidStoreError(503, "busy", "the store holds as many trades as it can")
-        chain = Chain(matches, {}, relist)
+        chain = Chain(matches, {}, relist, proposer)
         for order_id, listing in listings.items():
             self.book.remove(order_id)
             self._hold(chain, listing)
@@ -569,6 +586,7 @@ class BidStore:
                 "change": [output_to_wire(o) for o in terms.change],
                 "transfer": tx_to_wire(terms.transfer(self.chain)),
             },
+            "proposer": _role(trade.proposer),
             "txid": None if trade.txid is None else trade.txid.hex(),
         }
 
@@ -594,12 +612,14 @@ class BidStore:
             message = signing_message(tx.type, decoded.txid)
             if not all(verify(s.public_key, message, s.signature) for s in tx.signatures):
                 raise BidStoreError(401, "bad_signature", "a signature of the transfer is invalid")
-            if trade.bid.order.owner not in {s.public_key for s in tx.signatures}:
+            if trade.proposer.order.owner not in {s.public_key for s in tx.signatures}:
                 raise BidStoreError(
-                    401, "bad_signature", "the proposal must carry the buyer's signature"
+                    401,
+                    "bad_signature",
+                    f"the proposal must carry the proposer's ({_role(trade.proposer)}'s) signature",
                 )
             if trade.status is TradeStatus.OPEN:
-                trade.since = self.clock()  # the seller's turn
+                trade.since = self.clock()  # the countersigner's turn
             trade.proposal, trade.txid = raw, decoded.txid
             trade.status = TradeStatus.PROPOSED
             return self._trade_summary(trade)
@@ -625,7 +645,7 @@ class BidStore:
                 if trade.proposal is None
                 else tx_to_wire(decode_transaction(trade.proposal).tx)
             )
-        role = "seller" if address == trade.ask.order.owner else "buyer"
+        role = _role(trade.ask if address == trade.ask.order.owner else trade.bid)
         return {**summary, "role": role, "proposal": proposal}
 
     # ------------------------------------------------------------ the ledger and the clock
@@ -723,12 +743,12 @@ class BidStore:
                 trade.status, trade.txid = TradeStatus.SETTLED, tx_id
 
     def _abandon(self, trade: Trade) -> None:
-        """The party whose turn it was (the buyer until it proposes, then the seller) let
+        """The party whose turn it was (the proposer until it proposes, then the countersigner) let
         `step_timeout_s` pass: let its order go and go on with the chain's next match, so one
         silent party holds nobody else's order hostage. The other party's order stays held:
         in the next match, or back in the book when the chain ends."""
         trade.status = TradeStatus.ABANDONED
-        late = trade.bid if trade.proposal is None else trade.ask
+        late = trade.proposer if trade.proposal is None else trade.countersigner
         log.info("trade %s abandoned: the %s did not act", trade.trade_id.hex(), late.order.side)
         chain = trade.chain
         self._let_go(chain, late.order_id)
@@ -785,6 +805,10 @@ def _chains(matches: Iterable[Match]) -> list[tuple[Match, ...]]:
         chains[into].append(match)
         chain_of.update((i, into) for i in ids)
     return [tuple(chain) for chain in chains if chain]
+
+
+def _role(listing: Listing) -> str:
+    return "seller" if listing.order.side is OrderSide.ASK else "buyer"
 
 
 def _where(outpoint: Outpoint) -> str:

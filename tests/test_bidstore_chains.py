@@ -302,3 +302,35 @@ def test_an_auctions_matches_fall_into_chains_of_shared_orders(
             seen |= ids
         for order in seen:
             assert owner.setdefault(order, n) == n  # no order is in two chains
+
+
+def test_a_taker_proposes_and_a_silent_taker_gives_the_resting_order_back(
+    market: Market,
+) -> None:
+    buyer, bid = market.buyer(1000, 150_000)
+    seller = Keypair.generate()
+    (epa,) = market.issue(pay(Epa(1000, T, T), seller))
+    taker = Order(
+        OrderSide.ASK,
+        T,
+        120_000,
+        (epa,),
+        "relay",
+        Keypair.generate().public_key,
+        seller.public_key,
+        bytes.fromhex(market.store.challenge()["challenge"]),
+    )
+    trade = market.store.take(bytes.fromhex(bid), encode_order(sign_order(taker, seller)), None)
+    assert trade["proposer"] == "seller"
+    unsigned = tx_from_wire(trade["terms"]["transfer"])
+    assert isinstance(unsigned, Transfer)
+    with pytest.raises(BidStoreError) as refused:  # the buyer does not propose a take of its bid
+        market.store.propose(
+            bytes.fromhex(trade["id"]), encode_transaction(sign_transfer(unsigned, [buyer]))
+        )
+    assert refused.value.code == "bad_signature"
+
+    market.clock.now += STEP_TIMEOUT_S + 1
+    market.store.tick()
+    assert market.store.trades[bytes.fromhex(trade["id"])].status == "abandoned"
+    assert [b["id"] for b in market.bids()] == [bid]  # the resting bid is open again

@@ -98,10 +98,10 @@ def test_a_take_is_proposed_countersigned_and_settles(chain: Chain, client: BidS
     with refused("not_proposed"):
         countersign(client.fetch_trade(trade["id"], parties.seller), parties.seller)
 
-    proposed = client.propose_as_buyer(trade["id"], parties.buyer)
+    proposed = client.propose_signed(trade["id"], parties.buyer)
     assert proposed["status"] == "proposed"
     with LedgerClient(chain.url) as ledger:
-        submitted = client.settle_as_seller(trade["id"], parties.seller, ledger)
+        submitted = client.countersign_and_submit(trade["id"], parties.seller, ledger)
         settled = wait_settled(client, trade["id"], parties.buyer)
         assert (settled["status"], settled["role"]) == ("settled", "buyer")
         assert settled["txid"] == submitted.txid.hex()
@@ -119,12 +119,37 @@ def test_an_auction_clears_and_its_trade_settles(chain: Chain, client: BidStoreC
     (trade,) = client.clear(t)["trades"]
     assert (trade["ask"], trade["bid"]) == (ask["id"], bid["id"])
 
-    client.propose_as_buyer(trade["id"], parties.buyer)
+    client.propose_signed(trade["id"], parties.buyer)
     fetched = client.fetch_trade(trade["id"], parties.seller)
     assert fetched["role"] == "seller"
     signed = countersign(fetched, parties.seller)
     chain.submit(signed)
     assert wait_settled(client, trade["id"], parties.seller)["txid"] == txid(signed).hex()
+
+
+def test_a_seller_taking_a_bid_proposes_and_the_buyer_countersigns(
+    chain: Chain, client: BidStoreClient
+) -> None:
+    t = chain.now() + AHEAD
+    parties = funded(chain, 600, 1000, t)
+    pay_to, energy_to = Keypair.generate().public_key, Keypair.generate().public_key
+    bid = client.place(
+        OrderSide.BID, parties.buyer, t, 180_000, [parties.eca, parties.fa], energy_to
+    )
+    ask = client.signed_order(OrderSide.ASK, parties.seller, t, 150_000, [parties.epa], pay_to)
+    trade = client.take(bid["id"], ask)
+    assert (trade["proposer"], trade["price"]) == ("seller", 180_000)  # the taker proposes
+    with refused("not_proposer"):
+        client.propose_signed(trade["id"], parties.buyer)
+    with refused("terms_mismatch"):  # the seller is paid elsewhere than it asked
+        client.propose_signed(trade["id"], parties.seller, receive=energy_to)
+    assert client.propose_signed(trade["id"], parties.seller, receive=pay_to)["status"] == (
+        "proposed"
+    )
+    with LedgerClient(chain.url) as ledger:
+        submitted = client.countersign_and_submit(trade["id"], parties.buyer, ledger, energy_to)
+        settled = wait_settled(client, trade["id"], parties.seller)
+    assert (settled["status"], settled["txid"]) == ("settled", submitted.txid.hex())
 
 
 # ---------------------------------------------------------------- refusals
@@ -159,7 +184,7 @@ def test_a_proposal_that_does_not_pay_the_seller_is_not_countersigned(
         OrderSide.BID, parties.buyer, t, 300_000, [parties.eca, parties.fa], anyone
     )
     trade = client.take(ask["id"], bid, power_w=300)
-    client.propose_as_buyer(trade["id"], parties.buyer)
+    client.propose_signed(trade["id"], parties.buyer)
     fetched = client.fetch_trade(trade["id"], parties.seller)
     assert countersign(fetched, parties.seller)
     # as a store that does not check proposals would relay it: the seller's change is diverted

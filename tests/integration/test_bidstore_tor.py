@@ -81,8 +81,8 @@ def test_two_clients_trade_through_the_onion_service(
             OrderSide.BID, parties.buyer, t, 150_000, [parties.eca, parties.fa], anyone
         )
         trade = buyer.take(ask["id"], bid)
-        assert buyer.propose_as_buyer(trade["id"], parties.buyer)["status"] == "proposed"
-        submitted = seller.settle_as_seller(trade["id"], parties.seller, ledger)
+        assert buyer.propose_signed(trade["id"], parties.buyer)["status"] == "proposed"
+        submitted = seller.countersign_and_submit(trade["id"], parties.seller, ledger)
 
         deadline = time.monotonic() + 30
         while (settled := buyer.fetch_trade(trade["id"], parties.buyer))["status"] == "proposed":
