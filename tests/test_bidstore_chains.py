@@ -56,12 +56,15 @@ class Market:
         self.block(issue)
         return [Outpoint(txid(issue), n) for n in range(len(outputs))]
 
-    def post(self, key: Keypair, side: OrderSide, price: int, assets: list[Outpoint]) -> str:
+    def signed(self, key: Keypair, side: OrderSide, price: int, assets: list[Outpoint]) -> bytes:
+        """An order of `key` for T over a fresh challenge, paying a fresh address: its wire."""
         challenge = bytes.fromhex(self.store.challenge()["challenge"])
         receive = Keypair.generate().public_key
         order = Order(side, T, price, tuple(assets), "relay", receive, key.public_key, challenge)
-        posted = self.store.post_order(encode_order(sign_order(order, key)))
-        return str(posted["id"])
+        return encode_order(sign_order(order, key))
+
+    def post(self, key: Keypair, side: OrderSide, price: int, assets: list[Outpoint]) -> str:
+        return str(self.store.post_order(self.signed(key, side, price, assets))["id"])
 
     def seller(self, power: int, price: int) -> tuple[Keypair, str]:
         key = Keypair.generate()
@@ -138,17 +141,8 @@ def test_one_ask_against_two_bids_settles_in_turn_and_its_rest_is_listed_again(
 
     buyer3 = Keypair.generate()
     eca, fa = market.issue(pay(Eca(500, T, T), buyer3), pay(Fa(10_000), buyer3))
-    taker = Order(
-        OrderSide.BID,
-        T,
-        100_000,
-        (eca, fa),
-        "relay",
-        Keypair.generate().public_key,
-        buyer3.public_key,
-        bytes.fromhex(market.store.challenge()["challenge"]),
-    )
-    third = market.store.take(bytes.fromhex(ask), encode_order(sign_order(taker, buyer3)), None)
+    taker = market.signed(buyer3, OrderSide.BID, 100_000, [eca, fa])
+    third = market.store.take(bytes.fromhex(ask), taker, None)
     assert third["power"] == 500
     market.settle(third, buyer3, seller)
     assert market.asks() == []
@@ -310,17 +304,8 @@ def test_a_taker_proposes_and_a_silent_taker_gives_the_resting_order_back(
     buyer, bid = market.buyer(1000, 150_000)
     seller = Keypair.generate()
     (epa,) = market.issue(pay(Epa(1000, T, T), seller))
-    taker = Order(
-        OrderSide.ASK,
-        T,
-        120_000,
-        (epa,),
-        "relay",
-        Keypair.generate().public_key,
-        seller.public_key,
-        bytes.fromhex(market.store.challenge()["challenge"]),
-    )
-    trade = market.store.take(bytes.fromhex(bid), encode_order(sign_order(taker, seller)), None)
+    taker = market.signed(seller, OrderSide.ASK, 120_000, [epa])
+    trade = market.store.take(bytes.fromhex(bid), taker, None)
     assert trade["proposer"] == "seller"
     unsigned = tx_from_wire(trade["terms"]["transfer"])
     assert isinstance(unsigned, Transfer)
