@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LINT_PATHS := assets ledger petra smartmeter dso mixer bidstore tests
+LINT_PATHS := assets ledger petra smartmeter dso mixer bidstore wallet tests
 PYTEST_ARGS ?=
 
 .PHONY: venv system-deps lint test demo bench clean

@@ -34,6 +34,7 @@ from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
 from petra.mixer_cli import mixer_app
 from petra.tor_cli import tor_app
+from petra.wallet_cli import wallet_app
 
 app = typer.Typer(
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
@@ -52,6 +53,7 @@ app.add_typer(meter_app, name="meter")
 app.add_typer(mixer_app, name="mixer")
 app.add_typer(tor_app, name="tor")
 app.add_typer(bidstore_app, name="bidstore")
+app.add_typer(wallet_app, name="wallet")
 app.add_typer(bench_app, name="bench")
 
 

@@ -21,6 +21,9 @@ meter does not reopen the window for a request captured just before it.
 - `POST /v1/status`: the meter, the watcher's height, credit used and line, prices now.
 - `POST /v1/bills`: how many bills the DSO has not acknowledged, and those due for sending
   (the outbox lists no others).
+- `POST /v1/bills/history` `{"first", "last"}` (interval indexes, `last - first` at most
+  `MAX_HISTORY`): `{"first", "last", "bills", "delivered"}`, the signed bill of every billed
+  interval in the range, in order, as the DSO receives it, and per bill whether the DSO has it.
 
 Errors use the common shape (`petra/http.py`): 400 `malformed`, 401 `bad_signature`,
 `stale_request`, `replayed`, 413 `too_large`, 422 `wrong_meter`, a withdrawal's refusal
@@ -39,6 +42,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from assets import Issue, Keypair, Output, Rejected, canonical_json, encode_transaction, sign
 from assets.canonical import parse_json
@@ -46,9 +50,9 @@ from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_tran
 from assets.signing import signing_message, verify
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
 from petra.http import ApiError, bounded_body, install_error_handlers
-from smartmeter.billing_loop import BILL_KIND
+from smartmeter.billing_loop import BILL_KIND, bill_key
 from smartmeter.issuing import WithdrawalRefused
-from smartmeter.store import MeterStore
+from smartmeter.store import MeterStore, outbox
 from smartmeter.watcher import HANDED_OUT, MeterWatcher
 
 REQUEST_TYPE = "owner-request"  # the signing domain of the owner's requests
@@ -56,6 +60,7 @@ FRESH_S = 60  # a request's `at` may differ from the meter's clock by this many 
 MAX_BODY = 64 * 1024  # bytes
 MAX_NONCES = 10_000  # requests remembered within the window; more is refused as too many
 MAX_OUTPUTS = 64  # outputs of one withdrawal
+MAX_HISTORY = 2880  # intervals one bill-history request may span (30 days of 900 s)
 INDEX_WAIT_S = 10  # how long a withdrawal waits for the watcher to index its block
 LAST_ISSUE_NONCE = "owner_issue_nonce"  # named state: the last issue nonce the meter signed
 OWNER_NONCES = "owner_request_nonces"  # named state: {nonce: at} of recent owner requests
@@ -245,6 +250,23 @@ class OwnerDesk:
             ],
         }
 
+    def bill_history(self, first: int, last: int) -> dict[str, Any]:
+        """The signed bill of every interval from `first` to `last` (inclusive) the meter has
+        billed, in order, and whether the DSO has acknowledged each."""
+        keys = [bill_key(self.meter_id, t) for t in range(first, last + 1)]
+        query = select(outbox.c.key, outbox.c.body, outbox.c.delivered_ms).where(
+            outbox.c.kind == BILL_KIND, outbox.c.key.in_(keys)
+        )
+        with self.store.engine.connect() as conn:
+            found = {row.key: row for row in conn.execute(query)}
+        rows = [found[key] for key in keys if key in found]
+        return {
+            "first": first,
+            "last": last,
+            "bills": [parse_json(bytes(row.body)) for row in rows],
+            "delivered": [row.delivered_ms is not None for row in rows],
+        }
+
 
 def _is_hex(value: Any, size: int) -> bool:
     if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
@@ -272,6 +294,24 @@ def _outputs(wire: Any) -> list[Output]:
             raise ApiError(400, "malformed", f"outputs[{n}]: {exc.message}") from None
         outputs.append(Output(asset, bytes.fromhex(item["address"])))
     return outputs
+
+
+def _bill_range(first: Any, last: Any) -> tuple[int, int]:
+    """The intervals of a bill-history request; ApiError 400 if they are no such range."""
+    if (
+        isinstance(first, bool)
+        or isinstance(last, bool)
+        or not isinstance(first, int)
+        or not isinstance(last, int)
+        or not 0 <= first <= last
+        or last - first > MAX_HISTORY
+    ):
+        raise ApiError(
+            400,
+            "malformed",
+            f"first and last are interval indexes, 0 <= first <= last <= first + {MAX_HISTORY}",
+        )
+    return first, last
 
 
 def create_app(node: OwnerDesk) -> FastAPI:
@@ -305,5 +345,11 @@ def create_app(node: OwnerDesk) -> FastAPI:
     async def bills(request: Request) -> JSONResponse:
         await signed(request)
         return JSONResponse(await run_in_threadpool(node.bills))
+
+    @app.post("/v1/bills/history")
+    async def bill_history(request: Request) -> JSONResponse:
+        fields = await signed(request, frozenset({"first", "last"}))
+        first, last = _bill_range(fields["first"], fields["last"])
+        return JSONResponse(await run_in_threadpool(node.bill_history, first, last))
 
     return app

@@ -100,3 +100,9 @@ class OwnerClient:
 
     def bills(self) -> Any:
         return self.call("/v1/bills")
+
+    def bill_history(self, first: int, last: int) -> Any:
+        """The meter's signed bills of intervals `first` to `last` (inclusive, `last - first`
+        at most `smartmeter.api.MAX_HISTORY`) and whether the DSO has each: `{"first",
+        "last", "bills", "delivered"}`."""
+        return self.call("/v1/bills/history", first=first, last=last)

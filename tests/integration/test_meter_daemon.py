@@ -259,10 +259,18 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+def home_owner() -> Keypair:
+    """The key the meter's configuration names as its owner (a wallet's test overrides it)."""
+    return Keypair.generate()
+
+
+@pytest.fixture(name="home")
+def home_fixture(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, home_owner: Keypair
+) -> Iterator[Home]:
     monkeypatch.setenv("PETRA_PASSPHRASE", PASSPHRASE)
     with running_dso(tmp_path) as dso:
-        meter_key, owner = Keypair.generate(), Keypair.generate()
+        meter_key, owner = Keypair.generate(), home_owner
         (tmp_path / "meter-keys.json").write_bytes(
             dump_keys({"meter": meter_key}, PASSPHRASE.encode())
         )

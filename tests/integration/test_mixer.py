@@ -44,8 +44,8 @@ class Chain:
             return fund(ledger, self.scenario, self.meter, next(self.nonces), owners)
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+@pytest.fixture(scope="module", name="chain")
+def chain_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """A ledger node on a chain of one-second intervals, with one meter authorized."""
     tmp = tmp_path_factory.mktemp("mixer")
     scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)

@@ -1,0 +1,1 @@
+"""The prosumer wallet: an encrypted keystore of its keys and state, and its commands."""

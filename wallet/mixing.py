@@ -1,0 +1,183 @@
+"""Mixing the wallet's coins (DESIGN.md section 8): split into standard denominations, then
+CoinShuffle rounds through the coordinator, each round ending at a fresh address.
+
+A pool only mixes equal assets, so a coin of an odd size would sit alone: `denominate` breaks
+a size into the 1-2-5 series (1, 2, 5, 10, 20, 50, ... W or micro-units), which many neighbours'
+coins share, and `split` pays those pieces to fresh addresses in one transfer (the pieces are
+linked to each other only until they are mixed). Each round is `mixer.client.MixClient`: the
+coin's key joins the pool of its denomination, and the mix ends when the ledger shows the joint
+transfer paying a fresh key of this wallet, saved before the coordinator ever learns it. Several
+rounds make a coordinator that colludes with some peers of one pool learn nothing more.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+
+from assets.codec import asset_to_wire
+from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output
+from ledger.client import LedgerClient, LedgerClientError
+from mixer.client import DEFAULT_TIMEOUT_S, MixClient, MixError
+from wallet.wallet import Coin, Wallet, WalletError, coin_key, size_of
+
+SERIES = (1, 2, 5)
+MAX_PIECES = 64  # outputs one split may make (a transfer holds at most 512)
+
+Progress = Callable[[Coin, Coin, int], None]
+"""Called after each round of a coin as (the coin before, the coin after, rounds done)."""
+
+
+def denominate(size: int) -> list[int]:
+    """`size` as a sum of 1-2-5 series values, largest first, greedily (at most 3 pieces per
+    decade: 1234 -> 1000, 200, 20, 10, 2, 2)."""
+    if size < 1:
+        raise ValueError(f"nothing to denominate in {size}")
+    values = []
+    decade = 1
+    while decade * 10 <= size:
+        decade *= 10
+    while decade >= 1:
+        for step in sorted(SERIES, reverse=True):
+            while size >= step * decade:
+                values.append(step * decade)
+                size -= step * decade
+        decade //= 10
+    return values
+
+
+def resized(asset: Asset, size: int) -> Asset:
+    if isinstance(asset, Fa):
+        return Fa(size)
+    kind = Epa if isinstance(asset, Epa) else Eca
+    return kind(size, asset.start, asset.end)
+
+
+def split(wallet: Wallet, coin: Coin) -> list[Coin]:
+    """`coin` paid out in its denominations to fresh addresses, in one transfer; the coin
+    itself if it is one denomination already."""
+    pieces = denominate(size_of(coin.asset))
+    if len(pieces) == 1:
+        return [coin]
+    if len(pieces) > MAX_PIECES:
+        raise WalletError("too_many_pieces", f"{coin.asset} splits into {len(pieces)} pieces")
+    outputs = [
+        Output(resized(coin.asset, size), wallet.new_key("mix").public_key) for size in pieces
+    ]
+    tx_id = wallet.transfer([coin], outputs, "split", "mix")
+    return [
+        Coin(Outpoint(tx_id, index), output, "unspent", "mix")
+        for index, output in enumerate(outputs)
+    ]
+
+
+def mix_coin(
+    wallet: Wallet,
+    coin: Coin,
+    rounds: int,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Progress | None = None,
+) -> Coin:
+    """Mix `coin` `rounds` times; the coin it ends as. Raises WalletError: `no_mixer`, the
+    mixer client's codes (`failed`: too few neighbours joined the pool in time, `excluded`,
+    `timed_out`, ...), `ledger_unreachable`. The coin is unspent again after a failed round."""
+    mixer = wallet.services.mixer
+    if mixer is None:
+        raise WalletError(
+            "no_mixer", "this wallet knows no mixer: run `petra wallet config --mixer URL`"
+        )
+    for done in range(rounds):
+        before, coin = coin, _one_round(wallet, mixer, coin, timeout_s)
+        if progress is not None:
+            progress(before, coin, done + 1)
+    return coin
+
+
+def _one_round(wallet: Wallet, mixer: str, coin: Coin, timeout_s: float) -> Coin:
+    key = wallet.key_of(coin.output.address)
+    with wallet.edit() as contents:
+        entry = contents.data["coins"].get(coin.key)
+        if entry is None or entry["state"] != "unspent":
+            raise WalletError("not_unspent", f"{coin.key} is not an unspent coin of this wallet")
+        entry["state"] = "reserved"
+    try:
+        with (
+            LedgerClient(wallet.services.ledger) as ledger,
+            MixClient(
+                mixer,
+                ledger,
+                wallet.chain,
+                key,
+                coin.outpoint,
+                coin.asset,
+                new_output=lambda: wallet.new_key("mix"),
+                timeout_s=timeout_s,
+            ) as client,
+        ):
+            result = client.run()
+            stored = ledger.transaction(result.txid)
+    except (MixError, LedgerClientError) as exc:
+        with wallet.edit() as contents:
+            wallet._release(contents, [coin.key])
+            wallet.note(contents, "mix_failed", f"a mix of {coin.asset} failed: {exc}")
+        if isinstance(exc, MixError):
+            raise WalletError(exc.code, f"the mix failed: {exc.message}") from None
+        raise WalletError("ledger_unreachable", f"cannot read the ledger: {exc}") from None
+    # MixClient returns only once the ledger shows the transfer paying this key
+    address = result.output.public_key.hex()
+    outputs = [] if stored is None else stored["transaction"]["outputs"]
+    index = next(n for n, o in enumerate(outputs) if o["address"] == address)
+    output = Output(coin.asset, result.output.public_key)
+    mixed = Coin(Outpoint(result.txid, index), output, "unspent", "mix")
+    with wallet.edit() as contents:
+        coins = contents.data["coins"]
+        coins[coin.key].update(state="spent", spent_by=result.txid.hex())
+        coins[coin_key(mixed.outpoint)] = {
+            "asset": asset_to_wire(coin.asset),
+            "address": address,
+            "origin": "mix",
+            "state": "unspent",
+            "spent_by": None,
+        }
+        wallet.note(
+            contents,
+            "mix",
+            f"mixed {coin.asset} in a pool of {len(outputs)} (run {result.runs})",
+            txid=result.txid.hex(),
+        )
+    return mixed
+
+
+def mix(
+    wallet: Wallet,
+    coins: Sequence[Coin],
+    rounds: int,
+    *,
+    denominations: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Progress | None = None,
+    on_split: Callable[[Coin, list[Coin]], None] | None = None,
+) -> tuple[list[Coin], list[WalletError]]:
+    """Split `coins` into denominations (unless `denominations` is False) and mix every piece
+    `rounds` times, all pieces at once (each joins its own pool); (the mixed coins, the
+    failures). A failed piece stays where it was."""
+    pieces: list[Coin] = []
+    for coin in coins:
+        parts = split(wallet, coin) if denominations else [coin]
+        if on_split is not None:
+            on_split(coin, parts)
+        pieces += parts
+    mixed: list[Coin] = []
+    failed: list[WalletError] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(pieces))) as pool:
+        futures = [
+            pool.submit(mix_coin, wallet, p, rounds, timeout_s=timeout_s, progress=progress)
+            for p in pieces
+        ]
+        for future in futures:
+            try:
+                mixed.append(future.result())
+            except WalletError as exc:
+                failed.append(exc)
+    return mixed, failed
