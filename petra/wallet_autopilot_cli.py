@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from petra.wallet_cli import Json, PassFile, WalletPath, opened, out
+from petra.wallet_common import Json, PassFile, WalletPath, opened, out
 
 MIX_TIMEOUT_S = 600.0  # at most, per coin, rounds included
 STYLES = {"done": "green", "skipped": "yellow", "failed": "red"}

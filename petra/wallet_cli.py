@@ -8,20 +8,27 @@ and what to do, with exit code 2.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from petra.console import PASSPHRASE_ENV, fail, read_genesis, read_passphrase
+from petra.console import fail, read_genesis, read_passphrase
+from petra.wallet_autopilot_cli import register as register_autopilot
+from petra.wallet_common import (
+    Json,
+    PassFile,
+    WalletPath,
+    emit,
+    opened,
+    out,
+    passphrase,
+    wallet_path,
+)
+from petra.wallet_market_cli import register as register_market
 
 wallet_app = typer.Typer(
     help="The prosumer's wallet: keys, assets, the meter, mixing, trading and deposits.",
@@ -29,73 +36,6 @@ wallet_app = typer.Typer(
 )
 address_app = typer.Typer(help="The wallet's addresses.", no_args_is_help=True)
 wallet_app.add_typer(address_app, name="address")
-out = Console()
-
-WALLET_ENV = "PETRA_WALLET"
-DEFAULT_WALLET = Path("~/.petra/wallet.json")
-
-WalletPath = Annotated[
-    Path | None,
-    typer.Option(
-        "--wallet",
-        help=f"The wallet file (else ${WALLET_ENV}, else {DEFAULT_WALLET}).",
-        dir_okay=False,
-    ),
-]
-PassFile = Annotated[
-    Path | None,
-    typer.Option(
-        help=f"File holding the wallet's passphrase (else ${PASSPHRASE_ENV}, else a prompt).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def wallet_path(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    from_env = os.environ.get(WALLET_ENV)
-    return Path(from_env) if from_env else DEFAULT_WALLET.expanduser()
-
-
-def passphrase(file: Path | None, *, confirm: bool = False) -> bytes:
-    """The passphrase from `file`, the environment or a prompt (asked twice with `confirm`)."""
-    value = read_passphrase(file)
-    if value is not None:
-        return value
-    if not sys.stdin.isatty():
-        fail(
-            "the wallet's passphrase is needed: give --passphrase-file or set "
-            f"${PASSPHRASE_ENV} (no terminal to ask on)"
-        )
-    answer: str = typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
-    return answer.encode()
-
-
-@contextmanager
-def opened(path: Path | None, passfile: Path | None) -> Iterator[Any]:
-    """The `Wallet` in `path`; every WalletError or KeystoreError inside is one sentence."""
-    from wallet.keystore import KeystoreError, WalletFile
-    from wallet.wallet import Wallet, WalletError
-
-    where = wallet_path(path)
-    try:
-        yield Wallet(WalletFile.open(where, passphrase(passfile)))
-    except KeystoreError as exc:
-        fail(f"{where}: {exc.message}")
-    except WalletError as exc:
-        fail(exc.message)
-
-
-def emit(as_json: bool, document: Any) -> bool:
-    """Print `document` as JSON and say so, when `as_json`."""
-    if as_json:
-        out.print_json(json.dumps(document))
-    return as_json
-
-
 # ---------------------------------------------------------------- init and configuration
 
 
@@ -210,7 +150,7 @@ def address_list_command(
         found += w.addresses()
     if emit(as_json, {"addresses": found}):
         return
-    table = Table("index", "address", "purpose", "label")
+    table = Table("index", Column("address", no_wrap=True, min_width=64), "purpose", "label")
     for entry in found:
         table.add_row(str(entry["index"]), entry["address"], entry["purpose"], entry["label"] or "")
     out.print(table)
@@ -539,10 +479,5 @@ def _now() -> float:
     return time.time()
 
 
-from petra.wallet_market_cli import register  # noqa: E402  (it imports this module's helpers)
-
-register(wallet_app)
-
-from petra.wallet_autopilot_cli import register as register_autopilot  # noqa: E402
-
+register_market(wallet_app)
 register_autopilot(wallet_app)

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from petra.wallet_cli import Json, PassFile, WalletPath, emit, opened, out
+from petra.wallet_common import Json, PassFile, WalletPath, emit, opened, out
 
 BidStoreUrl = Annotated[
     str | None, typer.Option("--bidstore", help="The bid store (else the wallet's).")
@@ -140,7 +140,9 @@ def book_command(
     if not orders:
         out.print("no open orders")
         return
-    table = Table("interval", "side", "power (W)", "price (µ/kWh)", "order", "yours")
+    # the full id, never cut: it is what `take` needs
+    order_column = Column("order", no_wrap=True, min_width=64)
+    table = Table("interval", "side", "power (W)", "price (µ/kWh)", order_column, "yours")
     for entry in orders:
         table.add_row(
             str(entry["interval"]),
@@ -197,10 +199,11 @@ def proposals_command(
     if not rows:
         out.print("no unfinished trades")
         return
+    # the id's first 16 digits: `accept` takes them (--json has the whole id)
     table = Table("trade", "you", "interval", "power (W)", "price (µ/kWh)", "payment (µ)", "next")
     for row in rows:
         table.add_row(
-            row["id"],
+            row["id"][:16],
             row["role"],
             str(row["interval"]),
             f"{row['power']:,}",
@@ -213,7 +216,11 @@ def proposals_command(
 
 def accept_command(
     trade: Annotated[
-        str | None, typer.Argument(help="The trade (default: every trade that needs you).")
+        str | None,
+        typer.Argument(
+            help="The trade: its id or its first digits, as `proposals` shows them "
+            "(default: every trade that needs you)."
+        ),
     ] = None,
     bidstore: BidStoreUrl = None,
     tor_socks: TorSocks = None,

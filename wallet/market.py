@@ -40,7 +40,7 @@ from bidstore.orders import (
 )
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
 from wallet.keystore import Contents
-from wallet.wallet import Coin, Wallet, WalletError, coin_key, size_of
+from wallet.wallet import Coin, Wallet, WalletError, coin_key, release, size_of
 
 ENDED = ("settled", "failed", "expired", "abandoned", "forgotten")
 LIVE_ORDERS = ("posting", "open", "trading")
@@ -397,7 +397,7 @@ def _refused(wallet: Wallet, oid: str, exc: BidStoreClientError) -> None:
     with wallet.edit() as contents:
         record = contents.data["orders"][oid]
         record["status"] = "refused"
-        _release(contents, record["coins"])
+        release(contents, record["coins"])
         wallet.note(contents, "refused", f"the bid store refused an order: {exc.message}")
 
 
@@ -417,13 +417,6 @@ def _write_trade(
         "submitted": None,
         "at": int(at),
     }
-
-
-def _release(contents: Contents, keys: Sequence[str]) -> None:
-    for key in keys:
-        entry = contents.data["coins"].get(key)
-        if entry is not None and entry["state"] == "reserved":
-            entry["state"] = "unspent"
 
 
 # ---------------------------------------------------------------- trades
@@ -523,20 +516,25 @@ def _settle(
         order = orders[oid]
         order["status"] = status
         if status == "done":
-            _release(contents, order["coins"])
+            release(contents, order["coins"])
 
 
 def accept(
     wallet: Wallet, trade_id: str | None = None, *, store: BidStoreClient | None = None
 ) -> list[dict[str, Any]]:
-    """Take this wallet's step on `trade_id`, or on every trade that needs one: propose it
+    """Take this wallet's step on `trade_id` (or a unique start of its id), or on every trade
+    that needs one: propose it
     (the proposer) or countersign it and submit it to the ledger (the other party), checking
     that what this wallet is paid goes to its order's `receive` address. The trades stepped on,
     each its record plus `"id"` and `"done"` (`proposed` or `submitted`)."""
     with _store(wallet, store) as client:
         rows = proposals(wallet, store=client)
         if trade_id is not None:
-            rows = [r for r in rows if r["id"] == trade_id]
+            rows = [r for r in rows if r["id"].startswith(trade_id)]  # a prefix will do
+            if len(rows) > 1:
+                raise WalletError(
+                    "ambiguous", f"{trade_id} starts several trades' ids: give more of it"
+                )
             if not rows:
                 raise WalletError(
                     "unknown_trade",

@@ -19,7 +19,7 @@ from assets.codec import asset_to_wire
 from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output
 from ledger.client import LedgerClient, LedgerClientError
 from mixer.client import DEFAULT_TIMEOUT_S, MixClient, MixError
-from wallet.wallet import Coin, Wallet, WalletError, coin_key, size_of
+from wallet.wallet import Coin, Wallet, WalletError, coin_key, release, size_of
 
 SERIES = (1, 2, 5)
 MAX_PIECES = 64  # outputs one split may make (a transfer holds at most 512)
@@ -119,7 +119,7 @@ def _one_round(wallet: Wallet, mixer: str, coin: Coin, timeout_s: float) -> Coin
             stored = ledger.transaction(result.txid)
     except (MixError, LedgerClientError) as exc:
         with wallet.edit() as contents:
-            wallet._release(contents, [coin.key])
+            release(contents, [coin.key])
             wallet.note(contents, "mix_failed", f"a mix of {coin.asset} failed: {exc}")
         if isinstance(exc, MixError):
             raise WalletError(exc.code, f"the mix failed: {exc.message}") from None

@@ -317,7 +317,7 @@ class Wallet:
                     # elsewhere (then it never will land)
                     if any(coins.get(i, {}).get("state") == "spent" for i in record["inputs"]):
                         dropped += 1
-                        self._release(contents, record["inputs"])
+                        release(contents, record["inputs"])
                         self.note(contents, "dropped", f"{record['kind']} never landed")
                     else:
                         contents.data["pending"][tx_hex] = record
@@ -398,7 +398,7 @@ class Wallet:
             with self.edit() as contents:
                 record = contents.data["pending"].pop(tx_id.hex(), None)
                 if record is not None:
-                    self._release(contents, record["inputs"])
+                    release(contents, record["inputs"])
                 self.note(contents, "refused", f"{kind} refused: {exc.message}")
             raise WalletError(
                 str(exc.code), f"the ledger refused the {kind}: {exc.message}"
@@ -430,13 +430,6 @@ class Wallet:
                     "state": "unspent",
                     "spent_by": None,
                 }
-
-    @staticmethod
-    def _release(contents: Contents, keys: Iterable[str]) -> None:
-        for key in keys:
-            entry = contents.data["coins"].get(key)
-            if entry is not None and entry["state"] == "reserved":
-                entry["state"] = "unspent"
 
     # ------------------------------------------------------------ the meter
 
@@ -521,6 +514,15 @@ class Wallet:
         except OwnerApiError as exc:
             raise _meter_error(exc) from None
         return answer
+
+
+def release(contents: Contents, keys: Iterable[str]) -> None:
+    """The coins `keys` that a transaction, an order or a mix reserved are unspent again (inside
+    an `edit`); coins in another state are left as they are."""
+    for key in keys:
+        entry = contents.data["coins"].get(key)
+        if entry is not None and entry["state"] == "reserved":
+            entry["state"] = "unspent"
 
 
 def _coin(key: str, entry: Mapping[str, Any]) -> Coin:

@@ -5,16 +5,13 @@ cannot fund, a trade that expires leaving the assets where they were, and the co
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import PASSPHRASE_ENV, TIMEOUT_S, Run
+from test_cli import Run, petra
 from test_cli import refused as refused_run
 
 from assets import Eca, Epa, Fa, Transfer
@@ -199,21 +196,8 @@ def test_a_trade_that_expires_leaves_the_assets_where_they_were(
 
 
 def wallet_petra(*args: str | int | Path) -> Run:
-    """`petra wallet ARGS` with the trading commands registered, as a user runs it."""
-    code = (
-        "from petra.wallet_cli import wallet_app; "
-        "from petra.wallet_market_cli import register; register(wallet_app); "
-        "from petra.cli import main; main()"
-    )
-    env = {**os.environ, PASSPHRASE_ENV: PASSWORD}
-    done = subprocess.run(
-        [sys.executable, "-c", code, "wallet", *map(str, args)],
-        capture_output=True,
-        env=env,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+    """`petra wallet ARGS`, as a user runs it, with the wallet's passphrase in the environment."""
+    return petra("wallet", *map(str, args), passphrase=PASSWORD)
 
 
 def test_the_commands_post_list_and_refuse(chain: Chain, store_url: str, tmp_path: Path) -> None:
