@@ -373,6 +373,7 @@ def mix_command(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from wallet.mixing import mix
+    from wallet.wallet import asset_text
 
     with opened(wallet, passphrase_file) as w:
         w.refresh()
@@ -394,7 +395,9 @@ def mix_command(
 
             def on_split(_: Any, parts: list[Any]) -> None:
                 for part in parts:
-                    tasks[part.key] = progress.add_task(f"mixing {part.asset}", total=rounds)
+                    tasks[part.key] = progress.add_task(
+                        f"mixing {asset_text(part.asset)}", total=rounds
+                    )
 
             def on_round(before: Any, after: Any, _: int) -> None:
                 task = tasks.pop(before.key)
@@ -411,7 +414,7 @@ def mix_command(
                 on_split=on_split,
             )
     document = {
-        "mixed": [{"coin": c.key, "asset": str(c.asset)} for c in mixed],
+        "mixed": [{"coin": c.key, "asset": asset_text(c.asset)} for c in mixed],
         "failed": [{"code": e.code, "message": e.message} for e in failed],
     }
     if emit(as_json, document):
@@ -467,10 +470,10 @@ def restore_command(
 
 
 def _asset_text(wire: dict[str, Any]) -> str:
-    if wire["kind"] == "FA":
-        return f"FA {wire['amount']:,} µ"
-    span = str(wire["start"]) if wire["start"] == wire["end"] else f"{wire['start']}-{wire['end']}"
-    return f"{wire['kind']} {wire['power']:,} W @ {span}"
+    from assets.codec import asset_from_wire
+    from wallet.wallet import asset_text
+
+    return asset_text(asset_from_wire(wire))
 
 
 def _now() -> float:

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 from assets.model import Asset, Eca, Epa, Fa
 from bidstore.orders import JOULES_PER_KWH, OrderSide
-from wallet.wallet import Coin, Wallet, WalletError
+from wallet.wallet import Coin, Wallet, WalletError, asset_text
 
 JOURNAL_KIND = "autopilot"
 T = TypeVar("T")
@@ -294,7 +294,7 @@ class Autopilot:
         if coins is None:
             return cycle
         cycle.coins = list(coins)
-        self._done(t, "withdraw", "withdrew " + ", ".join(str(a) for a in assets))
+        self._done(t, "withdraw", "withdrew " + ", ".join(asset_text(a) for a in assets))
         if not self.stop.is_set():
             self._mix(cycle)
         if not self.stop.is_set() and self.settings.strategy.trades:

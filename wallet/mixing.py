@@ -19,7 +19,7 @@ from assets.codec import asset_to_wire
 from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output
 from ledger.client import LedgerClient, LedgerClientError
 from mixer.client import DEFAULT_TIMEOUT_S, MixClient, MixError
-from wallet.wallet import Coin, Wallet, WalletError, coin_key, release, size_of
+from wallet.wallet import Coin, Wallet, WalletError, asset_text, coin_key, release, size_of
 
 SERIES = (1, 2, 5)
 MAX_PIECES = 64  # outputs one split may make (a transfer holds at most 512)
@@ -60,7 +60,9 @@ def split(wallet: Wallet, coin: Coin) -> list[Coin]:
     if len(pieces) == 1:
         return [coin]
     if len(pieces) > MAX_PIECES:
-        raise WalletError("too_many_pieces", f"{coin.asset} splits into {len(pieces)} pieces")
+        raise WalletError(
+            "too_many_pieces", f"{asset_text(coin.asset)} splits into {len(pieces)} pieces"
+        )
     outputs = [
         Output(resized(coin.asset, size), wallet.new_key("mix").public_key) for size in pieces
     ]
@@ -120,7 +122,7 @@ def _one_round(wallet: Wallet, mixer: str, coin: Coin, timeout_s: float) -> Coin
     except (MixError, LedgerClientError) as exc:
         with wallet.edit() as contents:
             release(contents, [coin.key])
-            wallet.note(contents, "mix_failed", f"a mix of {coin.asset} failed: {exc}")
+            wallet.note(contents, "mix_failed", f"a mix of {asset_text(coin.asset)} failed: {exc}")
         if isinstance(exc, MixError):
             raise WalletError(exc.code, f"the mix failed: {exc.message}") from None
         raise WalletError("ledger_unreachable", f"cannot read the ledger: {exc}") from None
@@ -143,7 +145,7 @@ def _one_round(wallet: Wallet, mixer: str, coin: Coin, timeout_s: float) -> Coin
         wallet.note(
             contents,
             "mix",
-            f"mixed {coin.asset} in a pool of {len(outputs)} (run {result.runs})",
+            f"mixed {asset_text(coin.asset)} in a pool of {len(outputs)} (run {result.runs})",
             txid=result.txid.hex(),
         )
     return mixed

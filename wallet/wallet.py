@@ -136,6 +136,18 @@ def new_data(genesis: Genesis, services: Services, now: float) -> dict[str, Any]
     }
 
 
+def asset_text(asset: Asset) -> str:
+    """An asset as a person reads it: "EPA 5,000 W for interval 90", "FA 1,000 µ"."""
+    if isinstance(asset, Fa):
+        return f"FA {asset.amount:,} µ"
+    span = (
+        f"interval {asset.start}"
+        if asset.start == asset.end
+        else f"intervals {asset.start}-{asset.end}"
+    )
+    return f"{asset.kind} {asset.power:,} W for {span}"
+
+
 def size_of(asset: Asset) -> int:
     """Watts of an EPA or ECA, micro-units of an FA."""
     return asset.amount if isinstance(asset, Fa) else asset.power
@@ -471,7 +483,7 @@ class Wallet:
                     "state": "unspent",
                     "spent_by": None,
                 }
-            text = ", ".join(str(a) for a in assets)
+            text = ", ".join(asset_text(a) for a in assets)
             self.note(contents, "withdrawal", f"withdrew {text}", txid=answer["txid"])
         return answer
 
