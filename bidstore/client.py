@@ -172,6 +172,14 @@ class BidStoreClient:
         """`{"interval", "asks", "bids"}` in priority order."""
         return self._request("GET", f"/v1/book/{_interval(interval)}")
 
+    def open_orders(self, interval: int | None = None) -> list[Answer]:
+        """Every open order (`book`), or `interval`'s asks then bids in priority order, each
+        with its `"interval"`."""
+        if interval is None:
+            return list(self.book()["orders"])
+        answer = self.interval_book(interval)
+        return [{**o, "interval": interval} for o in answer["asks"] + answer["bids"]]
+
     def auction(self, interval: int) -> Answer:
         """How `interval`'s call auction would clear now: `{"interval", "price", "volume",
         "matches"}`; nothing changes."""

@@ -215,26 +215,27 @@ def book_command(
 ) -> None:
     """The public order book: every open order (anonymous: no owner, no asset), or one
     interval's asks by price ascending and bids by price descending."""
-    if interval is None:
-        answer = _ask(store, tor_socks, lambda client: client.book())
-        orders = answer["orders"]
-    else:
-        answer = _ask(store, tor_socks, lambda client: client.interval_book(interval))
-        orders = [{**o, "interval": interval} for o in answer["asks"] + answer["bids"]]
+    orders = _ask(store, tor_socks, lambda client: client.open_orders(interval))
     if as_json:
-        out.print_json(json.dumps(answer))
+        out.print_json(json.dumps({"orders": orders}))
         return
-    if not orders:
-        out.print("no open orders")
-        return
+    out.print(book_table(orders) if orders else "no open orders")
+
+
+def book_table(orders: list[dict[str, Any]], mine: set[str] | None = None) -> Table:
+    """Open orders as a table a person reads, each id's first 16 digits (which `petra wallet
+    take` accepts); with `mine`, a column marks the orders whose ids it holds."""
     table = Table("interval", "side", "power (W)", "price (µ/kWh)", "contact", "order")
+    if mine is not None:
+        table.add_column("yours")
     for entry in orders:
-        table.add_row(
+        row = [
             str(entry["interval"]),
             entry["side"],
             f"{entry['power']:,}",
             f"{entry['price']:,}",
             entry["contact"],
             entry["id"][:16],
-        )
-    out.print(table)
+        ]
+        table.add_row(*row, *(() if mine is None else ("yes" if entry["id"] in mine else "",)))
+    return table

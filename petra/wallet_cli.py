@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
+from rich.table import Table
 
 from petra.console import fail, read_genesis, read_passphrase
 from petra.wallet_autopilot_cli import register as register_autopilot
@@ -150,10 +150,11 @@ def address_list_command(
         found += w.addresses()
     if emit(as_json, {"addresses": found}):
         return
-    table = Table("index", Column("address", no_wrap=True, min_width=64), "purpose", "label")
+    # one line each, so that every address is whole at any width (a table would cut it)
     for entry in found:
-        table.add_row(str(entry["index"]), entry["address"], entry["purpose"], entry["label"] or "")
-    out.print(table)
+        label = entry["label"] or ""
+        line = f"{entry['index']:>4}  {entry['address']}  {entry['purpose']:<10}  {label}"
+        out.print(line.rstrip(), soft_wrap=True)
 
 
 @address_app.command("label")

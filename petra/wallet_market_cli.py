@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
 from petra.wallet_common import Json, PassFile, WalletPath, emit, opened, out
 
@@ -121,42 +121,27 @@ def book_command(
 ) -> None:
     """The store's open orders (anonymous), yours marked."""
     from bidstore.client import BidStoreClientError
+    from petra.bidstore_cli import book_table
     from petra.console import fail
     from wallet.market import store_error
 
     with _market(wallet, passphrase_file, bidstore, tor_socks) as (w, store):
         mine = set(w.data().get("orders", {}))
         try:
-            if interval is None:
-                orders = store.book()["orders"]
-            else:
-                answer = store.interval_book(interval)
-                orders = [{**o, "interval": interval} for o in answer["asks"] + answer["bids"]]
+            orders = store.open_orders(interval)
         except BidStoreClientError as exc:
             fail(store_error(exc).message)
     orders = [{**o, "mine": o["id"] in mine} for o in orders]
     if emit(as_json, {"orders": orders}):
         return
-    if not orders:
-        out.print("no open orders")
-        return
-    # the full id, never cut: it is what `take` needs
-    order_column = Column("order", no_wrap=True, min_width=64)
-    table = Table("interval", "side", "power (W)", "price (µ/kWh)", order_column, "yours")
-    for entry in orders:
-        table.add_row(
-            str(entry["interval"]),
-            entry["side"],
-            f"{entry['power']:,}",
-            f"{entry['price']:,}",
-            entry["id"],
-            "yes" if entry["mine"] else "",
-        )
-    out.print(table)
+    out.print(book_table(orders, mine) if orders else "no open orders")
 
 
 def take_command(
-    order: Annotated[str, typer.Argument(help="The open order to take (its id).")],
+    order: Annotated[
+        str,
+        typer.Argument(help="The open order to take: its id, or its first digits as `book` shows."),
+    ],
     power: Annotated[
         int | None, typer.Option(min=1, help="Take only this many W (default: all of it).")
     ] = None,

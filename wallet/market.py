@@ -300,14 +300,16 @@ def take(
     *,
     store: BidStoreClient | None = None,
 ) -> dict[str, Any]:
-    """Take the open order `resting_id` at its price for `power` watts (default: all of it)
-    with an order of the other side, and propose the trade's transfer (the taker proposes).
-    The trade's record plus `"id"`."""
-    if len(resting_id) != 64 or resting_id.strip("0123456789abcdef"):
+    """Take the open order `resting_id` (its id, or a unique start of it as the book shows
+    it) at its price for `power` watts (default: all of it) with an order of the other side,
+    and propose the trade's transfer (the taker proposes). The trade's record plus `"id"`."""
+    if not 1 <= len(resting_id) <= 64 or resting_id.strip("0123456789abcdef"):
         raise WalletError(
-            "bad_order_id", f"an order id is 64 lowercase hex digits, not {resting_id!r}"
+            "bad_order_id", f"an order id is up to 64 lowercase hex digits, not {resting_id!r}"
         )
     with _store(wallet, store) as client:
+        if len(resting_id) < 64:
+            resting_id = _whole_id(client, resting_id)
         resting = client.order(resting_id)
         if resting["status"] != "open":
             raise WalletError(
@@ -358,6 +360,21 @@ def take(
             record = contents.data["trades"][tid]
             record["status"] = proposed["status"]
     return {"id": tid, **record}
+
+
+def _whole_id(client: BidStoreClient, start: str) -> str:
+    """The id of the one open order whose id starts with `start`."""
+    try:
+        found = [o["id"] for o in client.open_orders() if o["id"].startswith(start)]
+    except BidStoreClientError as exc:
+        raise store_error(exc) from None
+    if len(found) != 1:
+        raise WalletError(
+            "unknown_order" if not found else "ambiguous",
+            f"{len(found)} open orders have ids starting {start}: give more of the id "
+            "(petra wallet book --json shows them whole)",
+        )
+    return str(found[0])
 
 
 def _write_order(

@@ -247,7 +247,8 @@ def test_the_book_and_status_commands_read_the_store(
 
     listed = petra("bidstore", "book", "--store", store_url, "--interval", str(t), "--json")
     assert listed.code == 0, listed
-    assert [a["id"] for a in json.loads(listed.out)["asks"]] == [ask["id"]]
+    shown = json.loads(listed.out)["orders"]
+    assert [(o["id"], o["side"], o["interval"]) for o in shown] == [(ask["id"], "ask", t)]
     table = petra("bidstore", "book", "--store", store_url, "--interval", str(t))
     assert table.code == 0 and ask["id"][:16] in table.out and "130,000" in table.out
     everything = json.loads(petra("bidstore", "book", "--store", store_url, "--json").out)

@@ -75,7 +75,7 @@ def test_two_clients_trade_through_the_onion_service(
             *("--tor-socks", str(tor_network.socks_port)),
         )
         assert seen.code == 0, seen  # the command line reads the book through Tor too
-        assert [a["id"] for a in json.loads(seen.out)["asks"]] == [ask["id"]]
+        assert [o["id"] for o in json.loads(seen.out)["orders"]] == [ask["id"]]
 
         bid = buyer.signed_order(
             OrderSide.BID, parties.buyer, t, 150_000, [parties.eca, parties.fa], anyone

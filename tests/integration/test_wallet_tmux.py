@@ -164,10 +164,10 @@ def test_two_people_create_wallets_and_trade_at_the_terminal(
 
         book = buyer.petra("book")
         (offer,) = [row for row in rows(book) if row[1] == "ask"]
-        assert offer[:4] + offer[5:] == [str(t), "ask", "1,000", "7,200,000", ""], book
-        # the buyer copies the order's id off the table, all 64 digits of it
-        order = offer[4]
-        assert order == posted.group(1), book
+        assert offer[:5] + offer[6:] == [str(t), "ask", "1,000", "7,200,000", "relay", ""], book
+        # the buyer copies the order's id off the table: its first 16 digits do
+        order = offer[5]
+        assert posted.group(1).startswith(order) and len(order) == 16, book
         taken = buyer.petra(f"take {order}")
         trade = re.search(
             rf"trade (\S+): 1,000 W for interval {t} at 7,200,000 µ/kWh, 2,000 µ; proposed",
