@@ -217,6 +217,13 @@ def tx_from_wire(wire: Any) -> Transaction:
         raise Rejected(Code.MALFORMED, f"v must be {WIRE_VERSION}")
     chain = _hex(wire["chain"], 32, "chain")
     if tx_type == "transfer":
+        signatures = tuple(
+            _signature(s, f"signatures[{n}]")
+            for n, s in enumerate(_list(wire["signatures"], "signatures", 0, MAX_SIGNATURES))
+        )
+        signers = [s.public_key for s in signatures]
+        if signers != sorted(signers):  # another order would be another leaf under the same txid
+            raise _malformed("signatures", "must be in ascending order of public_key")
         return Transfer(
             chain=chain,
             inputs=tuple(
@@ -224,10 +231,7 @@ def tx_from_wire(wire: Any) -> Transaction:
                 for n, i in enumerate(_list(wire["inputs"], "inputs", 1, MAX_INPUTS))
             ),
             outputs=_outputs(wire["outputs"]),
-            signatures=tuple(
-                _signature(s, f"signatures[{n}]")
-                for n, s in enumerate(_list(wire["signatures"], "signatures", 0, MAX_SIGNATURES))
-            ),
+            signatures=signatures,
         )
     if tx_type == "issue":
         return Issue(

@@ -73,13 +73,22 @@ class Signature:
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """Moves assets between addresses; one signature per distinct owner of an input."""
+    """Moves assets between addresses; one signature per distinct owner of an input.
+
+    Its signatures are kept in ascending order of public key, the one order the wire allows
+    (DESIGN.md section 4), whatever order they are given in: however its signers gather them,
+    a transfer has one encoding and one Merkle leaf."""
 
     chain: bytes
     inputs: tuple[Outpoint, ...]
     outputs: tuple[Output, ...]
     signatures: tuple[Signature, ...] = ()
     type: Literal["transfer"] = "transfer"
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.signatures, key=lambda s: s.public_key))
+        if ordered != self.signatures:
+            object.__setattr__(self, "signatures", ordered)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
@@ -14,17 +15,30 @@ from fastapi.responses import StreamingResponse
 
 from assets import Code, Outpoint
 from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
+from assets.schemas import TRANSACTION, request_body
 from ledger.blocks import SignedHead
 from ledger.ledger import BlockResult, Ledger
 from ledger.schedule import RegulationSchedule
-from ledger.sequencer import InProcessSequencer, SequencerClosed
+from ledger.sequencer import InProcessSequencer, SequencerBusy, SequencerClosed, Ticket
 from ledger.store import StoredOutput
-from petra.http import ApiError, bounded_body, install_error_handlers
+from petra.http import (
+    ApiError,
+    bounded_body,
+    draining,
+    install_error_handlers,
+    wait_unless_draining,
+)
 
 MAX_BLOCKS_PER_PAGE = 1_000
 _STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
 
 KEEPALIVE_S = 5.0  # an idle block stream sends a comment this often
+MAX_STREAMS = 256  # block streams served at once; readers beyond are told to come back
+BUSY_WAIT_S = 2.0  # how long a submission waits for room in a full sequencer
+BUSY_POLL_S = 0.01
+RETRY_AFTER_S = 1
+
+log = logging.getLogger(__name__)
 
 
 def _tx_error(status: int, code: str, message: str, txid: bytes | None = None) -> ApiError:
@@ -76,22 +90,63 @@ def regulation_to_wire(schedule: RegulationSchedule, interval: int) -> dict[str,
     }
 
 
+async def _queue(sequencer: InProcessSequencer, raw: bytes) -> Ticket:
+    """Queue `raw` without ever blocking the event loop: while the ledger is behind, wait
+    for room up to `BUSY_WAIT_S`, then answer 503 `busy` with `Retry-After` (the transaction
+    was not queued, so sending it again is safe)."""
+    waited = 0.0
+    while True:
+        try:
+            return sequencer.submit(raw, wait=False)
+        except SequencerClosed as exc:
+            raise ApiError(503, "unavailable", str(exc)) from None
+        except SequencerBusy:
+            if waited >= BUSY_WAIT_S:
+                raise ApiError(
+                    503,
+                    "busy",
+                    "the ledger is behind and queued nothing more: submit again shortly",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                ) from None
+        await asyncio.sleep(BUSY_POLL_S)
+        waited += BUSY_POLL_S
+
+
 class LedgerNode:
     """The ledger, its sequencer (none on a replica: `primary` is then where to submit), and
     the notification of new blocks to streams."""
 
-    def __init__(self, ledger: Ledger, primary: str | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        primary: str | None = None,
+        on_fatal: Callable[[], None] = lambda: None,
+        max_streams: int = MAX_STREAMS,
+    ) -> None:
+        """`on_fatal`: called once storage failed and the sequencer stopped; the process
+        should then exit non-zero, so that its supervisor restarts it."""
         self.ledger = ledger
         self.primary = primary
+        self.on_fatal = on_fatal
+        self.fatal: BaseException | None = None
+        self.max_streams = max_streams
+        self.streams = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
         self.sequencer = (
-            None if primary is not None else InProcessSequencer(ledger, on_block=self._on_block)
+            None
+            if primary is not None
+            else InProcessSequencer(ledger, on_block=self._on_block, on_failure=self._on_failure)
         )
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._new_block = asyncio.Event()
+
+    def _on_failure(self, exc: BaseException) -> None:  # the sequencer's threads
+        self.fatal = exc
+        log.critical("the ledger stopped after a storage failure: %s", exc, exc_info=exc)
+        self.on_fatal()
 
     def _on_block(self, _: BlockResult) -> None:  # the ledger's writer thread
         self.notify_block()
@@ -141,22 +196,14 @@ def create_app(node: LedgerNode) -> FastAPI:
     @app.post(
         "/v1/transactions",
         summary="Submit a transaction; answers once its block is durable",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
+        openapi_extra=request_body(TRANSACTION),
     )
     async def submit(request: Request) -> dict[str, Any]:
         too_large = _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
         raw = await bounded_body(request, MAX_TX_BYTES, too_large)
         if node.sequencer is None:
             raise _tx_error(503, "read_only", f"this node is a replica: submit to {node.primary}")
-        try:
-            ticket = node.sequencer.submit(raw)
-        except SequencerClosed as exc:
-            raise ApiError(503, "unavailable", str(exc)) from None
+        ticket = await _queue(node.sequencer, raw)
         try:
             result = await asyncio.wrap_future(ticket.block)
         except Exception as exc:
@@ -273,21 +320,37 @@ def create_app(node: LedgerNode) -> FastAPI:
         request: Request,
         from_: Annotated[int | None, Query(alias="from", ge=1, le=MAX_INT)] = None,
     ) -> StreamingResponse:
+        if node.streams >= node.max_streams:
+            raise ApiError(
+                503,
+                "busy",
+                f"this node already streams blocks to {node.max_streams} readers: "
+                "try again later, or read /v1/blocks",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         current = store.head()
         next_height = 1 if current is None else current.header.height + 1
         start = next_height if from_ is None else from_
+        node.streams += 1  # counted from here: the generator's finally gives it back
+
+        stopping = draining(request)
 
         async def events() -> AsyncIterator[bytes]:
             height = start
-            while not await request.is_disconnected():
-                heads = await asyncio.to_thread(store.blocks_from, height, 100)
-                for found in heads:
-                    data = json.dumps(await asyncio.to_thread(node.block_wire, found))
-                    yield f"event: block\nid: {found.header.height}\ndata: {data}\n\n".encode()
-                    height = found.header.height + 1
-                if not heads:
-                    yield b": waiting\n\n"  # keeps proxies from closing an idle stream
-                    await node.next_block(KEEPALIVE_S)
+            try:
+                while not stopping.is_set() and not await request.is_disconnected():
+                    heads = await asyncio.to_thread(store.blocks_from, height, 100)
+                    for found in heads:
+                        data = json.dumps(await asyncio.to_thread(node.block_wire, found))
+                        yield (
+                            f"event: block\nid: {found.header.height}\ndata: {data}\n\n"
+                        ).encode()
+                        height = found.header.height + 1
+                    if not heads:
+                        yield b": waiting\n\n"  # keeps proxies from closing an idle stream
+                        await wait_unless_draining(node.next_block(KEEPALIVE_S), stopping)
+            finally:
+                node.streams -= 1
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

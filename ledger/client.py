@@ -266,6 +266,10 @@ class LedgerClient:
                 last = f"cannot reach the ledger node at {self.base_url}: {exc}"
                 continue
             if response.status_code == 503:
+                if _error_code(response) == "busy":  # nothing was queued: safe to send again
+                    last = f"the ledger node at {self.base_url} is busy"
+                    time.sleep(_retry_after(response, self.backoff_cap_s))
+                    continue
                 raise LedgerUnavailable(f"the ledger node at {self.base_url} is unavailable")
             try:
                 answer = _answer(response)
@@ -605,3 +609,21 @@ def _server_sent_events(
             data.append(value)
         elif name == "id" and "\0" not in value:
             event_id = value
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The `error.code` of an answer in the common error shape, if it has one."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _retry_after(response: httpx.Response, cap_s: float) -> float:
+    """The pause a `Retry-After` header asks for, in seconds, at most `cap_s`."""
+    try:
+        return min(cap_s, max(0.0, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return min(cap_s, 1.0)

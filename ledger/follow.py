@@ -76,11 +76,14 @@ class BlockFollower:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop following; wait up to `timeout_s` for the thread (a daemon). A stream idle
+        until its next keep-alive is not waited for: the follower only reads, so leaving it
+        to end with the process loses nothing."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout_s)
 
     def wait_for(self, height: int, timeout_s: float) -> bool:
         """True once block `height` is indexed; False after `timeout_s` seconds or if stopped."""

@@ -31,7 +31,7 @@ from assets.codec import MAX_INT, MAX_OUTPUTS, genesis_to_wire, trusted_transact
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState
-from ledger.static import StaticVerdict, check_batch
+from ledger.static import StaticVerdict, check_batch, unchecked
 from ledger.store import BlockWrite, Store, StoredTransaction
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class Ledger:
                 statics.append(Rejected(verdict.code, verdict.message, verdict.txid))
             else:
                 assert verdict.txid is not None
-                statics.append(Decoded(trusted_transaction(raw), verdict.txid, raw))
+                statics.append(_trusted(raw, verdict.txid))
         decoded = [s for s in statics if isinstance(s, Decoded)]
         # Snapshot the unwritten blocks before reading the store: a block written meanwhile
         # is then in the snapshot, in the store, or both, never in neither.
@@ -238,6 +238,10 @@ class Ledger:
                 self._check(item, view, now)
             except Rejected as rejected:
                 outcomes.append(Outcome(item.txid, rejected.code, rejected.message))
+                continue
+            except Exception as exc:  # the checks change nothing: refusing it alone is safe
+                log.exception("the checks of transaction %s failed; it is refused", item.txid.hex())
+                outcomes.append(Outcome(item.txid, Code.MALFORMED, unchecked(exc)))
                 continue
             seq = self.tree.size
             tx = item.tx
@@ -302,6 +306,15 @@ class Ledger:
         if size is not None and size > durable:
             raise ValueError(f"tree size {size} is beyond the durable size {durable}")
         return durable if size is None else size
+
+
+def _trusted(raw: bytes, tx_id: bytes) -> Decoded | Rejected:
+    """A transaction the static checks accepted, or its refusal if it cannot be read again."""
+    try:
+        return Decoded(trusted_transaction(raw), tx_id, raw)
+    except Exception as exc:  # the static checks decoded it: a fault here refuses it alone
+        log.exception("transaction %s passed the static checks but not decoding", tx_id.hex())
+        return Rejected(Code.MALFORMED, unchecked(exc), tx_id)
 
 
 def open_ledger(url: str, genesis_raw: bytes, sequencer_key: Keypair | None = None) -> Ledger:

@@ -59,6 +59,10 @@ class SequencerClosed(Exception):
     """The sequencer no longer takes submissions."""
 
 
+class SequencerBusy(Exception):
+    """The ledger is behind: the sequencer has no room for a submission now (back-pressure)."""
+
+
 class InProcessSequencer:
     """Orders submissions from any thread into blocks, appended through a `BlockPipeline`."""
 
@@ -72,7 +76,10 @@ class InProcessSequencer:
         on_block: Callable[[BlockResult], None] | None = None,
         workers: int | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """`on_failure`: called once, from the sequencer's threads, when storage fails and the
+        sequencer stops (a service exits then, so that its supervisor restarts it)."""
         self.ledger = ledger
         self.max_block = max_block
         self.max_wait_s = max_wait_s
@@ -81,6 +88,7 @@ class InProcessSequencer:
         self.max_in_flight = max_in_flight
         self._in_flight = 0  # blocks handed to the pipeline and not yet settled
         self.on_block = on_block
+        self.on_failure = on_failure
         self._pipeline = BlockPipeline(ledger, workers)
         self._open = _Batch()
         self._sealed: deque[_Batch] = deque()
@@ -91,9 +99,13 @@ class InProcessSequencer:
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
         self._thread.start()
 
-    def submit(self, raw: bytes) -> Ticket:
+    def submit(self, raw: bytes, wait: bool = True) -> Ticket:
+        """Queue `raw`. While the ledger is behind, wait for room, or with `wait` False raise
+        `SequencerBusy` at once (an event loop must never block here)."""
         with self._changed:
             while len(self._sealed) >= self.max_queued_blocks and not self._stopped():
+                if not wait:
+                    raise SequencerBusy("the ledger is behind: submit again shortly")
                 self._changed.wait()  # back-pressure: the ledger is behind
             if self._stopped():
                 raise SequencerClosed(
@@ -165,6 +177,7 @@ class InProcessSequencer:
     def _fail(self, batch: _Batch, exc: BaseException) -> None:
         """Storage failed: nothing of the block was kept; every waiting submitter is told."""
         with self._changed:
+            first = self._failure is None
             self._failure = exc
             failed = [batch, *self._sealed, self._open]
             self._sealed.clear()
@@ -173,6 +186,8 @@ class InProcessSequencer:
         for waiting in failed:
             if not waiting.block.done():
                 waiting.block.set_exception(exc)
+        if first and self.on_failure is not None:
+            self.on_failure(exc)
 
     def close(self) -> None:
         """Commit what is queued, then stop."""

@@ -7,6 +7,7 @@ key in force for its meter, so it is left to the ledger.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -16,6 +17,8 @@ from typing import NamedTuple
 
 from assets import Code, Genesis, Issue, Rejected, chain_id
 from ledger import rules
+
+log = logging.getLogger(__name__)
 
 
 class StaticVerdict(NamedTuple):
@@ -40,8 +43,17 @@ def check_batch(genesis: Genesis, raws: Sequence[bytes]) -> list[StaticVerdict]:
         except Rejected as rejected:
             verdicts.append(StaticVerdict(rejected.code, rejected.message, rejected.txid))
             continue
+        except Exception as exc:  # a fault of this transaction's checks refuses it alone
+            log.exception("the static checks of a transaction failed; it is refused")
+            verdicts.append(StaticVerdict(Code.MALFORMED, unchecked(exc), None))
+            continue
         verdicts.append(StaticVerdict(None, "", decoded.txid))
     return verdicts
+
+
+def unchecked(exc: Exception) -> str:
+    """The refusal's message for a transaction whose checks failed with `exc`."""
+    return f"the transaction could not be checked ({type(exc).__name__}); it is refused"
 
 
 class StaticPool:

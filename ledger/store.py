@@ -7,8 +7,10 @@ in one database transaction: it is there entirely or not at all. Rows are never 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -160,9 +162,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+def create_private_file(path: Path) -> None:
+    """Create `path` readable and writable by its owner only, unless it exists: a store holds
+    token hashes, owners, bills. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for `url`: SQLite made durable, PostgreSQL with a healthy pool."""
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            create_private_file(Path(parsed.database))
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

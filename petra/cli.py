@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from petra.console import (
     read_keys,
     read_passphrase,
     serve,
+    serve_limits,
     warn,
     write_private,
 )
@@ -236,17 +238,24 @@ def serve_command(
         fail(f"{keys} holds none of the genesis's sequencer keys: the node could not sign heads")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the node is reachable beyond this machine")
+    stop = threading.Event()
     try:
-        node = LedgerNode(open_ledger(store, genesis_raw, signing[0]))
+        node = LedgerNode(open_ledger(store, genesis_raw, signing[0]), on_fatal=stop.set)
     except StoreError as exc:
         fail(str(exc))
     err.print(
         f"ledger node on http://{host}:{port}/v1 (store {store}, tree size {node.ledger.size})"
     )
     try:
-        serve(create_app(node), host, port)
+        serve(create_app(node), host, port, stop)
     finally:
         node.close()
+    if node.fatal is not None:  # exit non-zero, so that a supervisor restarts the node
+        err.print(
+            f"[red]error:[/red] the ledger stopped after a storage failure: "
+            f"{escape(str(node.fatal))}; nothing unwritten was kept, restart the node"
+        )
+        raise typer.Exit(1)
 
 
 @ledger_app.command("replicate")
@@ -270,15 +279,12 @@ def replicate_command(
 ) -> None:
     """Follow a primary: check and re-validate every block, serve the same read API; stop with
     exit code 3 and the evidence on any divergence."""
-    import threading
-
-    import uvicorn
-
     from ledger import open_ledger
     from ledger.api import LedgerNode, create_app
     from ledger.client import LedgerClient
     from ledger.replica import Follower, GenesisMismatch, ReplicaDiverged
     from ledger.store import StoreError
+    from petra import serving
 
     genesis_raw, _ = read_genesis(genesis)
     if host not in ("127.0.0.1", "::1", "localhost"):
@@ -287,9 +293,7 @@ def replicate_command(
         node = LedgerNode(open_ledger(store, genesis_raw), primary=primary)
     except StoreError as exc:
         fail(str(exc))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(node), host=host, port=port, log_level="warning")
-    )
+    server = serving.server(create_app(node), host, port, serve_limits())
     stop = threading.Event()
     stopped: list[BaseException] = []
     client = LedgerClient(primary)
@@ -301,7 +305,7 @@ def replicate_command(
         except BaseException as exc:  # the read API stops with the follower, whatever the cause
             stopped.append(exc)
         finally:
-            server.should_exit = True
+            server.stop.set()
 
     # A daemon: the block stream blocks while the primary is idle and must not hold up the exit.
     thread = threading.Thread(target=follow, name="replica-follower", daemon=True)

@@ -4,8 +4,10 @@ reading genesis files, key files and passphrases."""
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +15,9 @@ from rich.markup import escape
 
 from assets import Genesis, Keypair, Rejected, parse_genesis
 from assets.keyfile import KeyFileError, load_keys
+
+if TYPE_CHECKING:
+    from petra.serving import ServeLimits
 
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
@@ -66,15 +71,25 @@ def read_keys(path: Path, passphrase_file: Path | None) -> dict[str, Keypair]:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` readable by its owner only, replacing `path` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a left-over from a crash may carry a looser mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `data` readable by its owner only, replacing `path` atomically and durably: a
+    temporary file of a unique name beside it (two writers never share one), fsynced,
+    renamed over `path`, then the directory fsynced so the rename survives a crash."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def check_ledger_genesis(url: str, genesis: Genesis, genesis_path: Path) -> None:
@@ -90,11 +105,22 @@ def check_ledger_genesis(url: str, genesis: Genesis, genesis_path: Path) -> None
         fail(f"the ledger at {url} serves another chain than {genesis_path}")
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Serve `app` with uvicorn until SIGTERM or Ctrl-C; a failed start is one sentence."""
-    import uvicorn
+def serve_limits() -> ServeLimits:
+    """The serving limits the environment sets (`PETRA_MAX_CONNECTIONS` and the like)."""
+    from petra.serving import ServeLimits
 
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return ServeLimits.from_env()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def serve(app: Any, host: str, port: int, stop: threading.Event | None = None) -> None:
+    """Serve `app` under the limits of `petra.serving` until SIGTERM, Ctrl-C or `stop` is
+    set, then return (so the caller's clean-up runs); a failed start is one sentence."""
+    from petra.serving import server
+
+    try:
+        server(app, host, port, serve_limits(), stop).run()
     except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
         fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")

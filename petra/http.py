@@ -4,6 +4,8 @@ and no traceback ever in a body."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("petra.http")
 
@@ -21,9 +24,18 @@ _STARLETTE_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405
 class ApiError(Exception):
     """An error answered with the common shape; `extra` adds fields beside code and message."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        """`headers`: sent with the answer (for example `Retry-After` with a 429 or 503)."""
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = dict(headers or {})
 
 
 def error_response(
@@ -47,11 +59,40 @@ async def bounded_body(request: Request, limit: int, too_large: Exception) -> by
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise too_large
+    except ClientDisconnect:  # nobody reads the answer, but the log stays quiet
+        raise ApiError(400, "bad_request", "the client hung up before its body ended") from None
     return bytes(raw)
+
+
+# The scope key under which `petra.serving` hands each request the event it sets when the
+# service begins to stop: long polls and streams end then, instead of being cancelled.
+DRAINING = "petra.draining"
+
+
+def draining(request: Request) -> asyncio.Event:
+    """The event set when the service begins to stop (never set outside `petra.serving`)."""
+    event = request.scope.get(DRAINING)
+    return event if isinstance(event, asyncio.Event) else asyncio.Event()
+
+
+async def wait_unless_draining(awaitable: Any, stopping: asyncio.Event) -> bool:
+    """Await `awaitable` unless `stopping` is set first; False if the service is stopping."""
+    task = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stop):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+    return not stopping.is_set()
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -60,7 +101,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         # A token's refusal invites a bearer token; a refused signature does not.
-        headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
+        headers = dict(exc.headers)
+        if exc.code == "unauthorized":
+            headers.setdefault("WWW-Authenticate", "Bearer")
         return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

@@ -460,7 +460,7 @@ def check_pool(
     for peer in last.honest():
         assert peer.output in addresses
     message = signing_message("transfer", txid(transfer))
-    assert [s.public_key for s in transfer.signatures] == [p.owner for p in session.peers]
+    assert [s.public_key for s in transfer.signatures] == sorted(p.owner for p in session.peers)
     assert all(verify(s.public_key, message, s.signature) for s in transfer.signatures)
 
 

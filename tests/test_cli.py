@@ -261,6 +261,9 @@ def community_replay(scenario: Scenario) -> ReplayFile:
     replay.blank(b"   \t")
     replay.block_time(scenario.time_in(2, 30), spaced=True)
     replay.garbage(b"this is not a transaction")
+    # a lone surrogate once stopped the replay (issue 14), and so did deep nesting
+    replay.garbage(b'{"type":"transfer","x":"\\ud800"}')
+    replay.garbage(b"[" * 986 + b"]" * 986)
     # floats have no canonical JSON, hence no transaction id
     replay.garbage(encode_transaction(payment).replace(b'"amount":5000000', b'"amount":5000000.0'))
     # the payment again, spelt with spaces: not canonical, but it has the payment's id

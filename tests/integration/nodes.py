@@ -24,14 +24,18 @@ from ledger.scenario import Scenario
 START_TIMEOUT_S = 60  # a restart on PostgreSQL may first wait for a killed node's session
 
 
-def start_petra(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    """`petra ARGS` in a process group of its own, its standard error in `log`."""
+def start_petra(
+    *args: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`petra ARGS` in a process group of its own, its standard error in `log`; `env` adds
+    to the environment."""
     with log.open("wb") as stderr:
         return subprocess.Popen(
             [sys.executable, "-c", "from petra.cli import main; main()", *args],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
 
 
@@ -62,7 +66,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def serve_ledger(
-    genesis: Path, keys: Path, store_url: str, log: Path
+    genesis: Path, keys: Path, store_url: str, log: Path, env: dict[str, str] | None = None
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """`petra ledger serve` on a free loopback port, once it answers: its URL and process."""
     port = free_port()
@@ -70,6 +74,7 @@ def serve_ledger(
         *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
         *("--store", store_url, "--port", str(port)),
         log=log,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     wait_serving(url, process, log)

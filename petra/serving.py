@@ -1,0 +1,232 @@
+"""Serving a PETra HTTP service with uvicorn under limits no client can talk it out of.
+
+- Connections: at most `max_connections` open at once; one beyond is closed at once.
+- Requests in flight: at most `max_in_flight`; one beyond is answered 503 `busy` with
+  `Retry-After`, in the common error shape.
+- Reading a request: its headers and body must arrive within `request_timeout_s` of its first
+  byte (or of the connection, for a connection that sends nothing), so half-sent requests
+  (slowloris) cannot hold connections; an idle keep-alive connection closes after
+  `keep_alive_s`.
+- Shutdown: SIGTERM and SIGINT stop the server within `shutdown_s`, then return to the caller,
+  whose clean-up runs and whose process exits 0 (uvicorn itself re-raises the signal, which
+  skips every `finally`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from petra.http import DRAINING, error_response
+
+log = logging.getLogger("petra.serving")
+
+RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """What one service process takes on at once; every field can be set by an environment
+    variable `PETRA_<FIELD>` (for example `PETRA_REQUEST_TIMEOUT_S=10`)."""
+
+    max_connections: int = 2_000
+    max_in_flight: int = 1_000
+    request_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    shutdown_s: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> ServeLimits:
+        """The defaults, with what the environment sets; a bad value is refused by name."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = f"PETRA_{field.name.upper()}"
+            text = os.environ.get(name)
+            if text is None:
+                continue
+            kind = int if field.type in (int, "int") else float
+            try:
+                value = kind(text)
+            except ValueError:
+                raise ValueError(f"{name}={text!r} is not a {kind.__name__}") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be above 0, got {text}")
+            values[field.name] = value
+        return cls(**values)
+
+
+class InFlightLimit:
+    """A pure ASGI middleware: at most `limit` HTTP requests in the app at once; one beyond
+    is answered 503 `busy` with `Retry-After` instead of queueing on the event loop."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+        self.draining = asyncio.Event()  # handed to every request: set when stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[DRAINING] = self.draining
+        if self.in_flight >= self.limit:
+            busy = error_response(
+                503,
+                "busy",
+                f"the service is answering {self.limit} requests: try again in a moment",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def _protocol(limits: ServeLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a connection cap and a deadline to read a request."""
+
+    class BoundedProtocol(HttpToolsProtocol):
+        _read_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= limits.max_connections:
+                _refused.note()
+                transport.abort()
+                return
+            super().connection_made(transport)
+            self._arm()  # a connection that sends nothing is a request not read in time
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._read_deadline is None:
+                self._arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self in self.connections:
+                super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._read_deadline = self.loop.call_later(limits.request_timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _expired(self) -> None:
+            self._read_deadline = None
+            if not self.transport.is_closing():
+                _slow.note()
+                self.transport.close()
+
+    return BoundedProtocol
+
+
+class _Tally:
+    """Counts an event and logs it at most once a minute, so a flood costs one log line."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+        self.logged = 0.0
+
+    def note(self) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged >= 60:
+            log.warning(self.message, self.count)
+            self.logged, self.count = now, 0
+
+
+_refused = _Tally("refused %d connections beyond the service's limit")
+_slow = _Tally("closed %d connections that did not send a request in time")
+
+
+class PetraServer(uvicorn.Server):
+    """uvicorn's server, stopping on SIGTERM or SIGINT, or when `stop` is set, and then
+    returning to its caller instead of re-raising the signal."""
+
+    def __init__(self, config: uvicorn.Config, stop: threading.Event | None = None) -> None:
+        super().__init__(config)
+        self.stop = stop or threading.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def on_tick(self, counter: int) -> bool:
+        return self.stop.is_set() or await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell long polls and streams to end (`petra.http.draining`), then stop as uvicorn
+        does: they answer within the grace period rather than being cancelled."""
+        if isinstance(self.config.app, InFlightLimit):
+            self.config.app.draining.set()
+        await super().shutdown(sockets)
+
+
+def raise_open_files_limit() -> None:
+    """Let the process hold as many sockets as the system allows it (the soft limit is
+    often 1,024, below what `max_connections` needs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65_536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def server(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    limits: ServeLimits | None = None,
+    stop: threading.Event | None = None,
+    log_level: str = "warning",
+) -> PetraServer:
+    """A server for `app` on `host:port` under `limits` (from the environment if None)."""
+    limits = limits or ServeLimits.from_env()
+    raise_open_files_limit()
+    config = uvicorn.Config(
+        InFlightLimit(app, limits.max_in_flight),
+        host=host,
+        port=port,
+        http=_protocol(limits),
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        timeout_graceful_shutdown=max(1, round(limits.shutdown_s)),
+        lifespan="on",
+    )
+    return PetraServer(config, stop)
