@@ -12,7 +12,6 @@ the mix is over.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import random
 import time
@@ -31,10 +30,10 @@ from assets import (
     Transfer,
     canonical_json,
     encode_transaction,
-    signing_message,
 )
 from assets.codec import asset_from_wire, asset_to_wire, tx_from_wire
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
+from mixer.auth import join_message, poll_params
 from mixer.protocol import (
     LAZY,
     BadMessage,
@@ -50,12 +49,12 @@ from mixer.protocol import (
 
 log = logging.getLogger("petra.mixer.client")
 
-JOIN_TYPE = "mixer-join"  # the signing domain of join requests
 WAIT_S = 20  # how long one long poll of the events may wait at the coordinator
 SUBMIT_GRACE_S = 5.0  # after every signature is in, how long the coordinator has to land it
 RETRIES = 5  # further attempts after a failed request, with backoff
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
+MAX_RETRY_AFTER_S = 30.0  # the longest Retry-After this client honours as given
 DEFAULT_TIMEOUT_S = 600.0  # how long a whole mix may take, every run included
 
 
@@ -102,8 +101,7 @@ def join_request(asset: Asset, outpoint: Outpoint, key: Keypair, at: int) -> dic
 
 def join_signing_message(request: Mapping[str, Any]) -> bytes:
     """What the input's owner signs: the join request without its `signature`."""
-    unsigned = {k: v for k, v in request.items() if k != "signature"}
-    return signing_message(JOIN_TYPE, hashlib.sha256(canonical_json(unsigned)).digest())
+    return join_message(request)
 
 
 def silence_refuted(peer: Peer, silent: Sequence[int]) -> str | None:
@@ -217,11 +215,9 @@ class MixClient:
             answer = self._request(
                 "GET",
                 f"/pools/{follow.pool}/events",
-                params={
-                    "peer": self.key.public_key.hex(),
-                    "after": follow.after,
-                    "wait": self._wait(follow),
-                },
+                params=functools.partial(
+                    self._poll_query, follow.pool, follow.after, self._wait(follow)
+                ),
             )
             events, follow.after = _events(answer)
             for event in events:
@@ -229,6 +225,10 @@ class MixClient:
                 result = self._on_event(follow, event)
                 if result is not None:
                     return result
+
+    def _poll_query(self, pool: str, after: int, wait: int) -> dict[str, str | int]:
+        """A read of the pool's events, signed afresh (a nonce is used once)."""
+        return {**poll_params(pool, self.key, after, int(time.time())), "wait": wait}
 
     def _wait(self, follow: _Follow) -> int:
         """How long the next long poll may wait. The coordinator submits the transfer every
@@ -457,39 +457,58 @@ class MixClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str | int] | None = None,
+        params: Callable[[], Mapping[str, str | int]] | None = None,
         body: Mapping[str, Any] | None = None,
         resend: bool = True,
     ) -> dict[str, Any]:
         """The JSON answer of the coordinator; MixError with its error code otherwise.
         Connection failures and 5xx answers are retried with backoff (a POST that may have
-        arrived only if `resend`)."""
+        arrived only if `resend`); an answer with Retry-After (429, 503: the coordinator is
+        pushing back) is retried after that long, until the mix's deadline. `params` makes
+        the query of each attempt."""
         content = None if body is None else canonical_json(body)
         last = ""
-        for attempt in range(RETRIES + 1):
-            if attempt:
-                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-                time.sleep(random.uniform(0, ceiling))
+        attempt = 0
+        while attempt <= RETRIES:
             if content is not None:
                 self.bytes_sent += len(content)
             try:
                 response = self._http.request(
                     method,
                     path,
-                    params=params,
+                    params=None if params is None else params(),
                     content=content,
                     headers=None if content is None else {"Content-Type": "application/json"},
                 )
             except httpx.TransportError as exc:
                 last = f"cannot reach the coordinator at {self.base_url}: {exc}"
-                if resend or isinstance(exc, httpx.ConnectError):
+                if not resend and not isinstance(exc, httpx.ConnectError):
+                    raise MixError("unreachable", last) from None
+            else:
+                pause = _retry_after(response)
+                if pause is not None and self._in_time(pause):
+                    time.sleep(pause)  # pushed back: not a failure, and no retry spent
                     continue
-                raise MixError("unreachable", last) from None
-            if response.status_code >= 500:
+                if response.status_code < 500:
+                    return _answer(response)
                 last = f"the coordinator answered {response.status_code}"
-                continue
-            return _answer(response)
+            attempt += 1
+            if attempt <= RETRIES:
+                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+                time.sleep(random.uniform(0, ceiling))
         raise MixError("unreachable", f"{last} (after {RETRIES + 1} attempts)")
+
+    def _in_time(self, pause: float) -> bool:
+        """Whether waiting `pause` seconds still ends before the mix's deadline (if any)."""
+        return not self._deadline or time.monotonic() + pause < self._deadline
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429 or 503 answer's Retry-After asks for (capped), or None."""
+    value = response.headers.get("retry-after", "")
+    if response.status_code not in (429, 503) or not value.isascii() or not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER_S)
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:

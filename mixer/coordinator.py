@@ -2,22 +2,23 @@
 pools of peers with equal denominations, relays their signed CoinShuffle messages
 (`mixer.protocol`), enforces the protocol's timeouts and submits the finished transfer.
 
-Framework-free and thread-safe: `mixer.api` serves it over HTTP and calls `tick` from a
-background thread. It learns no link between an input and an output (the shuffle is sealed for
-the peers' ephemeral keys), keeps pools in memory only, forgets each (its events included)
-`forget_s` after it ends, and logs only pool ids, sizes, runs and phases.
+Framework-free and thread-safe: `mixer.api` serves it over HTTP, awaits its long polls on the
+event loop (`mixer.polls`) and calls `tick` from a background thread. It learns no link
+between an input and an output (the shuffle is sealed for the peers' ephemeral keys), keeps
+pools in memory only, forgets each (its events included) `forget_s` after it ends, and logs
+only pool ids, sizes, runs and phases.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -30,22 +31,22 @@ from assets import (
     Transfer,
     canonical_json,
     encode_transaction,
-    signing_message,
     txid,
     verify,
 )
 from assets.codec import MAX_INT, asset_from_wire, asset_to_wire
 from ledger.client import LedgerClientError, LedgerRejected, Submitted
 from mixer import protocol
+from mixer.auth import FRESH_S, NONCE_BYTES, join_message, poll_message
 from mixer.protocol import BadMessage, Input, Kind, Message, Phase, Session, decode_message
 
 log = logging.getLogger("petra.mixer")
 
-JOIN_TYPE = "mixer-join"  # the signing domain of join requests
-FRESH_S = 60  # how far a join request's `at` may be from the coordinator's clock, s
 MAX_WAIT_S = 30.0  # the longest long poll, s
+DEFAULT_WAIT_S = 20.0
+POLLS_PER_PEER = 2  # long polls one peer may hold open in one pool at once
+READS_PER_WINDOW = 2000  # event reads of one peer in one pool within 2 FRESH_S (nonces kept)
 MAX_EVENTS = 1000  # events in one answer to a long poll
-LINGER_S = 0.025  # a poll woken by one of N broadcasts waits this long for more of them
 GATHERED = (Kind.ANNOUNCE, Kind.CONFIRM, Kind.SIGN, Kind.BLAME)  # one from each peer
 MAX_VERSIONS = 2  # distinct versions of one peer's message of one kind: two prove equivocation
 SUBMIT_ATTEMPTS = 10  # submissions of a signed transfer while the ledger is unavailable
@@ -54,11 +55,15 @@ FIRST_RUN = 1
 
 
 class MixerError(Exception):
-    """A refusal with an HTTP status, a stable code and a sentence a person can act on."""
+    """A refusal with an HTTP status, a stable code and a sentence a person can act on;
+    `retry_after`: seconds after which the same request may succeed (back-pressure)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 class Ledger(Protocol):
@@ -94,11 +99,6 @@ class JoinRequest:
     input: Input
     at: int
     signature: bytes
-
-
-def join_message(unsigned: Mapping[str, Any]) -> bytes:
-    """What the owner signs: the join request without its `signature` field."""
-    return signing_message(JOIN_TYPE, hashlib.sha256(canonical_json(dict(unsigned))).digest())
 
 
 def parse_join(wire: Any) -> JoinRequest:
@@ -160,6 +160,62 @@ def _envelope(wire: Any) -> tuple[Mapping[str, Any], list[int] | None]:
     return message, to
 
 
+@dataclass(frozen=True, slots=True)
+class PollRequest:
+    """A signed read of a pool's events: `peer`'s events after seq `after`, waiting up to
+    `wait_s` seconds; signed at unix second `at` over the pool, peer, after, at and `nonce`."""
+
+    peer: bytes
+    after: int
+    wait_s: float
+    at: int
+    nonce: bytes
+    signature: bytes
+
+
+POLL_QUERY = frozenset({"peer", "after", "wait", "at", "nonce", "signature"})
+
+
+def parse_poll(query: Mapping[str, str]) -> PollRequest:
+    """The read in the query of `GET /v1/pools/{pool}/events`: 400 `malformed` for a field
+    that is not one, 401 `unauthenticated` without its signature. Nothing here asks the
+    clock or checks the signature (`Coordinator.open_poll` does)."""
+    if not set(query) <= POLL_QUERY:
+        raise _malformed(f"the query has only {', '.join(sorted(POLL_QUERY))}")
+    peer = _hex(query.get("peer"), 32, "peer")
+    after = _seq(query.get("after", "0"), "after")
+    wait_s = _seconds(query.get("wait"))
+    if not {"at", "nonce", "signature"} <= set(query):
+        raise MixerError(
+            401,
+            "unauthenticated",
+            "sign the read: at, nonce and signature by the peer's key (docs/mixer-api.md)",
+        )
+    at = _seq(query["at"], "at")
+    nonce = _hex(query["nonce"], NONCE_BYTES, "nonce")
+    signature = _hex(query["signature"], 64, "signature")
+    return PollRequest(peer, after, wait_s, at, nonce, signature)
+
+
+def _seq(value: str, what: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > 16:
+        raise _malformed(f"{what} must be a whole number from 0")
+    return int(value)
+
+
+def _seconds(value: str | None) -> float:
+    """A long poll's wait in seconds: DEFAULT_WAIT_S unless given, at most MAX_WAIT_S."""
+    if value is None:
+        return DEFAULT_WAIT_S
+    try:
+        wait = float(value) if len(value) <= 20 else -1.0
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= 10**9:  # refuses NaN and infinities too
+        raise _malformed("wait must be a number of seconds from 0")
+    return min(wait, MAX_WAIT_S)
+
+
 # ----------------------------------------------------------------------------- pools
 
 
@@ -210,7 +266,6 @@ class Pool:
     asset: Asset
     denomination: bytes
     starts_by: float
-    changed: threading.Condition  # on the coordinator's lock: notified on each event
     joined: list[Input] = field(default_factory=list)
     state: PoolState = PoolState.FORMING
     session: Session | None = None  # the latest run's
@@ -218,6 +273,10 @@ class Pool:
     past: set[str] = field(default_factory=set)  # session ids (hex) of earlier runs
     events: list[Event] = field(default_factory=list)  # event seq n is events[n - 1]
     ended_at: float | None = None
+    arriving: int = 0  # messages received for the pool and not yet relayed or refused
+    watchers: dict[Callable[[], None], bytes] = field(default_factory=dict)  # wake -> owner
+    polls: dict[bytes, list[float]] = field(default_factory=dict)  # owner -> open polls' ends
+    nonces: dict[bytes, dict[bytes, float]] = field(default_factory=dict)  # owner -> until
 
     @property
     def owners(self) -> set[bytes]:
@@ -249,6 +308,26 @@ class _Settled:
     height: int | None = None
     spent: tuple[int, ...] | None = None
     refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsView:
+    """A peer's events after some seq: `found`, the seq to read after next time, whether
+    more of a kind every peer sends are still to come (`_more_coming`), and whether the
+    service is stopping."""
+
+    found: tuple[Event, ...]
+    next: int
+    more_coming: bool
+    closed: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"events": [event.wire for event in self.found], "next": self.next}
+
+    def to_json(self) -> bytes:
+        """`to_wire` as JSON bytes, from each event's encoding made once."""
+        listed = b",".join(event.encoded for event in self.found)
+        return b'{"events":[' + listed + b'],"next":' + str(self.next).encode() + b"}"
 
 
 # ----------------------------------------------------------------------------- the coordinator
@@ -314,13 +393,7 @@ class Coordinator:
             denomination = canonical_json(asset_to_wire(request.asset))
             pool = self._forming.get(denomination)
             if pool is None:
-                pool = Pool(
-                    secrets.token_hex(16),
-                    request.asset,
-                    denomination,
-                    now + self.start_s,
-                    threading.Condition(self._lock),
-                )
+                pool = Pool(secrets.token_hex(16), request.asset, denomination, now + self.start_s)
                 self._pools[pool.id] = pool
                 self._forming[denomination] = pool
                 log.info("pool %s forming", pool.id)
@@ -368,50 +441,87 @@ class Coordinator:
 
     # ------------------------------------------------------------------ following
 
-    def events(self, pool_id: str, peer: bytes, after: int, wait_s: float) -> dict[str, Any]:
-        """`{"events", "next"}`: the events of the pool for `peer` after seq `after`, waiting
-        up to `wait_s` seconds (at most MAX_WAIT_S) for one if there is none yet."""
-        found, last = self._wait_events(pool_id, peer, after, wait_s)
-        return {"events": [event.wire for event in found], "next": last}
-
-    def events_json(self, pool_id: str, peer: bytes, after: int, wait_s: float) -> bytes:
-        """What `events` answers, as JSON bytes, from each event's encoding made once."""
-        found, last = self._wait_events(pool_id, peer, after, wait_s)
-        listed = b",".join(event.encoded for event in found)
-        return b'{"events":[' + listed + b'],"next":' + str(last).encode() + b"}"
-
-    def _wait_events(
-        self, pool_id: str, peer: bytes, after: int, wait_s: float
-    ) -> tuple[list[Event], int]:
-        deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
-        linger_until: float | None = None
+    def open_poll(self, pool_id: str, request: PollRequest, wake: Callable[[], None]) -> float:
+        """Admit a signed long poll of the pool; its deadline (`time.monotonic()` s). Until
+        `close_poll`, `wake` is called on each event for the peer and when the service stops,
+        from whichever thread emits it and under the coordinator's lock: it must only
+        schedule. Refused: 404 `not_found`, 401 `stale_request`, `bad_signature` or
+        `replayed_request`, 403 `not_a_peer`, 429 `too_many_polls` (the peer holds
+        POLLS_PER_PEER open) or `too_many_reads`, both with `retry_after`."""
         with self._lock:
-            while True:
-                pool = self._pool(pool_id)
-                if peer not in pool.owners:
-                    raise MixerError(403, "not_a_peer", "peer is not the owner of an input here")
-                found: list[Event] = []
-                last = max(after, len(pool.events))
-                for event in pool.events[max(after, 0) :]:
-                    if event.audience is None or peer in event.audience:
-                        found.append(event)
-                        if len(found) == MAX_EVENTS:
-                            last = event.seq
-                            break
-                now = time.monotonic()
-                if found and linger_until is None and _more_coming(pool, found):
-                    # Every peer sends one of these at about the same time: gather a few
-                    # into one answer instead of answering each (the shuffle never waits).
-                    linger_until = min(now + LINGER_S, deadline)
-                lingering = linger_until is not None and now < linger_until
-                if found and lingering and len(found) < MAX_EVENTS and not self._closed:
-                    assert linger_until is not None
-                    pool.changed.wait(linger_until - now)
-                    continue
-                remaining = deadline - now
-                if found or remaining <= 0 or self._closed:
-                    return found, last
-                pool.changed.wait(remaining)
+            self._pool(pool_id)  # that a pool exists is no secret: its state is public
+        now = self.clock()
+        if abs(now - request.at) > FRESH_S:
+            raise MixerError(
+                401, "stale_request", f"at must be within {FRESH_S} s of the coordinator's clock"
+            )
+        signed = poll_message(pool_id, request.peer, request.after, request.at, request.nonce)
+        if not verify(request.peer, signed, request.signature):
+            raise MixerError(401, "bad_signature", "the read is not signed by peer's key")
+        with self._lock:
+            pool = self._pool(pool_id)
+            if request.peer not in pool.owners:
+                raise MixerError(403, "not_a_peer", "peer is not the owner of an input here")
+            seen = pool.nonces.setdefault(request.peer, {})
+            if request.nonce in seen:
+                raise MixerError(401, "replayed_request", "this signed read was made already")
+            if len(seen) >= READS_PER_WINDOW:
+                raise MixerError(
+                    429,
+                    "too_many_reads",
+                    f"a peer reads a pool at most {READS_PER_WINDOW} times in {2 * FRESH_S} s",
+                    retry_after=max(1, math.ceil(min(seen.values()) - now)),
+                )
+            started = time.monotonic()
+            open_ends = pool.polls.setdefault(request.peer, [])
+            if len(open_ends) >= POLLS_PER_PEER:
+                raise MixerError(
+                    429,
+                    "too_many_polls",
+                    f"this peer has {POLLS_PER_PEER} long polls of the pool open already: "
+                    "wait for one to be answered",
+                    retry_after=max(1, math.ceil(min(open_ends) - started)),
+                )
+            seen[request.nonce] = request.at + FRESH_S + 1  # stale from then on: refused anyway
+            deadline = started + min(request.wait_s, MAX_WAIT_S)
+            open_ends.append(deadline)
+            pool.watchers[wake] = request.peer
+            return deadline
+
+    def close_poll(self, pool_id: str, peer: bytes, wake: Callable[[], None], ends: float) -> None:
+        """The poll `open_poll` admitted (with deadline `ends`) is answered or abandoned."""
+        with self._lock:
+            pool = self._pools.get(pool_id)
+            if pool is None:
+                return
+            pool.watchers.pop(wake, None)
+            open_ends = pool.polls.get(peer, [])
+            if ends in open_ends:
+                open_ends.remove(ends)
+            if not open_ends:
+                pool.polls.pop(peer, None)
+
+    def events(self, pool_id: str, peer: bytes, after: int) -> dict[str, Any]:
+        """`{"events", "next"}`: the events of the pool for `peer` after seq `after`, now."""
+        return self.events_view(pool_id, peer, after).to_wire()
+
+    def events_view(self, pool_id: str, peer: bytes, after: int) -> EventsView:
+        """The events of the pool for `peer` after seq `after` (at most MAX_EVENTS), now;
+        404 `not_found` or 403 `not_a_peer`. Never waits: `mixer.polls` awaits the next."""
+        with self._lock:
+            pool = self._pool(pool_id)
+            if peer not in pool.owners:
+                raise MixerError(403, "not_a_peer", "peer is not the owner of an input here")
+            found: list[Event] = []
+            last = max(after, len(pool.events))
+            for event in pool.events[after:]:
+                if event.audience is None or peer in event.audience:
+                    found.append(event)
+                    if len(found) == MAX_EVENTS:
+                        last = event.seq
+                        break
+            more = bool(found) and len(found) < MAX_EVENTS and _more_coming(pool, found)
+            return EventsView(tuple(found), last, more, self._closed)
 
     def pool_state(self, pool_id: str) -> dict[str, Any]:
         """The pool's counts and phase: nothing about who is in it."""
@@ -438,6 +548,23 @@ class Coordinator:
         return pool
 
     # ------------------------------------------------------------------ relaying
+
+    @contextmanager
+    def arriving(self, pool_id: str) -> Iterator[None]:
+        """While a message for the pool is between its arrival and its relay (read, queued
+        for a thread, decoded, checked): a timeout of the pool's run waits for it, up to a
+        second `timeout_s`, so that a peer is never named silent for the coordinator's own
+        delay in taking what it sent in time."""
+        with self._lock:
+            pool = self._pools.get(pool_id)
+            if pool is not None:
+                pool.arriving += 1
+        try:
+            yield
+        finally:
+            if pool is not None:
+                with self._lock:
+                    pool.arriving -= 1
 
     def post(self, pool_id: str, wire: Any) -> int:
         """Relay the message of a POST .../messages body (parsed JSON) to the peers of the
@@ -625,6 +752,10 @@ class Coordinator:
             now = self.clock() if now is None else now
             self._seen = {s: until for s, until in self._seen.items() if until > now}
             for pool in list(self._pools.values()):
+                for owner, seen in list(pool.nonces.items()):
+                    pool.nonces[owner] = {n: until for n, until in seen.items() if until > now}
+                    if not pool.nonces[owner]:
+                        del pool.nonces[owner]
                 if pool.ended_at is not None:
                     if now >= pool.ended_at + self.forget_s:
                         del self._pools[pool.id]
@@ -637,7 +768,9 @@ class Coordinator:
                         if not run.settling and now >= run.retry_at:
                             run.settling = True
                             settle.append((pool, run))
-                    elif run.owed and now - run.owed_since >= self.timeout_s:
+                    elif run.owed and now - run.owed_since >= self.timeout_s * (
+                        2 if pool.arriving else 1
+                    ):
                         silent = sorted(run.owed)
                         self._emit(pool, "timeout", None, run=run.session.run, silent=silent)
                         log.info(
@@ -657,7 +790,8 @@ class Coordinator:
         with self._lock:
             self._closed = True
             for pool in self._pools.values():
-                pool.changed.notify_all()
+                for wake in pool.watchers:
+                    wake()
 
     # ------------------------------------------------------------------ runs (lock held)
 
@@ -717,7 +851,9 @@ class Coordinator:
         seq = len(pool.events) + 1
         event = Event(seq, audience, {"seq": seq, "type": kind, **fields})
         pool.events.append(event)
-        pool.changed.notify_all()
+        for wake, owner in pool.watchers.items():
+            if audience is None or owner in audience:
+                wake()
         return event
 
 

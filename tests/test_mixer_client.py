@@ -11,6 +11,7 @@ import pytest
 
 from assets import Fa, Keypair, Outpoint, verify
 from assets.codec import asset_to_wire
+from mixer.auth import poll_message
 from mixer.client import MixClient, MixError, join_request, join_signing_message, silence_refuted
 from mixer.protocol import Input, Message, Peer, Session
 
@@ -104,3 +105,56 @@ def test_a_next_run_without_the_right_culprits_is_refused(dropped: int) -> None:
     assert refused.value.code == "coordinator_deviated"
     assert client.bytes_sent > 0  # its join and its announcement of run 1
     assert [e["type"] for e in client.events] == ["start", "timeout", "start"]
+
+
+def test_polls_are_signed_afresh_and_a_push_back_is_waited_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read of the events is signed by the peer's key with a nonce never used before; a
+    429 or 503 with Retry-After is waited out (not counted as a failure), and a deviating
+    coordinator is still refused after it."""
+    key = Keypair.generate()
+    session = Session.of(CHAIN, "pool", 1, ASSET, [_input(k) for k in [key, Keypair.generate()]])
+    events = [{**_start(session.without([])), "seq": 1}, {"type": "landed", "seq": 2}]
+    reads: list[httpx.QueryParams] = []
+    pushed_back = iter([429, 503] * 4)  # more push-backs than RETRIES: none is spent on them
+    slept: list[float] = []
+    monkeypatch.setattr("mixer.client.time.sleep", slept.append)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/join":
+            return httpx.Response(201, json={"pool": "pool", "peers": 2, "starts_by": 0})
+        if request.url.path.endswith("/messages"):
+            return httpx.Response(202, json={"seq": 1})
+        reads.append(request.url.params)
+        status = next(pushed_back, 200)
+        if status != 200:
+            error = {"error": {"code": "too_many_polls", "message": "wait"}}
+            return httpx.Response(status, json=error, headers={"Retry-After": "2"})
+        after = int(request.url.params["after"])
+        return httpx.Response(200, json={"events": events[after:], "next": len(events)})
+
+    client = MixClient(
+        "http://coordinator",
+        None,  # type: ignore[arg-type]  # never reached: the client refuses before
+        CHAIN,
+        key,
+        _input(key).outpoint,
+        ASSET,
+        transport=httpx.MockTransport(answer),
+    )
+    with pytest.raises(MixError) as refused:
+        client.run()
+    assert refused.value.code == "coordinator_deviated"  # the landed event has no txid
+    assert slept == [2.0] * 8
+    assert len({params["nonce"] for params in reads}) == len(reads) == 9
+    for params in reads:
+        signed = poll_message(
+            "pool",
+            key.public_key,
+            int(params["after"]),
+            int(params["at"]),
+            bytes.fromhex(params["nonce"]),
+        )
+        assert params["peer"] == key.public_key.hex()
+        assert verify(key.public_key, signed, bytes.fromhex(params["signature"]))

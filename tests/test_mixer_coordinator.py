@@ -6,8 +6,6 @@ peer receives only what the contract says it receives."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +26,8 @@ from assets import (
 )
 from assets.codec import asset_from_wire, asset_to_wire
 from ledger.client import LedgerRejected, LedgerUnavailable, Submitted
-from mixer.coordinator import Coordinator, MixerError, join_message
+from mixer.auth import join_message
+from mixer.coordinator import Coordinator, MixerError
 from mixer.protocol import (
     Input,
     Kind,
@@ -123,7 +122,7 @@ class FakeLedger:
                 raise LedgerRejected(Code.UNKNOWN_INPUT, "unknown", decoded.txid)
             if self.outputs[outpoint][1] is not None:
                 raise LedgerRejected(Code.DOUBLE_SPEND, "spent", decoded.txid)
-        owners = [self.outputs[o][0].address for o in tx.inputs]
+        owners = sorted(self.outputs[o][0].address for o in tx.inputs)  # the wire's order
         message = signing_message("transfer", decoded.txid)
         if [s.public_key for s in tx.signatures] != owners or not all(
             verify(s.public_key, message, s.signature) for s in tx.signatures
@@ -219,7 +218,7 @@ def pump(coordinator: Coordinator, wallets: list[Wallet]) -> None:
     while progress:
         progress = False
         for wallet in wallets:
-            answer = coordinator.events(wallet.pool, wallet.key.public_key, wallet.after, 0)
+            answer = coordinator.events(wallet.pool, wallet.key.public_key, wallet.after)
             wallet.after = answer["next"]
             for event in answer["events"]:
                 progress = True
@@ -324,7 +323,7 @@ def test_a_message_to_some_peers_reaches_only_them_and_is_owed_to_the_rest(
     coordinator = coordinator_of(ledger, clock, max_peers=3)
     wallets = make_wallets(ledger, 3)
     pool = join_all(coordinator, wallets)
-    start = coordinator.events(pool, wallets[0].key.public_key, 0, 0)["events"][0]
+    start = coordinator.events(pool, wallets[0].key.public_key, 0)["events"][0]
     for wallet in wallets:
         wallet.handle(start, pool)
     sender = wallets[0].peer
@@ -332,13 +331,13 @@ def test_a_message_to_some_peers_reaches_only_them_and_is_owed_to_the_rest(
     announce = sender.start()[0]
     body = {"message": announce.to_wire(), "to": [(sender.index + 1) % 3]}
     seq = coordinator.post(pool, body)
-    reached = [w for w in wallets if coordinator.events(pool, w.key.public_key, 1, 0)["events"]]
+    reached = [w for w in wallets if coordinator.events(pool, w.key.public_key, 1)["events"]]
     target = sender.session.peers[(sender.index + 1) % 3].owner
     assert [w.key.public_key for w in reached] == [target]
     assert coordinator.post(pool, body) == seq  # the same message to the same peers: once
     clock.now += TIMEOUT_S
     coordinator.tick()
-    events = coordinator.events(pool, wallets[1].key.public_key, 0, 0)["events"]
+    events = coordinator.events(pool, wallets[1].key.public_key, 0)["events"]
     timeout = [e for e in events if e["type"] == "timeout"]
     assert timeout and timeout[0]["silent"] == [0, 1, 2]  # nobody's announce reached everyone
 
@@ -346,7 +345,7 @@ def test_a_message_to_some_peers_reaches_only_them_and_is_owed_to_the_rest(
     coordinator = coordinator_of(ledger, clock, max_peers=3)
     wallets = make_wallets(ledger, 3)
     pool = join_all(coordinator, wallets)
-    start = coordinator.events(pool, wallets[0].key.public_key, 0, 0)["events"][0]
+    start = coordinator.events(pool, wallets[0].key.public_key, 0)["events"][0]
     for wallet in wallets:
         wallet.handle(start, pool)
     assert wallets[0].peer is not None
@@ -356,7 +355,7 @@ def test_a_message_to_some_peers_reaches_only_them_and_is_owed_to_the_rest(
     assert again > first
     clock.now += TIMEOUT_S
     coordinator.tick()
-    events = coordinator.events(pool, wallets[1].key.public_key, 0, 0)["events"]
+    events = coordinator.events(pool, wallets[1].key.public_key, 0)["events"]
     (timeout,) = [e for e in events if e["type"] == "timeout"]
     assert announce.sender not in timeout["silent"] and len(timeout["silent"]) == 2
 
@@ -526,7 +525,7 @@ def test_a_pool_starts_at_its_deadline_with_enough_peers_and_fails_with_too_few(
     assert coordinator.pool_state(pool)["state"] == "forming"
     clock.now += 1
     coordinator.tick()
-    events = coordinator.events(pool, wallets[0].key.public_key, 0, 0)["events"]
+    events = coordinator.events(pool, wallets[0].key.public_key, 0)["events"]
     assert [e["type"] for e in events] == ["failed"]
     assert "2 of the 3" in events[0]["reason"]
     assert coordinator.pool_state(pool)["state"] == "failed"
@@ -644,7 +643,7 @@ def test_refused_messages(ledger: FakeLedger, clock: Clock) -> None:
     coordinator = coordinator_of(ledger, clock, max_peers=3)
     wallets = make_wallets(ledger, 3)
     pool = join_all(coordinator, wallets)
-    start = coordinator.events(pool, wallets[0].key.public_key, 0, 0)["events"][0]
+    start = coordinator.events(pool, wallets[0].key.public_key, 0)["events"][0]
     wallets[0].handle(start, pool)
     assert wallets[0].peer is not None
     announce = wallets[0].peer.start()[0].to_wire()
@@ -674,7 +673,7 @@ def test_a_peer_sends_at_most_two_versions_of_a_message(ledger: FakeLedger, cloc
     coordinator = coordinator_of(ledger, clock, max_peers=3)
     wallets = make_wallets(ledger, 3)
     pool = join_all(coordinator, wallets)
-    start = coordinator.events(pool, wallets[0].key.public_key, 0, 0)["events"][0]
+    start = coordinator.events(pool, wallets[0].key.public_key, 0)["events"][0]
     wallets[0].handle(start, pool)
     peer = wallets[0].peer
     assert peer is not None
@@ -697,47 +696,14 @@ def test_events_refuse_strangers_and_unknown_pools(ledger: FakeLedger, clock: Cl
     key = Keypair.generate()
     pool = coordinator.join(join_body(key, ledger.fund(key.public_key)))["pool"]
     with pytest.raises(MixerError) as stranger:
-        coordinator.events(pool, Keypair.generate().public_key, 0, 0)
+        coordinator.events(pool, Keypair.generate().public_key, 0)
     assert (stranger.value.status, stranger.value.code) == (403, "not_a_peer")
     with pytest.raises(MixerError) as unknown:
-        coordinator.events("nope", key.public_key, 0, 0)
+        coordinator.events("nope", key.public_key, 0)
     assert (unknown.value.status, unknown.value.code) == (404, "not_found")
     with pytest.raises(MixerError):
         coordinator.pool_state("nope")
-    assert coordinator.events(pool, key.public_key, 0, 0) == {"events": [], "next": 0}
-
-
-def test_a_long_poll_waits_for_the_next_event_and_no_longer(
-    ledger: FakeLedger, clock: Clock
-) -> None:
-    coordinator = coordinator_of(ledger, clock, min_peers=2, max_peers=2)
-    wallets = make_wallets(ledger, 2)
-    pool = coordinator.join(join_body(wallets[0].key, wallets[0].outpoint))["pool"]
-    began = time.monotonic()
-    assert coordinator.events(pool, wallets[0].key.public_key, 0, 0.2)["events"] == []
-    assert time.monotonic() - began >= 0.2
-
-    answers: list[dict[str, Any]] = []
-    waiting = threading.Thread(
-        target=lambda: answers.append(coordinator.events(pool, wallets[0].key.public_key, 0, 10))
-    )
-    began = time.monotonic()
-    waiting.start()
-    time.sleep(0.1)
-    coordinator.join(join_body(wallets[1].key, wallets[1].outpoint))
-    waiting.join(5)
-    assert time.monotonic() - began < 5
-    (answer,) = answers
-    assert [e["type"] for e in answer["events"]] == ["start"] and answer["next"] == 1
-
-    closing = threading.Thread(
-        target=lambda: answers.append(coordinator.events(pool, wallets[0].key.public_key, 1, 10))
-    )
-    closing.start()
-    time.sleep(0.1)
-    coordinator.close()  # the service stops: waiting polls answer at once
-    closing.join(5)
-    assert answers[-1] == {"events": [], "next": 1}
+    assert coordinator.events(pool, key.public_key, 0) == {"events": [], "next": 0}
 
 
 def test_ended_pools_are_forgotten(ledger: FakeLedger, clock: Clock) -> None:

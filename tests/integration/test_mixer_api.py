@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ from assets import Code, Fa, Keypair, Outpoint, Output, Transfer, decode_transac
 from assets.codec import asset_from_wire, asset_to_wire
 from ledger.client import LedgerRejected, LedgerUnavailable, Submitted
 from mixer.api import MAX_BODY_BYTES, create_app
-from mixer.coordinator import Coordinator, join_message
+from mixer.auth import join_message, poll_params
+from mixer.coordinator import Coordinator
 from mixer.protocol import Input, Message, Peer, Session, decode_message
 
 CHAIN = bytes(range(32))
@@ -73,6 +75,12 @@ class FakeLedger:
         return Submitted(decoded.txid, len(self.landed), len(self.landed))
 
 
+def read(pool: str, key: Keypair, after: int = 0, wait: float | None = None) -> dict[str, Any]:
+    """The signed query of a read of `pool`'s events by `key`."""
+    query: dict[str, Any] = poll_params(pool, key, after, int(time.time()))
+    return query if wait is None else {**query, "wait": wait}
+
+
 def join_body(key: Keypair, outpoint: Outpoint, at: float | None = None) -> dict[str, Any]:
     request: dict[str, Any] = {
         "v": 1,
@@ -101,10 +109,7 @@ class Mixer:
         return pool
 
     def events(self, pool: str, key: Keypair, after: int = 0) -> dict[str, Any]:
-        answer = self.http.get(
-            f"/v1/pools/{pool}/events",
-            params={"peer": key.public_key.hex(), "after": after, "wait": 0},
-        )
+        answer = self.http.get(f"/v1/pools/{pool}/events", params=read(pool, key, after, 0))
         assert answer.status_code == 200, answer.text
         found: dict[str, Any] = answer.json()
         return found
@@ -279,42 +284,54 @@ def test_events_answer_in_order_with_the_next_seq(mixer: Mixer) -> None:
     (event,) = answer["events"]
     assert event == {"seq": 2, "type": "message", "message": announce.to_wire()}
     assert mixer.events(pool, keys[1], after=2) == {"events": [], "next": 2}
-    default = mixer.http.get(f"/v1/pools/{pool}/events", params={"peer": keys[2].public_key.hex()})
+    query = read(pool, keys[2])
+    del query["after"]
+    default = mixer.http.get(f"/v1/pools/{pool}/events", params=query)
     assert [e["seq"] for e in default.json()["events"]] == [1, 2]  # `after` defaults to 0
     state = mixer.http.get(f"/v1/pools/{pool}").json()
     assert (state["state"], state["run"], state["phase"]) == ("running", 1, "announce")
 
 
-def test_events_refuse_what_is_not_a_peer_of_a_pool(mixer: Mixer) -> None:
+def test_events_refuse_reads_not_signed_by_a_peer_of_the_pool(mixer: Mixer) -> None:
     pool, keys, _ = started_pool(mixer)
     url = f"/v1/pools/{pool}/events"
     peer = keys[0].public_key.hex()
+    signed = read(pool, keys[0], 0, 0)
+    stranger = Keypair.generate()
     cases = [
-        (url, {"peer": Keypair.generate().public_key.hex(), "wait": 0}, 403, "not_a_peer"),
-        ("/v1/pools/nope/events", {"peer": peer, "wait": 0}, 404, "not_found"),
+        (url, read(pool, stranger, 0, 0), 403, "not_a_peer"),
+        ("/v1/pools/nope/events", read("nope", keys[0], 0, 0), 404, "not_found"),
+        (url, {"peer": peer, "wait": 0}, 401, "unauthenticated"),
+        (url, {**signed, "signature": "00" * 64}, 401, "bad_signature"),
+        (url, {**signed, "after": 1}, 401, "bad_signature"),
+        (url, {**read(pool, stranger, 0, 0), "peer": peer}, 401, "bad_signature"),
+        (url, read(f"{pool}0", keys[0], 0, 0), 401, "bad_signature"),
+        (url, {**signed, "at": 1}, 401, "stale_request"),
         (url, {}, 400, "malformed"),
-        (url, {"peer": peer.upper()}, 400, "malformed"),
-        (url, {"peer": "zz" * 32}, 400, "malformed"),
-        (url, {"peer": peer, "after": "-1"}, 400, "malformed"),
-        (url, {"peer": peer, "after": "1.5"}, 400, "malformed"),
-        (url, {"peer": peer, "after": "9" * 40}, 400, "malformed"),
-        (url, {"peer": peer, "wait": "nan"}, 400, "malformed"),
-        (url, {"peer": peer, "wait": "-1"}, 400, "malformed"),
-        (url, {"peer": peer, "wait": "inf"}, 400, "malformed"),
-        (url, {"peer": peer, "wait": "soon"}, 400, "malformed"),
+        (url, {**signed, "nonce": "00"}, 400, "malformed"),
+        (url, {**signed, "extra": "1"}, 400, "malformed"),
+        (url, {**signed, "peer": peer.upper()}, 400, "malformed"),
+        (url, {**signed, "peer": "zz" * 32}, 400, "malformed"),
+        (url, {**signed, "after": "-1"}, 400, "malformed"),
+        (url, {**signed, "after": "1.5"}, 400, "malformed"),
+        (url, {**signed, "after": "9" * 40}, 400, "malformed"),
+        (url, {**signed, "wait": "nan"}, 400, "malformed"),
+        (url, {**signed, "wait": "-1"}, 400, "malformed"),
+        (url, {**signed, "wait": "inf"}, 400, "malformed"),
+        (url, {**signed, "wait": "soon"}, 400, "malformed"),
     ]
     for path, params, status, code in cases:
         answer = mixer.http.get(path, params=params)
         assert (answer.status_code, error_of(answer)) == (status, code), (params, answer.text)
+    assert mixer.http.get(url, params=signed).status_code == 200
+    replayed = mixer.http.get(url, params=signed)
+    assert (replayed.status_code, error_of(replayed)) == (401, "replayed_request")
 
 
 def test_a_long_poll_waits_at_most_its_wait(mixer: Mixer) -> None:
     pool, keys, _ = started_pool(mixer)
     began = time.monotonic()
-    answer = mixer.http.get(
-        f"/v1/pools/{pool}/events",
-        params={"peer": keys[0].public_key.hex(), "after": 1, "wait": "0.3"},
-    )
+    answer = mixer.http.get(f"/v1/pools/{pool}/events", params=read(pool, keys[0], 1, 0.3))
     assert answer.status_code == 200 and answer.json() == {"events": [], "next": 1}
     assert 0.3 <= time.monotonic() - began < 5
 
@@ -394,9 +411,23 @@ def test_the_apps_ticker_ends_a_pool_that_is_too_small_at_its_deadline() -> None
     key = Keypair.generate()
     with TestClient(create_app(coordinator), raise_server_exceptions=False) as http:
         pool = http.post("/v1/join", json=join_body(key, ledger.fund(key.public_key))).json()
-        answer = http.get(
-            f"/v1/pools/{pool['pool']}/events",
-            params={"peer": key.public_key.hex(), "wait": 10},
-        )
+        answer = http.get(f"/v1/pools/{pool['pool']}/events", params=read(pool["pool"], key, 0, 10))
         (failed,) = answer.json()["events"]
         assert failed["type"] == "failed" and "1 of the 2" in failed["reason"]
+
+
+def test_a_third_open_poll_of_a_peer_is_refused_with_retry_after(mixer: Mixer) -> None:
+    pool, keys, _ = started_pool(mixer)
+    url = f"/v1/pools/{pool}/events"
+    with ThreadPoolExecutor(2) as held:
+        waiting = [
+            held.submit(mixer.http.get, url, params=read(pool, keys[0], 99, 3)) for _ in range(2)
+        ]
+        time.sleep(0.5)
+        refused = mixer.http.get(url, params=read(pool, keys[0], 99, 3))
+        assert (refused.status_code, error_of(refused)) == (429, "too_many_polls")
+        assert 1 <= int(refused.headers["Retry-After"]) <= 3
+        other = mixer.http.get(url, params=read(pool, keys[1], 0, 3))  # another peer: at once
+        assert other.status_code == 200 and other.json()["events"]
+        assert [w.result().status_code for w in waiting] == [200, 200]
+    assert mixer.http.get(url, params=read(pool, keys[0], 99, 0)).status_code == 200
