@@ -6,6 +6,9 @@ request signed by one of its two parties. Each request is charged to the request
 its TCP connection (behind Tor: its stream), of its client address unless that is loopback (as
 behind Tor) and of the service (`bidstore.budget`); at most `max_in_flight` run at once.
 Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `BidStore.tick`.
+
+Whatever a body holds, its route answers a refusal (`decode_body`), never a 500. Request bodies
+are described in the OpenAPI document (`bidstore.schemas`) but read raw by their decoders.
 """
 
 from __future__ import annotations
@@ -18,20 +21,22 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from assets.canonical import canonical_json
+from assets.canonical import canonical_json, parse_json
 from assets.codec import MAX_INT, MAX_TX_BYTES
-from bidstore.budget import Budget, InFlight, Rate, RequestBudgets
+from assets.schemas import HEX32, request_body
+from bidstore.budget import Budget, InFlight, OverBudget, Rate, RequestBudgets
 from bidstore.orders import MAX_ORDER_BYTES
-from bidstore.service import BidStore, BidStoreError, parse_wire
+from bidstore.schemas import ORDER, TAKE, TRADE_TRANSFER
+from bidstore.service import BidStore, BidStoreError, decode_body
 from petra.http import bounded_body, error_response, install_error_handlers
 from petra.ticker import Ticker
 
 MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
 MAX_CHALLENGES = 100  # challenges one request may take
 TICK_S = 0.25
-HEX32 = "^[0-9a-f]{64}$"
 
 Id = Annotated[str, Path(pattern=HEX32, description="64 lowercase hex digits")]
 Interval = Annotated[int, Path(ge=0, le=MAX_INT, description="An interval index")]
@@ -39,12 +44,6 @@ _SPENDER = {
     Budget.CONNECTION: "this connection",
     Budget.ADDRESS: "this address",
     Budget.SERVICE: "the service",
-}
-_ORDER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
 }
 
 
@@ -79,7 +78,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
 
     @app.exception_handler(BidStoreError)
     async def bidstore_error(_: Request, exc: BidStoreError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return _answer(exc)
 
     budgets = RequestBudgets(
         store.clock,
@@ -93,7 +92,12 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
 
     async def body(request: Request, limit: int) -> bytes:
         too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")
-        return await bounded_body(request, limit, too_large)
+        try:
+            return await bounded_body(request, limit, too_large)
+        except ClientDisconnect:
+            raise BidStoreError(
+                400, "malformed", "the connection closed before the body ended"
+            ) from None
 
     @app.get("/v1/status", summary="The chain, the current interval, counts")
     def status() -> dict[str, Any]:
@@ -101,15 +105,27 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
 
     @app.post("/v1/challenges", status_code=201, summary="Fresh challenges to sign, each used once")
     def challenge(
-        count: Annotated[int, Query(ge=1, le=MAX_CHALLENGES, description="How many.")] = 1,
+        request: Request,
+        count: Annotated[
+            int, Query(ge=1, le=MAX_CHALLENGES, description="How many; each costs a request.")
+        ] = 1,
     ) -> dict[str, Any]:
+        if count > budgets.most:
+            raise BidStoreError(
+                400, "bad_request", f"count is at most {budgets.most} here (a request burst)"
+            )
+        if count > 1:  # Admission charged the request one: the rest of its count
+            client = request.client
+            over = budgets.charge(None if client is None else (client.host, client.port), count - 1)
+            if over is not None:
+                raise _rate_limited(over)
         return store.challenge(count)
 
     @app.post(
         "/v1/orders",
         status_code=201,
         summary="Post an ask or a bid (its canonical, signed wire)",
-        openapi_extra=_ORDER_BODY,
+        openapi_extra=request_body(ORDER),
     )
     async def post_order(request: Request) -> dict[str, Any]:
         order = store.decode(await body(request, MAX_ORDER_BYTES))
@@ -144,11 +160,11 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         "/v1/takes",
         status_code=201,
         summary="Take an open order at its price with the taker's own signed order",
-        openapi_extra=_ORDER_BODY,
+        openapi_extra=request_body(TAKE),
     )
     async def take(request: Request) -> dict[str, Any]:
-        wire = parse_wire(await body(request, MAX_TAKE_BYTES))
-        resting, taker, power = _take_request(wire)
+        raw = await body(request, MAX_TAKE_BYTES)
+        resting, taker, power = decode_body("take", _take_request, raw)
         return await run_in_threadpool(store.take, resting, taker, power)
 
     @app.get("/v1/trades/{trade_id}", summary="A trade and its proposal, for one of its parties")
@@ -166,8 +182,8 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     @app.post(
         "/v1/trades/{trade_id}/proposal",
         status_code=201,
-        summary="The buyer's transfer for a trade, signed for the buyer's inputs",
-        openapi_extra=_ORDER_BODY,
+        summary="The proposer's transfer for a trade, signed for the proposer's inputs",
+        openapi_extra=request_body(TRADE_TRANSFER),
     )
     async def propose(trade_id: Id, request: Request) -> dict[str, Any]:
         raw = await body(request, MAX_TX_BYTES)
@@ -191,19 +207,11 @@ class Admission:
         client = scope.get("client")
         over = self.budgets.charge(None if client is None else (client[0], client[1]))
         if over is not None:
-            refused = error_response(
-                429,
-                "rate_limited",
-                f"over the request budget of {_SPENDER[over.budget]}; retry in {over.wait_s:.1f} s",
-                {"Retry-After": str(math.ceil(over.wait_s))},
-            )
-            await refused(scope, receive, send)
+            await _answer(_rate_limited(over))(scope, receive, send)
             return
         if not self.in_flight.enter():
-            busy = error_response(
-                503, "busy", "too many requests being handled; retry in 1 s", {"Retry-After": "1"}
-            )
-            await busy(scope, receive, send)
+            busy = BidStoreError(503, "busy", "too many requests being handled; retry in 1 s", 1)
+            await _answer(busy)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
@@ -211,8 +219,26 @@ class Admission:
             self.in_flight.leave()
 
 
-def _take_request(wire: Any) -> tuple[bytes, bytes, int | None]:
+def _answer(exc: BidStoreError) -> JSONResponse:
+    """The refusal `exc` in the common error shape, with Retry-After if it has one."""
+    headers = None
+    if exc.retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return error_response(exc.status, exc.code, exc.message, headers)
+
+
+def _rate_limited(over: OverBudget) -> BidStoreError:
+    return BidStoreError(
+        429,
+        "rate_limited",
+        f"over the request budget of {_SPENDER[over.budget]}; retry in {over.wait_s:.1f} s",
+        over.wait_s,
+    )
+
+
+def _take_request(raw: bytes) -> tuple[bytes, bytes, int | None]:
     """The resting order's id, the taker's order bytes and the power of a take request."""
+    wire = parse_json(raw)
     if not isinstance(wire, dict) or not {"order", "taker"} <= wire.keys() <= {
         "order",
         "taker",

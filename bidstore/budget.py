@@ -4,7 +4,8 @@ for the whole service, and a bound on the requests handled at once.
 Behind Tor every request comes from the tor daemon on loopback, so a client address says
 nothing there; each Tor stream is its own TCP connection, though, with its own source port.
 A request is charged to its connection (host, port), to its host unless that is loopback, and
-to the service; it is refused, and charged to none, if any of the three is spent.
+to the service; it is refused, and charged to none, if any of the three is spent. A request
+that asks for N things at once (N challenges) costs N.
 """
 
 from __future__ import annotations
@@ -65,15 +66,21 @@ class TokenBuckets(Generic[Key]):
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def wait(self, key: Key, now: float) -> float:
-        """Seconds until `key` has a token at `now` (seconds of the clock); 0 if it has one."""
+    @property
+    def burst(self) -> int:
+        """The most tokens a bucket holds: the most one request may cost."""
+        return int(self._burst)
+
+    def wait(self, key: Key, now: float, cost: int = 1) -> float:
+        """Seconds until `key` has `cost` tokens at `now` (seconds of the clock); 0 if it has
+        them. `cost` is at most `burst`."""
         self._forget_full(now)
         tokens = self._tokens(key, now)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+        return 0.0 if tokens >= cost else (cost - tokens) / self._rate
 
-    def spend(self, key: Key, now: float) -> None:
-        """Take one token from `key`'s bucket (`wait` said it has one)."""
-        tokens = self._tokens(key, now) - 1
+    def spend(self, key: Key, now: float, cost: int = 1) -> None:
+        """Take `cost` tokens from `key`'s bucket (`wait` said it has them)."""
+        tokens = self._tokens(key, now) - cost
         self._buckets.pop(key, None)
         if len(self._buckets) >= self._capacity:
             self._buckets.popitem(last=False)
@@ -119,25 +126,32 @@ class RequestBudgets:
         self._service: TokenBuckets[str] = TokenBuckets(service, 1)
         self._lock = threading.Lock()
 
-    def charge(self, client: tuple[str, int] | None) -> OverBudget | None:
-        """Charge one request of the TCP connection `client` (host, port; None if unknown, all
-        such being one connection). None if it may go ahead; else the budget that keeps it
-        waiting longest, nothing being charged."""
+    @property
+    def most(self) -> int:
+        """The most one request may cost: the smallest burst of the three budgets."""
+        return min(self._connections.burst, self._addresses.burst, self._service.burst)
+
+    def charge(self, client: tuple[str, int] | None, cost: int = 1) -> OverBudget | None:
+        """Charge `cost` (1 to `most`) to the budgets of the TCP connection `client` (host,
+        port; None if unknown, all such being one connection). None if it may go ahead; else
+        the budget that keeps it waiting longest, nothing being charged."""
+        if not 1 <= cost <= self.most:
+            raise ValueError(f"a request costs 1 to {self.most}, not {cost}")
         connection = client if client is not None else ("", 0)
         host = None if is_loopback(connection[0]) else connection[0]
         now = self._clock()
         with self._lock:
-            waits = [(self._connections.wait(connection, now), Budget.CONNECTION)]
+            waits = [(self._connections.wait(connection, now, cost), Budget.CONNECTION)]
             if host is not None:
-                waits.append((self._addresses.wait(host, now), Budget.ADDRESS))
-            waits.append((self._service.wait(SERVICE, now), Budget.SERVICE))
+                waits.append((self._addresses.wait(host, now, cost), Budget.ADDRESS))
+            waits.append((self._service.wait(SERVICE, now, cost), Budget.SERVICE))
             wait_s, budget = max(waits, key=lambda wait: wait[0])
             if wait_s > 0:
                 return OverBudget(budget, wait_s)
-            self._connections.spend(connection, now)
+            self._connections.spend(connection, now, cost)
             if host is not None:
-                self._addresses.spend(host, now)
-            self._service.spend(SERVICE, now)
+                self._addresses.spend(host, now, cost)
+            self._service.spend(SERVICE, now, cost)
         return None
 
 

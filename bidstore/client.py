@@ -193,7 +193,8 @@ class BidStoreClient:
         return challenge
 
     def challenges(self, count: int) -> list[bytes]:
-        """`count` (1 to 100) fresh challenges in one request, each redeemable once."""
+        """`count` (1 to 100) fresh challenges in one request, each redeemable once; the store
+        charges `count` requests to its request budgets."""
         if not 1 <= count <= 100:
             raise ValueError(f"take 1 to 100 challenges at once, not {count}")
         answer = self._request("POST", f"/v1/challenges?count={count}")

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import math
 import re
 import secrets
-from collections import OrderedDict
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -309,12 +311,28 @@ def _bid_listing(order: Order, inputs: tuple[Output, ...], interval_s: int) -> L
 
 # ---------------------------------------------------------------- challenges
 
+NONCE_BYTES = 8
+MAC_BYTES = 16  # HMAC-SHA256 cut to 128 bits: forging one takes 2**128 tries
+
+
+class ChallengesFull(Exception):
+    """`capacity` redeemed challenges are kept and none has expired: refuse, never forget one
+    (a forgotten one could be redeemed twice). `wait_s`: seconds until one expires."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"the redeemed challenges are full for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
 
 class Challenges:
-    """Random 32-byte challenges, each valid `ttl_s` seconds and redeemable once.
+    """Challenges of 32 bytes, each valid `ttl_s` seconds and redeemable once, kept nowhere
+    until redeemed: a random nonce (8 bytes), its expiry (8, a big-endian double of clock
+    seconds) and an HMAC-SHA256 of both under a secret of this process (16 bytes).
 
-    At most `capacity` are outstanding: issuing one more forgets the oldest. `clock` returns
-    seconds (any epoch); `random_bytes(n)` returns n random bytes.
+    Issuing costs no memory, so no number of challenges issued pushes out another's. Redeeming
+    checks the MAC and the expiry and records the challenge until it expires; at most
+    `capacity` are recorded (past it `ChallengesFull`). `clock` returns seconds (any epoch);
+    `random_bytes(n)` returns n random bytes, the secret drawn from it at construction.
     """
 
     def __init__(
@@ -322,34 +340,58 @@ class Challenges:
         clock: Callable[[], float],
         *,
         ttl_s: float = 300.0,
-        capacity: int = 100_000,
+        capacity: int = 1_000_000,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
+        if capacity < 1:
+            raise ValueError(f"a challenge store records at least 1, not {capacity}")
         self._clock = clock
         self._ttl_s = ttl_s
         self._capacity = capacity
         self._random_bytes = random_bytes
-        self._expiry: OrderedDict[bytes, float] = OrderedDict()  # oldest first
+        self._secret = random_bytes(32)
+        # redeemed challenges by the whole second their expiry rounds up to, so a second's
+        # set is dropped whole once the clock passes it
+        self._redeemed: dict[int, set[bytes]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        """Redeemed challenges still recorded."""
+        return self._count
 
     def issue(self) -> bytes:
         """A fresh challenge, valid until `ttl_s` seconds from now."""
-        now = self._clock()
-        self._forget_expired(now)
-        while len(self._expiry) >= self._capacity:
-            self._expiry.popitem(last=False)
-        challenge = self._random_bytes(32)
-        self._expiry[challenge] = now + self._ttl_s
-        return challenge
+        stamped = self._random_bytes(NONCE_BYTES) + struct.pack(">d", self._clock() + self._ttl_s)
+        return stamped + self._mac(stamped)
 
     def redeem(self, challenge: bytes) -> bool:
-        """True iff `challenge` was issued, has not expired and was not redeemed before."""
-        expiry = self._expiry.pop(challenge, None)
-        return expiry is not None and self._clock() < expiry
+        """True iff this process issued `challenge`, it has not expired and was not redeemed
+        before; raises ChallengesFull if it would be one more than `capacity` recorded."""
+        now = self._clock()
+        stamped, mac = challenge[:-MAC_BYTES], challenge[-MAC_BYTES:]
+        if len(challenge) != NONCE_BYTES + 8 + MAC_BYTES or not hmac.compare_digest(
+            mac, self._mac(stamped)
+        ):
+            return False
+        (expiry,) = struct.unpack(">d", stamped[NONCE_BYTES:])
+        if not now < expiry:
+            return False
+        self._forget_expired(now)
+        second = math.ceil(expiry)
+        redeemed = self._redeemed.setdefault(second, set())
+        if challenge in redeemed:
+            return False
+        if self._count >= self._capacity:
+            if not redeemed:
+                del self._redeemed[second]
+            raise ChallengesFull(max(0.0, min(self._redeemed) - now))
+        redeemed.add(challenge)
+        self._count += 1
+        return True
+
+    def _mac(self, stamped: bytes) -> bytes:
+        return hmac.new(self._secret, stamped, hashlib.sha256).digest()[:MAC_BYTES]
 
     def _forget_expired(self, now: float) -> None:
-        # expiries grow with issue order while the clock does not go back
-        while self._expiry and next(iter(self._expiry.values())) <= now:
-            self._expiry.popitem(last=False)
+        for second in [s for s in self._redeemed if s <= now]:
+            self._count -= len(self._redeemed.pop(second))

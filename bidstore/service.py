@@ -25,16 +25,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from assets import Genesis, Rejected, chain_id, decode_transaction, signing_message, verify
-from assets.canonical import canonical_json, parse_json
+from assets.canonical import canonical_json
 from assets.codec import (
     asset_from_wire,
     output_to_wire,
@@ -54,6 +55,7 @@ from bidstore.book import (
 )
 from bidstore.orders import (
     Challenges,
+    ChallengesFull,
     Listing,
     Order,
     OrderRefused,
@@ -72,13 +74,19 @@ FETCH_TYPE = "bidstore-fetch"  # the signing domain of an authenticated trade fe
 KEEP_TRADES_S = 600.0  # a finished trade stays readable this long after its interval ends
 SPENT_MEMORY = 100_000  # outpoints the follower saw spent, remembered against a late order
 
+Value = TypeVar("Value")
+
 
 class BidStoreError(Exception):
-    """A refusal with an HTTP status, a stable code and one sentence."""
+    """A refusal with an HTTP status, a stable code and one sentence; `retry_after_s` (the
+    Retry-After header) when coming back later will do."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.retry_after_s = retry_after_s
 
 
 # The HTTP status of each refusal code of the pure core.
@@ -102,6 +110,32 @@ def refusal(exc: OrderRefused) -> BidStoreError:
     return BidStoreError(_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
+def decode_body(what: str, decode: Callable[[bytes], Value], raw: bytes) -> Value:
+    """`decode(raw)` of a body an outsider sent (`what`: "order", "take", "transfer"). Any
+    failure is a refusal, 400 `malformed` unless the decoder said otherwise: a gap in a decoder
+    (a lone surrogate, nesting deeper than the stack) must never answer 500. Such a gap is
+    logged in one line, without a traceback."""
+    try:
+        return decode(raw)
+    except BidStoreError:
+        raise
+    except OrderRefused as exc:
+        raise refusal(exc) from None
+    except Rejected as exc:
+        raise BidStoreError(400, "malformed", exc.message) from None
+    except Exception as exc:
+        log.warning("refused a %s the decoders let through: %s", what, type(exc).__name__)
+        raise BidStoreError(400, "malformed", _unreadable(what, exc)) from None
+
+
+def _unreadable(what: str, exc: Exception) -> str:
+    if isinstance(exc, UnicodeError):
+        return f"the {what} holds a lone surrogate (a \\ud800-\\udfff escape alone): not text"
+    if isinstance(exc, RecursionError):
+        return f"the {what} is nested too deep"
+    return f"the {what} is not one this store can read ({type(exc).__name__})"
+
+
 class TradeStatus(StrEnum):
     OPEN = "open"  # made, waiting for the buyer's proposal
     PROPOSED = "proposed"  # the buyer's partly signed transfer waits for the seller
@@ -115,7 +149,8 @@ class TradeStatus(StrEnum):
 class Limits:
     """Abuse control. Times in seconds. Request budgets (`bidstore.budget`): `requests_per_s`
     and `burst` per TCP connection (each Tor stream is one), `address_*` per client address
-    other than loopback, `service_*` for all requests; `max_in_flight` handled at once."""
+    other than loopback, `service_*` for all requests; `max_in_flight` handled at once.
+    Challenges live `challenge_ttl_s`; `redeemable` is how many can be redeemed in that time."""
 
     max_orders_per_owner: int = 16
     requests_per_s: float = 20.0
@@ -126,8 +161,13 @@ class Limits:
     service_burst: int = 4000
     max_in_flight: int = 256
     challenge_ttl_s: float = 300.0
-    max_challenges: int = 100_000
     max_trades: int = 100_000
+
+    @property
+    def redeemable(self) -> int:
+        """The most challenges redeemed within one `challenge_ttl_s`: each costs a request
+        (an order, a take or a trade fetch), so no more than the service budget allows."""
+        return math.ceil(self.service_requests_per_s * self.challenge_ttl_s) + self.service_burst
 
 
 @dataclass(slots=True, eq=False)
@@ -213,7 +253,7 @@ class BidStore:
         self.clock = clock
         self.book = Book()
         self.challenges = Challenges(
-            clock, ttl_s=self.limits.challenge_ttl_s, capacity=self.limits.max_challenges
+            clock, ttl_s=self.limits.challenge_ttl_s, capacity=self.limits.redeemable
         )
         self.trades: dict[bytes, Trade] = {}
         # Orders out of the book in an unfinished chain: what each holds, whose outpoints they
@@ -256,8 +296,7 @@ class BidStore:
 
     def challenge(self, count: int = 1) -> dict[str, Any]:
         """`count` fresh challenges: `challenge` the first, `challenges` all of them."""
-        with self._lock:
-            values = [self.challenges.issue().hex() for _ in range(count)]
+        values = [self.challenges.issue().hex() for _ in range(count)]  # no state: no lock
         return {
             "challenge": values[0],
             "challenges": values,
@@ -287,15 +326,21 @@ class BidStore:
 
     def _redeem(self, challenge: bytes) -> bool:
         with self._lock:
-            return self.challenges.redeem(challenge)
+            try:
+                return self.challenges.redeem(challenge)
+            except ChallengesFull as full:
+                raise BidStoreError(
+                    503,
+                    "busy",
+                    f"the store holds as many used challenges as it can; retry in "
+                    f"{math.ceil(full.wait_s)} s",
+                    full.wait_s,
+                ) from None
 
     @staticmethod
     def decode(raw: bytes) -> Order:
         """The order in `raw`, its shape and signature checked; BidStoreError if not. Pure."""
-        try:
-            return decode_order(raw)
-        except OrderRefused as exc:
-            raise refusal(exc) from None
+        return decode_body("order", decode_order, raw)
 
     def indexed(self, order: Order) -> bool:
         """True if every asset of `order` is in the store's index: checking it will not ask
@@ -473,7 +518,9 @@ class BidStore:
         """Hold `listings` (the orders of `matches`) out of the book in a new chain and make
         its first trade; None if no trade could be made (the orders are back in the book)."""
         if len(self.trades) >= self.limits.max_trades:
-            raise BidStoreError(503, "busy", "the store holds as many trades as it can")
+            raise BidStoreError(
+                503, "busy", "the store holds as many trades as it can; retry in a minute", 60
+            )
         chain = Chain(matches, {}, relist, proposer)
         for order_id, listing in listings.items():
             self.book.remove(order_id)
@@ -592,10 +639,7 @@ class BidStore:
 
     def propose(self, trade_id: bytes, raw: bytes) -> dict[str, Any]:
         """Take the buyer's partly signed transfer for `trade_id` to relay to the seller."""
-        try:
-            decoded = decode_transaction(raw)
-        except Rejected as exc:
-            raise BidStoreError(400, "malformed", exc.message) from None
+        decoded = decode_body("transfer", decode_transaction, raw)
         tx = decoded.tx
         with self._lock:
             trade = self._trade(trade_id)
@@ -633,7 +677,7 @@ class BidStore:
             trade = self._trade(trade_id)
             if not verify(address, fetch_message(trade_id, challenge), signature):
                 raise BidStoreError(401, "bad_signature", "the signature does not verify")
-            if not self.challenges.redeem(challenge):
+            if not self._redeem(challenge):
                 raise BidStoreError(
                     401, "bad_challenge", "the challenge is unknown, expired or used"
                 )
@@ -841,11 +885,3 @@ def _match_wire(match: Match) -> dict[str, Any]:
 
 def _listing_in(trade: Trade, order_id: bytes) -> Listing:
     return trade.ask if trade.ask.order_id == order_id else trade.bid
-
-
-def parse_wire(raw: bytes) -> Any:
-    """Parsed JSON of a request body; BidStoreError(`malformed`) if it is not JSON."""
-    try:
-        return parse_json(raw)
-    except Rejected as exc:
-        raise BidStoreError(400, "malformed", exc.message) from None

@@ -112,6 +112,18 @@ def test_budgets_refill_at_their_rate_up_to_their_burst() -> None:
     assert [budget.charge(client) is None for _ in range(4)] == [True] * 3 + [False]  # a burst
 
 
+def test_a_request_for_several_things_costs_as_many() -> None:
+    clock = Clock()
+    budget = budgets(clock, connection=Rate(1.0, 100), service=Rate(1.0, 150))
+    assert budget.most == 100
+    assert budget.charge(("127.0.0.1", 1), 100) is None
+    assert budget.charge(("127.0.0.1", 1)) == OverBudget(Budget.CONNECTION, 1.0)
+    assert budget.charge(("127.0.0.1", 2), 60) == OverBudget(Budget.SERVICE, 10.0)
+    assert budget.charge(("127.0.0.1", 2), 50) is None
+    with pytest.raises(ValueError):
+        budget.charge(("127.0.0.1", 3), 101)  # more than any bucket holds: never affordable
+
+
 def test_a_clock_stepped_back_takes_no_tokens() -> None:
     clock = Clock()
     budget = budgets(clock, connection=Rate(1.0, 2))
@@ -238,6 +250,47 @@ def test_the_api_limits_the_service(ledger: LedgerClient) -> None:
     answers = asyncio.run(statuses(app, [("127.0.0.1", port) for port in range(4)]))
     assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
     assert_rate_limited(answers[3], "the service")
+
+
+def test_the_api_charges_a_count_of_challenges_as_that_many_requests(
+    ledger: LedgerClient,
+) -> None:
+    """Issue 14: `count` was free, so one request took 100 challenges on a budget of one."""
+    app = app_with(ledger, Limits(requests_per_s=0.001, burst=100))
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+            return [
+                await http.post("/v1/challenges", params={"count": 60}),
+                await http.post("/v1/challenges", params={"count": 40}),
+                await http.post("/v1/challenges"),
+            ]
+
+    taken, rest, refused = asyncio.run(scenario())
+    assert (taken.status_code, len(taken.json()["challenges"])) == (201, 60), taken.text
+    assert (rest.status_code, len(rest.json()["challenges"])) == (201, 40), rest.text
+    assert_rate_limited(refused, "this connection")
+
+
+def test_the_api_refuses_a_count_beyond_a_burst_that_could_never_pay_it(
+    ledger: LedgerClient,
+) -> None:
+    app = app_with(ledger, Limits(burst=10))
+    answers = asyncio.run(challenge_counts(app, [11, 10]))
+    assert answers[0].status_code == 400 and answers[0].json()["error"]["code"] == "bad_request"
+    assert "at most 10" in answers[0].json()["error"]["message"]
+    assert answers[1].status_code == 201, answers[1].text
+
+
+async def challenge_counts(app: FastAPI, counts: list[int]) -> list[httpx.Response]:
+    """POST /v1/challenges?count=N for each N, each on a connection of its own."""
+    answers = []
+    for port, count in enumerate(counts, 40000):
+        transport = httpx.ASGITransport(app, client=("127.0.0.1", port))
+        async with httpx.AsyncClient(transport=transport, base_url="http://store") as http:
+            answers.append(await http.post("/v1/challenges", params={"count": count}))
+    return answers
 
 
 def test_the_api_answers_busy_beyond_its_in_flight_bound(ledger: LedgerClient) -> None:

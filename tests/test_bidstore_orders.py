@@ -18,6 +18,7 @@ from bidstore.orders import (
     MAX_ORDER_BYTES,
     MAX_PRICE,
     Challenges,
+    ChallengesFull,
     Listing,
     Order,
     OrderRefused,
@@ -460,9 +461,10 @@ def test_challenges_are_random_and_once_only() -> None:
     challenges = Challenges(lambda: clock[0], ttl_s=10)
     issued = [challenges.issue() for _ in range(50)]
     assert len(set(issued)) == 50 and all(len(c) == 32 for c in issued)
+    assert len(challenges) == 0  # issuing records nothing
     assert all(challenges.redeem(c) for c in issued)
     assert not any(challenges.redeem(c) for c in issued)
-    assert len(challenges) == 0
+    assert len(challenges) == 50
 
 
 def test_challenges_expire_at_their_ttl() -> None:
@@ -475,25 +477,49 @@ def test_challenges_expire_at_their_ttl() -> None:
     assert not challenges.redeem(late)
 
 
-def test_challenges_are_bounded_and_forget_the_oldest_first() -> None:
+def test_no_number_of_challenges_issued_pushes_out_another() -> None:
+    """Issue 14: a flood of challenges once evicted a victim's, which then failed."""
     clock = [0.0]
-    counter = iter(range(10**6))
-    challenges = Challenges(
-        lambda: clock[0],
-        ttl_s=100,
-        capacity=3,
-        random_bytes=lambda n: next(counter).to_bytes(n, "big"),
-    )
-    first, *_ = [challenges.issue() for _ in range(4)]
-    assert len(challenges) == 3
-    assert not challenges.redeem(first)
+    challenges = Challenges(lambda: clock[0], ttl_s=100, capacity=3)
+    victim = challenges.issue()
+    for _ in range(10_000):
+        challenges.issue()
+    assert challenges.redeem(victim)
 
 
-def test_expired_challenges_free_their_room() -> None:
+def test_a_challenge_of_another_process_or_altered_is_refused() -> None:
     clock = [0.0]
-    challenges = Challenges(lambda: clock[0], ttl_s=1, capacity=2)
-    challenges.issue()
-    challenges.issue()
-    clock[0] = 5
-    kept = challenges.issue()
-    assert len(challenges) == 1 and challenges.redeem(kept)
+    ours, theirs = Challenges(lambda: clock[0]), Challenges(lambda: clock[0])
+    assert not ours.redeem(theirs.issue())
+    fresh = ours.issue()
+    for at in (0, 8, 15, 16, 31):  # the nonce, the expiry, the MAC
+        altered = bytearray(fresh)
+        altered[at] ^= 1
+        assert not ours.redeem(bytes(altered))
+    assert not ours.redeem(fresh[:-1]) and not ours.redeem(fresh + b"\0")
+    assert not ours.redeem(bytes(32))
+    assert ours.redeem(fresh)
+
+
+def test_challenges_redeemed_are_forgotten_once_expired() -> None:
+    clock = [0.0]
+    challenges = Challenges(lambda: clock[0], ttl_s=10)
+    used = challenges.issue()
+    assert challenges.redeem(used) and len(challenges) == 1
+    clock[0] = 11.0
+    assert challenges.redeem(challenges.issue()) and len(challenges) == 1
+    assert not challenges.redeem(used)  # expired: its MAC still holds its expiry
+
+
+def test_redeemed_challenges_are_bounded_and_refused_past_it_never_forgotten() -> None:
+    clock = [0.0]
+    challenges = Challenges(lambda: clock[0], ttl_s=10, capacity=2)
+    first, second, third = (challenges.issue() for _ in range(3))
+    clock[0] = 2.5
+    assert challenges.redeem(first) and challenges.redeem(second)
+    with pytest.raises(ChallengesFull) as full:
+        challenges.redeem(third)
+    assert full.value.wait_s == pytest.approx(7.5)  # first and second expire at 10
+    assert not challenges.redeem(first)  # still remembered: no replay
+    clock[0] = 10.0
+    assert len(challenges.issue()) == 32 and challenges.redeem(challenges.issue())
