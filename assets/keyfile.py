@@ -2,7 +2,9 @@
 
 Sealed: Argon2id (libsodium's moderate limits) derives a key from the passphrase; XSalsa20-
 Poly1305 (SecretBox) encrypts and authenticates. A wrong passphrase or a changed byte is
-refused, never half-read. Pure: bytes in, bytes out.
+refused, never half-read. The file names its Argon2id limits, so they are bounded before any
+work: from libsodium's interactive to its sensitive level (a tampered file could otherwise ask
+for hours of work or all the memory). Pure: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from assets.signing import Keypair
 
 FORMAT = "petra-keys-v1"
 _KDF = nacl.pwhash.argon2id
+OPS_RANGE = (_KDF.OPSLIMIT_INTERACTIVE, _KDF.OPSLIMIT_SENSITIVE)  # Argon2id passes
+MEM_RANGE = (_KDF.MEMLIMIT_INTERACTIVE, _KDF.MEMLIMIT_SENSITIVE)  # bytes (64 MiB to 1 GiB)
 
 
 class KeyFileError(Exception):
@@ -58,8 +62,8 @@ def load_keys(raw: bytes, passphrase: bytes | None) -> dict[str, Keypair]:
         else:
             if passphrase is None:
                 raise KeyFileError("the key file is encrypted: give its passphrase")
-            kdf = document["kdf"]
-            key = _derive(passphrase, bytes.fromhex(kdf["salt"]), kdf["ops"], kdf["mem"])
+            ops, mem, salt = _kdf_parameters(document["kdf"])
+            key = _derive(passphrase, salt, ops, mem)
             seeds = json.loads(
                 nacl.secret.SecretBox(key).decrypt(bytes.fromhex(document["sealed"]))
             )
@@ -71,6 +75,25 @@ def load_keys(raw: bytes, passphrase: bytes | None) -> dict[str, Keypair]:
     if any(len(k.seed) != 32 for k in keys.values()):
         raise KeyFileError("the key file is damaged (a seed is not 32 bytes)")
     return keys
+
+
+def _kdf_parameters(kdf: Any) -> tuple[int, int, bytes]:
+    """The Argon2id limits and salt a sealed file names, once they are known to be sane."""
+    if not isinstance(kdf, dict) or kdf.get("name", "argon2id") != "argon2id":
+        raise KeyFileError("the key file is damaged (its kdf is not argon2id)")
+    ops, mem = kdf.get("ops"), kdf.get("mem")
+    for value, (low, high), what in ((ops, OPS_RANGE, "ops"), (mem, MEM_RANGE, "mem")):
+        if type(value) is not int or not low <= value <= high:
+            raise KeyFileError(
+                f"the key file asks for Argon2id {what} = {value!r}, outside {low}..{high} "
+                "(libsodium's interactive to sensitive limits): it was changed, or not made by "
+                "PETra; refused before any work"
+            )
+    salt = kdf.get("salt")
+    if not isinstance(salt, str) or len(salt) != 2 * _KDF.SALTBYTES:
+        raise KeyFileError(f"the key file is damaged (its salt is not {_KDF.SALTBYTES} bytes)")
+    assert isinstance(ops, int) and isinstance(mem, int)
+    return ops, mem, bytes.fromhex(salt)
 
 
 def _derive(

@@ -1,8 +1,9 @@
 """The DSO node's HTTP API under /v1 (docs/dso-api.md): routes only, over `DsoService`.
 
 Operators send `Authorization: Bearer <token>`; each route needs one permission, which the
-operator's role grants or not (401 without a valid token, 403 without the permission). Meters
-post bills with no token: the bill's signature by the meter's registered key is the credential.
+operator's role grants or not (401 without a valid token, 403 without the permission, 429
+after too many invalid tokens from one address: `dso/throttle.py`). Meters post bills with no
+token: the bill's signature by the meter's registered key is the credential.
 """
 
 import asyncio
@@ -13,15 +14,16 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 
 from assets.codec import MAX_INT
 from dso import schemas
 from dso.auth import Permission
-from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService
+from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService, Throttled
 from petra.http import bounded_body, error_response, install_error_handlers
 from smartmeter.billing import MAX_BILL_BYTES
 
-IntervalQuery = Annotated[int | None, Query(ge=-MAX_INT, le=MAX_INT)]
+IntervalQuery = Annotated[schemas.UrlInt | None, Query()]
 DAY_S = 86_400  # the default window of a query: a day of intervals
 
 
@@ -56,10 +58,16 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
             "/v1/bills",
         ):
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            client = request.client.host if request.client else "unknown"
             try:
                 request.state.actor = await asyncio.to_thread(
-                    service.authenticate, token.strip() if scheme.lower() == "bearer" else None
+                    service.authenticate,
+                    token.strip() if scheme.lower() == "bearer" else None,
+                    client,
                 )
+            except Throttled as exc:
+                headers = {"Retry-After": str(exc.retry_after_s)}
+                return error_response(exc.status, exc.code, exc.message, headers)
             except DsoError as exc:
                 headers = {"WWW-Authenticate": "Bearer"}
                 return error_response(exc.status, exc.code, exc.message, headers)
@@ -192,7 +200,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {"application/json": {"schema": schemas.BILL_SCHEMA}},
             }
         },
     )
@@ -281,7 +289,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         summary="Accept a proposal: it becomes a regulation",
     )
     def accept(
-        proposal_id: Annotated[int, Path(ge=1, le=MAX_INT)], actor: Regulator
+        proposal_id: Annotated[schemas.UrlPositive, Path()], actor: Regulator
     ) -> dict[str, Any]:
         return service.accept(actor, proposal_id)
 
@@ -290,8 +298,8 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     @app.get("/v1/audit", summary="The audit log from a sequence number on")
     def audit(
         _: Auditor,
-        after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[schemas.UrlNatural, Query()] = 0,
+        limit: Annotated[int, Field(ge=1, le=1000), schemas.DECIMAL, Query()] = 100,
     ) -> dict[str, Any]:
         return {"entries": service.audit_entries(after, limit)}
 

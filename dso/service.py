@@ -62,6 +62,7 @@ from dso.store import (
     StoredBill,
     now_ms,
 )
+from dso.throttle import TokenThrottle
 from ledger.client import (
     LedgerClient,
     LedgerClientError,
@@ -84,6 +85,7 @@ MAX_VIEW_INTERVALS = 10_000  # per schedule, bill or forecast query
 INDEX_WAIT_S = 10.0  # how long a change waits for the follower to index its block
 RESUBMIT_S = 5.0  # how often pending regulations and pending bills are tried again
 SYSTEM = "controller"  # the actor of automatic price changes
+DEFAULT_TIME_RETRIES = 3  # a defaulted regulation time re-signed as the ledger's clock moves
 
 
 class DsoError(Exception):
@@ -92,6 +94,18 @@ class DsoError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class Throttled(DsoError):
+    """Too many failed tokens from one client address: 429, try again in `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            429,
+            "too_many_requests",
+            f"too many invalid operator tokens from this address: try again in {retry_after_s} s",
+        )
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +140,7 @@ class DsoService:
         *,
         book: BookSource | None = None,
         clock: Callable[[], float] = time.time,
+        throttle: TokenThrottle | None = None,
     ) -> None:
         if dso_key.public_key not in genesis.dso_keys:
             raise ValueError("the DSO key is not one of the genesis's DSO keys")
@@ -136,6 +151,7 @@ class DsoService:
         self._key = dso_key
         self.book = book
         self.clock = clock
+        self.throttle = throttle or TokenThrottle()
         self.schedule = RegulationSchedule()
         self._issued: list[tuple[str, controller.IssuedPower]] = []
         self._lock = threading.RLock()  # the schedule and the issued list
@@ -160,6 +176,7 @@ class DsoService:
         self.follower.stop()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.throttle.close()
 
     def _on_transaction(self, stored: ChainTransaction, tx: Issue | Regulate) -> None:
         with self._lock:
@@ -174,6 +191,7 @@ class DsoService:
 
     def _retry_loop(self) -> None:
         while not self._stop.wait(RESUBMIT_S):
+            self.throttle.flush()
             try:
                 self.resubmit_pending()
                 self.reconcile_pending()
@@ -204,16 +222,21 @@ class DsoService:
 
     # ------------------------------------------------------------- operators
 
-    def authenticate(self, token: str | None) -> Actor:
-        """The operator holding `token`; 401 when it is missing, unknown or revoked."""
+    def authenticate(self, token: str | None, client: str = "local") -> Actor:
+        """The operator holding `token`, sent from the address `client`; 401 when it is
+        missing, unknown or revoked, 429 (`Throttled`) once `client` sent too many that were
+        not valid lately (see `dso/throttle.py`)."""
         if not token:
             raise DsoError(401, "unauthorized", "send an operator token: Authorization: Bearer …")
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            raise Throttled(wait)
         operator = self.store.operator_by_token(token_hash(token)) if well_formed(token) else None
         if operator is None:
-            log.warning("refused a request with a token this node never issued")
+            self.throttle.failed(client, "a token this node never issued")
             raise DsoError(401, "unauthorized", "the token is not valid for this DSO node")
         if operator.revoked_at is not None:
-            log.warning("refused a request with operator %s's revoked token", operator.name)
+            self.throttle.failed(client, f"operator {operator.name}'s revoked token")
             raise DsoError(401, "unauthorized", f"operator {operator.name}'s token was revoked")
         return Actor(operator.name, operator.role)
 
@@ -251,7 +274,15 @@ class DsoService:
         return operator, token
 
     def revoke_operator(self, actor: Actor, name: str) -> None:
+        """Revoke `name`'s token; never the last admin's, or nobody could administer the node."""
         with self.store.writing() as conn:
+            admins = self.store.active_admins(conn)
+            if admins == [name]:
+                raise DsoError(
+                    409,
+                    "last_admin",
+                    f"{name} is the last admin: add another admin before revoking this one",
+                )
             if not self.store.revoke_operator(conn, name):
                 raise DsoError(404, "not_found", f"no active operator named {name!r}")
             self.store.audit(conn, actor.name, actor.role, "operator.revoke", name, {})
@@ -281,10 +312,59 @@ class DsoService:
         detail: dict[str, Any],
         regulation: Regulate,
         effect: dict[str, Any] | None = None,
+        *,
+        defaulted: bool = False,
     ) -> dict[str, Any]:
         """Sign `regulation`, record it as pending, submit it, and return once the index has
-        it. `effect` is what to record when the ledger accepts it (see `_apply`)."""
+        it. `effect` is what to record when the ledger accepts it (see `_apply`).
+
+        A `defaulted` time (the caller gave none) follows the clock to the ledger: when the
+        ledger's interval moved on before the regulation reached it (`regulation_in_past`),
+        it is signed again at the interval current then and submitted again. A time the
+        caller gave is never moved."""
         effect = effect or {}
+        for attempt in range(1 + DEFAULT_TIME_RETRIES):
+            record = self._record_pending(actor, action, target, detail, regulation, effect)
+            try:
+                height = self._submit(record)
+                break
+            except LedgerRejected as exc:
+                late = exc.code is Code.REGULATION_IN_PAST and defaulted
+                if not late or attempt == DEFAULT_TIME_RETRIES:
+                    raise DsoError(
+                        422, exc.code.value, f"the ledger refused it: {exc.message}"
+                    ) from None
+                # The ledger's clock may be ahead of ours: move on by one interval at least.
+                at = max(self.now(), regulation.time + 1)
+                log.info(
+                    "regulation %s for interval %d reached the ledger in a later interval: "
+                    "signed again for interval %d",
+                    record.txid.hex(),
+                    regulation.time,
+                    at,
+                )
+                regulation = dataclasses.replace(regulation, time=at)
+                effect = _retimed(effect, at)
+            except LedgerUnavailable as exc:
+                raise DsoError(
+                    503,
+                    "ledger_unavailable",
+                    f"{exc}; the regulation {record.txid.hex()} is kept pending and submitted "
+                    "again",
+                ) from None
+        self.follower.wait_for(height, INDEX_WAIT_S)
+        return self.regulation_to_wire(self._record(record.nonce))
+
+    def _record_pending(
+        self,
+        actor: Actor,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        regulation: Regulate,
+        effect: dict[str, Any],
+    ) -> RegulationRecord:
+        """`regulation` signed with the next nonce, recorded as pending and audited."""
         with self.store.writing() as conn:
             nonce = self.store.next_nonce(conn)
             signed = sign(dataclasses.replace(regulation, nonce=nonce), self._key)
@@ -314,18 +394,7 @@ class DsoService:
             )
             self.store.add_regulation(conn, record)
             self.store.audit(conn, actor.name, actor.role, action, target, detail, "submitted")
-        try:
-            height = self._submit(record)
-        except LedgerRejected as exc:
-            raise DsoError(422, exc.code.value, f"the ledger refused it: {exc.message}") from None
-        except LedgerUnavailable as exc:
-            raise DsoError(
-                503,
-                "ledger_unavailable",
-                f"{exc}; the regulation {tx_id.hex()} is kept pending and submitted again",
-            ) from None
-        self.follower.wait_for(height, INDEX_WAIT_S)
-        return self.regulation_to_wire(self._record(nonce))
+        return record
 
     def _record(self, nonce: int) -> RegulationRecord:
         record = self.store.regulation(nonce)
@@ -458,6 +527,7 @@ class DsoService:
             detail,
             self._unsigned(at, authorize=[authorization]),
             {"owner": {"meter": meter, "owner": owner, "follows_default": follows_default}},
+            defaulted=time_ is None,
         )
 
     def ban_meter(self, actor: Actor, meter: str, time_: int | None = None) -> dict[str, Any]:
@@ -468,7 +538,9 @@ class DsoService:
             known = meter in self.schedule.meters()
         if not known:
             raise DsoError(404, "meter_unknown", f"no regulation on the ledger names {meter}")
-        return self._regulate(actor, "meter.ban", meter, {}, self._unsigned(at, ban=[meter]))
+        return self._regulate(
+            actor, "meter.ban", meter, {}, self._unsigned(at, ban=[meter]), defaulted=time_ is None
+        )
 
     def set_tariff(
         self,
@@ -490,6 +562,7 @@ class DsoService:
             self._unsigned(
                 at, price_consumption=price_consumption, price_production=price_production
             ),
+            defaulted=time_ is None,
         )
 
     def set_default_limits(
@@ -525,6 +598,7 @@ class DsoService:
                     {"default_limits": {"time": at, "max_epa": max_epa, "max_eca": max_eca}}
                     if last
                     else None,
+                    defaulted=time_ is None,
                 )
             )
         return done
@@ -1012,6 +1086,13 @@ def _limits_at(defaults: Sequence[tuple[int, int, int]], interval: int) -> tuple
         if set_time < interval:
             found = (max_epa, max_eca)
     return found
+
+
+def _retimed(effect: dict[str, Any], at: int) -> dict[str, Any]:
+    """`effect` for a regulation signed again at time `at`."""
+    if "default_limits" not in effect:
+        return effect
+    return {**effect, "default_limits": {**effect["default_limits"], "time": at}}
 
 
 def _check_meter(meter: str) -> None:

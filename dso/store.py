@@ -12,8 +12,10 @@ triggers' back.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,6 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from assets import Outpoint, canonical_json
@@ -49,6 +52,7 @@ from ledger.store import StoreError, open_service_database, service_meta
 
 SCHEMA_VERSION = "1"
 _WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL
+_NODE_LOCK = 0x5045_544E  # "PETN": held by the node serving the database (with its schema)
 GENESIS_HASH = bytes(32)  # the audit chain's first `prev`
 
 metadata = MetaData()
@@ -202,6 +206,10 @@ _APPEND_ONLY = {
 DsoStoreError = StoreError  # the DSO database cannot be used as asked
 
 
+class NodeRunning(DsoStoreError):
+    """Another process (a serving node, or an offline recovery) holds the database."""
+
+
 class Conflict(Exception):
     """A row that must be unique exists already (an operator name, a bill for an interval)."""
 
@@ -332,6 +340,45 @@ class DsoStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
             yield conn
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the database for one process: the node serving it, or an offline command that
+        must run while no node does. NodeRunning if another holds it. SQLite: an advisory lock
+        on the file `<database>-node.lock` beside it; PostgreSQL: a session advisory lock of the
+        database's schema; an in-memory database has no other process to fear."""
+        url = make_url(self.url)
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                # Keyed by the schema too: nodes of other chains may share the database.
+                key = {"key": _NODE_LOCK}
+                held = conn.scalar(
+                    text("SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"), key
+                )
+                conn.commit()
+                if not held:
+                    raise NodeRunning(f"a DSO node or another petra command holds {self.url}")
+                try:
+                    yield
+                finally:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:key, hashtext(current_schema()))"), key
+                    )
+                    conn.commit()
+            return
+        name = url.database
+        if self.engine.dialect.name != "sqlite" or not name or name == ":memory:":
+            yield
+            return
+        fd = os.open(f"{name}-node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NodeRunning(f"a DSO node or another petra command holds {self.url}") from None
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     # ------------------------------------------------------------- meta and settings
 
     def bind_chain(self, chain: bytes) -> None:
@@ -384,6 +431,13 @@ class DsoStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(operators).order_by(operators.c.name)).all()
         return [_operator(r) for r in rows]
+
+    def active_admins(self, conn: Connection) -> list[str]:
+        """The names of the admins whose tokens are not revoked, within `conn`'s transaction."""
+        query = select(operators.c.name).where(
+            operators.c.role == "admin", operators.c.revoked_at.is_(None)
+        )
+        return sorted(conn.scalars(query))
 
     def revoke_operator(self, conn: Connection, name: str) -> bool:
         done = conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -41,12 +42,17 @@ limits_app = typer.Typer(help="Default MAXEPA/MAXECA limits.", no_args_is_help=T
 controller_app = typer.Typer(help="The grid controller's price proposals.", no_args_is_help=True)
 operator_app = typer.Typer(help="Operators and their tokens (admins).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Administration on the node's database itself, while the node is stopped.",
+    no_args_is_help=True,
+)
 dso_app.add_typer(meter_app, name="meter")
 dso_app.add_typer(tariff_app, name="tariff")
 dso_app.add_typer(limits_app, name="limits")
 dso_app.add_typer(controller_app, name="controller")
 dso_app.add_typer(operator_app, name="operator")
 dso_app.add_typer(audit_app, name="audit")
+dso_app.add_typer(admin_app, name="admin")
 
 out = Console(soft_wrap=True)
 
@@ -162,7 +168,10 @@ def init_command(
         fail(str(exc))
     try:
         if database.operators():
-            fail(f"{store} has operators already: an admin adds more with `petra dso operator add`")
+            fail(
+                f"{store} has operators already: an admin adds more with `petra dso operator "
+                "add` (with no admin left, stop the node and run `petra dso admin recover`)"
+            )
         token = new_token()
         if token_out is not None:
             # Written before the admin exists: a token that cannot be kept must not lock the
@@ -185,6 +194,74 @@ def _write_token(path: Path, token: str) -> None:
         write_private(path, (token + "\n").encode())
     except OSError as exc:
         fail(f"cannot write the token to {path}: {exc.strerror}")
+
+
+@admin_app.command("recover")
+def admin_recover(
+    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+        "sqlite:///petra-dso.sqlite"
+    ),
+    admin: Annotated[
+        str | None, typer.Option(help="The new admin's name (default: recovery-<unix time>).")
+    ] = None,
+    token_out: Annotated[
+        Path | None, typer.Option(help="Write the admin token here (else print it).")
+    ] = None,
+) -> None:
+    """Make a new admin on the DSO database, when no admin can log in any more; run it on the
+    node's machine while the node is stopped (it refuses otherwise). The token is shown once."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from dso.auth import OPERATOR_NAME, Role, new_token, token_hash
+    from dso.store import Conflict, DsoStore, DsoStoreError, NodeRunning, Operator
+
+    name = admin if admin is not None else f"recovery-{int(time.time())}"
+    if OPERATOR_NAME.fullmatch(name) is None:
+        fail("an operator name is 1-64 of a-z 0-9 . _ -, from a letter or digit")
+    if token_out is not None:
+        _writable(token_out)
+    try:
+        url = make_url(store)
+    except ArgumentError:
+        fail(f"{store} is not a database URL")
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        fail(f"{store} does not exist: `petra dso init` makes a new DSO database")
+    try:
+        database = DsoStore(store)
+    except DsoStoreError as exc:
+        fail(str(exc))
+    try:
+        with database.exclusive():
+            existing = database.operators()
+            if not existing:
+                fail(f"{store} has no operator yet: `petra dso init` makes the first admin")
+            if any(o.name == name for o in existing):
+                fail(f"an operator named {name} exists already: choose another --admin")
+            token = new_token()
+            if token_out is not None:
+                _write_token(token_out, token)  # before the admin exists, as for init
+            operator = Operator(name, Role.ADMIN.value, int(time.time()), "recover", None)
+            with database.writing() as conn:
+                try:
+                    database.add_operator(conn, operator, token_hash(token))
+                except Conflict:
+                    fail(f"an operator named {name} exists already: choose another --admin")
+                database.audit(
+                    conn, "recover", "local", "operator.recover", name, {"role": "admin"}
+                )
+    except NodeRunning:
+        fail(f"a DSO node is serving {store}: stop it, then run `petra dso admin recover` again")
+    finally:
+        database.close()
+    err.print(
+        f"admin {name} created on {store} while no node served it (audit: operator.recover); "
+        "start the node again and revoke the tokens you no longer trust"
+    )
+    if token_out is not None:
+        typer.echo(f"admin {name} created; token in {token_out}")
+    else:
+        typer.echo(token)
 
 
 @dso_app.command("serve")
@@ -219,7 +296,7 @@ def serve_command(
     from dso.api import create_app
     from dso.book import HttpBook
     from dso.service import DsoService
-    from dso.store import DsoStore, DsoStoreError
+    from dso.store import DsoStore, DsoStoreError, NodeRunning
     from ledger.client import LedgerClient
 
     _, genesis_doc = read_genesis(genesis)
@@ -242,14 +319,21 @@ def serve_command(
         fail(str(exc))
     if not database.operators():
         warn(f"{store} has no operator: create the first admin with `petra dso init`")
-    service.start()
-    err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
-    try:
-        serve(create_app(service, docs=docs), host, port)
-    finally:
-        service.close()
-        client.close()
-        database.close()
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(database.exclusive())
+        except NodeRunning:
+            client.close()
+            database.close()
+            fail(f"another DSO node (or `petra dso admin recover`) is using {store}")
+        service.start()
+        err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
+        try:
+            serve(create_app(service, docs=docs), host, port)
+        finally:
+            service.close()
+            client.close()
+            database.close()
 
 
 # ---------------------------------------------------------------- meters

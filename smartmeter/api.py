@@ -25,6 +25,11 @@ meter does not reopen the window for a request captured just before it.
   `MAX_HISTORY`): `{"first", "last", "bills", "delivered"}`, the signed bill of every billed
   interval in the range, in order, as the DSO receives it, and per bill whether the DSO has it.
 
+Bodies nest at most `MAX_NESTING` deep (checked before parsing) and are strictly typed (`"v":
+true` is not 1); a lone surrogate escape has no canonical (UTF-8) form. Every route documents
+its body in the OpenAPI document (`request_schema`), so schema-driven fuzzing reaches these
+checks.
+
 Errors use the common shape (`petra/http.py`): 400 `malformed`, 401 `bad_signature`,
 `stale_request`, `replayed`, 413 `too_large`, 422 `wrong_meter`, a withdrawal's refusal
 (`limit_exceeded`, `credit_exceeded`, `not_authorized`, `banned`, `bad_request`) or the ledger's
@@ -65,6 +70,7 @@ INDEX_WAIT_S = 10  # how long a withdrawal waits for the watcher to index its bl
 LAST_ISSUE_NONCE = "owner_issue_nonce"  # named state: the last issue nonce the meter signed
 OWNER_NONCES = "owner_request_nonces"  # named state: {nonce: at} of recent owner requests
 ENVELOPE = frozenset({"v", "path", "meter", "at", "nonce", "signature"})
+MAX_NESTING = 4  # a withdrawal: the request, its outputs, an output, its asset
 
 
 def request_message(unsigned: dict[str, Any]) -> bytes:
@@ -113,18 +119,28 @@ class OwnerDesk:
     def authenticate(self, raw: bytes, path: str, fields: frozenset[str]) -> dict[str, Any]:
         """The owner's request in `raw` for `path`, whose own fields are `fields`; ApiError
         if it is malformed, not the owner's, for another meter, stale or seen before."""
+        if _nesting(raw) > MAX_NESTING:
+            raise ApiError(
+                400, "malformed", f"the body nests deeper than a request does ({MAX_NESTING})"
+            )
         try:
             request = parse_json(raw)
         except Rejected as exc:
             raise ApiError(400, "malformed", exc.message) from None
-        if not isinstance(request, dict) or canonical_json(request) != raw:
-            raise ApiError(400, "malformed", "the body must be one object in canonical JSON")
+        if not isinstance(request, dict) or _canonical(request) != raw:
+            raise ApiError(
+                400,
+                "malformed",
+                "the body must be one object in canonical JSON (UTF-8, keys sorted, no spaces, "
+                "no lone surrogate escapes)",
+            )
         if set(request) != ENVELOPE | fields:
             wanted = ", ".join(sorted(ENVELOPE | fields))
             raise ApiError(400, "malformed", f"the request must have exactly: {wanted}")
         nonce, signature = request["nonce"], request["signature"]
         if (
-            request["v"] != 1
+            type(request["v"]) is not int
+            or request["v"] != 1
             or request["path"] != path
             or not isinstance(request["meter"], str)
             or isinstance(request["at"], bool)
@@ -268,6 +284,38 @@ class OwnerDesk:
         }
 
 
+def _nesting(raw: bytes) -> int:
+    """How deep `raw`'s arrays and objects nest, strings aside (as far as one can tell before
+    parsing: whatever does not parse is refused afterwards anyway). One pass, no backtracking."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _canonical(value: Any) -> bytes | None:
+    """The canonical JSON of a parsed body; None if it has none (a lone surrogate escape
+    decodes to a string that UTF-8 cannot carry)."""
+    try:
+        return canonical_json(value)
+    except ValueError:
+        return None
+
+
 def _is_hex(value: Any, size: int) -> bool:
     if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
         return False
@@ -314,6 +362,84 @@ def _bill_range(first: Any, last: Any) -> tuple[int, int]:
     return first, last
 
 
+_HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
+_INTERVAL = {"type": "integer", "minimum": 0, "description": "an interval index"}
+_ASSET = {
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "power", "start", "end"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["EPA", "ECA"]},
+                "power": {"type": "integer", "minimum": 1, "description": "W"},
+                "start": _INTERVAL,
+                "end": _INTERVAL,
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "amount"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["FA"]},
+                "amount": {"type": "integer", "minimum": 1, "description": "micro-units"},
+            },
+        },
+    ]
+}
+_OWN_FIELDS: dict[str, dict[str, Any]] = {
+    "/v1/withdrawals": {
+        "outputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_OUTPUTS,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["asset", "address"],
+                "properties": {
+                    "asset": _ASSET,
+                    "address": {**_HEX, "minLength": 64, "maxLength": 64},
+                },
+            },
+        }
+    },
+    "/v1/deposit-addresses": {},
+    "/v1/status": {},
+    "/v1/bills": {},
+    "/v1/bills/history": {"first": _INTERVAL, "last": _INTERVAL},
+}
+
+
+def request_schema(path: str) -> dict[str, Any]:
+    """The OpenAPI request body of the endpoint at `path`: the signed envelope and the
+    endpoint's own fields, for clients and for schema-driven fuzzing (the route reads the raw
+    bytes, since the signature covers their canonical form)."""
+    own = _OWN_FIELDS[path]
+    envelope = {
+        "v": {"type": "integer", "enum": [1]},
+        "path": {"type": "string", "enum": [path]},
+        "meter": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        "at": {"type": "integer", "description": "unix seconds, within 60 s of the meter's clock"},
+        "nonce": {**_HEX, "minLength": 32, "maxLength": 32},
+        "signature": {**_HEX, "minLength": 128, "maxLength": 128},
+    }
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": sorted({*envelope, *own}),
+        "properties": {**envelope, **own},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "canonical JSON signed by the owner's key (docs/meter-api.md)",
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 def create_app(node: OwnerDesk) -> FastAPI:
     """The owner's API over `node`; serve it on loopback only."""
     if METER_ID.fullmatch(node.meter_id) is None:
@@ -326,27 +452,31 @@ def create_app(node: OwnerDesk) -> FastAPI:
         raw = await bounded_body(request, MAX_BODY, too_large)
         return await run_in_threadpool(node.authenticate, raw, request.url.path, fields)
 
-    @app.post("/v1/withdrawals", status_code=201)
+    @app.post("/v1/withdrawals", status_code=201, openapi_extra=request_schema("/v1/withdrawals"))
     async def withdrawals(request: Request) -> JSONResponse:
         outputs = _outputs((await signed(request, frozenset({"outputs"})))["outputs"])
         return JSONResponse(await run_in_threadpool(node.withdraw, outputs), status_code=201)
 
-    @app.post("/v1/deposit-addresses", status_code=201)
+    @app.post(
+        "/v1/deposit-addresses",
+        status_code=201,
+        openapi_extra=request_schema("/v1/deposit-addresses"),
+    )
     async def deposit_addresses(request: Request) -> JSONResponse:
         await signed(request)
         return JSONResponse(await run_in_threadpool(node.deposit_address), status_code=201)
 
-    @app.post("/v1/status")
+    @app.post("/v1/status", openapi_extra=request_schema("/v1/status"))
     async def status(request: Request) -> JSONResponse:
         await signed(request)
         return JSONResponse(await run_in_threadpool(node.status))
 
-    @app.post("/v1/bills")
+    @app.post("/v1/bills", openapi_extra=request_schema("/v1/bills"))
     async def bills(request: Request) -> JSONResponse:
         await signed(request)
         return JSONResponse(await run_in_threadpool(node.bills))
 
-    @app.post("/v1/bills/history")
+    @app.post("/v1/bills/history", openapi_extra=request_schema("/v1/bills/history"))
     async def bill_history(request: Request) -> JSONResponse:
         fields = await signed(request, frozenset({"first", "last"}))
         first, last = _bill_range(fields["first"], fields["last"])

@@ -21,6 +21,7 @@ from dso.api import create_app
 from dso.auth import Role, new_token, token_hash
 from dso.service import DsoService
 from dso.store import DsoStore, Operator
+from dso.throttle import TokenThrottle
 from ledger.client import LedgerClient, Submitted
 from ledger.scenario import Scenario
 
@@ -84,9 +85,15 @@ class Dso:
 
 
 @contextmanager
-def running_dso(tmp_path: Path, dso_store: str | None = None) -> Iterator[Dso]:
+def running_dso(
+    tmp_path: Path,
+    dso_store: str | None = None,
+    *,
+    throttle: TokenThrottle | None = None,
+) -> Iterator[Dso]:
     """A ledger node process (SQLite) and a DSO node over it, its database at `dso_store`
-    (default: a SQLite file in `tmp_path`), with a token per role."""
+    (default: a SQLite file in `tmp_path`), with a token per role. `throttle` counts failed
+    tokens (default: the node's own)."""
     scenario = Scenario(epoch=int(time.time()) - 10 * INTERVAL_S, interval_s=INTERVAL_S)
     genesis, keys = tmp_path / "genesis.json", tmp_path / "keys.json"
     genesis.write_bytes(scenario.genesis_raw)
@@ -101,7 +108,9 @@ def running_dso(tmp_path: Path, dso_store: str | None = None) -> Iterator[Dso]:
         for role, token in tokens.items():
             operator = Operator(f"test-{role}", role, int(time.time()), "test", None)
             store.add_operator(conn, operator, token_hash(token))
-    service = DsoService(store, LedgerClient(url), scenario.genesis, scenario.dso)
+    service = DsoService(
+        store, LedgerClient(url), scenario.genesis, scenario.dso, throttle=throttle
+    )
     service.start()
     try:
         with TestClient(create_app(service, docs=True), raise_server_exceptions=False) as http:

@@ -248,7 +248,8 @@ def test_init_twice_on_the_same_database_refuses_and_keeps_the_token(dso: DsoNod
     again = petra("dso", "init", "--store", dso.store, "--token-out", dso.admin_token)
     assert refused(again) == (
         f"error: {dso.store} has operators already: an admin adds more with "
-        "`petra dso operator add`"
+        "`petra dso operator add` (with no admin left, stop the node and run "
+        "`petra dso admin recover`)"
     )
     assert dso.admin_token.read_bytes() == before
 

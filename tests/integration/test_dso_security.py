@@ -29,6 +29,7 @@ from schemathesis import GenerationMode
 from assets import Keypair
 from dso import auth
 from dso.auth import Permission, new_token, token_hash
+from dso.throttle import TokenThrottle
 from smartmeter.billing import (
     MAX_BILL_BYTES,
     Bill,
@@ -42,6 +43,7 @@ from .dso_harness import TEST_POLICY, Dso, running_dso
 from .fuzzing import Case, fuzz
 
 BILLS = "POST /v1/bills"  # no token: the meter's signature on the bill is the credential
+UNTHROTTLED = TokenThrottle(limit=10**9)
 
 # What each route needs, by hand: a route whose permission is changed by mistake fails here.
 NEEDS: dict[str, Permission | None] = {
@@ -199,8 +201,9 @@ def audit_log(dso: Dso) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def dso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dso]:
-    """One DSO node (SQLite) for the module's tests; each test makes its own state."""
-    with running_dso(tmp_path_factory.mktemp("dso-security")) as node:
+    """One DSO node (SQLite) for the module's tests; each test makes its own state. Its
+    throttle lets every bad token through to its 401 (test_dso_hostile.py tests throttling)."""
+    with running_dso(tmp_path_factory.mktemp("dso-security"), throttle=UNTHROTTLED) as node:
         yield node
 
 
@@ -675,8 +678,9 @@ def test_the_bill_hostile_cases_start_from_a_bill_that_is_accepted(
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dso]:
-    """A node of its own: generated requests set prices, policies and the automatic mode."""
-    with running_dso(tmp_path_factory.mktemp("dso-fuzzed")) as node:
+    """A node of its own: generated requests set prices, policies and the automatic mode. Made-
+    up tokens are each answered 401, not throttled (test_dso_hostile.py tests throttling)."""
+    with running_dso(tmp_path_factory.mktemp("dso-fuzzed"), throttle=UNTHROTTLED) as node:
         yield node
 
 
