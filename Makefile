@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LINT_PATHS := assets ledger petra smartmeter dso mixer bidstore wallet tests
+# The one list of packages is pyproject.toml's [tool.setuptools] packages.
+PACKAGES := $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']))")
+LINT_PATHS := $(PACKAGES) tests
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps lint test demo bench clean
+.PHONY: venv system-deps lint check test demo bench clean
 
 venv: $(VENV)/.stamp
 
@@ -19,10 +21,16 @@ $(VENV)/.stamp: pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
+# Style, types and the import contracts of pyproject.toml (the layers of DESIGN.md section 2).
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
+	$(BIN)/lint-imports
+
+# The edit-test loop: lint, types and the tests that start no server, on every core.
+check: lint
+	$(BIN)/python -m pytest -q -n auto --ignore=tests/integration -m "not slow" $(PYTEST_ARGS)
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -148,6 +148,8 @@ def chain_id(genesis: Genesis) -> bytes:
 
 
 # ---------------------------------------------------------------- decoding
+# The `field_*` decoders check one field of a wire object; other wire objects (orders, bills)
+# build on them, so every PETra object refuses the same things the same way.
 
 
 def decode_transaction(raw: bytes) -> Decoded:
@@ -215,11 +217,11 @@ def tx_from_wire(wire: Any) -> Transaction:
         raise Rejected(Code.MALFORMED, f"{tx_type}: missing fields {missing}, unknown {extra}")
     if wire["v"] != WIRE_VERSION or type(wire["v"]) is not int:
         raise Rejected(Code.MALFORMED, f"v must be {WIRE_VERSION}")
-    chain = _hex(wire["chain"], 32, "chain")
+    chain = field_hex(wire["chain"], 32, "chain")
     if tx_type == "transfer":
         signatures = tuple(
             _signature(s, f"signatures[{n}]")
-            for n, s in enumerate(_list(wire["signatures"], "signatures", 0, MAX_SIGNATURES))
+            for n, s in enumerate(field_list(wire["signatures"], "signatures", 0, MAX_SIGNATURES))
         )
         signers = [s.public_key for s in signatures]
         if signers != sorted(signers):  # another order would be another leaf under the same txid
@@ -227,8 +229,8 @@ def tx_from_wire(wire: Any) -> Transaction:
         return Transfer(
             chain=chain,
             inputs=tuple(
-                _outpoint(i, f"inputs[{n}]")
-                for n, i in enumerate(_list(wire["inputs"], "inputs", 1, MAX_INPUTS))
+                field_outpoint(i, f"inputs[{n}]")
+                for n, i in enumerate(field_list(wire["inputs"], "inputs", 1, MAX_INPUTS))
             ),
             outputs=_outputs(wire["outputs"]),
             signatures=signatures,
@@ -236,22 +238,22 @@ def tx_from_wire(wire: Any) -> Transaction:
     if tx_type == "issue":
         return Issue(
             chain=chain,
-            meter=_meter(wire["meter"], "meter"),
-            nonce=_int(wire["nonce"], "nonce", 0),
+            meter=field_meter(wire["meter"], "meter"),
+            nonce=field_int(wire["nonce"], "nonce", 0),
             outputs=_outputs(wire["outputs"]),
-            signature=_hex(wire["signature"], 64, "signature"),
+            signature=field_hex(wire["signature"], 64, "signature"),
         )
-    authorize = _list(wire["authorize"], "authorize", 0, MAX_REGULATED_METERS)
-    ban = _list(wire["ban"], "ban", 0, MAX_REGULATED_METERS)
+    authorize = field_list(wire["authorize"], "authorize", 0, MAX_REGULATED_METERS)
+    ban = field_list(wire["ban"], "ban", 0, MAX_REGULATED_METERS)
     regulate = Regulate(
         chain=chain,
-        time=_int(wire["time"], "time", -MAX_INT),
+        time=field_int(wire["time"], "time", -MAX_INT),
         authorize=tuple(_authorization(a, f"authorize[{n}]") for n, a in enumerate(authorize)),
-        ban=tuple(_meter(m, f"ban[{n}]") for n, m in enumerate(ban)),
-        price_consumption=_price(wire["price_consumption"], "price_consumption"),
-        price_production=_price(wire["price_production"], "price_production"),
-        nonce=_int(wire["nonce"], "nonce", 0),
-        signature=_hex(wire["signature"], 64, "signature"),
+        ban=tuple(field_meter(m, f"ban[{n}]") for n, m in enumerate(ban)),
+        price_consumption=field_price(wire["price_consumption"], "price_consumption"),
+        price_production=field_price(wire["price_production"], "price_production"),
+        nonce=field_int(wire["nonce"], "nonce", 0),
+        signature=field_hex(wire["signature"], 64, "signature"),
     )
     named = [a.meter for a in regulate.authorize] + list(regulate.ban)
     if len(set(named)) != len(named):
@@ -269,16 +271,16 @@ def genesis_from_wire(wire: Any) -> Genesis:
     for field in ("name", "currency"):
         if not isinstance(wire[field], str) or not wire[field]:
             raise Rejected(Code.MALFORMED, f"genesis {field} must be a non-empty string")
-    dso_keys = _list(wire["dso_keys"], "dso_keys", 1, 64)
-    sequencer_keys = _list(wire["sequencer_keys"], "sequencer_keys", 1, 64)
+    dso_keys = field_list(wire["dso_keys"], "dso_keys", 1, 64)
+    sequencer_keys = field_list(wire["sequencer_keys"], "sequencer_keys", 1, 64)
     return Genesis(
         name=wire["name"],
-        interval_s=_int(wire["interval_s"], "interval_s", 1),
-        epoch=_int(wire["epoch"], "epoch", 0),
+        interval_s=field_int(wire["interval_s"], "interval_s", 1),
+        epoch=field_int(wire["epoch"], "epoch", 0),
         currency=wire["currency"],
-        dso_keys=tuple(_hex(k, 32, f"dso_keys[{n}]") for n, k in enumerate(dso_keys)),
+        dso_keys=tuple(field_hex(k, 32, f"dso_keys[{n}]") for n, k in enumerate(dso_keys)),
         sequencer_keys=tuple(
-            _hex(k, 32, f"sequencer_keys[{n}]") for n, k in enumerate(sequencer_keys)
+            field_hex(k, 32, f"sequencer_keys[{n}]") for n, k in enumerate(sequencer_keys)
         ),
     )
 
@@ -292,7 +294,8 @@ def _malformed(where: str, what: str) -> Rejected:
     return Rejected(Code.MALFORMED, f"{where} {what}")
 
 
-def _int(value: Any, where: str, low: int, high: int = MAX_INT) -> int:
+def field_int(value: Any, where: str, low: int, high: int = MAX_INT) -> int:
+    """`value` as an integer in [low, high] (never a bool); `malformed` naming `where`."""
     if type(value) is not int:  # bool is an int in Python, never on the wire
         raise _malformed(where, "must be an integer")
     if not low <= value <= high:
@@ -300,11 +303,13 @@ def _int(value: Any, where: str, low: int, high: int = MAX_INT) -> int:
     return value
 
 
-def _price(value: Any, where: str) -> int | None:
-    return None if value is None else _int(value, where, -MAX_INT)
+def field_price(value: Any, where: str) -> int | None:
+    """A price in micro-units per kWh, or None (unchanged)."""
+    return None if value is None else field_int(value, where, -MAX_INT)
 
 
-def _hex(value: Any, size: int, where: str) -> bytes:
+def field_hex(value: Any, size: int, where: str) -> bytes:
+    """`size` bytes written as exactly `2 * size` lowercase hex digits."""
     try:
         raw = bytes.fromhex(value) if type(value) is str and len(value) == 2 * size else b""
     except ValueError:
@@ -315,13 +320,15 @@ def _hex(value: Any, size: int, where: str) -> bytes:
     return raw
 
 
-def _meter(value: Any, where: str) -> str:
+def field_meter(value: Any, where: str) -> str:
+    """A meter id: 1-64 of [A-Za-z0-9._-]."""
     if not isinstance(value, str) or not METER_ID.fullmatch(value):
         raise _malformed(where, "must be a meter id of 1-64 characters from [A-Za-z0-9._-]")
     return value
 
 
-def _list(value: Any, where: str, low: int, high: int) -> list[Any]:
+def field_list(value: Any, where: str, low: int, high: int) -> list[Any]:
+    """A list of `low` to `high` entries (`too_large` above)."""
     if not isinstance(value, list):
         raise _malformed(where, "must be a list")
     if len(value) > high:
@@ -350,13 +357,13 @@ def _asset(value: Any, where: str) -> Asset:
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == AssetKind.FA:
         _object(value, where, _FA_KEYS)
-        return Fa(amount=_int(value["amount"], f"{where}.amount", 1))
+        return Fa(amount=field_int(value["amount"], f"{where}.amount", 1))
     if kind not in (AssetKind.EPA, AssetKind.ECA):
         raise _malformed(f"{where}.kind", "must be EPA, ECA or FA")
     _object(value, where, _ENERGY_KEYS)
-    power = _int(value["power"], f"{where}.power", 1)
-    start = _int(value["start"], f"{where}.start", 0)
-    end = _int(value["end"], f"{where}.end", start)
+    power = field_int(value["power"], f"{where}.power", 1)
+    start = field_int(value["start"], f"{where}.start", 0)
+    end = field_int(value["end"], f"{where}.end", start)
     return Epa(power, start, end) if kind == AssetKind.EPA else Eca(power, start, end)
 
 
@@ -367,33 +374,36 @@ _AUTHORIZATION_KEYS = frozenset({"meter", "public_key", "max_epa", "max_eca"})
 
 
 def _outputs(value: Any) -> tuple[Output, ...]:
-    items = _list(value, "outputs", 1, MAX_OUTPUTS)
+    items = field_list(value, "outputs", 1, MAX_OUTPUTS)
     return tuple(_output(o, f"outputs[{n}]") for n, o in enumerate(items))
 
 
 def _output(value: Any, where: str) -> Output:
     _object(value, where, _OUTPUT_KEYS)
-    return Output(_asset(value["asset"], f"{where}.asset"), _hex(value["address"], 32, where))
+    return Output(_asset(value["asset"], f"{where}.asset"), field_hex(value["address"], 32, where))
 
 
-def _outpoint(value: Any, where: str) -> Outpoint:
+def field_outpoint(value: Any, where: str) -> Outpoint:
+    """An outpoint object `{"tx", "index"}`."""
     _object(value, where, _OUTPOINT_KEYS)
-    return Outpoint(_hex(value["tx"], 32, f"{where}.tx"), _int(value["index"], f"{where}.index", 0))
+    return Outpoint(
+        field_hex(value["tx"], 32, f"{where}.tx"), field_int(value["index"], f"{where}.index", 0)
+    )
 
 
 def _signature(value: Any, where: str) -> Signature:
     _object(value, where, _SIGNATURE_KEYS)
     return Signature(
-        _hex(value["public_key"], 32, f"{where}.public_key"),
-        _hex(value["signature"], 64, f"{where}.signature"),
+        field_hex(value["public_key"], 32, f"{where}.public_key"),
+        field_hex(value["signature"], 64, f"{where}.signature"),
     )
 
 
 def _authorization(value: Any, where: str) -> Authorization:
     _object(value, where, _AUTHORIZATION_KEYS)
     return Authorization(
-        meter=_meter(value["meter"], f"{where}.meter"),
-        public_key=_hex(value["public_key"], 32, f"{where}.public_key"),
-        max_epa=_int(value["max_epa"], f"{where}.max_epa", 0),
-        max_eca=_int(value["max_eca"], f"{where}.max_eca", 0),
+        meter=field_meter(value["meter"], f"{where}.meter"),
+        public_key=field_hex(value["public_key"], 32, f"{where}.public_key"),
+        max_epa=field_int(value["max_epa"], f"{where}.max_epa", 0),
+        max_eca=field_int(value["max_eca"], f"{where}.max_eca", 0),
     )

@@ -1,15 +1,16 @@
-"""JSON schemas of the wire format (DESIGN.md section 4), for the services' OpenAPI documents.
+"""JSON schemas of the wire format (DESIGN.md 4 and 7), for the services' OpenAPI documents.
 
 They describe; they do not decide: every route reads its body raw and the strict decoders
-(`decode_transaction` and the services' own) check it, so a body a schema would refuse still
-reaches its decoder and gets its refusal. They are here so that a schema-driven client, or a
-fuzzer, builds bodies of the real shape and reaches the real decoders. Pure data.
+(`decode_transaction`, `decode_bill` and the services' own) check it, so a body a schema would
+refuse still reaches its decoder and gets its refusal. They are here so that a schema-driven
+client, or a fuzzer, builds bodies of the real shape and reaches the real decoders. Pure data.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from assets.bill import BILL_TYPE, MAX_BILL_ENTRIES
 from assets.codec import (
     MAX_INPUTS,
     MAX_INT,
@@ -133,3 +134,37 @@ TRANSACTION = {
     "oneOf": [TRANSFER, ISSUE, REGULATE],
     "description": "A transaction as its canonical JSON (keys sorted, no spaces, integers only)",
 }
+
+
+def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
+# The route reads a bill's raw bytes, because the signature covers their canonical form.
+BILL = strict_object(
+    {
+        **_HEAD,
+        "type": constant(BILL_TYPE),
+        "meter": hex_string(METER),
+        "interval": _described(integer(0), "the billed interval"),
+        "closed_height": _described(integer(0), "the ledger height the bill closed at"),
+        "measured_j": _described(
+            integer(-MAX_INT), "measured net energy, J (consumption positive)"
+        ),
+        "issued_epa_w": _described(integer(0), "EPA issued to the owner covering the interval, W"),
+        "deposited_epa_w": _described(integer(0), "EPA deposited covering the interval, W"),
+        "fa_issued": _described(integer(0), "FA issued during the interval, micro-units"),
+        "fa_deposited": _described(integer(0), "FA deposited during the interval, micro-units"),
+        "price_consumption": _described(_PRICE, "micro-units per kWh in force (null: none)"),
+        "price_production": _described(_PRICE, "micro-units per kWh in force (null: none)"),
+        "energy_j": _described(integer(-MAX_INT), "billed energy E_t, J"),
+        "amount": _described(integer(-MAX_INT), "B_t, micro-units owed (negative: a credit)"),
+        "issues": array(hex_string(HEX32), 0, MAX_BILL_ENTRIES),
+        "deposits": array(OUTPOINT, 0, MAX_BILL_ENTRIES),
+        "signature": hex_string(HEX64),
+    }
+)
+BILL["description"] = (
+    "A meter's interval bill (DESIGN.md section 7); canonical JSON, signed by the meter's "
+    "registered key"
+)

@@ -27,12 +27,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from assets.canonical import canonical_json, parse_json
 from assets.codec import MAX_INT, MAX_TX_BYTES
 from assets.schemas import HEX32, request_body
+from bidstore import schemas
 from bidstore.budget import Budget, InFlight, OverBudget, Rate, RequestBudgets
 from bidstore.orders import MAX_ORDER_BYTES
 from bidstore.schemas import ORDER, TAKE, TRADE_TRANSFER
 from bidstore.service import BidStore, BidStoreError, decode_body
-from petra.http import bounded_body, error_response, install_error_handlers
-from petra.ticker import Ticker
+from service.http import bounded_body, error_response, install_error_handlers
+from service.ticker import Ticker
 
 MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
 MAX_CHALLENGES = 100  # challenges one request may take
@@ -99,11 +100,20 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
                 400, "malformed", "the connection closed before the body ended"
             ) from None
 
-    @app.get("/v1/status", summary="The chain, the current interval, counts")
+    @app.get(
+        "/v1/status",
+        summary="The chain, the current interval, counts",
+        response_model=schemas.Status,
+    )
     def status() -> dict[str, Any]:
         return store.status()
 
-    @app.post("/v1/challenges", status_code=201, summary="Fresh challenges to sign, each used once")
+    @app.post(
+        "/v1/challenges",
+        status_code=201,
+        summary="Fresh challenges to sign, each used once",
+        response_model=schemas.ChallengesView,
+    )
     def challenge(
         request: Request,
         count: Annotated[
@@ -126,6 +136,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         status_code=201,
         summary="Post an ask or a bid (its canonical, signed wire)",
         openapi_extra=request_body(ORDER),
+        response_model=schemas.PostedOrder,
     )
     async def post_order(request: Request) -> dict[str, Any]:
         order = store.decode(await body(request, MAX_ORDER_BYTES))
@@ -133,25 +144,42 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
             return store.post_order(order)
         return await run_in_threadpool(store.post_order, order)
 
-    @app.get("/v1/orders/{order_id}", summary="An order: open, or trading and its trades")
+    @app.get(
+        "/v1/orders/{order_id}",
+        summary="An order: open, or trading and its trades",
+        response_model=schemas.OrderView,
+    )
     def order(order_id: Id) -> dict[str, Any]:
         return store.order(bytes.fromhex(order_id))
 
-    @app.get("/v1/book", summary="Every open order (anonymous), as the DSO reads it")
+    @app.get(
+        "/v1/book",
+        summary="Every open order (anonymous), as the DSO reads it",
+        response_model=schemas.OpenOrders,
+    )
     def book() -> dict[str, Any]:
         return store.open_orders()
 
-    @app.get("/v1/book/{interval}", summary="An interval's asks and bids in priority order")
+    @app.get(
+        "/v1/book/{interval}",
+        summary="An interval's asks and bids in priority order",
+        response_model=schemas.IntervalBook,
+    )
     def interval_book(interval: Interval) -> dict[str, Any]:
         return store.interval_book(interval)
 
-    @app.get("/v1/auctions/{interval}", summary="How the interval's call auction clears now")
+    @app.get(
+        "/v1/auctions/{interval}",
+        summary="How the interval's call auction clears now",
+        response_model=schemas.AuctionView,
+    )
     def auction(interval: Interval) -> dict[str, Any]:
         return store.auction(interval)
 
     @app.post(
         "/v1/auctions/{interval}/clear",
         summary="Clear the interval's call auction now: a trade per settleable match",
+        response_model=schemas.Clearing,
     )
     def clear(interval: Interval) -> dict[str, Any]:
         return store.clear(interval)
@@ -161,13 +189,18 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         status_code=201,
         summary="Take an open order at its price with the taker's own signed order",
         openapi_extra=request_body(TAKE),
+        response_model=schemas.TradeView,
     )
     async def take(request: Request) -> dict[str, Any]:
         raw = await body(request, MAX_TAKE_BYTES)
         resting, taker, power = decode_body("take", _take_request, raw)
         return await run_in_threadpool(store.take, resting, taker, power)
 
-    @app.get("/v1/trades/{trade_id}", summary="A trade and its proposal, for one of its parties")
+    @app.get(
+        "/v1/trades/{trade_id}",
+        summary="A trade and its proposal, for one of its parties",
+        response_model=schemas.PartyTradeView,
+    )
     def trade(
         trade_id: Id,
         x_petra_address: Annotated[str | None, Header()] = None,
@@ -184,6 +217,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         status_code=201,
         summary="The proposer's transfer for a trade, signed for the proposer's inputs",
         openapi_extra=request_body(TRADE_TRANSFER),
+        response_model=schemas.TradeView,
     )
     async def propose(trade_id: Id, request: Request) -> dict[str, Any]:
         raw = await body(request, MAX_TX_BYTES)

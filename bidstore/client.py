@@ -36,6 +36,7 @@ from assets.signing import sign_transfer
 from bidstore.orders import RELAY, Order, OrderSide, encode_order, order_to_wire, sign_order
 from bidstore.service import fetch_message
 from ledger.client import LedgerClient, Submitted
+from service.client import refusal
 
 DIRECT_TIMEOUT_S = 10.0
 TOR_TIMEOUT_S = 120.0  # a first request to an onion service builds several circuits
@@ -129,15 +130,13 @@ class BidStoreClient:
                 f"the store's answer to {method} {path} is not a JSON object",
                 status=answer.status_code,
             )
-        error = document.get("error") if isinstance(document, dict) else None
-        if not isinstance(error, dict):
-            error = {}
-        retry_after = answer.headers.get("retry-after", "")
+        refused = refusal(answer)
+        assert refused is not None
         raise BidStoreClientError(
-            str(error.get("code", "protocol")),
-            str(error.get("message", f"HTTP {answer.status_code} without an error object")),
-            status=answer.status_code,
-            retry_after_s=int(retry_after) if retry_after.isdigit() else None,
+            refused.code,
+            refused.message,
+            status=refused.status,
+            retry_after_s=None if refused.retry_after_s is None else int(refused.retry_after_s),
         )
 
     def _unreachable(self, exc: httpx.TransportError) -> str:

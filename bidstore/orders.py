@@ -38,7 +38,7 @@ from enum import StrEnum
 from typing import Any
 
 from assets.canonical import canonical_json, encode_parsed, parse_json
-from assets.codec import MAX_INT, WIRE_VERSION, _hex, _int, _list, _outpoint
+from assets.codec import MAX_INT, WIRE_VERSION, field_hex, field_int, field_list, field_outpoint
 from assets.model import Eca, Epa, Fa, Outpoint, Output
 from assets.rejections import Rejected
 from assets.signing import Keypair, signing_message, verify
@@ -212,8 +212,8 @@ def _order_from_wire(wire: Any) -> Order:
     side = OrderSide(wire["side"])
     most = 1 if side is OrderSide.ASK else 1 + MAX_FA_INPUTS
     least = 1 if side is OrderSide.ASK else 2
-    items = _list(wire["assets"], "assets", least, most)
-    assets = tuple(_outpoint(a, f"assets[{n}]") for n, a in enumerate(items))
+    items = field_list(wire["assets"], "assets", least, most)
+    assets = tuple(field_outpoint(a, f"assets[{n}]") for n, a in enumerate(items))
     if len(set(assets)) != len(assets):
         # counted twice, one FA outpoint would fund a bid twice over
         raise OrderRefused("malformed", "assets names an outpoint twice")
@@ -222,14 +222,14 @@ def _order_from_wire(wire: Any) -> Order:
         raise OrderRefused("malformed", 'contact must be "relay" or a v3 onion address')
     return Order(
         side=side,
-        interval=_int(wire["interval"], "interval", 0, MAX_INT),
-        price=_int(wire["price"], "price", MIN_PRICE, MAX_PRICE),
+        interval=field_int(wire["interval"], "interval", 0, MAX_INT),
+        price=field_int(wire["price"], "price", MIN_PRICE, MAX_PRICE),
         assets=assets,
         contact=contact,
-        receive=_hex(wire["receive"], 32, "receive"),
-        owner=_hex(wire["owner"], 32, "owner"),
-        challenge=_hex(wire["challenge"], 32, "challenge"),
-        signature=_hex(wire["signature"], 64, "signature"),
+        receive=field_hex(wire["receive"], 32, "receive"),
+        owner=field_hex(wire["owner"], 32, "owner"),
+        challenge=field_hex(wire["challenge"], 32, "challenge"),
+        signature=field_hex(wire["signature"], 64, "signature"),
     )
 
 

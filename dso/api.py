@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
+from assets import MAX_BILL_BYTES
 from assets.codec import MAX_INT
+from assets.schemas import BILL, request_body
 from dso import schemas
 from dso.auth import Permission
 from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService, Throttled
-from petra.http import bounded_body, error_response, install_error_handlers
-from smartmeter.billing import MAX_BILL_BYTES
+from service.http import bounded_body, error_response, install_error_handlers
 
 IntervalQuery = Annotated[schemas.UrlInt | None, Query()]
 DAY_S = 86_400  # the default window of a query: a day of intervals
@@ -103,20 +104,35 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     # ---------------------------------------------------------------- who and what
 
-    @app.get("/v1/status", summary="The node: chain, interval, index height, ledger health")
+    @app.get(
+        "/v1/status",
+        summary="The node: chain, interval, index height, ledger health",
+        response_model=schemas.Status,
+    )
     def status(_: Reader) -> dict[str, Any]:
         return service.status()
 
-    @app.get("/v1/whoami", summary="The operator the token belongs to")
+    @app.get(
+        "/v1/whoami", summary="The operator the token belongs to", response_model=schemas.WhoAmI
+    )
     def whoami(actor: Reader) -> dict[str, Any]:
         return {"name": actor.name, "role": actor.role}
 
-    @app.post("/v1/operators", status_code=201, summary="Create an operator; shows the token once")
+    @app.post(
+        "/v1/operators",
+        status_code=201,
+        summary="Create an operator; shows the token once",
+        response_model=schemas.NewOperatorView,
+    )
     def create_operator(body: schemas.NewOperator, actor: Admin) -> dict[str, Any]:
         operator, token = service.create_operator(actor, body.name, body.role)
         return {"name": operator.name, "role": operator.role, "token": token}
 
-    @app.get("/v1/operators", summary="Operators and their roles (never their tokens)")
+    @app.get(
+        "/v1/operators",
+        summary="Operators and their roles (never their tokens)",
+        response_model=schemas.OperatorList,
+    )
     def list_operators(_: Admin) -> dict[str, Any]:
         return {
             "operators": [
@@ -131,22 +147,37 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
             ]
         }
 
-    @app.delete("/v1/operators/{name}", summary="Revoke an operator's token")
+    @app.delete(
+        "/v1/operators/{name}", summary="Revoke an operator's token", response_model=schemas.Revoked
+    )
     def revoke_operator(name: Annotated[str, Path(max_length=64)], actor: Admin) -> dict[str, Any]:
         service.revoke_operator(actor, name)
         return {"name": name, "revoked": True}
 
     # ---------------------------------------------------------------- regulation
 
-    @app.get("/v1/meters", summary="Every meter a regulation named, as in force at an interval")
+    @app.get(
+        "/v1/meters",
+        summary="Every meter a regulation named, as in force at an interval",
+        response_model=schemas.MeterList,
+    )
     def meters(_: Reader, interval: IntervalQuery = None) -> dict[str, Any]:
         return service.meters(interval)
 
-    @app.get("/v1/meters/{meter}", summary="A meter: now, next interval, its regulations")
+    @app.get(
+        "/v1/meters/{meter}",
+        summary="A meter: now, next interval, its regulations",
+        response_model=schemas.MeterView,
+    )
     def meter(meter: Annotated[str, Path(max_length=64)], _: Reader) -> dict[str, Any]:
         return service.meter(meter)
 
-    @app.post("/v1/meters", status_code=201, summary="Authorize a meter (a regulation)")
+    @app.post(
+        "/v1/meters",
+        status_code=201,
+        summary="Authorize a meter (a regulation)",
+        response_model=schemas.RegulationView,
+    )
     def authorize(body: schemas.AuthorizeMeter, actor: Regulator) -> dict[str, Any]:
         return service.authorize_meter(
             actor,
@@ -158,34 +189,61 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
             body.time,
         )
 
-    @app.post("/v1/meters/{meter}/ban", status_code=201, summary="Ban a meter (a regulation)")
+    @app.post(
+        "/v1/meters/{meter}/ban",
+        status_code=201,
+        summary="Ban a meter (a regulation)",
+        response_model=schemas.RegulationView,
+    )
     def ban(
         meter: Annotated[str, Path(max_length=64)], body: schemas.BanMeter, actor: Regulator
     ) -> dict[str, Any]:
         return service.ban_meter(actor, meter, body.time)
 
-    @app.get("/v1/tariff", summary="Prices in force at an interval and at the next")
+    @app.get(
+        "/v1/tariff",
+        summary="Prices in force at an interval and at the next",
+        response_model=schemas.TariffView,
+    )
     def tariff(_: Reader, interval: IntervalQuery = None) -> dict[str, Any]:
         at = service.now() if interval is None else min(interval, MAX_INT - 1)
         view = service.schedule_view(at, at + 1)
         return {"interval": at, "runs": view["runs"]}
 
-    @app.put("/v1/tariff", status_code=201, summary="Set prices from an interval (a regulation)")
+    @app.put(
+        "/v1/tariff",
+        status_code=201,
+        summary="Set prices from an interval (a regulation)",
+        response_model=schemas.RegulationView,
+    )
     def set_tariff(body: schemas.Tariff, actor: Regulator) -> dict[str, Any]:
         return service.set_tariff(actor, body.price_consumption, body.price_production, body.time)
 
-    @app.put("/v1/limits/default", status_code=201, summary="Set default MAXEPA/MAXECA")
+    @app.put(
+        "/v1/limits/default",
+        status_code=201,
+        summary="Set default MAXEPA/MAXECA",
+        response_model=schemas.RegulationList,
+    )
     def set_limits(body: schemas.DefaultLimits, actor: Regulator) -> dict[str, Any]:
         done = service.set_default_limits(actor, body.max_epa, body.max_eca, body.time)
         return {"regulations": done}
 
-    @app.get("/v1/schedule", summary="Prices and default limits per interval, as runs")
+    @app.get(
+        "/v1/schedule",
+        summary="Prices and default limits per interval, as runs",
+        response_model=schemas.ScheduleView,
+    )
     def schedule(
         _: Reader, first: IntervalQuery = None, last: IntervalQuery = None
     ) -> dict[str, Any]:
         return service.schedule_view(*window(first, last, before_now=False))
 
-    @app.get("/v1/regulations", summary="The regulations this node signed, newest first")
+    @app.get(
+        "/v1/regulations",
+        summary="The regulations this node signed, newest first",
+        response_model=schemas.RegulationList,
+    )
     def regulations(
         _: Reader,
         status: Annotated[str | None, Query(pattern="^(pending|accepted|rejected)$")] = None,
@@ -197,11 +255,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     @app.post(
         "/v1/bills",
         summary="A meter's signed interval bill (DESIGN.md 7); the signature authenticates",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": schemas.BILL_SCHEMA}},
-            }
+        openapi_extra=request_body(BILL),
+        response_model=schemas.BillReceived,
+        responses={
+            200: {"model": schemas.BillReceived, "description": "The very same bill, again"},
+            201: {"model": schemas.BillReceived, "description": "A new bill, stored"},
         },
     )
     async def post_bill(request: Request, response: Response) -> dict[str, Any]:
@@ -216,14 +274,23 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         Depends(_bill_filters),
     ]
 
-    @app.get("/v1/bills", summary="Bills of an interval range (default: the last day)")
+    @app.get(
+        "/v1/bills",
+        summary="Bills of an interval range (default: the last day)",
+        response_model=schemas.BillList,
+    )
     def bills(_: Reader, filters: BillFilters) -> dict[str, Any]:
         first, last, meter_id, owner, status = filters
         start, end = window(first, last, before_now=True)
         found = service.bills(start, end, meter_id, owner, status)
         return {"first": start, "last": end, "bills": [service.bill_to_wire(b) for b in found]}
 
-    @app.get("/v1/bills.csv", summary="The same bills as CSV", response_class=Response)
+    @app.get(
+        "/v1/bills.csv",
+        summary="The same bills as CSV",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {"schema": schemas.BILLS_CSV}}}},
+    )
     def bills_csv(_: Reader, filters: BillFilters) -> Response:
         first, last, meter_id, owner, status = filters
         start, end = window(first, last, before_now=True)
@@ -234,15 +301,27 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="bills-{start}-{end}.csv"'},
         )
 
-    @app.get("/v1/bills/{bill_id}", summary="A bill and its reconciliation")
+    @app.get(
+        "/v1/bills/{bill_id}",
+        summary="A bill and its reconciliation",
+        response_model=schemas.BillView,
+    )
     def bill(bill_id: Annotated[str, Path(pattern="^[0-9a-f]{64}$")], _: Reader) -> dict[str, Any]:
         return service.bill_to_wire(service.bill(bytes.fromhex(bill_id)))
 
-    @app.post("/v1/bills/reconcile", summary="Check the bills of an interval range again")
+    @app.post(
+        "/v1/bills/reconcile",
+        summary="Check the bills of an interval range again",
+        response_model=schemas.ReconcileCounts,
+    )
     def reconcile(body: schemas.Reconcile, actor: Reconciler) -> dict[str, Any]:
         return service.reconcile_all(actor, body.first, body.last)
 
-    @app.get("/v1/statements", summary="What an owner owes over an interval range")
+    @app.get(
+        "/v1/statements",
+        summary="What an owner owes over an interval range",
+        response_model=schemas.Statement,
+    )
     def statement(
         owner: Annotated[str, Query(pattern=schemas.OWNER_PATTERN)],
         _: Reader,
@@ -253,7 +332,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     # ---------------------------------------------------------------- the grid controller
 
-    @app.get("/v1/forecast", summary="Net load per interval from the ledger and the book")
+    @app.get(
+        "/v1/forecast",
+        summary="Net load per interval from the ledger and the book",
+        response_model=schemas.Forecast,
+    )
     def forecast(
         _: Reader, first: IntervalQuery = None, last: IntervalQuery = None
     ) -> dict[str, Any]:
@@ -266,20 +349,37 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
             "intervals": [dataclasses.asdict(f) for f in found],
         }
 
-    @app.get("/v1/controller", summary="The price policy and whether it runs by itself")
+    @app.get(
+        "/v1/controller",
+        summary="The price policy and whether it runs by itself",
+        response_model=schemas.ControllerView,
+    )
     def controller_settings(_: Reader) -> dict[str, Any]:
         return service.controller_settings()
 
-    @app.put("/v1/controller", summary="Set the price policy, or switch automatic mode")
+    @app.put(
+        "/v1/controller",
+        summary="Set the price policy, or switch automatic mode",
+        response_model=schemas.ControllerView,
+    )
     def set_controller(body: schemas.ControllerSettings, actor: Regulator) -> dict[str, Any]:
         policy = None if body.policy is None else body.policy.model_dump()
         return service.set_controller(actor, policy, body.auto)
 
-    @app.post("/v1/controller/proposals", status_code=201, summary="Propose next prices")
+    @app.post(
+        "/v1/controller/proposals",
+        status_code=201,
+        summary="Propose next prices",
+        response_model=schemas.ProposalView,
+    )
     def propose(actor: Regulator) -> dict[str, Any]:
         return _proposal(service.propose(actor))
 
-    @app.get("/v1/controller/proposals", summary="Recent proposals, newest first")
+    @app.get(
+        "/v1/controller/proposals",
+        summary="Recent proposals, newest first",
+        response_model=schemas.ProposalList,
+    )
     def proposals(_: Reader) -> dict[str, Any]:
         return {"proposals": [_proposal(p) for p in service.store.proposals()]}
 
@@ -287,6 +387,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         "/v1/controller/proposals/{proposal_id}/accept",
         status_code=201,
         summary="Accept a proposal: it becomes a regulation",
+        response_model=schemas.RegulationView,
     )
     def accept(
         proposal_id: Annotated[schemas.UrlPositive, Path()], actor: Regulator
@@ -295,7 +396,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     # ---------------------------------------------------------------- audit
 
-    @app.get("/v1/audit", summary="The audit log from a sequence number on")
+    @app.get(
+        "/v1/audit",
+        summary="The audit log from a sequence number on",
+        response_model=schemas.AuditLog,
+    )
     def audit(
         _: Auditor,
         after: Annotated[schemas.UrlNatural, Query()] = 0,
@@ -303,7 +408,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     ) -> dict[str, Any]:
         return {"entries": service.audit_entries(after, limit)}
 
-    @app.get("/v1/audit/verify", summary="Check the audit log's hash chain")
+    @app.get(
+        "/v1/audit/verify",
+        summary="Check the audit log's hash chain",
+        response_model=schemas.AuditCheck,
+    )
     def verify_audit(_: Auditor) -> dict[str, Any]:
         return service.verify_audit()
 

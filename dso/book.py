@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from bidstore import BidStoreClient, BidStoreClientError
 from dso.controller import BookEntry
 
 MAX_ORDERS = 100_000
@@ -34,25 +35,22 @@ def book_from_wire(wire: Any) -> list[BookEntry]:
     return entries
 
 
-class HttpBook:
-    """The order book of the bid store at `base_url` (`/v1` may be left out)."""
+class StoreBook:
+    """The order book of the bid store at `base_url`, read through the bid store's own client
+    (`bidstore.BidStoreClient`), which every other reader of the store uses too."""
 
     def __init__(
         self, base_url: str, timeout_s: float = 5.0, transport: httpx.BaseTransport | None = None
     ) -> None:
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self._http = httpx.Client(
-            base_url=self.base_url + "/v1", timeout=timeout_s, transport=transport
-        )
+        self.client = BidStoreClient(base_url, timeout_s=timeout_s, transport=transport)
+        self.base_url = self.client.url
 
     def close(self) -> None:
-        self._http.close()
+        self.client.close()
 
     def open_orders(self) -> list[BookEntry]:
         try:
-            response = self._http.get("/book")
-            response.raise_for_status()
-            wire = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            wire = self.client.book()
+        except BidStoreClientError as exc:
             raise BookUnavailable(f"cannot read the book at {self.base_url}: {exc}") from None
         return book_from_wire(wire)

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from service.client import PROTOCOL, refusal
+
 DEFAULT_URL = "http://127.0.0.1:7430"
 
 
@@ -59,14 +61,10 @@ class DsoClient:
             response = self._http.request(method, path, json=json, params=query, content=content)
         except httpx.TransportError as exc:
             raise DsoClientError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from None
-        if response.is_success:
+        refused = refusal(response)
+        if refused is None:
             return response
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = "protocol", f"HTTP {response.status_code} without an error body"
-        raise DsoClientError(response.status_code, code, message)
+        raise DsoClientError(refused.status, refused.code, refused.message)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
@@ -84,9 +82,17 @@ class DsoClient:
             response = self._http.post("/bills", content=raw, headers=headers)
         except httpx.TransportError as exc:
             raise DsoClientError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from None
-        if response.is_success:
-            return response.json()
-        error = response.json().get("error", {})
+        refused = refusal(response)
+        if refused is None:
+            return _json(response)
+        raise DsoClientError(refused.status, refused.code, refused.message)
+
+
+def _json(response: httpx.Response) -> Any:
+    """A success's JSON body; DsoClientError `protocol` if it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
         raise DsoClientError(
-            response.status_code, error.get("code", "protocol"), error.get("message", "")
-        )
+            response.status_code, PROTOCOL, "the DSO node's answer is not JSON"
+        ) from None

@@ -24,11 +24,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from assets.model import Eca, Epa, Fa, Outpoint
-from smartmeter.billing import (
+from assets import (
     Bill,
     DepositFact,
+    Eca,
+    Epa,
+    Fa,
     IssuedFact,
+    Outpoint,
     bill_amount,
     deposit_counts,
     epa_power,

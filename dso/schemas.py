@@ -1,18 +1,26 @@
-"""Request bodies and query integers of the DSO admin API (pydantic at the boundary).
+"""Request bodies, query integers and answers of the DSO admin API (pydantic at the boundary).
 
-Strict: unknown fields are refused, and a value of another JSON type is never converted (no
-`true` for 1, no `0` for false, no `1.0` for 1); a query or path integer is decimal digits with
-an optional minus sign, so `+0.0`, `1e3` or `007` are refused, not read as numbers.
+Request bodies are strict: unknown fields are refused, and a value of another JSON type is
+never converted (no `true` for 1, no `0` for false, no `1.0` for 1); a query or path integer is
+decimal digits with an optional minus sign, so `+0.0`, `1e3` or `007` are refused, not read as
+numbers.
+
+The answers (`...View` and the other models below `Reconcile`) are the routes' response models:
+they describe each answer in the OpenAPI document and shape it field for field as the service
+builds it. Where an answer holds a free-form mapping (a signed transaction's or a bill's wire
+JSON, an audit entry's detail), the model names the field and says what it holds; the wire
+format itself is `assets`'s.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from assets.codec import MAX_INT
+from dso.bills import CSV_COLUMNS
 
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 
@@ -96,67 +104,250 @@ class Reconcile(Body):
     last: Int
 
 
-def _integer(low: int, description: str) -> dict[str, Any]:
-    return {"type": "integer", "minimum": low, "maximum": MAX_INT, "description": description}
+# ------------------------------------------------------------------------------ answers
 
 
-_HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-_PRICE = {
-    "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_INT}, {"type": "null"}],
-    "description": "micro-units per kWh in force (null: none was set)",
-}
-# A meter's signed bill (smartmeter/billing.py), documented for clients and for schema-driven
-# fuzzing; the route reads the raw bytes, because the signature covers their canonical form.
-BILL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": [
-        "v",
-        "type",
-        "chain",
-        "meter",
-        "interval",
-        "closed_height",
-        "measured_j",
-        "issued_epa_w",
-        "deposited_epa_w",
-        "fa_issued",
-        "fa_deposited",
-        "price_consumption",
-        "price_production",
-        "energy_j",
-        "amount",
-        "issues",
-        "deposits",
-        "signature",
-    ],
-    "properties": {
-        "v": {"type": "integer", "enum": [1]},
-        "type": {"type": "string", "enum": ["bill"]},
-        "chain": _HEX32,
-        "meter": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-        "interval": _integer(0, "the billed interval"),
-        "closed_height": _integer(0, "the ledger height the bill closed at"),
-        "measured_j": _integer(-MAX_INT, "measured net energy, J (consumption positive)"),
-        "issued_epa_w": _integer(0, "EPA issued to the owner covering the interval, W"),
-        "deposited_epa_w": _integer(0, "EPA deposited covering the interval, W"),
-        "fa_issued": _integer(0, "FA issued during the interval, micro-units"),
-        "fa_deposited": _integer(0, "FA deposited during the interval, micro-units"),
-        "price_consumption": _PRICE,
-        "price_production": _PRICE,
-        "energy_j": _integer(-MAX_INT, "billed energy E_t, J"),
-        "amount": _integer(-MAX_INT, "B_t, micro-units owed (negative: a credit)"),
-        "issues": {"type": "array", "items": _HEX32, "maxItems": 4096},
-        "deposits": {
-            "type": "array",
-            "maxItems": 4096,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["tx", "index"],
-                "properties": {"tx": _HEX32, "index": _integer(0, "output index")},
-            },
-        },
-        "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
-    },
+class Answer(BaseModel):
+    """A route's answer. Extra fields are refused, so an answer the model does not describe
+    fails its route's tests instead of losing a field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Status(Answer):
+    chain: str = Field(description="The chain id, hex")
+    interval: int = Field(description="The interval the node's clock is in")
+    interval_s: int
+    dso_key: str = Field(description="The node's DSO public key, hex")
+    indexed_height: int = Field(description="The ledger height the node has indexed")
+    follower_problem: str | None = Field(description="Why following the ledger stopped, if it did")
+    ledger_error: str | None = Field(description="The last error reaching the ledger, if any")
+
+
+class WhoAmI(Answer):
+    name: str
+    role: str
+
+
+class NewOperatorView(Answer):
+    name: str
+    role: str
+    token: str = Field(description="The operator's bearer token, shown this once")
+
+
+class OperatorView(Answer):
+    name: str
+    role: str
+    created_at: int = Field(description="Unix seconds")
+    created_by: str
+    revoked_at: int | None = Field(description="Unix seconds, or null while it is valid")
+
+
+class OperatorList(Answer):
+    operators: list[OperatorView]
+
+
+class Revoked(Answer):
+    name: str
+    revoked: bool
+
+
+class MeterRow(Answer):
+    meter: str
+    public_key: str | None = Field(description="The meter's key in force, hex")
+    max_epa: int | None = Field(description="MAXEPA in watts")
+    max_eca: int | None = Field(description="MAXECA in watts")
+    state: Literal["authorized", "banned"]
+    owner: str | None
+    follows_default_limits: bool
+
+
+class MeterList(Answer):
+    interval: int
+    meters: list[MeterRow]
+
+
+class MeterRegulation(Answer):
+    height: int
+    txid: str
+    time: int
+    transaction: dict[str, Any] = Field(description="The regulate transaction's wire JSON")
+
+
+class MeterView(Answer):
+    meter: str
+    now: MeterRow | None
+    next: MeterRow | None
+    energy_assets_issued: int
+    regulations: list[MeterRegulation]
+
+
+class RegulationView(Answer):
+    txid: str
+    nonce: int
+    time: int
+    effective_from: int = Field(description="time + 1: the first interval it is in force")
+    status: str = Field(description="pending, accepted or rejected")
+    code: str | None = Field(description="The ledger's refusal code, if it refused")
+    message: str | None
+    height: int | None = Field(description="The block that holds it, once accepted")
+    by: str = Field(description="The operator who signed it")
+    created_ms: int
+    transaction: dict[str, Any] = Field(description="The regulate transaction's wire JSON")
+
+
+class RegulationList(Answer):
+    regulations: list[RegulationView]
+
+
+class LimitsView(Answer):
+    max_epa: int
+    max_eca: int
+
+
+class ScheduleRun(Answer):
+    first: int
+    last: int
+    price_consumption: int | None = Field(description="micro-units per kWh; null: none set")
+    price_production: int | None = Field(description="micro-units per kWh; null: none set")
+    default_limits: LimitsView | None
+
+
+class ScheduleView(Answer):
+    first: int
+    last: int
+    runs: list[ScheduleRun]
+
+
+class TariffView(Answer):
+    interval: int
+    runs: list[ScheduleRun]
+
+
+class DiscrepancyView(Answer):
+    code: str
+    message: str
+
+
+class BillView(Answer):
+    id: str
+    meter: str
+    owner: str | None
+    interval: int
+    closed_height: int
+    amount: int = Field(description="B_t in micro-units (negative: a credit)")
+    status: str = Field(description="pending, reconciled or flagged")
+    discrepancies: list[DiscrepancyView]
+    received_ms: int
+    bill: dict[str, Any] = Field(description="The signed bill's wire JSON (assets.schemas.BILL)")
+
+
+class BillReceived(BillView):
+    duplicate: bool = Field(description="True: the very same bill was received before")
+
+
+class BillList(Answer):
+    first: int
+    last: int
+    bills: list[BillView]
+
+
+class ReconcileCounts(Answer):
+    reconciled: int
+    flagged: int
+    pending: int
+
+
+class StatementLine(Answer):
+    meter: str
+    bills: int
+    amount: int
+    unsettled: int = Field(description="Bills pending or flagged")
+
+
+class Statement(Answer):
+    owner: str
+    first: int
+    last: int
+    currency: str
+    total: int
+    reconciled_total: int
+    meters: list[StatementLine]
+    bills: list[BillView]
+
+
+class IntervalForecastView(Answer):
+    interval: int
+    production_w: int
+    consumption_w: int
+    deposited_production_w: int
+    open_asks_w: int
+    open_bids_w: int
+    net_load_w: int
+
+
+class Forecast(Answer):
+    first: int
+    last: int
+    book: str = Field(description="none (no book configured), read, or why it could not be")
+    intervals: list[IntervalForecastView]
+
+
+class PolicyView(Answer):
+    low_w: int
+    high_w: int
+    gain_ppm: int
+    max_change_ppm: int
+    min_price: int
+    max_price: int
+    default_price: int
+
+
+class ControllerView(Answer):
+    policy: PolicyView | None
+    auto: bool
+
+
+class ProposalView(Answer):
+    id: int
+    interval: int
+    price_consumption: int
+    price_production: int
+    net_load_w: int
+    reason: str
+    status: str = Field(description="open, accepted, rejected or superseded")
+    regulation_nonce: int | None
+    created_ms: int
+
+
+class ProposalList(Answer):
+    proposals: list[ProposalView]
+
+
+class AuditEntryView(Answer):
+    seq: int
+    at_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str
+    detail: dict[str, Any] = Field(description="What changed; its keys depend on the action")
+    outcome: str
+    hash: str
+
+
+class AuditLog(Answer):
+    entries: list[AuditEntryView]
+
+
+class AuditCheck(Answer):
+    entries: int
+    intact: bool
+    problem: str | None
+
+
+BILLS_CSV = {
+    "type": "string",
+    "description": "CSV (RFC 4180, CRLF), a header row and a row per bill: "
+    + ", ".join(CSV_COLUMNS),
 }

@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from assets import Outpoint, canonical_json
-from ledger.store import StoreError, open_service_database, service_meta
+from service.database import StoreError, open_service_database, service_meta
 
 SCHEMA_VERSION = "1"
 _WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL

@@ -21,7 +21,7 @@ from ledger.ledger import BlockResult, Ledger
 from ledger.schedule import RegulationSchedule
 from ledger.sequencer import InProcessSequencer, SequencerBusy, SequencerClosed, Ticket
 from ledger.store import StoredOutput
-from petra.http import (
+from service.http import (
     ApiError,
     bounded_body,
     draining,

@@ -31,6 +31,7 @@ from assets.codec import genesis_from_wire, tx_from_wire
 from assets.codec import txid as transaction_id
 from ledger import merkle
 from ledger.blocks import BlockHeader, SignedHead
+from service.client import PROTOCOL, refusal, retry_after_s
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
@@ -266,9 +267,10 @@ class LedgerClient:
                 last = f"cannot reach the ledger node at {self.base_url}: {exc}"
                 continue
             if response.status_code == 503:
-                if _error_code(response) == "busy":  # nothing was queued: safe to send again
+                refused = refusal(response)
+                if refused is not None and refused.code == "busy":  # nothing was queued
                     last = f"the ledger node at {self.base_url} is busy"
-                    time.sleep(_retry_after(response, self.backoff_cap_s))
+                    time.sleep(retry_after_s(response, self.backoff_cap_s) or 1.0)
                     continue
                 raise LedgerUnavailable(f"the ledger node at {self.base_url} is unavailable")
             try:
@@ -547,15 +549,14 @@ def _json(body: bytes | str) -> Any:
 
 def _answer(response: httpx.Response) -> Any:
     """The JSON body of a 2xx answer; the error shape of docs/api.md raised as its exception."""
-    if response.is_success:
+    refused = refusal(response)
+    if refused is None:
         return _json(response.content)
-    body = _json(response.content)
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict) or not isinstance(error.get("code"), str):
-        raise LedgerProtocolError(f"HTTP {response.status_code} without the error shape")
-    code, message = error["code"], str(error.get("message", ""))
+    code, message = refused.code, refused.message
+    if code == PROTOCOL:
+        raise LedgerProtocolError(message)
     if code in _REJECTION_CODES:
-        raw_txid = error.get("txid")
+        raw_txid = refused.fields.get("txid")
         rejected_txid = None if raw_txid is None else _unhex(raw_txid, "txid", 32)
         raise LedgerRejected(Code(code), message, rejected_txid)
     if code == "unavailable":
@@ -609,21 +610,3 @@ def _server_sent_events(
             data.append(value)
         elif name == "id" and "\0" not in value:
             event_id = value
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    """The `error.code` of an answer in the common error shape, if it has one."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
-
-
-def _retry_after(response: httpx.Response, cap_s: float) -> float:
-    """The pause a `Retry-After` header asks for, in seconds, at most `cap_s`."""
-    try:
-        return min(cap_s, max(0.0, float(response.headers.get("retry-after", "1"))))
-    except ValueError:
-        return min(cap_s, 1.0)

@@ -26,8 +26,8 @@ from assets.schemas import request_body
 from mixer.coordinator import Coordinator, MixerError, parse_poll
 from mixer.polls import long_poll
 from mixer.schemas import ENVELOPE, JOIN, POLL_QUERY
-from petra.http import bounded_body, draining, error_response, install_error_handlers
-from petra.ticker import Ticker
+from service.http import bounded_body, draining, error_response, install_error_handlers
+from service.ticker import Ticker
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a message: a blame carries every message of its run
 MAX_JOIN_BYTES = 4 * 1024  # a join request is a few hundred bytes

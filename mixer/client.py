@@ -46,6 +46,7 @@ from mixer.protocol import (
     Session,
     decode_message,
 )
+from service.client import PROTOCOL, refusal, retry_after_s
 
 log = logging.getLogger("petra.mixer.client")
 
@@ -505,10 +506,9 @@ class MixClient:
 
 def _retry_after(response: httpx.Response) -> float | None:
     """The seconds a 429 or 503 answer's Retry-After asks for (capped), or None."""
-    value = response.headers.get("retry-after", "")
-    if response.status_code not in (429, 503) or not value.isascii() or not value.isdigit():
+    if response.status_code not in (429, 503):
         return None
-    return min(float(value), MAX_RETRY_AFTER_S)
+    return retry_after_s(response, MAX_RETRY_AFTER_S)
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
@@ -518,9 +518,9 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
         body = None
     if response.is_success and isinstance(body, dict):
         return body
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str):
-        raise MixError(error["code"], str(error.get("message", "")))
+    refused = refusal(response)
+    if refused is not None and refused.code != PROTOCOL:
+        raise MixError(refused.code, refused.message)
     raise MixError("coordinator_deviated", f"HTTP {response.status_code} without the error shape")
 
 

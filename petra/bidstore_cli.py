@@ -139,7 +139,7 @@ def _publish(control_port: int, port: int, key_file: Path | None, max_streams: i
     from stem import ControllerError  # type: ignore[import-untyped]
     from stem.connection import AuthenticationFailure  # type: ignore[import-untyped]
 
-    from bidstore.tornet import publish_onion
+    from bidstore import onion
 
     key = None
     if key_file is not None and key_file.exists():
@@ -148,7 +148,7 @@ def _publish(control_port: int, port: int, key_file: Path | None, max_streams: i
         except OSError as exc:
             fail(f"cannot read the onion key {key_file}: {exc.strerror}")
     try:
-        address, new_key = publish_onion(control_port, port, key, max_streams=max_streams)
+        address, new_key = onion.publish_onion(control_port, port, key, max_streams=max_streams)
     except (ControllerError, AuthenticationFailure, OSError) as exc:
         fail(f"cannot publish the onion service through tor's control port {control_port}: {exc}")
     if key_file is not None and key is None:

@@ -146,7 +146,7 @@ def replay_command(
     """Replay transactions in order; print `<txid> ok` or `<txid> <code>` per transaction."""
     from ledger import open_ledger
     from ledger.replay import outcome_line, replay
-    from ledger.store import StoreError
+    from service.database import StoreError
 
     genesis_raw, genesis_doc = read_genesis(genesis)
     sequencer = None
@@ -197,11 +197,11 @@ def replay_command(
 @ledger_app.command("demo")
 def demo_command() -> None:
     """Walk through a trade on an in-process ledger, explaining each step."""
-    from ledger.demo import DemoFailed, run_demo
+    from simulation import demo
 
     try:
-        run_demo(Console())
-    except DemoFailed as exc:
+        demo.run_demo(Console())
+    except demo.DemoFailed as exc:
         fail(f"the demo went wrong: {exc}")
 
 
@@ -226,7 +226,7 @@ def serve_command(
 
     from ledger import open_ledger
     from ledger.api import LedgerNode, create_app
-    from ledger.store import StoreError
+    from service.database import StoreError
 
     genesis_raw, genesis_doc = read_genesis(genesis)
     signing = [
@@ -283,8 +283,8 @@ def replicate_command(
     from ledger.api import LedgerNode, create_app
     from ledger.client import LedgerClient
     from ledger.replica import Follower, GenesisMismatch, ReplicaDiverged
-    from ledger.store import StoreError
-    from petra import serving
+    from service import serving
+    from service.database import StoreError
 
     genesis_raw, _ = read_genesis(genesis)
     if host not in ("127.0.0.1", "::1", "localhost"):
@@ -356,23 +356,23 @@ def bench_ledger_command(
     ] = 40_000,
 ) -> None:
     """Committed transfers per second against Ed25519 verifications per second, one run."""
-    from ledger.store import StoreError
+    from service.database import StoreError
 
     console = Console(stderr=as_json)
     if http:
-        from ledger.bench_http import HttpBenchError, run_http_bench
+        from simulation.bench import ledger_http
 
         if store is not None:
             fail("--store does not apply to --http: both runs use temporary SQLite files")
         try:
-            run_http_bench(as_json=as_json, count=count, console=console)
-        except (HttpBenchError, StoreError) as exc:
+            ledger_http.run_http_bench(as_json=as_json, count=count, console=console)
+        except (ledger_http.HttpBenchError, StoreError) as exc:
             fail(str(exc))
         return
-    from ledger.bench import run_ledger_bench
+    from simulation.bench import ledger as ledger_bench
 
     try:
-        run_ledger_bench(as_json=as_json, large=large, store=store, console=console)
+        ledger_bench.run_ledger_bench(as_json=as_json, large=large, store=store, console=console)
     except StoreError as exc:
         fail(str(exc))
 
@@ -392,15 +392,15 @@ def bench_dso_command(
     """Interval bills one DSO node takes in and reconciles per second, against the ledger
     node's rate for the reads reconciling one bill makes, one run; and so how many meters one
     DSO node can bill at 900 s intervals."""
-    from dso.bench import DsoBenchError, run_dso_bench
-    from ledger.store import StoreError
+    from service.database import StoreError
+    from simulation.bench import dso as dso_bench
 
     if meters > bills:
         fail(f"--meters ({meters}) must not exceed --bills ({bills}): each meter bills once")
     console = Console(stderr=as_json)
     try:
-        run_dso_bench(as_json, console, bills=bills, meters=meters, clients=clients)
-    except (DsoBenchError, StoreError) as exc:
+        dso_bench.run_dso_bench(as_json, console, bills=bills, meters=meters, clients=clients)
+    except (dso_bench.DsoBenchError, StoreError) as exc:
         fail(str(exc))
 
 
@@ -425,12 +425,12 @@ def bench_bidstore_command(
     """Orders the bid store checks and accepts per second on loopback, against the ledger
     node's rate for the reads checking one order makes, one run; and the p50 latency of an
     order post to the store as an onion service on a private Tor network."""
-    from bidstore.bench import BidStoreBenchError, run_bidstore_bench
+    from simulation.bench import bidstore as bidstore_bench
 
     console = Console(stderr=as_json)
     try:
-        run_bidstore_bench(as_json, console, orders=orders, clients=clients, tor=tor)
-    except BidStoreBenchError as exc:
+        bidstore_bench.run_bidstore_bench(as_json, console, orders=orders, clients=clients, tor=tor)
+    except bidstore_bench.BidStoreBenchError as exc:
         fail(str(exc))
 
 
@@ -444,7 +444,7 @@ def bench_mixer_command(
     """Seconds for one CoinShuffle mix of N peers on loopback, from the pool's start until the
     landed transfer pays every peer (and from the first join), and bytes each peer posts,
     against 2 (N + 3) sequential round trips to the coordinator measured in the same run."""
-    from mixer.bench import MixerBenchError, run_mixer_bench
+    from simulation.bench import mixer as mixer_bench
 
     try:
         sizes = [int(n) for n in peers.split(",") if n.strip()]
@@ -452,8 +452,8 @@ def bench_mixer_command(
         fail(f"--peers must be comma-separated numbers, not {peers!r}")
     console = Console(stderr=as_json)
     try:
-        run_mixer_bench(sizes, as_json, console)
-    except MixerBenchError as exc:
+        mixer_bench.run_mixer_bench(sizes, as_json, console)
+    except mixer_bench.MixerBenchError as exc:
         fail(str(exc))
 
 

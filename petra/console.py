@@ -17,7 +17,7 @@ from assets import Genesis, Keypair, Rejected, parse_genesis
 from assets.keyfile import KeyFileError, load_keys
 
 if TYPE_CHECKING:
-    from petra.serving import ServeLimits
+    from service.serving import ServeLimits
 
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
@@ -107,7 +107,7 @@ def check_ledger_genesis(url: str, genesis: Genesis, genesis_path: Path) -> None
 
 def serve_limits() -> ServeLimits:
     """The serving limits the environment sets (`PETRA_MAX_CONNECTIONS` and the like)."""
-    from petra.serving import ServeLimits
+    from service.serving import ServeLimits
 
     try:
         return ServeLimits.from_env()
@@ -116,9 +116,9 @@ def serve_limits() -> ServeLimits:
 
 
 def serve(app: Any, host: str, port: int, stop: threading.Event | None = None) -> None:
-    """Serve `app` under the limits of `petra.serving` until SIGTERM, Ctrl-C or `stop` is
+    """Serve `app` under the limits of `service.serving` until SIGTERM, Ctrl-C or `stop` is
     set, then return (so the caller's clean-up runs); a failed start is one sentence."""
-    from petra.serving import server
+    from service.serving import server
 
     try:
         server(app, host, port, serve_limits(), stop).run()

@@ -294,7 +294,7 @@ def serve_command(
     """Serve the DSO admin API under /v1 (docs/dso-api.md), following the ledger."""
 
     from dso.api import create_app
-    from dso.book import HttpBook
+    from dso.book import StoreBook
     from dso.service import DsoService
     from dso.store import DsoStore, DsoStoreError, NodeRunning
     from ledger.client import LedgerClient
@@ -313,7 +313,7 @@ def serve_command(
     client = LedgerClient(ledger)
     try:
         database = DsoStore(store)
-        order_book = HttpBook(book) if book is not None else None
+        order_book = StoreBook(book) if book is not None else None
         service = DsoService(database, client, genesis_doc, signing[0], book=order_book)
     except DsoStoreError as exc:
         fail(str(exc))

@@ -110,7 +110,7 @@ def run_command(
     if METER_KEY not in keys:
         fail(f"{settings.keys} has no key named {METER_KEY!r}: make one with `petra meter keygen`")
     # A meter outlives outages: with the ledger unreachable it still reads, stores and closes
-    # intervals, and its watcher catches up later (checking every head against the genesis).
+    # intervals, and its ledger index catches up later (checking every head against the genesis).
     with LedgerClient(settings.ledger, retries=0) as ledger:
         try:
             served: Any = ledger.genesis()
@@ -141,7 +141,7 @@ def run_command(
 
 
 def _owner(url: str, meter: str, keys: Path, key: str, passphrase_file: Path | None) -> Any:
-    from smartmeter.owner import OwnerClient
+    from smartmeter.owner_client import OwnerClient
 
     found = read_keys(keys, passphrase_file)
     if key not in found:
@@ -150,7 +150,7 @@ def _owner(url: str, meter: str, keys: Path, key: str, passphrase_file: Path | N
 
 
 def _ask(client: Any, method: str, *args: Any) -> Any:
-    from smartmeter.owner import OwnerApiError
+    from smartmeter.owner_client import OwnerApiError
 
     try:
         return getattr(client, method)(*args)

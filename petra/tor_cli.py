@@ -41,11 +41,11 @@ def up_command(
     """Start the network on 127.0.0.1, wait until its client has bootstrapped, print the
     client's SOCKS and control ports and leave it running; `petra tor testnet down` stops it.
     An onion service needs at least 5 authorities and relays in all."""
-    from bidstore.tornet import STATE_FILE, TorNetwork, TorNetworkError
+    from simulation import tornet
 
-    if (directory / STATE_FILE).exists():
+    if (directory / tornet.STATE_FILE).exists():
         fail(f"a Tor network already runs from {directory}: stop it with `petra tor testnet down`")
-    network = TorNetwork(directory, authorities=authorities, relays=relays)
+    network = tornet.TorNetwork(directory, authorities=authorities, relays=relays)
     if not as_json:
         err.print(
             f"starting {authorities} authorities, {relays} relays and a client in "
@@ -53,7 +53,7 @@ def up_command(
         )
     try:
         seconds = network.up(timeout_s)
-    except TorNetworkError as error:
+    except tornet.TorNetworkError as error:
         fail(str(error).splitlines()[0] + f" (logs under {directory})")
     if as_json:
         ports = {"socks_port": network.socks_port, "control_port": network.control_port}
@@ -67,10 +67,10 @@ def up_command(
 @testnet_app.command("down")
 def down_command(directory: NetworkDir) -> None:
     """Stop the network started from this directory, by whatever process started it."""
-    from bidstore.tornet import TorNetwork, TorNetworkError
+    from simulation import tornet
 
     try:
-        stopped = TorNetwork.stop_in(directory)
-    except TorNetworkError as error:
+        stopped = tornet.TorNetwork.stop_in(directory)
+    except tornet.TorNetworkError as error:
         fail(str(error))
     err.print(f"stopped {stopped} tor processes")

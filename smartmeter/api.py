@@ -14,11 +14,11 @@ pass anyway, in memory and in the meter's named state (`OWNER_NONCES`), so a res
 meter does not reopen the window for a request captured just before it.
 
 - `POST /v1/withdrawals` `{"outputs": [{"asset", "address"}, ...]}`: the meter checks the
-  withdrawal against what the ledger says (`MeterWatcher.check_withdrawal`), signs an `issue`
+  withdrawal against what the ledger says (`MeterLedgerIndex.check_withdrawal`), signs an `issue`
   with a nonce above every one it used (stored before it is submitted, so a crash never reuses
-  one), submits it and answers 201 once its watcher indexed the block.
+  one), submits it and answers 201 once its ledger index indexed the block.
 - `POST /v1/deposit-addresses`: 201 `{"address", "index"}`, a deposit address never handed out.
-- `POST /v1/status`: the meter, the watcher's height, credit used and line, prices now.
+- `POST /v1/status`: the meter, the ledger index's height, credit used and line, prices now.
 - `POST /v1/bills`: how many bills the DSO has not acknowledged, and those due for sending
   (the outbox lists no others).
 - `POST /v1/bills/history` `{"first", "last"}` (interval indexes, `last - first` at most
@@ -30,7 +30,7 @@ true` is not 1); a lone surrogate escape has no canonical (UTF-8) form. Every ro
 its body in the OpenAPI document (`request_schema`), so schema-driven fuzzing reaches these
 checks.
 
-Errors use the common shape (`petra/http.py`): 400 `malformed`, 401 `bad_signature`,
+Errors use the common shape (`service/http.py`): 400 `malformed`, 401 `bad_signature`,
 `stale_request`, `replayed`, 413 `too_large`, 422 `wrong_meter`, a withdrawal's refusal
 (`limit_exceeded`, `credit_exceeded`, `not_authorized`, `banned`, `bad_request`) or the ledger's
 rejection code, 429 `too_many_requests`, 503 `ledger_unavailable` or `not_caught_up`.
@@ -54,11 +54,11 @@ from assets.canonical import parse_json
 from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_transaction
 from assets.signing import signing_message, verify
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
-from petra.http import ApiError, bounded_body, install_error_handlers
+from service.http import ApiError, bounded_body, install_error_handlers
 from smartmeter.billing_loop import BILL_KIND, bill_key
 from smartmeter.issuing import WithdrawalRefused
+from smartmeter.ledger_index import HANDED_OUT, MeterLedgerIndex
 from smartmeter.store import MeterStore, outbox
-from smartmeter.watcher import HANDED_OUT, MeterWatcher
 
 REQUEST_TYPE = "owner-request"  # the signing domain of the owner's requests
 FRESH_S = 60  # a request's `at` may differ from the meter's clock by this many seconds
@@ -66,7 +66,7 @@ MAX_BODY = 64 * 1024  # bytes
 MAX_NONCES = 10_000  # requests remembered within the window; more is refused as too many
 MAX_OUTPUTS = 64  # outputs of one withdrawal
 MAX_HISTORY = 2880  # intervals one bill-history request may span (30 days of 900 s)
-INDEX_WAIT_S = 10  # how long a withdrawal waits for the watcher to index its block
+INDEX_WAIT_S = 10  # how long a withdrawal waits for the ledger index to index its block
 LAST_ISSUE_NONCE = "owner_issue_nonce"  # named state: the last issue nonce the meter signed
 OWNER_NONCES = "owner_request_nonces"  # named state: {nonce: at} of recent owner requests
 ENVELOPE = frozenset({"v", "path", "meter", "at", "nonce", "signature"})
@@ -84,15 +84,15 @@ def sign_request(unsigned: dict[str, Any], owner_key: Keypair) -> bytes:
     return canonical_json({**unsigned, "signature": signature})
 
 
-class OwnerDesk:
-    """What the owner's API does, over the meter's store, watcher and ledger client. `clock`
+class OwnerService:
+    """What the owner's API does, over the meter's store, ledger_index and ledger client. `clock`
     gives unix seconds. Withdrawals are made one at a time, so each is checked against every
     earlier one."""
 
     def __init__(
         self,
         store: MeterStore,
-        watcher: MeterWatcher,
+        ledger_index: MeterLedgerIndex,
         client: LedgerClient,
         chain: bytes,
         meter_id: str,
@@ -101,7 +101,7 @@ class OwnerDesk:
         credit_line: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.watcher, self.client = store, watcher, client
+        self.store, self.ledger_index, self.client = store, ledger_index, client
         self.chain, self.meter_id, self.meter_key = chain, meter_id, meter_key
         self.owner, self.credit_line, self.clock = owner, credit_line, clock
         self._withdrawing = threading.Lock()
@@ -187,9 +187,9 @@ class OwnerDesk:
     def withdraw(self, outputs: list[Output]) -> dict[str, Any]:
         """Issue `outputs` to the owner if the meter may: the issue's txid, height, nonce."""
         with self._withdrawing:
-            interval = self.watcher.genesis.interval_at(int(self.clock()))
+            interval = self.ledger_index.genesis.interval_at(int(self.clock()))
             try:
-                self.watcher.check_withdrawal(outputs, interval, self.credit_line)
+                self.ledger_index.check_withdrawal(outputs, interval, self.credit_line)
             except WithdrawalRefused as refused:
                 raise ApiError(422, refused.code, refused.message) from None
             # The stored nonce too: another desk on the same database may have used more.
@@ -203,7 +203,7 @@ class OwnerDesk:
                 raise ApiError(422, str(rejected.code), rejected.message) from None
             except LedgerClientError as exc:
                 raise ApiError(503, "ledger_unavailable", str(exc)) from None
-            if not self.watcher.wait_for(submitted.height, INDEX_WAIT_S):
+            if not self.ledger_index.wait_for(submitted.height, INDEX_WAIT_S):
                 raise ApiError(
                     503,
                     "not_caught_up",
@@ -218,40 +218,40 @@ class OwnerDesk:
         }
 
     def deposit_address(self) -> dict[str, Any]:
-        """A new deposit address and its key index, once the watcher has read the whole
+        """A new deposit address and its key index, once the ledger index has read the whole
         ledger (so it knows every address already paid to)."""
         try:
             head = self.client.head()
         except LedgerClientError as exc:
             raise ApiError(503, "ledger_unavailable", str(exc)) from None
         height = 0 if head is None else head.header.height
-        if not self.watcher.wait_for(height, INDEX_WAIT_S):
+        if not self.ledger_index.wait_for(height, INDEX_WAIT_S):
             raise ApiError(
                 503,
                 "not_caught_up",
-                f"the meter has indexed block {self.watcher.height} of {height}; try again",
+                f"the meter has indexed block {self.ledger_index.height} of {height}; try again",
             )
-        with self.watcher.lock:
-            address = self.watcher.next_deposit_address()
+        with self.ledger_index.lock:
+            address = self.ledger_index.next_deposit_address()
             index = int(self.store.get_state(HANDED_OUT)) - 1
         return {"address": address.hex(), "index": index}
 
     def status(self) -> dict[str, Any]:
         """The meter, the last block it indexed, the owner's credit and the prices now."""
-        interval = self.watcher.genesis.interval_at(int(self.clock()))
-        prices = self.watcher.prices_at(interval)
-        with self.watcher.lock:
-            credit_used = self.watcher.issued.credit_used
+        interval = self.ledger_index.genesis.interval_at(int(self.clock()))
+        prices = self.ledger_index.prices_at(interval)
+        with self.ledger_index.lock:
+            credit_used = self.ledger_index.issued.credit_used
         return {
             "meter": self.meter_id,
-            "height": self.watcher.height,
+            "height": self.ledger_index.height,
             "interval": interval,
             "credit_used": credit_used,
             "credit_line": self.credit_line,
             "price_consumption": prices.consumption,
             "price_production": prices.production,
-            "watcher_problem": self.watcher.problem,
-            "ledger_error": self.watcher.last_error,
+            "watcher_problem": self.ledger_index.problem,
+            "ledger_error": self.ledger_index.last_error,
         }
 
     def bills(self) -> dict[str, Any]:
@@ -440,7 +440,7 @@ def request_schema(path: str) -> dict[str, Any]:
     }
 
 
-def create_app(node: OwnerDesk) -> FastAPI:
+def create_app(node: OwnerService) -> FastAPI:
     """The owner's API over `node`; serve it on loopback only."""
     if METER_ID.fullmatch(node.meter_id) is None:
         raise ValueError(f"{node.meter_id!r} is not a meter id")

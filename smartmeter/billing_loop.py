@@ -34,12 +34,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assets.signing import Keypair
+from assets import Keypair, bill_of_interval, encode_bill, sign_bill
 from dso.client import DsoClient, DsoClientError
-from smartmeter.billing import bill_of_interval, encode_bill, sign_bill
 from smartmeter.energy import IntervalStatus
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore, OutboxMessage
-from smartmeter.watcher import MeterWatcher
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def _cursor_name(meter_id: str) -> str:
 def close_due_bills(
     *,
     store: MeterStore,
-    watcher: MeterWatcher,
+    ledger_index: MeterLedgerIndex,
     chain: bytes,
     meter_id: str,
     meter_key: Keypair,
@@ -78,14 +77,16 @@ def close_due_bills(
     interval; pass them, or a source removed from the configuration holds back every
     `missing` interval after its last one).
 
-    Bills count the ledger as the watcher has indexed it (`closed_height` = its height). Nothing
-    is billed while the watcher has stopped on a bad block or cannot read the ledger: a bill
+    Bills count the ledger as the ledger index has it (`closed_height` = its height). Nothing
+    is billed while the ledger index has stopped on a bad block or cannot read the ledger: a bill
     closed on a stale view would leave out the interval's issues and deposits.
     """
-    if watcher.problem is not None or watcher.last_error is not None:
+    if ledger_index.problem is not None or ledger_index.last_error is not None:
         log.warning(
-            "not closing bills: the ledger watcher is %s",
-            f"stopped ({watcher.problem})" if watcher.problem else f"behind ({watcher.last_error})",
+            "not closing bills: the ledger ledger_index is %s",
+            f"stopped ({ledger_index.problem})"
+            if ledger_index.problem
+            else f"behind ({ledger_index.last_error})",
         )
         return []
     last = math.floor((now - closing_delay_s - epoch) / interval_s) - 1
@@ -99,7 +100,7 @@ def close_due_bills(
     if sources is None:
         sources = store.interval_sources()
     stored_by = store.sources_per_interval(first, last, sources)
-    closed_height = watcher.height
+    closed_height = ledger_index.height
     billed: list[int] = []
     waiting: int | None = None
     for total in store.intervals(first, last, sources):
@@ -112,7 +113,7 @@ def close_due_bills(
                 "billing interval %d, %s, as measured (the bill has no status): %s",
                 *(t, total.status, "; ".join(total.reasons) or "no reason given"),
             )
-        prices = watcher.prices_at(t)
+        prices = ledger_index.prices_at(t)
         bill = bill_of_interval(
             chain=chain,
             meter=meter_id,
@@ -120,8 +121,8 @@ def close_due_bills(
             interval_s=interval_s,
             closed_height=closed_height,
             measured_j=total.net_j,
-            issues=watcher.issues(closed_height),
-            deposits=watcher.deposits(closed_height),
+            issues=ledger_index.issues(closed_height),
+            deposits=ledger_index.deposits(closed_height),
             price_consumption=prices.consumption,
             price_production=prices.production,
         )

@@ -3,8 +3,8 @@ together over one database.
 
 - a `SourceRunner` per configured source, storing each reading before anything else and
   closing interval energies (`smartmeter.sources`);
-- the `MeterWatcher`, following the ledger for the meter's regulations, issues and deposits
-  (`smartmeter.watcher`);
+- the `MeterLedgerIndex`, following the ledger for the meter's regulations, issues and deposits
+  (`smartmeter.ledger_index`);
 - the owner's signed API (`smartmeter.api`), served by the caller on loopback;
 - the loop (`MeterNode.tick`, every `tick_s`): close the bills that are due and queue them
   (`close_due_bills`), send the queue to the DSO (`BillSender`), and publish new readings for
@@ -34,14 +34,14 @@ from fastapi import FastAPI
 from assets import Genesis, Keypair, chain_id
 from dso.client import DsoClient
 from ledger.client import LedgerClient
-from smartmeter.api import OwnerDesk, create_app
+from smartmeter.api import OwnerService, create_app
 from smartmeter.billing_loop import BillSender, close_due_bills
 from smartmeter.config import MeterConfig, PublishConfig, SourceConfig
 from smartmeter.energy import MeterConfig as EnergyConfig
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.mqtt import Broker, MqttPublisher
 from smartmeter.sources import SourceRunner
 from smartmeter.store import MeterStore, StoredReading
-from smartmeter.watcher import MeterWatcher
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _inputs(reading: StoredReading) -> dict[str, float]:
 class MeterNode:
     """The daemon's parts for `config`, on the chain of `genesis`, signing with `meter_key`.
 
-    `start()` starts the sources, the watcher and the loop; `app()` is the owner's API to serve
+    `start()` starts the sources, the ledger index and the loop; `app()` is the owner's API to serve
     on loopback; `stop()` ends them all and closes the database. `clock` gives unix seconds.
     """
 
@@ -177,7 +177,7 @@ class MeterNode:
         meter_key: Keypair,
         clock: Callable[[], float],
     ) -> None:
-        self.watcher = MeterWatcher(
+        self.ledger_index = MeterLedgerIndex(
             self.ledger, self.store, genesis, config.meter, deposit_seed(meter_key)
         )
         self.runners = [
@@ -192,9 +192,9 @@ class MeterNode:
             for source in config.sources
         ]
         self.sender = BillSender(self.store, self.dso)
-        self.desk = OwnerDesk(
+        self.desk = OwnerService(
             self.store,
-            self.watcher,
+            self.ledger_index,
             self.ledger,
             self.chain,
             config.meter,
@@ -214,7 +214,7 @@ class MeterNode:
         return create_app(self.desk)
 
     def start(self) -> None:
-        self.watcher.start()
+        self.ledger_index.start()
         for runner in self.runners:
             runner.start()
         if self.publisher is not None:
@@ -226,7 +226,7 @@ class MeterNode:
         """Close the bills that are due, send the queue, publish new readings: what it did."""
         billed = close_due_bills(
             store=self.store,
-            watcher=self.watcher,
+            ledger_index=self.ledger_index,
             chain=self.chain,
             meter_id=self.config.meter,
             meter_key=self.meter_key,
@@ -262,7 +262,7 @@ class MeterNode:
             runner.stop()
         if self.publisher is not None:
             self.publisher.close()
-        self.watcher.stop()
+        self.ledger_index.stop()
         self.dso.close()
         self.ledger.close()
         self.store.close()

@@ -20,7 +20,8 @@ from psycopg import sql
 from services.modbus import modbus_devices_fixture, modbus_session_fixture
 from services.mosquitto import mosquitto_fixture
 
-from ledger.bench_http import free_port
+from simulation.processes import free_port
+from smartmeter.store import MeterStore
 
 # The real services each live in a module of `tests/services/`; importing their fixtures here
 # hands them out to the whole suite, each started once per session.
@@ -181,27 +182,47 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
+# Every store runs on both back-ends: SQLite, and PostgreSQL where the suite can start it.
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+def _empty_stores(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Callable[[], str]:
+    """Makes SQLAlchemy URLs of new, empty stores on the back-end `request.param`."""
+    backend: str = request.param
+    if backend == "sqlite":
+        counter = itertools.count()
+        return lambda: f"sqlite:///{tmp_path}/{name}-{next(counter)}.sqlite"
+    # Looked up here, not requested, so the SQLite runs never wait for (or skip on) PostgreSQL.
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.fresh_schema
+
+
+@pytest.fixture(params=BACKENDS)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
     """Makes SQLAlchemy URLs of new, empty ledger stores, once per back-end.
 
     A factory rather than one URL, so that each hypothesis example starts from an empty store.
     """
-    backend: str = request.param
-    if backend == "sqlite":
-        counter = itertools.count()
-        return lambda: f"sqlite:///{tmp_path}/ledger-{next(counter)}.sqlite"
-    # Looked up here, not requested, so the SQLite runs never wait for (or skip on) PostgreSQL.
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.fresh_schema
+    return _empty_stores(request, tmp_path, "ledger")
 
 
 @pytest.fixture
 def store_url(store_factory: Callable[[], str]) -> str:
     """A SQLAlchemy URL of an empty ledger store, once per back-end."""
     return store_factory()
+
+
+@pytest.fixture(params=BACKENDS)
+def meter_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLAlchemy URL of an empty smart-meter store (`smartmeter.store`), once per back-end."""
+    return _empty_stores(request, tmp_path, "meter")()
+
+
+@pytest.fixture
+def meter_store(meter_store_url: str) -> Iterator[MeterStore]:
+    """An empty smart-meter store, once per back-end; closed after the test."""
+    with MeterStore(meter_store_url) as store:
+        yield store

@@ -21,7 +21,7 @@ from bidstore.schemas import ORDER, TAKE
 from bidstore.schemas import TRADE_TRANSFER as TRANSFER
 from bidstore.service import BidStore, Limits
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
+from simulation.scenario import Scenario
 
 SELLER = Keypair(bytes([1]) * 32)
 TXID = bytes([7]) * 32
@@ -125,9 +125,9 @@ GAPS = [
     OverflowError("int too large"),
 ]
 DECODERS = [  # each route's decoder, as the module that calls it names it
-    ("/v1/orders", "bidstore.service.decode_order"),
+    ("/v1/orders", "bidstore.intake.decode_order"),
     ("/v1/takes", "bidstore.api.parse_json"),
-    (f"/v1/trades/{TXID.hex()}/proposal", "bidstore.service.decode_transaction"),
+    (f"/v1/trades/{TXID.hex()}/proposal", "bidstore.trades.decode_transaction"),
 ]
 
 

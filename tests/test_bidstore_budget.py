@@ -22,7 +22,7 @@ from bidstore.budget import (
 )
 from bidstore.service import BidStore, Limits
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
+from simulation.scenario import Scenario
 
 AMPLE = Rate(1000.0, 1000)
 REMOTE = "203.0.113.5"  # TEST-NET-3: a client address that is not loopback

@@ -21,10 +21,11 @@ from assets.codec import tx_from_wire
 from assets.model import Eca, Epa, Fa, Outpoint, Output, Transfer
 from assets.signing import sign_transfer
 from bidstore.orders import Order, OrderSide, encode_order, payment, sign_order
-from bidstore.service import BidStore, BidStoreError, Limits, _chains
+from bidstore.service import BidStore, BidStoreError, Limits
+from bidstore.trades import chains_of
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario, pay
+from simulation.scenario import Scenario, pay
 
 INTERVAL_S = 60
 EPOCH = 1_700_000_000
@@ -87,7 +88,7 @@ class Market:
 
     def trades_of(self, order_id: str) -> list[dict[str, Any]]:
         ids = self.store.order(bytes.fromhex(order_id))["trades"]
-        return [self.store._trade_summary(self.store.trades[bytes.fromhex(i)]) for i in ids]
+        return [self.store.trading.summary(self.store.trades[bytes.fromhex(i)]) for i in ids]
 
     def asks(self) -> list[dict[str, Any]]:
         return list(self.store.interval_book(T)["asks"])
@@ -272,7 +273,7 @@ def test_an_unfinished_chain_ends_when_its_interval_begins(market: Market) -> No
     market.store.tick()
     assert market.store.trades[bytes.fromhex(first["id"])].status == "expired"
     assert market.asks() == market.bids() == []
-    assert market.store._held == {} and not market.store._held_by_owner
+    assert market.store.trading.held == {} and not market.store.trading.held_by_owner
     with pytest.raises(BidStoreError):
         market.store.order(bytes.fromhex(bid2))
 
@@ -283,7 +284,7 @@ def test_an_auctions_matches_fall_into_chains_of_shared_orders(
 ) -> None:
     book, _ = build(spec)
     matches = book.call_auction(T_BOOK).matches
-    chains = _chains(matches)
+    chains = chains_of(matches)
     flat = [m for c in chains for m in c]
     assert len(flat) == len(matches) and set(flat) == set(matches)  # each match once
     owner: dict[bytes | None, int] = {}

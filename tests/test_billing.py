@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from assets import Keypair, Outpoint, signing_message, verify
-from assets.codec import MAX_INT
-from smartmeter.billing import (
+from assets.bill import (
     JOULES_PER_KWH,
     MAX_BILL_BYTES,
     MAX_BILL_ENTRIES,
@@ -32,6 +31,8 @@ from smartmeter.billing import (
     interval_energy_j,
     sign_bill,
 )
+from assets.codec import MAX_INT
+from assets.schemas import BILL
 
 CHAIN = bytes(range(32))
 METER = "ES0021000000000001JN0F"
@@ -259,6 +260,13 @@ def test_a_signed_bill_round_trips_through_its_canonical_bytes() -> None:
 def test_an_unsigned_bill_is_not_encoded() -> None:
     with pytest.raises(ValueError, match="sign the bill"):
         encode_bill(sample_bill())
+
+
+def test_the_schema_names_exactly_the_fields_of_a_bill() -> None:
+    """The OpenAPI schema describes the decoder's format: every field required, no other."""
+    fields = sorted(signed_wire())
+    assert sorted(BILL["properties"]) == BILL["required"] == fields
+    assert BILL["additionalProperties"] is False
 
 
 def test_a_bill_written_by_another_program_from_the_design_is_accepted() -> None:

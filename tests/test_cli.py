@@ -32,8 +32,8 @@ from assets import (
 )
 from assets.codec import tx_to_wire
 from assets.keyfile import dump_keys, load_keys
-from ledger.scenario import DEFAULT_EPOCH, Scenario, pay
 from ledger.store import Store
+from simulation.scenario import DEFAULT_EPOCH, Scenario, pay
 
 PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"

@@ -49,9 +49,9 @@ from ledger.client import (
     _server_sent_events,
     head_from_wire,
 )
-from ledger.scenario import Scenario, pay
 from ledger.store import Store
 from petra.cli import app
+from simulation.scenario import Scenario, pay
 
 BASE = "http://ledger.test"
 MAX_EPA = 10_000

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ledger import demo
-from ledger.demo import DemoFailed, run_demo
+from simulation import demo
+from simulation.demo import DemoFailed, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 

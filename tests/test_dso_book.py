@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dso.book import BookUnavailable, HttpBook, book_from_wire
+from dso.book import BookUnavailable, StoreBook, book_from_wire
 from dso.controller import BookEntry
 
 ASK = {"side": "ask", "power": 1_500, "start": 10, "end": 12, "price": 90_000}
@@ -39,17 +39,17 @@ def test_a_book_that_is_not_one_is_refused_with_the_reason(wire: Any, says: str)
         book_from_wire(wire)
 
 
-def _book_answering(answer: httpx.Response | Exception) -> HttpBook:
+def _book_answering(answer: httpx.Response | Exception) -> StoreBook:
     def respond(request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/v1/book"
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    return HttpBook("http://bidstore.invalid/v1", transport=httpx.MockTransport(respond))
+    return StoreBook("http://bidstore.invalid/v1", transport=httpx.MockTransport(respond))
 
 
-def test_the_http_book_reads_v1_book() -> None:
+def test_the_store_book_reads_v1_book() -> None:
     book = _book_answering(httpx.Response(200, json={"orders": [BID]}))
     assert book.open_orders() == [BookEntry("bid", 700, 11, 11, 120_000)]
 

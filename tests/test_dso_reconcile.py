@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assets import Asset, Eca, Epa, Fa, Outpoint, Output
-from dso.reconcile import DepositFact, Discrepancy, IssuedFact, reconcile
-from smartmeter.billing import Bill, close_bill
+from assets import Asset, Bill, DepositFact, Eca, Epa, Fa, IssuedFact, Outpoint, Output, close_bill
+from dso.reconcile import Discrepancy, reconcile
 
 CHAIN = bytes(range(32))
 METER = "ES0021000000000001JN0F"

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hostile import HOSTILE_BODIES, hostile_json, json_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from assets import (
     Authorization,
@@ -37,9 +38,9 @@ from assets.canonical import MAX_DEPTH, parse_json
 from assets.codec import tx_to_wire
 from ledger import open_ledger, rules
 from ledger.api import LedgerNode, create_app
-from ledger.scenario import Scenario, pay
 from ledger.sequencer import InProcessSequencer, SequencerBusy
 from ledger.static import check_batch
+from simulation.scenario import Scenario, pay
 
 KEY = Keypair(bytes(32))
 SURROGATE = b'{"type":"transfer","x":"\\ud800"}'
@@ -269,8 +270,6 @@ def test_a_storage_failure_is_reported_once_to_the_node(tmp_path: Path) -> None:
     )
     with pytest.raises(OSError):
         node.sequencer.submit(regulate).result(timeout=30)
-    deadline = time.monotonic() + 10
-    while not fatal and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: fatal, 10, "the node to hear of the failure", interval_s=0.01)
     assert fatal == [True] and isinstance(node.fatal, OSError)
     node.close()

@@ -29,8 +29,8 @@ from assets import (
 )
 from ledger import Ledger
 from ledger.issued import StepFunction
-from ledger.scenario import Scenario
 from ledger.store import Store
+from simulation.scenario import Scenario
 
 HORIZON = 12  # intervals the random assets live in
 OWNERS = [Keypair(bytes([n]) * 32) for n in range(1, 5)]

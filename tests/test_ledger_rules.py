@@ -25,9 +25,9 @@ from assets import (
 )
 from ledger import Ledger, Outcome
 from ledger.pipeline import BlockPipeline, PipelineStopped
-from ledger.scenario import Scenario, pay
 from ledger.schedule import Prices
 from ledger.store import Store
+from simulation.scenario import Scenario, pay
 
 MAX_EPA = 5_000
 MAX_ECA = 4_000

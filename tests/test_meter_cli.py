@@ -18,11 +18,11 @@ from assets import Eca, Epa, Fa, Keypair, Output
 from assets.codec import output_to_wire
 from assets.keyfile import dump_keys, is_sealed, load_keys
 from assets.signing import verify
-from ledger.scenario import Scenario
 from petra.cli import app
 from petra.meter_cli import parse_asset
+from simulation.scenario import Scenario
 from smartmeter.api import request_message
-from smartmeter.owner import OwnerApiError, OwnerClient
+from smartmeter.owner_client import OwnerApiError, OwnerClient
 
 PASSPHRASE = "correct horse battery staple"
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
@@ -328,15 +328,16 @@ NOT_THE_COMMON_SHAPE: list[object] = [
 
 
 @pytest.mark.parametrize("body", NOT_THE_COMMON_SHAPE)
-def test_an_error_without_the_common_shape_is_unknown(body: object) -> None:
+def test_an_error_without_the_common_shape_is_a_protocol_error(body: object) -> None:
+    """As every PETra client reads it (`service.client.refusal`)."""
     answer = httpx.Response(404, json=body)
     meter = Meter(answer)
     with meter.client(Keypair.generate()) as client, pytest.raises(OwnerApiError) as error:
         client.status()
     assert (error.value.status, error.value.code, error.value.message) == (
         404,
-        "unknown",
-        answer.text,
+        "protocol",
+        "HTTP 404 without the error shape",
     )
 
 

@@ -1,4 +1,4 @@
-"""`petra.serving`: the limits every service is served under, on a real uvicorn server in a
+"""`service.serving`: the limits every service is served under, on a real uvicorn server in a
 thread of the test (loopback): requests in flight beyond the bound are answered 503 `busy`
 with Retry-After; the ledger's block streams are capped; `stop` ends the server."""
 
@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from integration.nodes import free_port
+from waiting import wait_until
 
 from ledger import open_ledger
 from ledger.api import LedgerNode, create_app
-from ledger.scenario import Scenario
-from petra.serving import ServeLimits, server
+from service.serving import ServeLimits, server
+from simulation.processes import free_port
+from simulation.scenario import Scenario
 
 
 def serve_in_thread(
@@ -29,12 +30,8 @@ def serve_in_thread(
     running = server(app, "127.0.0.1", port, limits, stop)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    return url, stop, thread
+    wait_until(lambda: running.started, 10, "the server to start", interval_s=0.02)
+    return f"http://127.0.0.1:{port}", stop, thread
 
 
 @pytest.fixture
@@ -93,10 +90,7 @@ def test_block_streams_beyond_the_cap_are_refused_with_retry_after(tmp_path: Pat
             third = httpx.get(f"{url}/v1/stream/blocks", timeout=10)
             assert third.status_code == 503 and third.json()["error"]["code"] == "busy"
             assert third.headers["retry-after"] == "1"
-        deadline = time.monotonic() + 10
-        while node.streams and time.monotonic() < deadline:  # closed streams give back
-            time.sleep(0.05)
-        assert node.streams == 0
+        wait_until(lambda: node.streams == 0, 10, "the closed streams to give back their slots")
     finally:
         stop.set()
         thread.join(timeout=10)

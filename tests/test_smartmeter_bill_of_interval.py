@@ -10,9 +10,18 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assets import Eca, Epa, Fa, Keypair, Outpoint, Output
+from assets import (
+    DepositFact,
+    Eca,
+    Epa,
+    Fa,
+    IssuedFact,
+    Keypair,
+    Outpoint,
+    Output,
+    bill_of_interval,
+)
 from dso.reconcile import reconcile
-from smartmeter.billing import DepositFact, IssuedFact, bill_of_interval
 
 CHAIN = bytes(32)
 T = 40  # the billed interval

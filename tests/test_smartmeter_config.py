@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.scenario import Scenario
+from simulation.scenario import Scenario
 from smartmeter import config as config_module
 from smartmeter.config import (
     ConfigError,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assets import Eca, Epa, Fa, Keypair, Outpoint, Output, encode_transaction, txid, verify
-from ledger.scenario import Scenario, pay
+from simulation.scenario import Scenario, pay
 from smartmeter.deposits import Deposit, deposit_key, deposits_in_block
 
 METER_SEED = bytes(range(32))

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from assets import Authorization, Code, Eca, Epa, Fa, Keypair, Output, encode_transaction
 from ledger import Ledger
-from ledger.scenario import Scenario, pay
 from ledger.store import Store
+from simulation.scenario import Scenario, pay
 from smartmeter.issuing import IssuedSoFar, WithdrawalRefused, check_withdrawal
 
 METER = "meter-1"

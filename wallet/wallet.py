@@ -37,7 +37,7 @@ from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output, Transfer
 from assets.rejections import Rejected
 from assets.signing import sign_transfer
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
-from smartmeter.owner import OwnerApiError, OwnerClient
+from smartmeter.owner_client import OwnerApiError, OwnerClient
 from wallet.keystore import Contents, WalletFile
 
 DATA_VERSION = 1

@@ -28,7 +28,7 @@ from assets import (
     encode_transaction,
     txid,
 )
-from ledger.scenario import Scenario, pay
+from simulation.scenario import Scenario, pay
 
 MEMBERS = 16
 METERS = 4

@@ -28,16 +28,16 @@ from services.mosquitto import Mosquitto
 from assets import Keypair, decode_transaction
 from assets.keyfile import dump_keys
 from bidstore.client import TOR_TIMEOUT_S
-from bidstore.tornet import TorNetwork
 from ledger.client import LedgerClient
-from mixer.bench import CoordinatorProcess
-from smartmeter.devices import SimulatedSdm630, SimulatedSunSpecInverter
-from smartmeter.owner import OwnerClient
+from simulation.bench.mixer import CoordinatorProcess
+from simulation.devices import SimulatedSdm630, SimulatedSunSpecInverter
+from simulation.processes import free_port, start_petra, stop, wait_serving
+from simulation.tornet import TorNetwork
+from smartmeter.owner_client import OwnerClient
 from wallet.keystore import Contents
 from wallet.wallet import Services
 
 from .dso_harness import Dso, running_dso, serving
-from .nodes import free_port, start_petra, stop, wait_serving
 from .test_meter_daemon import METER, Home
 
 PASSPHRASE = "community test passphrase"

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from fastapi.testclient import TestClient
+from waiting import wait_until
 
 from assets import Keypair, Output, encode_transaction
 from assets.keyfile import dump_keys
@@ -23,9 +24,10 @@ from dso.service import DsoService
 from dso.store import DsoStore, Operator
 from dso.throttle import TokenThrottle
 from ledger.client import LedgerClient, Submitted
-from ledger.scenario import Scenario
+from simulation.processes import stop
+from simulation.scenario import Scenario
 
-from .nodes import serve_ledger, stop
+from .nodes import serve_ledger
 
 # A price policy for tests: a band of ±2 kW around zero, prices from 0.2 EUR/kWh.
 TEST_POLICY = {
@@ -131,10 +133,12 @@ def serving(dso: Dso, port: int) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-dso-http", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, f"port {port}: DSO not serving"
-        time.sleep(0.05)
+
+    def started() -> bool:
+        assert thread.is_alive(), f"port {port}: the DSO's server thread ended"
+        return bool(server.started)
+
+    wait_until(started, 30, f"the DSO to serve on port {port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from waiting import wait_until
 
 from assets import (
     Authorization,
@@ -37,9 +38,10 @@ from bidstore.orders import Order, OrderSide, encode_order, payment, sign_order
 from bidstore.service import BidStore, Limits, fetch_message
 from dso.book import book_from_wire
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario, pay
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 
-from .nodes import authorize_now, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 INTERVAL_S = 1
 METER = "bidstore-meter"
@@ -187,12 +189,13 @@ def funded(chain: Chain, power: int, funds: int, interval: int) -> Parties:
 
 
 def wait_settled(http: httpx.Client, trade_id: str, key: Keypair) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
+    """The trade, read as `key`, once it is no longer `proposed`."""
+
+    def answered() -> dict[str, Any] | None:
         trade: dict[str, Any] = fetch(http, trade_id, key).json()
-        if trade["status"] != "proposed" or time.monotonic() > deadline:
-            return trade
-        time.sleep(0.1)
+        return trade if trade["status"] != "proposed" else None
+
+    return wait_until(answered, 30, f"trade {trade_id} to leave proposed", interval_s=0.1)
 
 
 def settle(http: httpx.Client, chain: Chain, trade: dict[str, Any], parties: Parties) -> str:
@@ -423,10 +426,12 @@ def test_an_order_whose_asset_is_spent_leaves_the_book(chain: Chain, store: Test
             [parties.epa], [pay(Epa(100, t, t), parties.seller)], parties.seller
         )
     )
-    deadline = time.monotonic() + 30
-    while store.get(f"/v1/book/{t}").json()["asks"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert store.get(f"/v1/book/{t}").json()["asks"] == []
+    wait_until(
+        lambda: store.get(f"/v1/book/{t}").json()["asks"] == [],
+        30,
+        "the spent ask to leave the book",
+        interval_s=0.1,
+    )
     refused(store.get(f"/v1/orders/{ask.json()['id']}"), 404, "unknown_order")
 
 

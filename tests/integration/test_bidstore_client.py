@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,13 +14,14 @@ import httpx
 import pytest
 from test_cli import petra
 from test_cli import refused as refused_run
+from waiting import wait_until
 
 from assets import Keypair, txid
 from bidstore.client import TOR_TIMEOUT_S, BidStoreClient, BidStoreClientError, countersign
 from bidstore.orders import OrderSide, payment, sign_order
 from ledger.client import LedgerClient
+from simulation.processes import free_port, start_petra, stop, wait_serving
 
-from .nodes import free_port, start_petra, stop, wait_serving
 from .test_bidstore import (
     AHEAD,
     INTERVAL_S,
@@ -58,13 +58,13 @@ def client(store_url: str) -> Iterator[BidStoreClient]:
 
 
 def wait_settled(client: BidStoreClient, trade_id: str, key: Keypair) -> dict[str, Any]:
-    """The trade, read as `key`, once it is no longer `proposed` (or after 30 s)."""
-    deadline = time.monotonic() + 30
-    while True:
+    """The trade, read as `key`, once it is no longer `proposed`."""
+
+    def answered() -> dict[str, Any] | None:
         trade = client.fetch_trade(trade_id, key)
-        if trade["status"] != "proposed" or time.monotonic() > deadline:
-            return trade
-        time.sleep(0.2)
+        return trade if trade["status"] != "proposed" else None
+
+    return wait_until(answered, 30, f"trade {trade_id} to leave proposed", interval_s=0.2)
 
 
 def refused(code: str) -> Any:

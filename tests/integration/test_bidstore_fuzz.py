@@ -19,10 +19,11 @@ from assets.keyfile import dump_keys
 from bidstore.api import create_app
 from bidstore.service import BidStore, Limits
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
+from simulation.processes import stop
+from simulation.scenario import Scenario
 
 from .fuzzing import Case, fuzz
-from .nodes import serve_ledger, stop
+from .nodes import serve_ledger
 
 OPERATIONS = 11  # every route of docs/bidstore-api.md
 BODY_OPERATIONS = {"/v1/orders", "/v1/takes", "/v1/trades/{trade_id}/proposal"}

@@ -37,8 +37,8 @@ from assets import Keypair, Outpoint, Transfer, encode_transaction
 from assets.codec import tx_from_wire
 from assets.signing import sign_transfer
 from bidstore.orders import Order, OrderSide, encode_order, order_to_wire, sign_order
+from simulation.processes import free_port, start_petra, stop, wait_serving
 
-from .nodes import free_port, start_petra, stop, wait_serving
 from .test_bidstore import (
     AHEAD,
     Chain,

@@ -12,18 +12,20 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from services.tor import tor_network_fixture  # noqa: F401
 from test_cli import petra
+from waiting import wait_until
 
 from assets import Keypair
 from bidstore.client import TOR_TIMEOUT_S, BidStoreClient
 from bidstore.orders import OrderSide
-from bidstore.tornet import TorNetwork
 from ledger.client import LedgerClient
+from simulation.processes import free_port, start_petra, stop
+from simulation.tornet import TorNetwork
 
-from .nodes import free_port, start_petra, stop
 from .test_bidstore import (
     AHEAD,
     Chain,
@@ -84,9 +86,10 @@ def test_two_clients_trade_through_the_onion_service(
         assert buyer.propose_signed(trade["id"], parties.buyer)["status"] == "proposed"
         submitted = seller.countersign_and_submit(trade["id"], parties.seller, ledger)
 
-        deadline = time.monotonic() + 30
-        while (settled := buyer.fetch_trade(trade["id"], parties.buyer))["status"] == "proposed":
-            assert time.monotonic() < deadline, settled
-            time.sleep(0.2)
+        def answered() -> dict[str, Any] | None:
+            found = buyer.fetch_trade(trade["id"], parties.buyer)
+            return found if found["status"] != "proposed" else None
+
+        settled = wait_until(answered, 30, "the ledger's answer to the trade", interval_s=0.2)
     assert settled["status"] == "settled", settled
     assert settled["txid"] == submitted.txid.hex()

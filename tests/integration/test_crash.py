@@ -40,12 +40,12 @@ from ledger.merkle import DictNodes, leaf_hash, node_hash, root_from_leaf_hashes
 from ledger.store import (
     Store,
     blocks,
-    create_store_engine,
     merkle_nodes,
     outputs,
     spends,
     transactions,
 )
+from service.database import create_store_engine
 
 from .chainfile import OK, ChainFile, write_chain_file
 

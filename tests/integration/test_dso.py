@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_until
 
-from assets import Code, Eca, Epa, Fa, Keypair, Outpoint, encode_transaction
+from assets import (
+    Bill,
+    Code,
+    Eca,
+    Epa,
+    Fa,
+    Keypair,
+    Outpoint,
+    close_bill,
+    encode_bill,
+    encode_transaction,
+    sign_bill,
+)
 from dso.controller import BookEntry
 from ledger.client import LedgerRejected
-from ledger.scenario import pay
-from smartmeter.billing import Bill, close_bill, encode_bill, sign_bill
+from simulation.processes import start_petra, stop, wait_serving
+from simulation.scenario import pay
 
 from .dso_harness import TEST_POLICY, Dso, running_dso
-from .nodes import start_petra, stop, wait_serving
 
 
 @pytest.fixture
@@ -326,12 +338,15 @@ def test_the_forecast_reports_the_book_beside_the_ledger(dso: Dso) -> None:
 def test_in_automatic_mode_the_controller_sets_the_next_prices_itself(dso: Dso) -> None:
     policy = TEST_POLICY
     dso.ok("PUT", "/controller", "operator", json={"policy": policy, "auto": True})
-    deadline = time.monotonic() + 10 * dso.scenario.interval_s
-    while time.monotonic() < deadline:
-        done = dso.ok("GET", "/regulations")["regulations"]
-        if done:
-            break
-        time.sleep(0.2)
+
+    # A regulation is pending until the ledger answers it.
+    def answered() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = dso.ok("GET", "/regulations")["regulations"]
+        return found if found and all(r["status"] != "pending" for r in found) else None
+
+    done = wait_until(
+        answered, 10 * dso.scenario.interval_s, "the controller's regulation", interval_s=0.2
+    )
     assert [(r["by"], r["status"]) for r in done] == [("controller", "accepted")]
     # Nothing is issued: the load is inside the band, so the prices are the policy's default.
     assert done[0]["transaction"]["price_consumption"] == 200_000

@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
-from assets import Keypair
+from assets import Keypair, close_bill, encode_bill, sign_bill
 from assets.keyfile import dump_keys
-from ledger.scenario import Scenario
-from smartmeter.billing import close_bill, encode_bill, sign_bill
+from simulation.processes import free_port, start_petra, stop
+from simulation.scenario import Scenario
 
 from .dso_harness import TEST_POLICY
-from .nodes import free_port, serve_ledger, start_petra, stop
+from .nodes import serve_ledger
 
 PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 TIMEOUT_S = 60  # per command

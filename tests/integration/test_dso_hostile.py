@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from assets.keyfile import dump_keys
 from dso.auth import new_token
 from dso.throttle import FAILURES_PER_WINDOW
-from ledger.scenario import Scenario
+from simulation.processes import free_port, start_petra, stop
+from simulation.scenario import Scenario
 
-from .nodes import free_port, serve_ledger, start_petra, stop
+from .nodes import serve_ledger
 from .test_dso_cli import INTERVAL_S, PASSPHRASE, petra, wait_dso
 
 PATH_VALUES = {

@@ -26,18 +26,18 @@ import schemathesis
 from fastapi import FastAPI
 from schemathesis import GenerationMode
 
-from assets import Keypair
-from dso import auth
-from dso.auth import Permission, new_token, token_hash
-from dso.throttle import TokenThrottle
-from smartmeter.billing import (
+from assets import (
     MAX_BILL_BYTES,
     Bill,
+    Keypair,
     bill_to_wire,
     close_bill,
     encode_bill,
     sign_bill,
 )
+from dso import auth
+from dso.auth import Permission, new_token, token_hash
+from dso.throttle import TokenThrottle
 
 from .dso_harness import TEST_POLICY, Dso, running_dso
 from .fuzzing import Case, fuzz

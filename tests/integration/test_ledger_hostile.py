@@ -37,12 +37,14 @@ from hostile import (
 )
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy.engine import make_url
+from waiting import wait_until
 
 from assets import Authorization, Fa, Keypair, encode_transaction
 from assets.keyfile import dump_keys
-from ledger.scenario import Scenario, pay
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 
-from .nodes import authorize_now, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 SURROGATE = b'{"type":"transfer","x":"\\ud800"}'  # the 33-byte request of the issue
 DEEP = b"[" * 986 + b"]" * 986
@@ -208,15 +210,14 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_the_node_recovers(
     finally:
         for conn in attackers:
             conn.close()
-    deadline = time.monotonic() + READ_TIMEOUT_S + 10
-    while True:  # the held ones are closed by now or soon: the node serves again
+
+    def serves() -> bool:  # the held ones are closed by now or soon: the node serves again
         try:
-            if submit(node, node.honest()).status_code == 200:
-                break
+            return bool(submit(node, node.honest()).status_code == 200)
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the node did not recover from the flood"
-        time.sleep(0.2)
+            return False
+
+    wait_until(serves, READ_TIMEOUT_S + 10, "the node to recover from the flood", interval_s=0.2)
 
 
 # ---------------------------------------------------------------- shutdown
@@ -261,10 +262,12 @@ def test_sigterm_exits_0_leaving_no_process_or_semaphore(tmp_path: Path) -> None
     finally:
         stop(node.process)
     assert status == 0, node.log.read_text()
-    deadline = time.monotonic() + 5
-    while any(alive(p) for p in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in workers if alive(p)], "worker processes were left behind"
+    wait_until(
+        lambda: not any(alive(p) for p in workers),
+        5,
+        "the worker processes to exit",
+        interval_s=0.1,
+    )
     # multiprocessing's resource tracker (one of `workers`) says so on exit if it had to
     # clean up after the node
     assert "leaked semaphore" not in node.log.read_text(), node.log.read_text()

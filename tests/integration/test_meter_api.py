@@ -20,13 +20,14 @@ from assets import Authorization, Eca, Epa, Fa, Keypair, canonical_json
 from assets.codec import asset_to_wire
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
-from smartmeter.api import OwnerDesk, create_app, sign_request
+from simulation.processes import free_port, stop
+from simulation.scenario import Scenario
+from smartmeter.api import OwnerService, create_app, sign_request
 from smartmeter.deposits import deposit_key
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore
-from smartmeter.watcher import MeterWatcher
 
-from .nodes import authorize_now, free_port, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 SEED = bytes(range(32))  # the meter's deposit seed
 LIMIT = 10**6  # MAXEPA and MAXECA, W
@@ -40,7 +41,7 @@ class Meter:
     scenario: Scenario
     client: LedgerClient
     store: MeterStore
-    watcher: MeterWatcher
+    ledger_index: MeterLedgerIndex
     key: Keypair
     owner: Keypair
     process: subprocess.Popen[bytes]
@@ -48,10 +49,10 @@ class Meter:
 
     def desk(
         self, store: MeterStore | None = None, client: LedgerClient | None = None
-    ) -> OwnerDesk:
-        return OwnerDesk(
+    ) -> OwnerService:
+        return OwnerService(
             store or self.store,
-            self.watcher,
+            self.ledger_index,
             client or self.client,
             self.scenario.chain,
             "m1",
@@ -94,7 +95,7 @@ def refused(answer: Any, status: int, code: str) -> None:
 
 @pytest.fixture
 def meter(tmp_path: Path) -> Iterator[Meter]:
-    """Meter m1 authorized on a real ledger node, its watcher following, its owner's API."""
+    """Meter m1 authorized on a real ledger node, its ledger index following, its owner's API."""
     scenario = Scenario(epoch=int(time.time()) - 10, interval_s=1)
     key, owner = Keypair.generate(), Keypair.generate()
     genesis, keys = tmp_path / "genesis.json", tmp_path / "keys.json"
@@ -106,19 +107,19 @@ def meter(tmp_path: Path) -> Iterator[Meter]:
     authorize_now(url, scenario, [Authorization("m1", key.public_key, LIMIT, LIMIT)])
     client = LedgerClient(url)
     store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
-    watcher = MeterWatcher(client, store, scenario.genesis, "m1", SEED, lookahead=5)
-    watcher.start()
+    ledger_index = MeterLedgerIndex(client, store, scenario.genesis, "m1", SEED, lookahead=5)
+    ledger_index.start()
     head = client.head()
     assert head is not None
-    # the owner's API checks withdrawals against the watcher's view: let it see the authorization
-    assert watcher.wait_for(head.header.height, WAIT_S), watcher.problem
-    found = Meter(scenario, client, store, watcher, key, owner, process)
+    # the owner's API checks withdrawals against the ledger index: let it see the authorization
+    assert ledger_index.wait_for(head.header.height, WAIT_S), ledger_index.problem
+    found = Meter(scenario, client, store, ledger_index, key, owner, process)
     try:
         with TestClient(create_app(found.desk()), raise_server_exceptions=False) as http:
             found.http = http
             yield found
     finally:
-        watcher.stop()
+        ledger_index.stop()
         stop(process)
 
 
@@ -133,13 +134,13 @@ def test_a_withdrawal_within_the_limits_is_issued_to_the_owner(meter: Meter) -> 
     issue = stored["transaction"]
     assert (issue["type"], issue["meter"], issue["nonce"]) == ("issue", "m1", made["nonce"])
     assert issue["outputs"] == made["outputs"]
-    assert meter.watcher.height >= made["height"]  # indexed before the answer
+    assert meter.ledger_index.height >= made["height"]  # indexed before the answer
 
     status = meter.http.post("/v1/status", content=body("/v1/status", meter.owner))
     assert status.status_code == 200, status.text
     assert status.json() | {"interval": 0} == {
         "meter": "m1",
-        "height": meter.watcher.height,
+        "height": meter.ledger_index.height,
         "interval": 0,
         "credit_used": CREDIT,
         "credit_line": CREDIT,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assets import canonical_json
-from smartmeter.billing import bill_of_interval, encode_bill, sign_bill
+from assets import bill_of_interval, canonical_json, encode_bill, sign_bill
 from smartmeter.billing_loop import BILL_KIND, bill_key
 
 from .test_meter_api import Meter, body, meter, refused

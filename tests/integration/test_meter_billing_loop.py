@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from waiting import wait_until
 
-from assets import Fa, Keypair
+from assets import Fa, Keypair, decode_bill, encode_bill, sign_bill
 from dso.client import DsoClient
-from ledger.bench_http import free_port
 from ledger.client import LedgerClient
-from ledger.scenario import pay
-from smartmeter.billing import decode_bill, encode_bill, sign_bill
+from simulation.processes import free_port
+from simulation.scenario import pay
 from smartmeter.billing_loop import BillSender, bill_key, close_due_bills
 from smartmeter.energy import IntervalEnergy, IntervalStatus
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore, outbox
-from smartmeter.watcher import MeterWatcher
 
 from .dso_harness import Dso, running_dso, serving
 
@@ -32,30 +32,21 @@ DELAY_S = 0.5  # closing delay: how long the sources get to close an interval
 WAIT_S = 30
 
 
-def wait_until(condition: Callable[[], Any], what: str) -> Any:
-    """`condition()` once it is truthy; fails the test after WAIT_S seconds."""
-    deadline = time.monotonic() + WAIT_S
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
-
-
 @dataclass
 class Meter:
-    """A meter authorized through the DSO node, its database and its ledger watcher."""
+    """A meter authorized through the DSO node, its database and its ledger ledger_index."""
 
     dso: Dso
     key: Keypair
     store: MeterStore
-    watcher: MeterWatcher
+    ledger_index: MeterLedgerIndex
     interval: int  # an interval whose bill counts an FA issue of the meter
 
     def close_bills(self, now: float | None = None) -> list[int]:
         scenario = self.dso.scenario
         return close_due_bills(
             store=self.store,
-            watcher=self.watcher,
+            ledger_index=self.ledger_index,
             chain=scenario.chain,
             meter_id=METER,
             meter_key=self.key,
@@ -72,7 +63,7 @@ class Meter:
 
     def close_the_bill(self) -> None:
         """Wait until the interval's bill is due, then queue it."""
-        wait_until(lambda: time.time() >= self.bill_due_at(), "the bill to be due")
+        wait_until(lambda: time.time() >= self.bill_due_at(), WAIT_S, "the bill to be due")
         assert self.close_bills() == [self.interval]
 
 
@@ -95,7 +86,7 @@ def dso(tmp_path: Path) -> Iterator[Dso]:
 @pytest.fixture
 def meter(dso: Dso, tmp_path: Path) -> Iterator[Meter]:
     """`METER`, authorized with a key we hold and priced, with one FA issue on the ledger and
-    its interval's energy stored; its watcher has indexed the issue's block."""
+    its interval's energy stored; its ledger index has indexed the issue's block."""
     key, home = Keypair.generate(), Keypair.generate()
     dso.ok("PUT", "/tariff", json={"price_consumption": 250_000, "price_production": 60_000})
     body = {"meter": METER, "public_key": key.public_key.hex(), "max_epa": 10_000}
@@ -104,10 +95,12 @@ def meter(dso: Dso, tmp_path: Path) -> Iterator[Meter]:
     issued = dso.issue(METER, key, pay(Fa(5_000), home))
 
     store = MeterStore(f"sqlite:///{tmp_path / 'meter.sqlite'}")
-    watcher = MeterWatcher(LedgerClient(dso.ledger_url), store, dso.scenario.genesis, METER, SEED)
-    watcher.poll()
-    assert watcher.height >= issued.height
-    [fact] = watcher.issues()
+    ledger_index = MeterLedgerIndex(
+        LedgerClient(dso.ledger_url), store, dso.scenario.genesis, METER, SEED
+    )
+    ledger_index.poll()
+    assert ledger_index.height >= issued.height
+    [fact] = ledger_index.issues()
     energy = IntervalEnergy(
         interval=fact.interval,
         import_j=3_600_000,
@@ -119,8 +112,8 @@ def meter(dso: Dso, tmp_path: Path) -> Iterator[Meter]:
         reasons=(),
     )
     store.close_intervals("grid", [energy], {"fed": 4})
-    yield Meter(dso, key, store, watcher, fact.interval)
-    watcher.stop()
+    yield Meter(dso, key, store, ledger_index, fact.interval)
+    ledger_index.stop()
     store.close()
 
 
@@ -139,7 +132,7 @@ def test_a_closed_interval_is_billed_once_delivered_and_reconciled(meter: Meter)
         assert (sent.delivered, sent.retrying, sent.parked) == (1, 0, 0)
     assert meter.store.pending("bill") == 0
     [stored] = wait_until(
-        lambda: [b for b in dso_bills(dso) if b["status"] == "reconciled"], "reconciliation"
+        lambda: [b for b in dso_bills(dso) if b["status"] == "reconciled"], WAIT_S, "reconciliation"
     )
     assert (stored["interval"], stored["amount"], stored["discrepancies"]) == (
         t,
@@ -178,11 +171,11 @@ def test_an_unreachable_dso_delays_the_bill_until_it_is_back(meter: Meter) -> No
     row = outbox_row(meter.store, key)
     assert row.attempts == 1 and row.delivered_ms is None
     assert row.last_error.startswith("unreachable")
-    wait_until(lambda: sender.send_due().retrying, "a second failed attempt")
+    wait_until(lambda: sender.send_due().retrying, WAIT_S, "a second failed attempt")
     assert outbox_row(meter.store, key).attempts == 2
 
     with serving(dso, port):
-        wait_until(lambda: sender.send_due().delivered, "the bill to be delivered")
+        wait_until(lambda: sender.send_due().delivered, WAIT_S, "the bill to be delivered")
     client.close()
     assert meter.store.pending("bill") == 0
     assert [b["interval"] for b in dso_bills(dso)] == [meter.interval]
@@ -190,12 +183,12 @@ def test_an_unreachable_dso_delays_the_bill_until_it_is_back(meter: Meter) -> No
 
 def test_an_undelivered_bill_survives_a_restart_of_the_meter(meter: Meter, tmp_path: Path) -> None:
     meter.close_the_bill()
-    meter.watcher.stop()
+    meter.ledger_index.stop()
     meter.store.close()
 
     store = MeterStore(f"sqlite:///{tmp_path / 'meter.sqlite'}")
     meter.store = store
-    meter.watcher = MeterWatcher(
+    meter.ledger_index = MeterLedgerIndex(
         LedgerClient(meter.dso.ledger_url), store, meter.dso.scenario.genesis, METER, SEED
     )
     assert store.pending("bill") == 1
@@ -238,7 +231,7 @@ def test_a_missing_interval_waits_for_every_source_then_is_billed_as_stored(
     scenario = meter.dso.scenario
     billed = close_due_bills(
         store=meter.store,
-        watcher=meter.watcher,
+        ledger_index=meter.ledger_index,
         chain=scenario.chain,
         meter_id=METER,
         meter_key=meter.key,

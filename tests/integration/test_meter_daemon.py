@@ -19,7 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +29,20 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services.mosquitto import Mosquitto
 from sqlalchemy import func, select
+from waiting import wait_until
 
 from assets import Epa, Keypair, Output
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
-from smartmeter.devices import PowerProfile, SimulatedSdm630, SimulatedSunSpecInverter
+from simulation.devices import PowerProfile, SimulatedSdm630, SimulatedSunSpecInverter
+from simulation.processes import free_port, start_petra
+from simulation.scenario import Scenario
 from smartmeter.energy import IntervalStatus
 from smartmeter.modbus import SDM630_IMPORT_KWH
-from smartmeter.owner import OwnerApiError, OwnerClient
+from smartmeter.owner_client import OwnerApiError, OwnerClient
 from smartmeter.store import MeterStore, readings
 
 from .dso_harness import Dso, running_dso, serving
-from .nodes import free_port, start_petra
 
 PASSPHRASE = "meter daemon test passphrase"
 METER = "ES0021000000000001AB"
@@ -49,15 +50,6 @@ POLL_S = 0.2
 WAIT_S = 60
 MEASURED = IntervalStatus.MEASURED
 MISSING = IntervalStatus.MISSING
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """`condition()` once it is truthy; fails the test after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
 
 
 def mid_interval_steps(
@@ -217,7 +209,7 @@ class Home:
                     raise
                 return True
 
-            wait_until(answers, "the meter's owner API")
+            wait_until(answers, WAIT_S, "the meter's owner API")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -252,10 +244,12 @@ class Home:
         return {t.interval: t for t in totals if t.reasons != (f"{source}: not closed",)}
 
     def wait_closed(self, source: str, last: int) -> None:
-        wait_until(lambda: last in self.closed(source, last, last), f"{source} to close {last}")
+        wait_until(
+            lambda: last in self.closed(source, last, last), WAIT_S, f"{source} to close {last}"
+        )
 
     def wait_interval(self, interval: int) -> None:
-        wait_until(lambda: self.interval_now() >= interval, f"interval {interval}")
+        wait_until(lambda: self.interval_now() >= interval, WAIT_S, f"interval {interval}")
 
 
 @pytest.fixture
@@ -365,7 +359,7 @@ def test_the_daemon_measures_bills_publishes_and_serves_its_owner(home: Home) ->
             )
 
         with serving(home.dso, home.dso_port):
-            bills = wait_until(reconciled, "every bill delivered and reconciled")
+            bills = wait_until(reconciled, WAIT_S, "every bill delivered and reconciled")
         with home.store() as store:
             totals = {t.interval: t for t in store.intervals(first, last, ["grid", "pv"])}
         for t in range(first, last + 1):
@@ -379,7 +373,9 @@ def test_the_daemon_measures_bills_publishes_and_serves_its_owner(home: Home) ->
                 select(func.count()).select_from(readings).where(readings.c.source == "grid")
             )
         assert stored and stored >= (last - first) * home.interval_s / POLL_S / 2
-        wait_until(lambda: len(monitor.times("grid_import_kwh")) >= stored * 0.9, "publishing")
+        wait_until(
+            lambda: len(monitor.times("grid_import_kwh")) >= stored * 0.9, WAIT_S, "publishing"
+        )
         assert "Traceback" not in home.log_text()
     finally:
         monitor.close()
@@ -442,9 +438,15 @@ def test_a_killed_daemon_loses_no_reading_bill_or_queued_report(home: Home) -> N
         first = home.interval_now() + 1
         home.wait_closed("grid", first + 3)
         home.broker.stop()  # readings to publish queue up too
-        time.sleep(1)
+        down_at = time.time()
         with home.store() as store:
-            wait_until(lambda: store.pending("bill") >= 3, "bills queued")
+
+            def taken_while_down() -> int:
+                found = store.source_readings("grid", limit=1_000_000)
+                return sum(r.at > down_at for r in found)
+
+            wait_until(lambda: taken_while_down() >= 1 / POLL_S, WAIT_S, "a second of readings")
+            wait_until(lambda: store.pending("bill") >= 3, WAIT_S, "bills queued")
         home.kill()
         home.broker.start()
         assert monitor.subscribed.wait(10), "the monitor did not subscribe again"
@@ -465,9 +467,9 @@ def test_a_killed_daemon_loses_no_reading_bill_or_queued_report(home: Home) -> N
                 answer = home.dso.ok("GET", "/bills", params={"meter": METER})["bills"]
                 return {b["interval"] for b in answer} >= set(range(first, last + 1))
 
-            wait_until(all_billed, "every interval's bill at the DSO")
+            wait_until(all_billed, WAIT_S, "every interval's bill at the DSO")
             with home.store() as store:
-                wait_until(lambda: store.pending("bill") == 0, "the queue to empty")
+                wait_until(lambda: store.pending("bill") == 0, WAIT_S, "the queue to empty")
         answer = home.dso.ok("GET", "/bills", params={"meter": METER})["bills"]
         assert {f"bill/{METER}/{b['interval']}" for b in answer} >= queued
 
@@ -480,7 +482,9 @@ def test_a_killed_daemon_loses_no_reading_bill_or_queued_report(home: Home) -> N
             assert grid[t].status is MEASURED, grid[t]
             assert abs(grid[t].import_j - 2_000 * home.interval_s) <= tolerance(2_000)
         published = {r.at for r in after if r.source == "grid" and r.problem is None}
-        wait_until(lambda: published <= monitor.times("grid_import_kwh"), "every reading published")
+        wait_until(
+            lambda: published <= monitor.times("grid_import_kwh"), WAIT_S, "every reading published"
+        )
     finally:
         monitor.close()
 
@@ -497,7 +501,13 @@ def test_broken_frames_and_payloads_mark_intervals_suspect_and_the_daemon_runs_o
         start = home.interval_now() + 1
         home.wait_interval(start)
         home.grid.override_registers(SDM630_IMPORT_KWH, [0x7FC0, 0x0000])  # float32 NaN
-        time.sleep(1)
+        with home.store() as store:
+
+            def nan_refused() -> bool:
+                found = store.source_readings("grid", limit=1_000_000)
+                return any(r.problem and "refused frame" in r.problem for r in found)
+
+            wait_until(nan_refused, WAIT_S, "the daemon to refuse the NaN frame")
         home.grid.clear_faults()
         feed.publish_raw(b'{"total": {"in_kwh": "lots"}, "ts": 1}')
         feed.publish_raw(b"\xff not json")
@@ -535,7 +545,9 @@ def test_without_the_ledger_it_measures_on_and_says_so(home: Home) -> None:
     home.wait_closed("grid", first + 1)
     assert home.closed("grid", first, first + 1)[first].status is MEASURED
     with home.owner_client() as owner:
-        status = wait_until(lambda: (found := owner.status())["ledger_error"] and found, "error")
+        status = wait_until(
+            lambda: (found := owner.status())["ledger_error"] and found, WAIT_S, "error"
+        )
     assert status["height"] == 0
     with pytest.raises(OwnerApiError) as refused, home.owner_client() as owner:
         owner.deposit_address()

@@ -7,17 +7,16 @@ every interval's energy, is exact; only the refused payload takes the runner's m
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services.mosquitto import Mosquitto
+from waiting import wait_until
 
+from simulation.devices import ManualClock
 from smartmeter.config import SourceConfig
-from smartmeter.devices import ManualClock
 from smartmeter.energy import IntervalStatus, MeterConfig
 from smartmeter.sources import SourceRunner
 from smartmeter.store import MeterStore
@@ -29,13 +28,6 @@ TIMEOUT_S = 10
 
 MEASURED = IntervalStatus.MEASURED
 SUSPECT = IntervalStatus.SUSPECT
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MeterStore]:
-    meter_store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
-    yield meter_store
-    meter_store.close()
 
 
 @pytest.fixture
@@ -51,14 +43,6 @@ def device(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
 
 def publish(device: mqtt.Client, topic: str, payload: bytes) -> None:
     device.publish(topic, payload, qos=1).wait_for_publish(TIMEOUT_S)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT_S} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def json_runner(
@@ -94,7 +78,7 @@ def closed(store: MeterStore, last: int) -> Callable[[], bool]:
 
 
 def test_a_json_source_turns_published_counters_into_intervals_past_a_malformed_payload(
-    mosquitto: Mosquitto, store: MeterStore, device: mqtt.Client
+    mosquitto: Mosquitto, meter_store: MeterStore, device: mqtt.Client
 ) -> None:
     topic = "test/json-source/state"
     clock = ManualClock(EPOCH + 12)  # the receive time of the malformed payload: interval 1
@@ -103,7 +87,7 @@ def test_a_json_source_turns_published_counters_into_intervals_past_a_malformed_
         "$.phases[1].out_wh": "export_wh",
         "$.power": "power_w",
     }
-    runner = json_runner(mosquitto, store, clock, topic, paths)
+    runner = json_runner(mosquitto, meter_store, clock, topic, paths)
     runner.start()
     try:
         assert runner.wait_connected(TIMEOUT_S), mosquitto.logs()
@@ -123,13 +107,13 @@ def test_a_json_source_turns_published_counters_into_intervals_past_a_malformed_
         for step in range(3, 7):  # 15 .. 30 s: after the refused payload, still counted
             publish(device, topic, state(step))
 
-        wait_until(readings_stored(store, 8), "eight stored readings")
+        wait_until(readings_stored(meter_store, 8), TIMEOUT_S, "eight stored readings")
         # Interval 2 closes with the reading at 30 s, the last one published.
-        wait_until(closed(store, 2), "intervals 0 to 2 to close")
+        wait_until(closed(meter_store, 2), TIMEOUT_S, "intervals 0 to 2 to close")
     finally:
         runner.stop()
 
-    stored = store.source_readings("house")
+    stored = meter_store.source_readings("house")
     assert [r.problem is None for r in stored] == [True] * 3 + [False] + [True] * 4
     refused = stored[3]
     assert (refused.at, refused.import_wh, refused.export_wh, refused.power_w) == (
@@ -145,21 +129,25 @@ def test_a_json_source_turns_published_counters_into_intervals_past_a_malformed_
     ]
     assert [r.import_wh for r in counted] == pytest.approx([4000.0 + step * 2 for step in range(7)])
 
-    totals = store.intervals(0, 2, ["house"])
+    totals = meter_store.intervals(0, 2, ["house"])
     # 4 Wh = 14 400 J imported and 2 Wh = 7 200 J exported in each 10 s interval.
     assert [(t.import_j, t.export_j, t.net_j) for t in totals] == [(14_400, 7_200, 7_200)] * 3
     assert [t.status for t in totals] == [MEASURED, SUSPECT, MEASURED]
     assert any("not JSON" in reason for reason in totals[1].reasons)
-    checkpoint = store.interval_checkpoint("house")
+    checkpoint = meter_store.interval_checkpoint("house")
     assert checkpoint is not None and checkpoint["seq"] == stored[-1].seq
 
 
 def test_a_json_source_without_an_export_counter_counts_export_as_zero(
-    mosquitto: Mosquitto, store: MeterStore, device: mqtt.Client
+    mosquitto: Mosquitto, meter_store: MeterStore, device: mqtt.Client
 ) -> None:
     topic = "test/json-source/import-only"
     runner = json_runner(
-        mosquitto, store, ManualClock(EPOCH), topic, {"$.e": "import_wh", "$.missing": "power_w"}
+        mosquitto,
+        meter_store,
+        ManualClock(EPOCH),
+        topic,
+        {"$.e": "import_wh", "$.missing": "power_w"},
     )
     runner.start()
     try:
@@ -171,17 +159,17 @@ def test_a_json_source_without_an_export_counter_counts_export_as_zero(
                 topic,
                 json.dumps({"ts": EPOCH + step * STEP_S, "e": 100 + step, "missing": 1}).encode(),
             )
-        wait_until(readings_stored(store, 6), "six stored readings")
-        wait_until(closed(store, 1), "intervals 0 and 1 to close")
+        wait_until(readings_stored(meter_store, 6), TIMEOUT_S, "six stored readings")
+        wait_until(closed(meter_store, 1), TIMEOUT_S, "intervals 0 and 1 to close")
     finally:
         runner.stop()
 
-    first, *counted = store.source_readings("house")
+    first, *counted = meter_store.source_readings("house")
     assert first.problem is not None and "no value at $.missing" in first.problem
     assert [(r.at, r.import_wh, r.export_wh) for r in counted] == [
         (EPOCH + step * STEP_S, 100.0 + step, None) for step in range(5)
     ]
-    totals = store.intervals(0, 1, ["house"])
+    totals = meter_store.intervals(0, 1, ["house"])
     assert [(t.import_j, t.export_j, t.net_j) for t in totals] == [(7_200, 0, 7_200)] * 2
     # Refused before the meter's first reading, it has no interval to mark.
     assert [t.status for t in totals] == [MEASURED, MEASURED]

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services.mosquitto import Mosquitto
+from waiting import wait_until
 
 from smartmeter.config import PublishConfig
 from smartmeter.node import PUBLISHED, ReadingPublisher
@@ -24,18 +23,11 @@ TIMEOUT_S = 10
 AT = 1_700_000_000.0
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Subscriber:
     """A monitoring client: every message on one topic, in the order it arrived."""
 
     def __init__(self, mosquitto: Mosquitto, topic: str) -> None:
+        self.topic = topic
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
@@ -51,22 +43,28 @@ class Subscriber:
         with self._lock:
             self.messages.append(json.loads(message.payload))
 
-    def wait_messages(self, count: int) -> list[dict[str, Any]]:
-        wait_until(lambda: len(self.messages) >= count, f"{count} messages")
-        time.sleep(0.2)  # and no more than those
+    def received(self) -> list[dict[str, Any]]:
+        """Every message the broker took in before this call: the subscriber publishes a marker
+        on its topic and waits for it, and the broker keeps the order of one topic's messages."""
+        marker = {"marker": uuid.uuid4().hex}
+        self.client.publish(self.topic, json.dumps(marker), qos=1).wait_for_publish(TIMEOUT_S)
+        wait_until(lambda: marker in self.messages, TIMEOUT_S, "the subscriber's own marker")
         with self._lock:
-            return list(self.messages)
+            before = self.messages[: self.messages.index(marker)]
+        return [message for message in before if "marker" not in message]
+
+    def wait_messages(self, count: int) -> list[dict[str, Any]]:
+        """The messages once `count` have arrived, and no more than those."""
+        wait_until(
+            lambda: len([m for m in self.messages if "marker" not in m]) >= count,
+            TIMEOUT_S,
+            f"{count} messages",
+        )
+        return self.received()
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MeterStore]:
-    meter_store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
-    yield meter_store
-    meter_store.close()
 
 
 @pytest.fixture
@@ -116,17 +114,17 @@ def grid_message(step: int) -> dict[str, float]:
 
 
 def test_stored_readings_arrive_in_order_as_emoncms_json(
-    store: MeterStore,
+    meter_store: MeterStore,
     config: PublishConfig,
     subscriber: Subscriber,
     publishers: list[ReadingPublisher],
 ) -> None:
-    store.add_reading("grid", *grid(0))
-    store.add_reading("solar", AT + 1, None, 3_200.0, -850.5)  # an inverter: export and power
-    store.add_reading("house", AT + 2, 42.0, None, None)  # a counter, no power
-    store.add_reading("grid", AT + 3, None, None, None, "refused frame: nan")
-    last = store.add_reading("grid", *grid(1))
-    publisher = started(store, config, publishers)
+    meter_store.add_reading("grid", *grid(0))
+    meter_store.add_reading("solar", AT + 1, None, 3_200.0, -850.5)  # an inverter: export and power
+    meter_store.add_reading("house", AT + 2, 42.0, None, None)  # a counter, no power
+    meter_store.add_reading("grid", AT + 3, None, None, None, "refused frame: nan")
+    last = meter_store.add_reading("grid", *grid(1))
+    publisher = started(meter_store, config, publishers)
 
     assert publisher.publish_due(TIMEOUT_S) == 4  # messages: the refused reading is not one
 
@@ -137,35 +135,34 @@ def test_stored_readings_arrive_in_order_as_emoncms_json(
         grid_message(1),  # the refused reading in between is not published
     ]
     assert publisher.cursor == last
-    assert store.get_state(PUBLISHED) == last
+    assert meter_store.get_state(PUBLISHED) == last
     assert publisher.publish_due(TIMEOUT_S) == 0  # nothing new
 
 
 def test_only_refused_readings_move_the_cursor_without_a_message(
-    store: MeterStore,
+    meter_store: MeterStore,
     config: PublishConfig,
     subscriber: Subscriber,
     publishers: list[ReadingPublisher],
 ) -> None:
-    refused = store.add_reading("grid", AT, None, None, None, "refused payload: not JSON")
-    publisher = started(store, config, publishers)
+    refused = meter_store.add_reading("grid", AT, None, None, None, "refused payload: not JSON")
+    publisher = started(meter_store, config, publishers)
 
     publisher.publish_due(TIMEOUT_S)
 
-    assert (publisher.cursor, store.get_state(PUBLISHED)) == (refused, refused)
-    time.sleep(0.3)
-    assert subscriber.messages == []
+    assert (publisher.cursor, meter_store.get_state(PUBLISHED)) == (refused, refused)
+    assert subscriber.received() == []
 
 
 def test_readings_stored_during_an_outage_are_published_once_the_broker_is_back(
     mosquitto: Mosquitto,
-    store: MeterStore,
+    meter_store: MeterStore,
     config: PublishConfig,
     subscriber: Subscriber,
     publishers: list[ReadingPublisher],
 ) -> None:
-    first = store.add_reading("grid", *grid(0))
-    publisher = started(store, config, publishers)
+    first = meter_store.add_reading("grid", *grid(0))
+    publisher = started(meter_store, config, publishers)
     publisher.publish_due(TIMEOUT_S)
     assert subscriber.wait_messages(1) == [grid_message(0)]
     assert publisher.cursor == first
@@ -177,44 +174,47 @@ def test_readings_stored_during_an_outage_are_published_once_the_broker_is_back(
     publisher.publisher._client.on_connect_fail = lambda *_: failed_attempt.set()
     mosquitto.stop()
     try:
-        stored = [store.add_reading("grid", *grid(step)) for step in range(1, 4)]
+        stored = [meter_store.add_reading("grid", *grid(step)) for step in range(1, 4)]
         assert publisher.publish_due(0.3) == 0
         assert publisher.publish_due(0.3) == 0  # still waiting for the same readings
-        assert (publisher.cursor, store.get_state(PUBLISHED)) == (first, first)
+        assert (publisher.cursor, meter_store.get_state(PUBLISHED)) == (first, first)
         assert failed_attempt.wait(TIMEOUT_S)
     finally:
         mosquitto.start()
     after = Subscriber(mosquitto, f"{config.base_topic}/{config.node}")
     try:
-        stored.append(store.add_reading("grid", *grid(4)))  # after the outage, before its turn
-        wait_until(lambda: publisher.publish_due(0.5) > 0, "the broker's acknowledgements")
+        # stored after the outage, before its turn
+        stored.append(meter_store.add_reading("grid", *grid(4)))
+        wait_until(
+            lambda: publisher.publish_due(0.5) > 0, TIMEOUT_S, "the broker's acknowledgements"
+        )
         assert publisher.cursor == stored[2]  # the batch of the outage
         assert publisher.publish_due(TIMEOUT_S) == 1
         assert publisher.cursor == stored[-1]
-        assert store.get_state(PUBLISHED) == stored[-1]
+        assert meter_store.get_state(PUBLISHED) == stored[-1]
         assert after.wait_messages(4) == [grid_message(step) for step in range(1, 5)]
     finally:
         after.close()
 
 
 def test_a_new_publisher_resumes_at_the_stored_cursor(
-    store: MeterStore,
+    meter_store: MeterStore,
     config: PublishConfig,
     subscriber: Subscriber,
     publishers: list[ReadingPublisher],
 ) -> None:
-    store.add_reading("grid", *grid(0))
-    acknowledged = store.add_reading("grid", *grid(1))
-    first = started(store, config, publishers)
+    meter_store.add_reading("grid", *grid(0))
+    acknowledged = meter_store.add_reading("grid", *grid(1))
+    first = started(meter_store, config, publishers)
     first.publish_due(TIMEOUT_S)
     assert subscriber.wait_messages(2) == [grid_message(0), grid_message(1)]
     first.close()
     publishers.remove(first)
 
-    second = started(store, config, publishers)
+    second = started(meter_store, config, publishers)
     assert second.cursor == acknowledged
     assert second.publish_due(TIMEOUT_S) == 0
-    newest = store.add_reading("grid", *grid(2))
+    newest = meter_store.add_reading("grid", *grid(2))
     assert second.publish_due(TIMEOUT_S) == 1
 
     assert subscriber.wait_messages(3) == [grid_message(step) for step in range(3)]

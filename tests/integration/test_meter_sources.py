@@ -1,4 +1,4 @@
-"""`SourceRunner` against the simulated Modbus devices and a real mosquitto, with a SQLite store.
+"""`SourceRunner` against the simulated Modbus devices and a real mosquitto, on each store back-end.
 
 Device time passes only through `modbus_devices.clock.advance()`, and the runner is stepped by
 calling `poll_once()`, so every reading's time, and so every interval's energy, is exact up to
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services.modbus import ModbusDevices
 from services.mosquitto import Mosquitto
+from waiting import wait_until
 
+from simulation.devices import ManualClock
 from smartmeter.config import SourceConfig
-from smartmeter.devices import ManualClock
 from smartmeter.energy import IntervalEnergy, IntervalStatus, MeterConfig
 from smartmeter.mqtt import Broker, MqttPublisher
 from smartmeter.sources import SourceRunner
@@ -35,13 +34,6 @@ TIMEOUT_S = 10
 MEASURED = IntervalStatus.MEASURED
 SUSPECT = IntervalStatus.SUSPECT
 MISSING = IntervalStatus.MISSING
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MeterStore]:
-    meter_store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
-    yield meter_store
-    meter_store.close()
 
 
 @pytest.fixture
@@ -101,45 +93,37 @@ def close_to(values: list[int], expected: list[int], joules: int = 2) -> bool:
     )
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT_S} s waiting for {what}")
-        time.sleep(0.02)
-
-
 # -- Modbus
 
 
 def test_constant_power_gives_its_energy_in_every_interval(
-    modbus_devices: ModbusDevices, store: MeterStore, runners: list[SourceRunner]
+    modbus_devices: ModbusDevices, meter_store: MeterStore, runners: list[SourceRunner]
 ) -> None:
     clock = modbus_devices.clock
     epoch = aligned_epoch(clock)
     modbus_devices.meter.set_profile([(0.0, WATTS)])
-    runner = grid_runner(modbus_devices, store, epoch, runners)
+    runner = grid_runner(modbus_devices, meter_store, epoch, runners)
 
     poll_for(runner, clock, 4 * INTERVAL_S)
 
-    assert statuses(store, 3) == [MEASURED] * 4
-    assert close_to(net(store, 3), [INTERVAL_J] * 4)
-    stored = store.source_readings("grid")
+    assert statuses(meter_store, 3) == [MEASURED] * 4
+    assert close_to(net(meter_store, 3), [INTERVAL_J] * 4)
+    stored = meter_store.source_readings("grid")
     assert [r.at - epoch for r in stored] == [float(t) for t in range(0, 41, POLL_S)]
     assert all(r.problem is None and r.power_w == WATTS for r in stored)
-    assert store.interval_checkpoint("grid")["seq"] == stored[-1].seq
+    assert meter_store.interval_checkpoint("grid")["seq"] == stored[-1].seq
 
 
 def test_an_outage_leaves_its_intervals_missing_and_polling_resumes(
     modbus_devices: ModbusDevices,
-    store: MeterStore,
+    meter_store: MeterStore,
     runners: list[SourceRunner],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = modbus_devices.clock
     epoch = aligned_epoch(clock)
     modbus_devices.meter.set_profile([(0.0, WATTS)])
-    runner = grid_runner(modbus_devices, store, epoch, runners, max_gap_s=12)
+    runner = grid_runner(modbus_devices, meter_store, epoch, runners, max_gap_s=12)
     poll_for(runner, clock, 20)  # readings at 0..20 s
 
     modbus_devices.meter.stop()
@@ -152,23 +136,24 @@ def test_an_outage_leaves_its_intervals_missing_and_polling_resumes(
             clock.advance(POLL_S)
             runner.poll_once()
 
-    assert statuses(store, 6) == [MEASURED, MEASURED, MISSING, MISSING, MISSING, MEASURED, MEASURED]
-    assert close_to(net(store, 6), [INTERVAL_J, INTERVAL_J, 0, 0, 0, INTERVAL_J, INTERVAL_J])
-    assert [r.at - epoch for r in store.source_readings("grid")][-4:] == [55.0, 60.0, 65.0, 70.0]
+    assert statuses(meter_store, 6) == [MEASURED] * 2 + [MISSING] * 3 + [MEASURED] * 2
+    assert close_to(net(meter_store, 6), [INTERVAL_J, INTERVAL_J, 0, 0, 0, INTERVAL_J, INTERVAL_J])
+    stored = meter_store.source_readings("grid")
+    assert [r.at - epoch for r in stored][-4:] == [55.0, 60.0, 65.0, 70.0]
     warnings = [record.getMessage() for record in caplog.records]
     assert len([m for m in warnings if "unreachable" in m]) == 1  # once per outage
     assert len([m for m in warnings if "answers again" in m]) == 1
 
 
 def test_nan_and_a_counter_going_back_are_stored_refused_and_mark_suspect(
-    modbus_devices: ModbusDevices, store: MeterStore, runners: list[SourceRunner]
+    modbus_devices: ModbusDevices, meter_store: MeterStore, runners: list[SourceRunner]
 ) -> None:
     clock = modbus_devices.clock
     meter = modbus_devices.meter
     epoch = aligned_epoch(clock)
     meter.set_profile([(0.0, WATTS)])
     meter.set_counters(import_wh=2_000.0)  # over reset_below_j: going back is not a reset
-    runner = grid_runner(modbus_devices, store, epoch, runners)
+    runner = grid_runner(modbus_devices, meter_store, epoch, runners)
     poll_for(runner, clock, 10)  # 0..10 s
 
     clock.advance(POLL_S)  # 15 s: a NaN frame
@@ -186,41 +171,41 @@ def test_nan_and_a_counter_going_back_are_stored_refused_and_mark_suspect(
     meter.set_counters(import_wh=before + 10)  # as if it had never gone back
     poll_for(runner, clock, 20)  # 30..50 s
 
-    problems = [(r.at - epoch, r.problem) for r in store.source_readings("grid") if r.problem]
+    problems = [(r.at - epoch, r.problem) for r in meter_store.source_readings("grid") if r.problem]
     assert [at for at, _ in problems] == [15.0, 25.0, 30.0]
     assert "refused frame" in str(problems[0][1]) and "nan" in str(problems[0][1])
     assert "went back" in str(problems[1][1])
     assert "(backwards)" in str(problems[2][1])
-    assert statuses(store, 4) == [MEASURED, SUSPECT, SUSPECT, SUSPECT, MEASURED]
-    assert close_to(net(store, 4), [INTERVAL_J] * 5)
-    (interval_1,) = store.intervals(1, 1, ["grid"])
+    assert statuses(meter_store, 4) == [MEASURED, SUSPECT, SUSPECT, SUSPECT, MEASURED]
+    assert close_to(net(meter_store, 4), [INTERVAL_J] * 5)
+    (interval_1,) = meter_store.intervals(1, 1, ["grid"])
     assert any("nan" in reason for reason in interval_1.reasons)
 
 
 def test_a_restarted_runner_continues_and_replays_a_reading_stored_before_the_crash(
-    modbus_devices: ModbusDevices, store: MeterStore, runners: list[SourceRunner]
+    modbus_devices: ModbusDevices, meter_store: MeterStore, runners: list[SourceRunner]
 ) -> None:
     clock = modbus_devices.clock
     epoch = aligned_epoch(clock)
     modbus_devices.meter.set_profile([(0.0, WATTS)])
-    first = grid_runner(modbus_devices, store, epoch, runners)
+    first = grid_runner(modbus_devices, meter_store, epoch, runners)
     poll_for(first, clock, 20)  # intervals 0 and 1 closed, the reading at 20 s checkpointed
     first.stop()
-    assert statuses(store, 2) == [MEASURED, MEASURED, MISSING]
+    assert statuses(meter_store, 2) == [MEASURED, MEASURED, MISSING]
 
     clock.advance(2 * POLL_S)  # 30 s: stored, then the "crash" before it reached the meter
     import_wh, export_wh = modbus_devices.meter.counters_wh
-    seq = store.add_reading("grid", clock(), import_wh, export_wh, WATTS)
+    seq = meter_store.add_reading("grid", clock(), import_wh, export_wh, WATTS)
 
-    second = grid_runner(modbus_devices, store, epoch, runners)
-    assert statuses(store, 2) == [MEASURED] * 3  # replayed: it closed interval 2
-    assert store.interval_checkpoint("grid")["seq"] == seq
+    second = grid_runner(modbus_devices, meter_store, epoch, runners)
+    assert statuses(meter_store, 2) == [MEASURED] * 3  # replayed: it closed interval 2
+    assert meter_store.interval_checkpoint("grid")["seq"] == seq
     for _ in range(2):
         clock.advance(POLL_S)
         second.poll_once()
 
-    assert statuses(store, 3) == [MEASURED] * 4
-    assert close_to(net(store, 3), [INTERVAL_J] * 4)
+    assert statuses(meter_store, 3) == [MEASURED] * 4
+    assert close_to(net(meter_store, 3), [INTERVAL_J] * 4)
 
 
 # -- MQTT
@@ -238,7 +223,7 @@ def publish_raw(mosquitto: Mosquitto, topic: str, payload: bytes) -> None:
 
 
 def test_an_emoncms_source_turns_published_counters_into_intervals(
-    mosquitto: Mosquitto, store: MeterStore, runners: list[SourceRunner]
+    mosquitto: Mosquitto, meter_store: MeterStore, runners: list[SourceRunner]
 ) -> None:
     epoch = 1_700_000_000
     clock = ManualClock(epoch + 21)  # the receive time of the malformed payload
@@ -257,7 +242,7 @@ def test_an_emoncms_source_turns_published_counters_into_intervals(
         },
     )
     energy = MeterConfig(interval_s=INTERVAL_S, epoch=epoch)
-    runner = SourceRunner("house", source, energy, store, clock=clock)
+    runner = SourceRunner("house", source, energy, meter_store, clock=clock)
     runners.append(runner)
     runner.start()
     assert runner.wait_connected(TIMEOUT_S)
@@ -270,15 +255,15 @@ def test_an_emoncms_source_turns_published_counters_into_intervals(
     publish_raw(mosquitto, f"emon/{node}", b'{"import": ')
 
     def settled() -> bool:
-        refused = [r for r in store.source_readings("house") if r.problem]
-        return bool(refused) and MISSING not in statuses(store, 1, "house")
+        refused = [r for r in meter_store.source_readings("house") if r.problem]
+        return bool(refused) and MISSING not in statuses(meter_store, 1, "house")
 
-    wait_until(settled, "two intervals and the refused payload")
-    totals = store.intervals(0, 1, ["house"])
+    wait_until(settled, TIMEOUT_S, "two intervals and the refused payload")
+    totals = meter_store.intervals(0, 1, ["house"])
     assert [(t.import_j, t.export_j, t.net_j, t.status) for t in totals] == [
         (7_200, 3_600, 3_600, MEASURED)
     ] * 2
-    (refused,) = [r for r in store.source_readings("house") if r.problem]
+    (refused,) = [r for r in meter_store.source_readings("house") if r.problem]
     assert refused.at == epoch + 21
     assert refused.problem is not None and "not JSON" in refused.problem
 
@@ -290,11 +275,11 @@ def closed(interval: int, net_j: int, status: IntervalStatus) -> IntervalEnergy:
     return IntervalEnergy(interval, max(net_j, 0), max(-net_j, 0), net_j, status, 2, 1, ())
 
 
-def test_interval_totals_add_sources_and_take_the_worst_status(store: MeterStore) -> None:
-    store.close_intervals("grid", [closed(0, 500, MEASURED), closed(1, 700, MEASURED)], {})
-    store.close_intervals("solar", [closed(0, -200, IntervalStatus.PARTIAL)], {"seq": 3})
+def test_interval_totals_add_sources_and_take_the_worst_status(meter_store: MeterStore) -> None:
+    meter_store.close_intervals("grid", [closed(0, 500, MEASURED), closed(1, 700, MEASURED)], {})
+    meter_store.close_intervals("solar", [closed(0, -200, IntervalStatus.PARTIAL)], {"seq": 3})
 
-    totals = store.intervals(0, 2)
+    totals = meter_store.intervals(0, 2)
 
     assert [(t.net_j, t.status) for t in totals] == [
         (300, IntervalStatus.PARTIAL),
@@ -302,4 +287,4 @@ def test_interval_totals_add_sources_and_take_the_worst_status(store: MeterStore
         (0, MISSING),
     ]
     assert totals[1].reasons == ("solar: not closed",)
-    assert store.interval_checkpoint("solar") == {"seq": 3}
+    assert meter_store.interval_checkpoint("solar") == {"seq": 3}

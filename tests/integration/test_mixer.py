@@ -20,12 +20,13 @@ from mixer_network import BadSignature, FalseAccuser
 from assets import Keypair, Outpoint, Output, Transfer, canonical_json, encode_transaction, sign
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario
-from mixer.bench import DENOMINATION, CoordinatorProcess, authorize_meter, fund, mix_all
 from mixer.client import MixClient, MixError, MixResult, join_request
 from mixer.protocol import Input, Kind, Message, Peer, peer_order
+from simulation.bench.mixer import DENOMINATION, CoordinatorProcess, authorize_meter, fund, mix_all
+from simulation.processes import stop
+from simulation.scenario import Scenario
 
-from .nodes import serve_ledger, stop
+from .nodes import serve_ledger
 
 INTERVAL_S = 1
 

@@ -28,8 +28,8 @@ from schemathesis import GenerationMode
 
 from assets import Keypair
 from ledger.client import LedgerClient
-from mixer.bench import DENOMINATION, CoordinatorProcess, mix_all
 from mixer.client import join_request
+from simulation.bench.mixer import DENOMINATION, CoordinatorProcess, mix_all
 
 from .fuzzing import Case, fuzz
 from .test_mixer import Chain, assert_paid, chain_fixture, mixing

@@ -18,14 +18,15 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+from waiting import wait_until
 
 from assets import Keypair
 from ledger.client import LedgerClient
 from mixer.auth import poll_params
-from mixer.bench import DENOMINATION
 from mixer.client import MixClient, MixError, MixResult, join_request
 from mixer.coordinator import POLLS_PER_PEER
 from mixer.protocol import Input, peer_order
+from simulation.bench.mixer import DENOMINATION
 
 from .test_mixer import Chain, chain_fixture, coordinator, mix_each
 
@@ -56,10 +57,7 @@ class PollFlood:
 
     def start(self) -> None:
         self._thread.start()
-        deadline = time.monotonic() + 30
-        while self.sent < self.count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.sent == self.count, f"only {self.sent} of {self.count} polls were sent"
+        wait_until(lambda: self.sent >= self.count, 30, f"{self.count} polls to be sent")
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:

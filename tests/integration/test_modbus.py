@@ -16,7 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from services.modbus import ModbusDevices
 
-from smartmeter.devices import ManualClock, SimulatedSunSpecInverter
+from simulation.devices import ManualClock, SimulatedSunSpecInverter
 from smartmeter.modbus import (
     BadFrame,
     CounterWentBackwards,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from services.mosquitto import Mosquitto
+from waiting import wait_until
 
 from smartmeter.mqtt import (
     BadPayload,
@@ -37,14 +37,6 @@ JSON_PATH = JsonPathFormat(
     paths={"$.ENERGY.Total": Input("import_wh", 1000), "$.ENERGY.Power": Input("power_w")},
     time_path="$.ts",
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass

@@ -28,9 +28,10 @@ from assets import (
 from assets.codec import MAX_TX_BYTES
 from assets.keyfile import dump_keys
 from ledger.client import head_from_wire
-from ledger.scenario import Scenario, pay
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 
-from .nodes import assert_proofs_verify, authorize_now, serve_ledger, stop
+from .nodes import assert_proofs_verify, authorize_now, serve_ledger
 
 
 @dataclass

@@ -22,10 +22,11 @@ from schemathesis import GenerationMode
 
 from assets import Authorization, Fa, Keypair, encode_transaction
 from assets.keyfile import dump_keys
-from ledger.scenario import Scenario, pay
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 
 from .fuzzing import Case, fuzz
-from .nodes import authorize_now, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 EXAMPLES_PER_OPERATION = 100
 STREAM_PATH = "/v1/stream/blocks"

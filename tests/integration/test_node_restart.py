@@ -20,14 +20,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from waiting import wait_until
 
 from assets import Authorization, Fa, Keypair, encode_transaction, txid
 from assets.keyfile import dump_keys
 from ledger import merkle
 from ledger.client import head_from_wire
-from ledger.scenario import Scenario, pay
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 
-from .nodes import authorize_now, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 CLIENTS = 8
 ACKS_BEFORE_KILL = 300
@@ -123,11 +125,17 @@ def test_a_restart_under_load_loses_no_acknowledged_transaction(
         for thread in threads:
             thread.start()
         try:
-            deadline = time.monotonic() + LOAD_TIMEOUT_S
-            while sum(len(c.acknowledged) for c in clients) < ACKS_BEFORE_KILL:
-                assert time.monotonic() < deadline, "the node acknowledged too few transactions"
+
+            def enough_acknowledged() -> bool:
                 assert all(t.is_alive() for t in threads), [c.unexpected for c in clients]
-                time.sleep(0.01)
+                return sum(len(c.acknowledged) for c in clients) >= ACKS_BEFORE_KILL
+
+            wait_until(
+                enough_acknowledged,
+                LOAD_TIMEOUT_S,
+                f"the node to acknowledge {ACKS_BEFORE_KILL} transactions",
+                interval_s=0.01,
+            )
             before = head_from_wire(httpx.get(f"{first.url}/v1/head", timeout=30).json())
             first.kill()  # while every client has a request in flight or about to be sent
             for thread in threads:

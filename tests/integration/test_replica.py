@@ -26,10 +26,11 @@ from assets.canonical import canonical_json
 from assets.keyfile import dump_keys
 from ledger.blocks import SignedHead
 from ledger.client import head_from_wire
-from ledger.scenario import Scenario, pay
 from ledger.store import Store
+from simulation.processes import free_port, start_petra, stop, wait_serving
+from simulation.scenario import Scenario, pay
 
-from .nodes import assert_proofs_verify, free_port, start_petra, stop, wait_serving
+from .nodes import assert_proofs_verify
 
 FOLLOW_TIMEOUT_S = 30
 TAMPERED_HEIGHT = 3

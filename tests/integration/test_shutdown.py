@@ -18,12 +18,11 @@ import pytest
 from hostile import assert_no_traceback
 
 from assets.keyfile import dump_keys
-from bidstore.bench import BidStoreProcess
-from ledger.bench_http import LedgerProcess
-from ledger.scenario import Scenario
-from mixer.bench import CoordinatorProcess
+from simulation.bench.bidstore import BidStoreProcess
+from simulation.bench.mixer import CoordinatorProcess
+from simulation.processes import LedgerProcess, free_port, start_petra, stop
+from simulation.scenario import Scenario
 
-from .nodes import free_port, start_petra, stop
 from .test_dso_cli import PASSPHRASE, petra, wait_dso
 
 STOP_WITHIN_S = 5.0  # the grace period is one second; the rest is the commands' clean-up
@@ -41,7 +40,7 @@ class Chain:
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     folder = tmp_path_factory.mktemp("shutdown")
     scenario = Scenario(epoch=int(time.time()) - 20, interval_s=60)
-    ledger = LedgerProcess(scenario, folder)
+    ledger = LedgerProcess.of_scenario(scenario, folder)
     try:
         ledger.wait_until_serving()
         yield Chain(scenario, folder, folder / "genesis.json", ledger)
@@ -137,7 +136,7 @@ def test_sigterm_ends_an_open_block_stream_and_the_node_exits_0(chain: Chain) ->
     scenario = Scenario(epoch=int(time.time()) - 20, interval_s=60)
     folder = chain.folder / "streaming"
     folder.mkdir()
-    node = LedgerProcess(scenario, folder)
+    node = LedgerProcess.of_scenario(scenario, folder)
     try:
         node.wait_until_serving()
         with httpx.stream("GET", f"{node.url}/v1/stream/blocks", timeout=30) as stream:

@@ -16,13 +16,8 @@ import httpx
 import pytest
 from services.tor import tor_network_fixture
 
-from bidstore.tornet import (
-    STATE_FILE,
-    TorNetwork,
-    publish_onion,
-    running_tor_pids,
-    tor_executables,
-)
+from bidstore.onion import publish_onion
+from simulation.tornet import STATE_FILE, TorNetwork, running_tor_pids, tor_executables
 
 __all__ = ["tor_network_fixture"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import petra
+from waiting import wait_until
 
 from assets import Keypair
 from assets.model import Epa, Fa
@@ -21,9 +22,9 @@ from wallet.wallet import Services, Wallet, WalletError, new_data
 
 from .test_meter_daemon import (  # noqa: F401  (the fixtures this module runs on)
     METER,
+    WAIT_S,
     Home,
     home_fixture,
-    wait_until,
 )
 
 WALLET_PASSPHRASE = "wallet test passphrase"
@@ -86,7 +87,9 @@ def test_withdraw_see_and_deposit_through_the_meter(home: Home, wallet_file: Pat
     assert wallet.coins() == []
     assert {c.state for c in wallet.coins(states=("spent",))} == {"spent"}
     # the meter counts the deposits: its owner's credit is back where it was
-    wait_until(lambda: wallet.meter_status()["credit_used"] == 0, "the deposit to be counted")
+    wait_until(
+        lambda: wallet.meter_status()["credit_used"] == 0, WAIT_S, "the deposit to be counted"
+    )
     kinds = [e["kind"] for e in wallet.history()]
     assert kinds[:1] == ["init"] and "withdrawal" in kinds and kinds.count("deposit") == 2
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
+from waiting import wait_until
 
 from petra.wallet_autopilot_cli import register
 
-from .test_meter_daemon import Home, home_fixture, wait_until
+from .test_meter_daemon import WAIT_S, Home, home_fixture
 from .test_wallet import WALLET_PASSPHRASE, home_owner, open_wallet, wallet_file
 
 __all__ = ["home_fixture", "home_owner", "wallet_file"]  # the fixtures this module runs on
@@ -57,7 +58,7 @@ def test_once_withdraws_and_deposits_the_cover_and_the_bill_nets_to_nothing_sold
     kinds = [e["kind"] for e in wallet.history()]
     assert kinds.count("withdrawal") == 1 and kinds.count("deposit") == 3
 
-    bill = wait_until(lambda: wallet.bill_history(t, t)["bills"], f"the bill of {t}")[0]
+    bill = wait_until(lambda: wallet.bill_history(t, t)["bills"], WAIT_S, f"the bill of {t}")[0]
     assert bill["interval"] == t
     assert bill["issued_epa_w"] == bill["deposited_epa_w"] == 1_000
     assert bill["fa_deposited"] == 20_000

@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 from services.mosquitto import Mosquitto
 from services.tor import tor_network_fixture  # noqa: F401
+from waiting import wait_until
 
 from assets.model import Asset, Eca, Epa, Fa
 from bidstore.orders import OrderSide
-from bidstore.tornet import TorNetwork
-from ledger.scenario import pay
+from simulation.scenario import pay
+from simulation.tornet import TorNetwork
 from wallet.keystore import KdfLevel, WalletFile
 from wallet.market import accept, place_order, proposals, take
 from wallet.mixing import mix
@@ -47,7 +48,6 @@ from .community import (
     ledger_view,
     running_community,
 )
-from .test_meter_daemon import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -241,7 +241,7 @@ def trade_through_the_community(community: Community, tmp: Path, ahead_s: int) -
     (submitted,) = accept(seller, trade["id"])
     assert submitted["done"] == "submitted"
     for party in (seller, buyer):
-        wait_until(functools.partial(settled, party, trade["id"]), "the trade to settle", WAIT_S)
+        wait_until(functools.partial(settled, party, trade["id"]), WAIT_S, "the trade to settle")
     trade_tx = seller.data()["trades"][trade["id"]]["txid"]
     due = trade["payment"]
     assert due == round_half_even(POWER_W * interval_s * PRICE, JOULES_PER_KWH)
@@ -261,7 +261,7 @@ def trade_through_the_community(community: Community, tmp: Path, ahead_s: int) -
         deposits[name] = wallet.deposit(coins)
         assert wallet.coins() == []
     last = max(t, seller_home.interval_now())
-    wait_until(lambda: seller_home.interval_now() > last, "t to end", ahead_s + WAIT_S)
+    wait_until(lambda: seller_home.interval_now() > last, ahead_s + WAIT_S, "t to end")
 
     # the bills: both meters deliver every interval's, and the DSO finds each reconciled
     def delivered(home: CommunityHome) -> dict[int, dict[str, Any]]:
@@ -270,8 +270,8 @@ def trade_through_the_community(community: Community, tmp: Path, ahead_s: int) -
         return found if done and all(b["status"] == "reconciled" for b in found.values()) else {}
 
     bills = {
-        "seller": wait_until(lambda: delivered(seller_home), "the seller's bills", WAIT_S),
-        "buyer": wait_until(lambda: delivered(buyer_home), "the buyer's bills", WAIT_S),
+        "seller": wait_until(lambda: delivered(seller_home), WAIT_S, "the seller's bills"),
+        "buyer": wait_until(lambda: delivered(buyer_home), WAIT_S, "the buyer's bills"),
     }
     view = ledger_view(dso.ledger_url, interval_s, dso.scenario.epoch)
     for name, home in (("seller", seller_home), ("buyer", buyer_home)):

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from test_cli import Run, petra
 from test_cli import refused as refused_run
+from waiting import wait_until
 
 from assets import Eca, Epa, Fa, Transfer
 from assets.model import Asset, Output
 from assets.signing import sign_transfer
 from bidstore.client import BidStoreClient
 from bidstore.orders import OrderSide, payment
-from ledger.scenario import pay
+from simulation.scenario import pay
 from wallet.keystore import KdfLevel, WalletFile
 from wallet.market import accept as accept_trades
 from wallet.market import place_order, proposals, take
@@ -53,15 +54,15 @@ def held(wallet: Wallet, kind: str, state: str = "unspent") -> list[tuple[Asset,
 
 
 def until(wallet: Wallet, trade_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """The wallet's view of the trade (`proposals`) once `done` holds (or after 30 s)."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while True:
-        (row,) = [r for r in proposals(wallet) if r["id"] == trade_id] or [
+    """The wallet's view of the trade (`proposals`) once `done` holds."""
+
+    def row() -> dict[str, Any] | None:
+        (found,) = [r for r in proposals(wallet) if r["id"] == trade_id] or [
             {"id": trade_id, **wallet.data()["trades"][trade_id], "action": "gone"}
         ]
-        if done(row) or time.monotonic() > deadline:
-            return row
-        time.sleep(0.3)
+        return found if done(found) else None
+
+    return wait_until(row, SETTLE_TIMEOUT_S, f"trade {trade_id} in the wallet", interval_s=0.3)
 
 
 def settled(row: dict[str, Any]) -> bool:
@@ -178,8 +179,7 @@ def test_a_trade_that_expires_leaves_the_assets_where_they_were(
     trade = take(buyer, ask["id"])
     assert trade["status"] == "proposed"  # the seller never countersigns
 
-    while chain.now() <= t:
-        time.sleep(0.5)
+    wait_until(lambda: chain.now() > t, 60, f"interval {t} to start", interval_s=0.5)
     row = until(seller, trade["id"], lambda r: r["status"] == "expired")
     assert (row["status"], row["action"]) == ("expired", "expired")
     assert seller.data()["orders"][ask["id"]]["status"] == "done"

@@ -11,8 +11,8 @@ from pathlib import Path
 from assets import Outpoint, encode_transaction, txid
 from assets.model import Fa, Output
 from ledger.client import LedgerClient
-from ledger.scenario import pay
-from mixer.bench import BENCH_METER
+from simulation.bench.mixer import BENCH_METER
+from simulation.scenario import pay
 from wallet.keystore import KdfLevel, WalletFile
 from wallet.mixing import denominate, mix
 from wallet.wallet import Coin, Services, Wallet, WalletError, new_data, size_of

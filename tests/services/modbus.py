@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from smartmeter.devices import ManualClock, SimulatedSdm630, SimulatedSunSpecInverter
+from simulation.devices import ManualClock, SimulatedSdm630, SimulatedSunSpecInverter
 from smartmeter.modbus import (
     DEFAULT_BACKOFF_MAX_S,
     ModbusReader,

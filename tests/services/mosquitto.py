@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bench_http import free_port
+from simulation.processes import free_port
 
 MOSQUITTO_START_TIMEOUT_S = 15
 DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")  # /usr/sbin is not on every user's PATH

@@ -3,7 +3,7 @@
 Use it with `from services.tor import tor_network_fixture  # noqa: F401` and a
 `tor_network: TorNetwork` argument: the client has bootstrapped, `tor_network.socks_port`
 reaches onion services through `socks5://127.0.0.1:PORT` and `tor_network.control_port`
-publishes them (`bidstore.tornet.publish_onion`). Bootstrap takes 20-60 s, once a session.
+publishes them (`bidstore.onion.publish_onion`). Bootstrap takes 20-60 s, once a session.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bidstore.tornet import TorNetwork, TorNetworkError, tor_executables
+from simulation.tornet import TorNetwork, TorNetworkError, tor_executables
 
 
 @pytest.fixture(scope="session", name="tor_network")

@@ -21,9 +21,9 @@ from rich.table import Table
 
 from assets import Authorization, Fa, Keypair, encode_transaction, txid, verify
 from ledger.ledger import BlockResult, Ledger, Outcome
-from ledger.scenario import Scenario, pay
 from ledger.sequencer import InProcessSequencer
 from ledger.store import Store
+from simulation.scenario import Scenario, pay
 
 CHAINS = 4_096  # funding outputs; each starts a chain of transfers
 OWNERS = 256  # keys that own the chains' outputs

@@ -2,9 +2,10 @@
 on loopback, against the in-process rate of the same transfers in the same run, with the
 submission latency.
 
-One run: N pre-signed single-input single-output transfers (`ledger.bench.generate`) are
-committed through `InProcessSequencer` into a temporary SQLite store; then `petra ledger serve`
-is started as a separate process over a fresh temporary store, funded over HTTP the same way,
+One run: N pre-signed single-input single-output transfers (`simulation.bench.ledger.generate`)
+are committed through `InProcessSequencer` into a temporary SQLite store; then `petra ledger
+serve` is started as a separate process over a fresh temporary store, funded over HTTP the same
+way,
 and `clients` concurrent clients submit the same N transfers, each waiting for its answer.
 The clients and the server share this machine's cores.
 """
@@ -14,10 +15,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,22 +29,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from assets import Authorization, Keypair, encode_transaction
-from assets.keyfile import dump_keys
-from ledger.bench import Head, _fund, generate
 from ledger.ledger import BlockResult, Ledger, Outcome
-from ledger.scenario import Scenario
 from ledger.sequencer import InProcessSequencer
 from ledger.store import Store
+from simulation.bench.ledger import Head, _fund, generate
+from simulation.processes import LedgerProcess
+from simulation.scenario import Scenario
 
 DEFAULT_COUNT = 40_000
 CLIENTS = 32
 INTERVAL_S = 1  # one-second intervals: a regulation is in force a second or two after it lands
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 20
 _JSON = {"content-type": "application/json"}
 Item = TypeVar("Item")
 REQUEST_TIMEOUT_S = 60
-_PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 
 
 class HttpBenchError(Exception):
@@ -122,105 +116,6 @@ def _inprocess_rate(
     if refused:
         raise HttpBenchError(f"{len(refused)} in-process transfers were rejected: {refused[0]}")
     return len(raws) / elapsed
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class PetraProcess:
-    """`petra ARGS` in a process group of its own (without the caller's passphrase), its
-    standard error in `log_path`, serving at `url`; `probe` is a path that answers once it
-    serves. A failed start is `error` with the log's tail."""
-
-    def __init__(
-        self,
-        args: Sequence[str],
-        log_path: Path,
-        url: str,
-        *,
-        probe: str,
-        what: str,
-        error: type[Exception] = RuntimeError,
-    ) -> None:
-        self.log_path, self.url, self.probe, self.what, self.error = (
-            log_path,
-            url,
-            probe,
-            what,
-            error,
-        )
-        env = {k: v for k, v in os.environ.items() if k != "PETRA_PASSPHRASE"}
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*_PETRA, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-            )
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return f"(no {self.what} log)"
-
-    def wait_until_serving(self) -> None:
-        """Return once `probe` answers (any HTTP answer); `error` if it exits or is late."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                httpx.get(f"{self.url}{self.probe}", timeout=1)
-                return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise self.error(f"the {self.what} did not start: {self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_group(self.process)
-
-
-class LedgerProcess(PetraProcess):
-    """`petra ledger serve` in its own process, over a fresh SQLite store in `tmp`."""
-
-    def __init__(self, scenario: Scenario, tmp: Path) -> None:
-        genesis, keys = tmp / "genesis.json", tmp / "keys.json"
-        genesis.write_bytes(scenario.genesis_raw)
-        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(dump_keys({"sequencer-0": scenario.sequencer}, None))
-        port = free_port()
-        super().__init__(
-            [
-                *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
-                *("--store", f"sqlite:///{tmp}/http.sqlite", "--port", str(port)),
-            ],
-            tmp / "node.log",
-            f"http://127.0.0.1:{port}",
-            probe="/v1/genesis",
-            what="ledger node",
-            error=HttpBenchError,
-        )
-
-
-def stop_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group of `process` (started with `start_new_session`), SIGKILL
-    it if it lingers past `timeout_s`, and reap it."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _submit_one(client: httpx.Client, raw: bytes, what: str) -> None:
@@ -351,7 +246,7 @@ def run_http_bench(
         with progress_bar("committing in-process", as_json, console) as progress:
             inprocess = _inprocess_rate(scenario, meter, raws, tmp, progress)
         console.print("Starting `petra ledger serve` on loopback and funding it over HTTP...")
-        node = LedgerProcess(scenario, tmp)
+        node = LedgerProcess.of_scenario(scenario, tmp, error=HttpBenchError)
         try:
             node.wait_until_serving()
             _fund_over_http(node.url, scenario, meter, issues)

@@ -32,7 +32,6 @@ import asyncio
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -49,20 +48,13 @@ from rich.table import Table
 from assets import Authorization, Eca, Epa, Fa, Keypair, Outpoint, encode_transaction, txid
 from assets.model import Output
 from bidstore.orders import Order, OrderSide, encode_order, payment, sign_order
-from ledger.bench_http import (
-    HttpBenchError,
-    LedgerProcess,
-    PetraProcess,
-    drive,
-    free_port,
-    percentile,
-    progress_bar,
-)
 from ledger.client import LedgerClient, LedgerClientError
-from ledger.scenario import Scenario, pay
+from simulation.bench.ledger_http import HttpBenchError, drive, percentile, progress_bar
+from simulation.processes import LedgerProcess, PetraProcess, free_port
+from simulation.scenario import Scenario, pay
 
 if TYPE_CHECKING:  # stem, which the Tor network needs, is imported only with --tor
-    from bidstore.tornet import TorNetwork
+    from simulation.tornet import TorNetwork
 
 DEFAULT_ORDERS = 2_000
 CLIENTS = 16
@@ -77,13 +69,11 @@ ASK_PRICE = 200_000  # micro-units per kWh; above every bid, so nothing crosses
 BID_PRICE = 100_000
 MAX_W = 10**12  # the meter's MAXEPA and MAXECA
 READS_PER_ASK, READS_PER_BID = 1, 2  # GET /v1/outputs/{tx}/{index} per asset of the order
-START_TIMEOUT_S = 60
 REQUEST_TIMEOUT_S = 60
 TOR_BOOTSTRAP_TIMEOUT_S = 180.0
 TOR_REQUEST_DEADLINE_S = 60.0  # per request through Tor, SOCKS handshake included
 ROUNDS = 4  # the baseline and the orders take turns
 _JSON = {"content-type": "application/json"}
-_PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 
 
 class BidStoreBenchError(Exception):
@@ -281,7 +271,8 @@ def _tor_latencies(
 ) -> tuple[float, list[float]]:
     """Start a private Tor network under `tmp`, publish the store on it and post `orders`
     through it one by one; (seconds to bootstrap, each order POST's round trip in seconds)."""
-    from bidstore.tornet import TorNetwork, TorNetworkError, publish_onion, tor_executables
+    from bidstore import onion
+    from simulation.tornet import TorNetwork, TorNetworkError, tor_executables
 
     if tor_executables() is None:
         raise BidStoreBenchError("tor and tor-gencert are not installed (Debian package tor)")
@@ -290,7 +281,7 @@ def _tor_latencies(
         with progress_bar("{task.description}", as_json, console) as progress:
             bootstrap_s = _bootstrap(network, progress)
             task = progress.add_task("publishing the onion service", total=None)
-            address, _ = publish_onion(network.control_port, store_port)
+            address, _ = onion.publish_onion(network.control_port, store_port)
             progress.update(task, total=1, completed=1)
             task = progress.add_task("posting orders through Tor", total=len(orders))
             latencies = asyncio.run(
@@ -400,7 +391,7 @@ def run_bidstore_bench(
     with tempfile.TemporaryDirectory(prefix="petra-bench-bidstore-") as name:
         tmp = Path(name)
         console.print("Starting `petra ledger serve` and `petra bidstore serve` on loopback...")
-        node = LedgerProcess(scenario, tmp)
+        node = LedgerProcess.of_scenario(scenario, tmp, error=HttpBenchError)
         store: BidStoreProcess | None = None
         try:
             node.wait_until_serving()

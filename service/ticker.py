@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("petra.ticker")
+log = logging.getLogger("petra.service.ticker")
 
 
 class Ticker:

@@ -21,7 +21,6 @@ ledger's block.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -34,10 +33,11 @@ from rich.console import Console
 from rich.table import Table
 
 from assets import Authorization, Fa, Keypair, Outpoint, encode_transaction, txid
-from ledger.bench_http import LedgerProcess, PetraProcess, free_port, progress_bar
 from ledger.client import LedgerClient, LedgerClientError
-from ledger.scenario import Scenario, pay
 from mixer.client import MixClient, MixError, MixResult
+from simulation.bench.ledger_http import progress_bar
+from simulation.processes import LedgerProcess, PetraProcess, free_port
+from simulation.scenario import Scenario, pay
 
 DEFAULT_PEERS = (10, 50, 100)
 DENOMINATION = Fa(1_000_000)  # micro-units: one unit of the chain's currency per peer
@@ -45,10 +45,7 @@ INTERVAL_S = 1  # one-second intervals: a regulation is in force a second or two
 START_S = 10  # the pool's start deadline; it starts at once with N peers
 STEP_TIMEOUT_S = 20  # the coordinator's per-step timeout: no honest peer of the bench is slow
 MIX_TIMEOUT_S = 300
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 20
 BENCH_METER = "bench-mixer-meter"
-_PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 
 
 class MixerBenchError(Exception):
@@ -212,7 +209,7 @@ def run_mixer_bench(peers: Sequence[int], as_json: bool, console: Console) -> li
         tmp = Path(name)
         if not as_json:
             console.print("Starting `petra ledger serve` on loopback and funding the peers...")
-        node = LedgerProcess(scenario, tmp)
+        node = LedgerProcess.of_scenario(scenario, tmp, error=MixerBenchError)
         try:
             node.wait_until_serving()
             with LedgerClient(node.url, timeout_s=60) as ledger:

@@ -13,6 +13,7 @@ import httpx
 
 from assets import Keypair, Output
 from assets.codec import output_to_wire
+from service.client import refusal
 from smartmeter.api import sign_request
 
 DEFAULT_URL = "http://127.0.0.1:7440"
@@ -76,15 +77,9 @@ class OwnerClient:
             raise OwnerApiError(
                 answer.status_code, "protocol", f"the meter's answer is not JSON: {answer.text!r}"
             ) from None
-        if not answer.is_success:
-            error = document.get("error") if isinstance(document, dict) else None
-            if not isinstance(error, dict):
-                error = {}
-            raise OwnerApiError(
-                answer.status_code,
-                str(error.get("code", "unknown")),
-                str(error.get("message", answer.text)),
-            )
+        refused = refusal(answer)
+        if refused is not None:
+            raise OwnerApiError(refused.status, refused.code, refused.message)
         return document
 
     def withdraw(self, outputs: Sequence[Output]) -> Any:

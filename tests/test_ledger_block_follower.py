@@ -1,6 +1,6 @@
-"""`ledger.follow.BlockFollower` against a fake ledger node (an httpx mock transport behind the
-real `LedgerClient`): it hands on good blocks in order and stops, with the reason, on a bad
-one; so does the smart meter's watcher built on it."""
+"""`ledger.block_follower.BlockFollower` against a fake ledger node (an httpx mock transport
+behind the real `LedgerClient`): it hands on good blocks in order and stops, with the reason, on
+a bad one; so does the smart meter's ledger index built on it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from assets import Keypair, encode_transaction
+from ledger.block_follower import BlockFollower, FollowerStopped
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.client import LedgerClient
-from ledger.follow import BlockFollower, FollowerStopped
-from ledger.scenario import Scenario
+from simulation.scenario import Scenario
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore
-from smartmeter.watcher import MeterWatcher
 
 Block = tuple[SignedHead, list[bytes]]
 
@@ -172,12 +172,14 @@ def test_the_meter_watcher_stops_on_a_bad_block_and_keeps_the_good_ones(tmp_path
     blocks = chain_of(scenario, 3)
     blocks[2] = resigned(blocks[2], Keypair.generate())
     store = MeterStore(f"sqlite:///{tmp_path}/meter.sqlite")
-    watcher = MeterWatcher(fake_ledger(blocks, []), store, scenario.genesis, "m1", bytes(32))
-    watcher.start()
+    ledger_index = MeterLedgerIndex(
+        fake_ledger(blocks, []), store, scenario.genesis, "m1", bytes(32)
+    )
+    ledger_index.start()
     try:
-        assert not watcher.wait_for(3, 10)
+        assert not ledger_index.wait_for(3, 10)
     finally:
-        watcher.stop()
-    assert watcher.problem == "block 3's head is not signed by a sequencer key of the genesis"
-    assert watcher.height == 2 and store.chain_head()[0] == 2
+        ledger_index.stop()
+    assert ledger_index.problem == "block 3's head is not signed by a sequencer key of the genesis"
+    assert ledger_index.height == 2 and store.chain_head()[0] == 2
     assert [f.kind for f in store.chain_facts()] == ["regulate", "regulate"]

@@ -39,8 +39,8 @@ from assets import (
 from ledger.blocks import SignedHead
 from ledger.ledger import BlockResult, Ledger
 from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from ledger.scenario import Scenario, pay
 from ledger.store import Store
+from simulation.scenario import Scenario, pay
 
 MICRO = 10**6  # micro-units per unit of the currency
 J_PER_KWH = 3_600_000

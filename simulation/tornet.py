@@ -4,7 +4,8 @@ and one client, as Tor's chutney builds it (DESIGN.md section 11, "Tor on loopba
 For the tests and the simulation: `with TorNetwork(workdir) as network:` writes the keys and
 torrc files, starts every tor in its own process group and waits until the client has
 bootstrapped; `network.socks_port` then reaches onion services (`socks5://127.0.0.1:PORT`,
-names resolved by Tor) and `network.control_port` publishes them (`publish_onion`).
+names resolved by Tor) and `network.control_port` publishes them
+(`bidstore.onion.publish_onion`).
 
 Every tor is started with `subprocess`, never with stem's `launch_tor_with_config`: that one
 times out with SIGALRM, which only the main thread may use.
@@ -18,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -30,10 +30,12 @@ from stem import ControllerError  # type: ignore[import-untyped]
 from stem.connection import AuthenticationFailure  # type: ignore[import-untyped]
 from stem.control import Controller  # type: ignore[import-untyped]
 
+from bidstore import onion
+from simulation.processes import free_port
+
 HOST = "127.0.0.1"
 STATE_FILE = "tornet.json"
 BOOTSTRAP_TIMEOUT_S = 180.0
-PUBLISH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 CERTIFICATE_MONTHS = 12
 # Seconds between consensus votes; vote delay plus distribution delay must stay below it.
@@ -66,13 +68,6 @@ def tor_executables() -> tuple[str, str] | None:
         if tor is not None and gencert is not None:
             return tor, gencert
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -133,7 +128,7 @@ class TorNetwork:
 
     def _port(self) -> int:
         if self._next_port is None:
-            return _free_port()
+            return free_port()
         port, self._next_port = self._next_port, self._next_port + 1
         return port
 
@@ -358,7 +353,7 @@ class TorNetwork:
 
     def controller(self) -> Controller:
         """A stem controller of the client, authenticated (close it, or use it in `with`)."""
-        return _controller(self.control_port)
+        return onion.open_controller(self.control_port)
 
     def stop(self) -> None:
         """Stop every tor of the network: SIGTERM, then SIGKILL past STOP_TIMEOUT_S."""
@@ -414,16 +409,6 @@ class TorNetwork:
         self.stop()
 
 
-def _controller(control_port: int) -> Controller:
-    controller = Controller.from_port(address=HOST, port=control_port)
-    try:
-        controller.authenticate()  # the cookie, found through PROTOCOLINFO
-    except BaseException:
-        controller.close()
-        raise
-    return controller
-
-
 def _stop(tors: list[tuple[int, Path]], children: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM the process group of each (pid, torrc) that is still that tor, SIGKILL the
     ones left after STOP_TIMEOUT_S; reap our own children."""
@@ -449,40 +434,6 @@ def _stop(tors: list[tuple[int, Path]], children: list[subprocess.Popen[bytes]])
 def _signal_group(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
-
-
-def publish_onion(
-    control_port: int,
-    target_port: int,
-    key: str | None = None,
-    timeout_s: float = PUBLISH_TIMEOUT_S,
-    max_streams: int | None = None,
-) -> tuple[str, str]:
-    """Publish an onion service on port 80 that forwards to 127.0.0.1:`target_port`, through
-    the tor whose control port is `control_port`; return once its descriptor is uploaded.
-
-    `key` is an ED25519-V3 private key as a previous call returned it, to keep the same
-    address; without one Tor makes a new key. `max_streams` bounds the streams open at once on
-    one rendezvous circuit (ADD_ONION MaxStreams; Tor closes a circuit asking for more); None
-    or 0: no bound. Returns (address ending in ".onion", key). The service lives as long as
-    that tor runs (it is detached from this control connection).
-    """
-    with _controller(control_port) as controller:
-        if key is None:
-            key_type, key_content = "NEW", "ED25519-V3"
-        else:
-            key_type, key_content = "ED25519-V3", key
-        service = controller.create_ephemeral_hidden_service(
-            {80: f"{HOST}:{target_port}"},
-            key_type=key_type,
-            key_content=key_content,
-            detached=True,
-            await_publication=True,
-            timeout=timeout_s,
-            max_streams=max_streams,
-        )
-    private_key: str = service.private_key if key is None else key
-    return f"{service.service_id}.onion", private_key
 
 
 def running_tor_pids(workdir: Path) -> list[int]:

@@ -2,15 +2,16 @@
 ban, the prices in force), its own issues and the deposits to its deposit addresses, as of the
 last block it indexed.
 
-It follows the ledger node with `ledger.follow.BlockFollower` (which checks every head and stops
-loudly on a bad block), catching up through `/v1/blocks` and then listening to the node's
-block stream (Server-Sent Events), and keeps each block's facts in the meter's database with
-the block's height and signed head, in one transaction; at start-up it replays the stored facts
-and continues after the stored head, so a restart neither re-reads the ledger nor loses a block.
+It follows the ledger node with `ledger.block_follower.BlockFollower` (which checks every head
+and stops loudly on a bad block), catching up through `/v1/blocks` and then listening to the
+node's block stream (Server-Sent Events), and keeps each block's facts in the meter's database
+with the block's height and signed head, in one transaction; at start-up it replays the stored
+facts and continues after the stored head, so a restart neither re-reads the ledger nor loses a
+block.
 
 Deposit addresses (`smartmeter.deposits.deposit_key`) are handed out in index order and the
-watcher watches every index below `max(handed out, highest paid + 1) + lookahead`: the gap limit
-of HD wallets. An address is watched before it is handed out, so a deposit in any block is
+ledger index watches every index below `max(handed out, highest paid + 1) + lookahead`: the
+gap limit of HD wallets. An address is watched before it is handed out, so a deposit in any block is
 found however soon after the address was handed out; and a meter whose database was lost
 rebuilds its counter from the ledger, provided no run of `lookahead` consecutive addresses was
 handed out and never paid. A deposit to an address not yet handed out moves the counter past it,
@@ -24,9 +25,11 @@ import threading
 from collections.abc import Sequence
 
 from assets import (
+    DepositFact,
     Fa,
     Genesis,
     Issue,
+    IssuedFact,
     Outpoint,
     Output,
     Regulate,
@@ -35,11 +38,10 @@ from assets import (
     canonical_json,
 )
 from assets.codec import trusted_transaction, txid
+from ledger.block_follower import BlockFollower
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient, head_from_wire
-from ledger.follow import BlockFollower
 from ledger.schedule import MeterStatus, Prices, RegulationSchedule
-from smartmeter.billing import DepositFact, IssuedFact
 from smartmeter.deposits import deposit_key, deposits_in_block
 from smartmeter.issuing import IssuedSoFar, check_withdrawal
 from smartmeter.store import ChainFact, MeterStore
@@ -48,7 +50,7 @@ LOOKAHEAD = 20  # deposit addresses watched beyond the last handed out or paid
 HANDED_OUT = "deposit_keys_handed_out"  # named state: how many deposit indexes were handed out
 
 
-class MeterWatcher:
+class MeterLedgerIndex:
     """The ledger at `client`, as meter `meter_id` (whose deposit keys derive from
     `meter_seed`) needs it, kept in `store`. Every method is safe from any thread; hold `lock`
     while reading `schedule` or `issued` directly."""
@@ -84,7 +86,7 @@ class MeterWatcher:
         self._widen()
         previous = None if head is None else head_from_wire(json.loads(head))
         self.follower = BlockFollower(
-            client, genesis, self._index, height, previous, name="meter-watcher", stream=True
+            client, genesis, self._index, height, previous, name="meter-ledger-index", stream=True
         )
 
     # ------------------------------------------------------------- following
@@ -110,7 +112,7 @@ class MeterWatcher:
 
     @property
     def problem(self) -> str | None:
-        """Why the watcher stopped on a block it cannot accept; None while it follows."""
+        """Why the ledger index stopped on a block it cannot accept; None while it follows."""
         return self.follower.problem
 
     @property
@@ -155,7 +157,7 @@ class MeterWatcher:
 
     def next_deposit_address(self) -> bytes:
         """A deposit address never handed out nor paid to before; durable before it is
-        returned. Ask once the watcher has caught up with the ledger, so that it knows which
+        returned. Ask once the ledger index has caught up with the ledger, so that it knows which
         addresses were paid."""
         with self.lock:
             index = max(self._handed_out, self._paid)
@@ -216,7 +218,7 @@ class MeterWatcher:
         return grew
 
     def _learn(self, fact: ChainFact, tx: Transaction) -> None:
-        """Add a stored fact to what the watcher knows (its block is committed)."""
+        """Add a stored fact to what the ledger index knows (its block is committed)."""
         if isinstance(tx, Regulate):
             self.schedule.apply(tx, fact.seq)
         elif isinstance(tx, Issue):

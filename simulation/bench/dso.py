@@ -41,21 +41,23 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from assets import Epa, Fa, Keypair, Outpoint, encode_transaction
+from assets import (
+    Epa,
+    Fa,
+    Keypair,
+    Outpoint,
+    close_bill,
+    encode_bill,
+    encode_transaction,
+    sign_bill,
+)
 from dso.api import create_app
 from dso.service import Actor, DsoError, DsoService
 from dso.store import DsoStore
-from ledger.bench_http import (
-    HttpBenchError,
-    LedgerProcess,
-    drive,
-    free_port,
-    percentile,
-    progress_bar,
-)
 from ledger.client import LedgerClient, LedgerClientError
-from ledger.scenario import Scenario, pay
-from smartmeter.billing import close_bill, encode_bill, sign_bill
+from simulation.bench.ledger_http import HttpBenchError, drive, percentile, progress_bar
+from simulation.processes import LedgerProcess, free_port
+from simulation.scenario import Scenario, pay
 
 DEFAULT_BILLS = 2_000
 DEFAULT_METERS = 200  # so 10 bills each, for 10 one-second intervals that must first end
@@ -344,7 +346,7 @@ def run_dso_bench(
     with tempfile.TemporaryDirectory(prefix="petra-bench-dso-") as name:
         tmp = Path(name)
         console.print("Starting `petra ledger serve` on loopback and a DSO node following it...")
-        node = LedgerProcess(scenario, tmp)
+        node = LedgerProcess.of_scenario(scenario, tmp, error=HttpBenchError)
         store: DsoStore | None = None
         service: DsoService | None = None
         try:

@@ -1,5 +1,8 @@
 """The interval bill of DESIGN.md section 7: its formula, wire format, id and signature.
 
+A wire object like a transaction: the meter closes and signs it, the DSO decodes, checks and
+reconciles it, so it lives here, below both. Pure: no I/O.
+
 Per interval t the meter bills its owner
 
     E_t = M_t - D_EPA(t) * interval_s + W_EPA(t) * interval_s                (joules)
@@ -24,7 +27,16 @@ from fractions import Fraction
 from typing import Any
 
 from assets.canonical import canonical_json, encode_parsed, parse_json
-from assets.codec import MAX_INT, WIRE_VERSION, _hex, _int, _list, _meter, _outpoint, _price
+from assets.codec import (
+    MAX_INT,
+    WIRE_VERSION,
+    field_hex,
+    field_int,
+    field_list,
+    field_meter,
+    field_outpoint,
+    field_price,
+)
 from assets.model import Asset, Epa, Fa, Outpoint, Output
 from assets.rejections import Rejected
 from assets.signing import Keypair, signing_message, verify
@@ -270,25 +282,25 @@ def _bill_from_wire(wire: Any) -> Bill:
         raise BillRejected(MALFORMED, f"bill: missing fields {missing}, unknown {extra}")
     if wire["v"] != WIRE_VERSION or type(wire["v"]) is not int:
         raise BillRejected(MALFORMED, f"v must be {WIRE_VERSION}, got {wire['v']!r}")
-    issues = _list(wire["issues"], "issues", 0, MAX_BILL_ENTRIES)
-    deposits = _list(wire["deposits"], "deposits", 0, MAX_BILL_ENTRIES)
+    issues = field_list(wire["issues"], "issues", 0, MAX_BILL_ENTRIES)
+    deposits = field_list(wire["deposits"], "deposits", 0, MAX_BILL_ENTRIES)
     bill = Bill(
-        chain=_hex(wire["chain"], 32, "chain"),
-        meter=_meter(wire["meter"], "meter"),
-        interval=_int(wire["interval"], "interval", 0),
-        closed_height=_int(wire["closed_height"], "closed_height", 0),
-        measured_j=_int(wire["measured_j"], "measured_j", -MAX_INT),
-        issued_epa_w=_int(wire["issued_epa_w"], "issued_epa_w", 0),
-        deposited_epa_w=_int(wire["deposited_epa_w"], "deposited_epa_w", 0),
-        fa_issued=_int(wire["fa_issued"], "fa_issued", 0),
-        fa_deposited=_int(wire["fa_deposited"], "fa_deposited", 0),
-        price_consumption=_price(wire["price_consumption"], "price_consumption"),
-        price_production=_price(wire["price_production"], "price_production"),
-        energy_j=_int(wire["energy_j"], "energy_j", -MAX_INT),
-        amount=_int(wire["amount"], "amount", -MAX_INT),
-        issues=tuple(_hex(t, 32, f"issues[{n}]") for n, t in enumerate(issues)),
-        deposits=tuple(_outpoint(d, f"deposits[{n}]") for n, d in enumerate(deposits)),
-        signature=_hex(wire["signature"], 64, "signature"),
+        chain=field_hex(wire["chain"], 32, "chain"),
+        meter=field_meter(wire["meter"], "meter"),
+        interval=field_int(wire["interval"], "interval", 0),
+        closed_height=field_int(wire["closed_height"], "closed_height", 0),
+        measured_j=field_int(wire["measured_j"], "measured_j", -MAX_INT),
+        issued_epa_w=field_int(wire["issued_epa_w"], "issued_epa_w", 0),
+        deposited_epa_w=field_int(wire["deposited_epa_w"], "deposited_epa_w", 0),
+        fa_issued=field_int(wire["fa_issued"], "fa_issued", 0),
+        fa_deposited=field_int(wire["fa_deposited"], "fa_deposited", 0),
+        price_consumption=field_price(wire["price_consumption"], "price_consumption"),
+        price_production=field_price(wire["price_production"], "price_production"),
+        energy_j=field_int(wire["energy_j"], "energy_j", -MAX_INT),
+        amount=field_int(wire["amount"], "amount", -MAX_INT),
+        issues=tuple(field_hex(t, 32, f"issues[{n}]") for n, t in enumerate(issues)),
+        deposits=tuple(field_outpoint(d, f"deposits[{n}]") for n, d in enumerate(deposits)),
+        signature=field_hex(wire["signature"], 64, "signature"),
     )
     _strictly_increasing([*bill.issues], "issues", "txid")
     _strictly_increasing([_outpoint_order(d) for d in bill.deposits], "deposits", "(tx, index)")

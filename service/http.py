@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-log = logging.getLogger("petra.http")
+log = logging.getLogger("petra.service.http")
 
 _STARLETTE_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "bad_request"}
 
@@ -69,13 +69,13 @@ async def bounded_body(request: Request, limit: int, too_large: Exception) -> by
     return bytes(raw)
 
 
-# The scope key under which `petra.serving` hands each request the event it sets when the
+# The scope key under which `service.serving` hands each request the event it sets when the
 # service begins to stop: long polls and streams end then, instead of being cancelled.
 DRAINING = "petra.draining"
 
 
 def draining(request: Request) -> asyncio.Event:
-    """The event set when the service begins to stop (never set outside `petra.serving`)."""
+    """The event set when the service begins to stop (never set outside `service.serving`)."""
     event = request.scope.get(DRAINING)
     return event if isinstance(event, asyncio.Event) else asyncio.Event()
 

@@ -1,8 +1,7 @@
 """The DSO node's index of the ledger: it follows the ledger node block by block
-(`ledger.follow.BlockFollower`, which checks every head) and keeps, in the DSO database, each
-block's time and every issue and regulation, which is what billing reconciliation, the views
-and the controller read.
-"""
+(`ledger.block_follower.BlockFollower`, which checks every head) and keeps, in the DSO database,
+each block's time and every issue and regulation, which is what billing reconciliation, the
+views and the controller read."""
 
 from __future__ import annotations
 
@@ -12,13 +11,13 @@ from assets import Epa, Genesis, Issue, Regulate
 from assets import txid as transaction_id
 from assets.codec import trusted_transaction
 from dso.store import ChainTransaction, DsoStore
+from ledger.block_follower import BlockFollower
+from ledger.block_follower import FollowerStopped as FollowerStopped  # what `poll` raises
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient
-from ledger.follow import BlockFollower
-from ledger.follow import FollowerStopped as FollowerStopped  # what `poll` raises
 
 
-class LedgerFollower(BlockFollower):
+class DsoLedgerIndex(BlockFollower):
     """Index the ledger at `client` into `store`; `on_transaction` sees each regulation and issue
     (in ledger order) after its block is indexed."""
 

@@ -22,7 +22,7 @@ from assets import Genesis, chain_id
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient, LedgerClientError, head_problem
 
-log = logging.getLogger("petra.ledger.follow")
+log = logging.getLogger("petra.ledger.block_follower")
 POLL_S = 0.25  # how often an idle follower asks for new blocks
 BATCH = 100  # blocks per request
 RETRY_S = 1.0  # after the ledger could not be read, or the service failed to take a block

@@ -31,9 +31,9 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from petra.http import DRAINING, error_response
+from service.http import DRAINING, error_response
 
-log = logging.getLogger("petra.serving")
+log = logging.getLogger("petra.service.serving")
 
 RETRY_AFTER_S = 1
 
@@ -190,7 +190,7 @@ class PetraServer(uvicorn.Server):
         return self.stop.is_set() or await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Tell long polls and streams to end (`petra.http.draining`), then stop as uvicorn
+        """Tell long polls and streams to end (`service.http.draining`), then stop as uvicorn
         does: they answer within the grace period rather than being cancelled."""
         if isinstance(self.config.app, InFlightLimit):
             self.config.app.draining.set()

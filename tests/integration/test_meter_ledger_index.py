@@ -1,5 +1,6 @@
-"""`smartmeter.watcher.MeterWatcher` against a real `petra ledger serve` process: what it learns
-from the ledger, and that after a restart it knows the same without reading old blocks again."""
+"""`smartmeter.ledger_index.MeterLedgerIndex` against a real `petra ledger serve` process: what
+it learns from the ledger, and that after a restart it knows the same without reading old blocks
+again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from assets import (
     AssetKind,
     Authorization,
+    DepositFact,
     Epa,
     Fa,
+    IssuedFact,
     Keypair,
     Outpoint,
     Output,
@@ -26,14 +29,14 @@ from assets import (
 )
 from assets.keyfile import dump_keys
 from ledger.client import LedgerClient
-from ledger.scenario import Scenario, pay
 from ledger.schedule import MeterStatus, Prices
-from smartmeter.billing import DepositFact, IssuedFact
+from simulation.processes import stop
+from simulation.scenario import Scenario, pay
 from smartmeter.deposits import deposit_key
+from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore
-from smartmeter.watcher import MeterWatcher
 
-from .nodes import authorize_now, serve_ledger, stop
+from .nodes import authorize_now, serve_ledger
 
 SEED = bytes(range(32))  # the meter's deposit seed
 LIMIT = 10**6  # MAXEPA and MAXECA of both meters, W
@@ -105,10 +108,10 @@ def test_the_watcher_learns_regulations_own_issues_and_deposits_and_keeps_them(
 ) -> None:
     scenario, genesis = ledger.scenario, ledger.scenario.genesis
     meter_db = f"sqlite:///{tmp_path}/meter.sqlite"
-    watcher = MeterWatcher(
+    ledger_index = MeterLedgerIndex(
         LedgerClient(ledger.url), MeterStore(meter_db), genesis, "m1", SEED, lookahead=5
     )
-    handed = watcher.next_deposit_address()
+    handed = ledger_index.next_deposit_address()
     assert handed == deposit_key(SEED, 0).public_key
     ahead = deposit_key(SEED, 3).public_key  # watched, not handed out yet
 
@@ -133,18 +136,20 @@ def test_the_watcher_learns_regulations_own_issues_and_deposits_and_keeps_them(
     )
     height = ledger.submit(paying)
 
-    watcher.start()
+    ledger_index.start()
     try:
-        assert watcher.wait_for(height, WAIT_S), watcher.problem or watcher.last_error
+        assert ledger_index.wait_for(height, WAIT_S), (
+            ledger_index.problem or ledger_index.last_error
+        )
     finally:
-        watcher.stop()
+        ledger_index.stop()
     issues = [IssuedFact(txid(own), own_height, ledger.interval_of(own_height), own.outputs)]
     deposits = [
         DepositFact(Outpoint(txid(paying), i), asset, height, ledger.interval_of(height))
         for i, asset in ((0, Fa(600)), (1, Fa(300)), (3, epa))
     ]
 
-    def knows_it_all(w: MeterWatcher) -> None:
+    def knows_it_all(w: MeterLedgerIndex) -> None:
         assert w.height >= height and w.problem is None
         assert w.prices_at(priced_after) == Prices(None, None)
         assert w.prices_at(priced_after + 1) == Prices(250_000, 80_000)
@@ -155,13 +160,13 @@ def test_the_watcher_learns_regulations_own_issues_and_deposits_and_keeps_them(
             assert (w.issued.fa_issued, w.issued.fa_deposited) == (1_000, 900)
             assert w.issued.power[AssetKind.EPA].value_at(10**6) == 500
 
-    knows_it_all(watcher)
+    knows_it_all(ledger_index)
     # Index 3 was paid before it was handed out: it is never handed out.
-    assert watcher.next_deposit_address() == deposit_key(SEED, 4).public_key
+    assert ledger_index.next_deposit_address() == deposit_key(SEED, 4).public_key
 
     # Restarted on the same database: the same state before reading a single block...
     transport = CountingTransport()
-    again = MeterWatcher(
+    again = MeterLedgerIndex(
         LedgerClient(ledger.url, transport=transport),
         MeterStore(meter_db),
         genesis,
@@ -186,7 +191,7 @@ def test_the_watcher_learns_regulations_own_issues_and_deposits_and_keeps_them(
     assert again.next_deposit_address() == deposit_key(SEED, 5).public_key
 
     # A meter that lost its database finds its deposits again, and hands out no used address.
-    rebuilt = MeterWatcher(
+    rebuilt = MeterLedgerIndex(
         LedgerClient(ledger.url),
         MeterStore(f"sqlite:///{tmp_path}/lost.sqlite"),
         genesis,

@@ -1,0 +1,38 @@
+"""What every PETra service shares, and nothing of any one role: the error shape and its
+handler, bounded request bodies, draining long requests at shutdown (`http`); serving under
+limits no client can talk a process out of (`serving`, imported on its own: it loads uvicorn);
+periodic ticks (`ticker`); opening a service's own database (`database`); the base HTTP client
+every client builds on (`client`).
+
+Its door: the names below are what other packages may use; each is loaded from its module
+on first use (`service.door`)."""
+
+from typing import TYPE_CHECKING
+
+from service.door import lazy_door
+
+if TYPE_CHECKING:
+    from service.client import PROTOCOL as PROTOCOL
+    from service.client import Refusal as Refusal
+    from service.client import refusal as refusal
+    from service.client import retry_after_s as retry_after_s
+    from service.database import StoreError as StoreError
+    from service.database import create_private_file as create_private_file
+    from service.database import create_store_engine as create_store_engine
+    from service.database import open_service_database as open_service_database
+    from service.database import service_meta as service_meta
+    from service.door import door_names as door_names
+    from service.door import lazy_door as lazy_door
+    from service.http import DRAINING as DRAINING
+    from service.http import ApiError as ApiError
+    from service.http import bounded_body as bounded_body
+    from service.http import draining as draining
+    from service.http import error_response as error_response
+    from service.http import install_error_handlers as install_error_handlers
+    from service.http import wait_unless_draining as wait_unless_draining
+    from service.serving import PetraServer as PetraServer
+    from service.serving import ServeLimits as ServeLimits
+    from service.serving import server as server
+    from service.ticker import Ticker as Ticker
+
+__all__, __getattr__ = lazy_door(__name__, __file__)

@@ -1,0 +1,6 @@
+"""The benches of `petra bench`, one module each: `ledger` (in-process commits against Ed25519
+verifications), `ledger_http` (the same over HTTP, and the load driver the others use), `dso`
+(bill intake), `bidstore` (order posting, optionally through Tor) and `mixer` (CoinShuffle
+pools). Each prints a table, or one JSON object with `--json`."""
+
+__all__: list[str] = []
