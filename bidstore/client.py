@@ -36,7 +36,7 @@ from assets.signing import sign_transfer
 from bidstore.orders import RELAY, Order, OrderSide, encode_order, order_to_wire, sign_order
 from bidstore.service import fetch_message
 from ledger.client import LedgerClient, Submitted
-from service.client import refusal
+from service.client import ServiceClient, refusal
 
 DIRECT_TIMEOUT_S = 10.0
 TOR_TIMEOUT_S = 120.0  # a first request to an onion service builds several circuits
@@ -58,7 +58,7 @@ class BidStoreClientError(Exception):
         self.status, self.retry_after_s = status, retry_after_s
 
 
-class BidStoreClient:
+class BidStoreClient(ServiceClient):
     """The bid store at `url` (`/v1` may be left out).
 
     With `tor_socks`, every request goes through Tor's SOCKS5 port on 127.0.0.1, which resolves
@@ -89,18 +89,7 @@ class BidStoreClient:
             timeout_s = DIRECT_TIMEOUT_S if tor_socks is None else TOR_TIMEOUT_S
         self.timeout_s = timeout_s
         proxy = None if tor_socks is None else f"socks5://127.0.0.1:{tor_socks}"
-        self._http = httpx.Client(
-            base_url=self.url, proxy=proxy, timeout=timeout_s, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> BidStoreClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+        super().__init__(self.url, timeout_s=timeout_s, prefix="", proxy=proxy, transport=transport)
 
     # ------------------------------------------------------------ transport
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from service.client import PROTOCOL, refusal
+from service.client import PROTOCOL, ServiceClient, refusal
 
 DEFAULT_URL = "http://127.0.0.1:7430"
 
@@ -21,7 +21,7 @@ class DsoClientError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class DsoClient:
+class DsoClient(ServiceClient):
     """The DSO node at `base_url`, as the operator holding `token` (None: meters' calls only)."""
 
     def __init__(
@@ -31,20 +31,8 @@ class DsoClient:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.base_url + "/v1", headers=headers, timeout=timeout_s, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> DsoClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+        super().__init__(base_url, timeout_s=timeout_s, headers=headers, transport=transport)
 
     def request(
         self,

@@ -31,7 +31,7 @@ from assets.codec import genesis_from_wire, tx_from_wire
 from assets.codec import txid as transaction_id
 from ledger import merkle
 from ledger.blocks import BlockHeader, SignedHead
-from service.client import PROTOCOL, refusal, retry_after_s
+from service.client import PROTOCOL, ServiceClient, refusal, retry_after_s
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
@@ -179,7 +179,7 @@ def _proof_hashes(wire: Mapping[str, Any]) -> list[bytes]:
 # ---------------------------------------------------------------- the client
 
 
-class LedgerClient:
+class LedgerClient(ServiceClient):
     """The ledger node at `base_url` (`/v1` may be left out). `timeout_s`: per request, in seconds;
     `retries`: further attempts after the first, for GETs and for unsent submissions."""
 
@@ -192,23 +192,11 @@ class LedgerClient:
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        super().__init__(base_url, timeout_s=timeout_s, transport=transport)
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_base_s = BACKOFF_BASE_S
         self.backoff_cap_s = BACKOFF_CAP_S
-        self._http = httpx.Client(
-            base_url=self.base_url + "/v1", timeout=timeout_s, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> LedgerClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ transport
 

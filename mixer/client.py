@@ -46,7 +46,7 @@ from mixer.protocol import (
     Session,
     decode_message,
 )
-from service.client import PROTOCOL, refusal, retry_after_s
+from service.client import PROTOCOL, ServiceClient, refusal, retry_after_s
 
 log = logging.getLogger("petra.mixer.client")
 
@@ -154,7 +154,7 @@ class _Follow:
     started: float = 0.0  # time.perf_counter() at the first run's start
 
 
-class MixClient:
+class MixClient(ServiceClient):
     """Mix `key`'s input `outpoint` (holding `asset`, on chain `chain`) at the coordinator at
     `coordinator_url`, checking what it says on `ledger`. `new_output` makes each run's fresh
     output key; `make_peer` the protocol's peer of each run (tests give one that cheats);
@@ -176,7 +176,7 @@ class MixClient:
         transport: httpx.BaseTransport | None = None,
         wait_s: int = WAIT_S,
     ) -> None:
-        self.base_url = coordinator_url.rstrip("/").removesuffix("/v1")
+        super().__init__(coordinator_url, timeout_s=wait_s + 10.0, transport=transport)
         self.ledger = ledger
         self.chain = chain
         self.key = key
@@ -190,18 +190,6 @@ class MixClient:
         self.events: list[dict[str, Any]] = []  # every event received, in order
         self.excluded: dict[int, dict[int, str]] = {}
         self._deadline = 0.0
-        self._http = httpx.Client(
-            base_url=self.base_url + "/v1", timeout=wait_s + 10.0, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> MixClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ the mix
 

@@ -14,6 +14,7 @@ from service.door import lazy_door
 if TYPE_CHECKING:
     from service.client import PROTOCOL as PROTOCOL
     from service.client import Refusal as Refusal
+    from service.client import ServiceClient as ServiceClient
     from service.client import refusal as refusal
     from service.client import retry_after_s as retry_after_s
     from service.database import StoreError as StoreError

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -53,3 +53,38 @@ def retry_after_s(response: httpx.Response, cap_s: float | None = None) -> float
     if not value.isascii() or not value.isdigit():
         return None
     return float(value) if cap_s is None else min(float(value), cap_s)
+
+
+class ServiceClient:
+    """The base of every PETra client: one HTTP connection pool to a service at `base_url`
+    (a trailing `/v1` may be given or not), its requests under `prefix`, closed by `close` or
+    by leaving a `with` block. `transport` replaces the network (tests); `proxy` reaches the
+    service through a SOCKS or HTTP proxy (Tor). Subclasses read answers with `refusal`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        prefix: str = "/v1",
+        headers: dict[str, str] | None = None,
+        proxy: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self._http = httpx.Client(
+            base_url=self.base_url + prefix,
+            headers=headers,
+            proxy=proxy,
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -13,7 +13,7 @@ import httpx
 
 from assets import Keypair, Output
 from assets.codec import output_to_wire
-from service.client import refusal
+from service.client import ServiceClient, refusal
 from smartmeter.api import sign_request
 
 DEFAULT_URL = "http://127.0.0.1:7440"
@@ -28,7 +28,7 @@ class OwnerApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class OwnerClient:
+class OwnerClient(ServiceClient):
     """Meter `meter_id`'s owner API at `url`, as the owner holding `owner_key`."""
 
     def __init__(
@@ -42,17 +42,8 @@ class OwnerClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.meter_id, self.owner_key, self.clock = meter_id, owner_key, clock
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> OwnerClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+        super().__init__(url, timeout_s=timeout_s, prefix="", transport=transport)
+        self.url = self.base_url
 
     def call(self, path: str, **fields: Any) -> Any:
         """POST the signed request for `path` with `fields`; the meter's JSON answer."""
