@@ -211,12 +211,12 @@ def server(
     app: ASGIApp,
     host: str,
     port: int,
-    limits: ServeLimits | None = None,
+    limits: ServeLimits,
     stop: threading.Event | None = None,
     log_level: str = "warning",
 ) -> PetraServer:
-    """A server for `app` on `host:port` under `limits` (from the environment if None)."""
-    limits = limits or ServeLimits.from_env()
+    """A server for `app` on `host:port` under `limits` (`ServeLimits.from_env()` for a
+    command's)."""
     raise_open_files_limit()
     config = uvicorn.Config(
         InFlightLimit(app, limits.max_in_flight),

@@ -25,8 +25,8 @@ meter does not reopen the window for a request captured just before it.
   `MAX_HISTORY`): `{"first", "last", "bills", "delivered"}`, the signed bill of every billed
   interval in the range, in order, as the DSO receives it, and per bill whether the DSO has it.
 
-Bodies nest at most `MAX_NESTING` deep (checked before parsing) and are strictly typed (`"v":
-true` is not 1); a lone surrogate escape has no canonical (UTF-8) form. Every route documents
+Bodies nest at most `MAX_NESTING` deep and hold no lone surrogate escape (`assets.parse_json`
+refuses both), and are strictly typed (`"v": true` is not 1). Every route documents
 its body in the OpenAPI document (`request_schema`), so schema-driven fuzzing reaches these
 checks.
 
@@ -50,7 +50,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from assets import Issue, Keypair, Output, Rejected, canonical_json, encode_transaction, sign
-from assets.canonical import parse_json
+from assets.canonical import encode_parsed, parse_json
 from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_transaction
 from assets.signing import signing_message, verify
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
@@ -119,20 +119,15 @@ class OwnerService:
     def authenticate(self, raw: bytes, path: str, fields: frozenset[str]) -> dict[str, Any]:
         """The owner's request in `raw` for `path`, whose own fields are `fields`; ApiError
         if it is malformed, not the owner's, for another meter, stale or seen before."""
-        if _nesting(raw) > MAX_NESTING:
-            raise ApiError(
-                400, "malformed", f"the body nests deeper than a request does ({MAX_NESTING})"
-            )
         try:
-            request = parse_json(raw)
+            request = parse_json(raw, max_depth=MAX_NESTING)
         except Rejected as exc:
             raise ApiError(400, "malformed", exc.message) from None
-        if not isinstance(request, dict) or _canonical(request) != raw:
+        if not isinstance(request, dict) or encode_parsed(request) != raw:
             raise ApiError(
                 400,
                 "malformed",
-                "the body must be one object in canonical JSON (UTF-8, keys sorted, no spaces, "
-                "no lone surrogate escapes)",
+                "the body must be one object in canonical JSON (UTF-8, keys sorted, no spaces)",
             )
         if set(request) != ENVELOPE | fields:
             wanted = ", ".join(sorted(ENVELOPE | fields))
@@ -282,38 +277,6 @@ class OwnerService:
             "bills": [parse_json(bytes(row.body)) for row in rows],
             "delivered": [row.delivered_ms is not None for row in rows],
         }
-
-
-def _nesting(raw: bytes) -> int:
-    """How deep `raw`'s arrays and objects nest, strings aside (as far as one can tell before
-    parsing: whatever does not parse is refused afterwards anyway). One pass, no backtracking."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in b"]}":
-            depth -= 1
-    return deepest
-
-
-def _canonical(value: Any) -> bytes | None:
-    """The canonical JSON of a parsed body; None if it has none (a lone surrogate escape
-    decodes to a string that UTF-8 cannot carry)."""
-    try:
-        return canonical_json(value)
-    except ValueError:
-        return None
 
 
 def _is_hex(value: Any, size: int) -> bool:
