@@ -35,14 +35,16 @@ check: lint
 test: venv system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The main job: a community of ten homes, a simulated day, every node a process on loopback.
 demo: venv
-	$(BIN)/petra ledger demo
+	$(BIN)/petra sim run
 
 bench: venv
 	$(BIN)/petra bench ledger
 	$(BIN)/petra bench dso
 	$(BIN)/petra bench bidstore
 	$(BIN)/petra bench mixer
+	$(BIN)/petra bench sim
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

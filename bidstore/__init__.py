@@ -9,6 +9,10 @@ from service.door import lazy_door
 
 if TYPE_CHECKING:
     from bidstore.api import create_app as create_app
+    from bidstore.book import Book as Book
+    from bidstore.book import check_proposal as check_proposal
+    from bidstore.book import leftovers as leftovers
+    from bidstore.book import trade_terms as trade_terms
     from bidstore.client import BidStoreClient as BidStoreClient
     from bidstore.client import BidStoreClientError as BidStoreClientError
     from bidstore.limits import Limits as Limits
@@ -16,8 +20,13 @@ if TYPE_CHECKING:
     from bidstore.orders import MAX_FA_INPUTS as MAX_FA_INPUTS
     from bidstore.orders import MAX_PRICE as MAX_PRICE
     from bidstore.orders import MIN_PRICE as MIN_PRICE
+    from bidstore.orders import RELAY as RELAY
+    from bidstore.orders import Challenges as Challenges
+    from bidstore.orders import Listing as Listing
     from bidstore.orders import Order as Order
     from bidstore.orders import OrderSide as OrderSide
+    from bidstore.orders import check_order as check_order
+    from bidstore.orders import decode_order as decode_order
     from bidstore.orders import encode_order as encode_order
     from bidstore.orders import order_id as order_id
     from bidstore.orders import payment as payment

@@ -54,7 +54,9 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ticker = Ticker(store.tick, TICK_S, "bid store") if run else None
+        ticker = (
+            Ticker(store.tick, TICK_S, "bid store", due_in=store.seconds_to_due) if run else None
+        )
         if ticker is not None:
             await run_in_threadpool(store.start)
             ticker.start()
@@ -82,7 +84,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         return _answer(exc)
 
     budgets = RequestBudgets(
-        store.clock,
+        store.wall_clock,
         connection=Rate(store.limits.requests_per_s, store.limits.burst),
         address=Rate(store.limits.address_requests_per_s, store.limits.address_burst),
         service=Rate(store.limits.service_requests_per_s, store.limits.service_burst),

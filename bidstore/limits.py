@@ -14,7 +14,8 @@ class Limits:
     """Abuse control. Times in seconds. Request budgets (`bidstore.budget`): `requests_per_s`
     and `burst` per TCP connection (each Tor stream is one), `address_*` per client address
     other than loopback, `service_*` for all requests; `max_in_flight` handled at once.
-    Challenges live `challenge_ttl_s`; `redeemable` is how many can be redeemed in that time."""
+    Challenges live `challenge_ttl_s` (wall seconds, whatever the ledger clock's speed);
+    `redeemable` is how many can be redeemed in that time."""
 
     max_orders_per_owner: int = 16
     requests_per_s: float = 20.0
@@ -36,7 +37,7 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Intervals:
-    """The intervals of `genesis` by `clock` (Unix seconds; tests move it)."""
+    """The intervals of `genesis` by `clock` (ledger Unix seconds; tests move it)."""
 
     genesis: Genesis
     clock: Callable[[], float]

@@ -26,6 +26,9 @@ clock, passed explicitly:
 - `bidstore/following.py`: the index of the ledger's unspent outputs and what a block closes;
 - `bidstore/auctions.py`: the book's views and each interval's call auction;
 - `bidstore/errors.py` and `bidstore/limits.py`: refusals, abuse control, the interval clock.
+
+Two clocks: interval time is ledger time (`service.clock`, accelerated in a simulation), while
+challenge lifetimes, step timeouts and request budgets are wall time.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from bidstore.trades import Trade, TradeStatus, Trading, fetch_message, trade_id
 from ledger.block_follower import BlockFollower
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient
+from service.clock import next_boundary, wall_seconds_until
+from service.clock import now as ledger_now
 
 __all__ = [
     "BidStore",
@@ -63,8 +68,11 @@ __all__ = [
 class BidStore:
     """The bid store over the ledger node at `ledger`, for the chain of `genesis`.
 
-    `gate_s`: an interval's call auction clears this many seconds before the interval starts.
-    `clock` returns Unix seconds. Call `start` to follow the ledger and `close` to stop.
+    `gate_s`: an interval's call auction clears this many (ledger) seconds before the interval
+    starts. `clock` returns ledger Unix seconds (`service.clock`): intervals, gates, how long
+    a finished trade is kept. `wall_clock` returns wall seconds: how long a challenge lives, a
+    party's step of a trade, request budgets, which must not shrink on an accelerated clock.
+    Call `start` to follow the ledger and `close` to stop.
     """
 
     def __init__(
@@ -75,7 +83,8 @@ class BidStore:
         gate_s: float = 60.0,
         step_timeout_s: float = 60.0,
         limits: Limits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
         self.genesis = genesis
@@ -83,11 +92,11 @@ class BidStore:
         self.gate_s = gate_s
         self.step_timeout_s = step_timeout_s
         self.limits = limits or Limits()
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self.intervals = Intervals(genesis, clock)
         self.book = Book()
         self.challenges = Challenges(
-            clock, ttl_s=self.limits.challenge_ttl_s, capacity=self.limits.redeemable
+            wall_clock, ttl_s=self.limits.challenge_ttl_s, capacity=self.limits.redeemable
         )
         lock = threading.RLock()
         spent = SpentOutpoints()
@@ -101,6 +110,7 @@ class BidStore:
             self.desk.redeem,
             step_timeout_s=step_timeout_s,
             max_trades=self.limits.max_trades,
+            wall_clock=wall_clock,
         )
         self.index = LedgerIndex(ledger, lock, self.book, self.trading, spent)
         self.intake = Intake(
@@ -136,6 +146,16 @@ class BidStore:
     def interval_start(self, interval: int) -> int:
         """Unix seconds interval `interval` starts at."""
         return self.intervals.interval_start(interval)
+
+    def seconds_to_due(self) -> float:
+        """Wall seconds until the next interval starts or the next call auction's gate comes,
+        whichever is sooner: when `tick` has work to do besides expiring steps."""
+        now, epoch, interval_s = self.clock(), self.genesis.epoch, self.genesis.interval_s
+        due = min(
+            next_boundary(now, epoch, interval_s),
+            next_boundary(now, epoch - self.gate_s, interval_s),
+        )
+        return wall_seconds_until(due, self.clock)
 
     def on_block(self, head: SignedHead, raws: list[bytes]) -> None:
         """Close what the block's transfers spend: orders, and trades (settled or failed)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class Trade:
     chain: Chain = field(repr=False)
     status: TradeStatus = TradeStatus.OPEN
     proposal: bytes | None = None  # canonical transfer bytes, signed by the proposer
-    since: float = 0.0  # when the current party's turn began (made, or first proposed)
+    since: float = 0.0  # wall time the current party's turn began (made, or first proposed)
     txid: bytes | None = None  # the proposal's id, and the settling transfer's once settled
     parties: tuple[bytes, bytes] = field(init=False)
 
@@ -120,6 +121,7 @@ class Trading:
         *,
         step_timeout_s: float,
         max_trades: int,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
         self.genesis = genesis
@@ -128,7 +130,8 @@ class Trading:
         self.lock = lock
         self.spent = spent
         self.redeem = redeem
-        self.step_timeout_s = step_timeout_s
+        self.step_timeout_s = step_timeout_s  # wall seconds: a party's time to act
+        self.wall_clock = wall_clock
         self.max_trades = max_trades
         self.trades: dict[bytes, Trade] = {}
         # Orders out of the book in an unfinished chain: what each holds, whose outpoints they
@@ -182,7 +185,7 @@ class Trading:
         self, match: Match, ask: Listing, bid: Listing, terms: Terms, chain: Chain
     ) -> Trade:
         trade_id = trade_id_of(ask.order_id, bid.order_id, match.power_w, match.price)
-        trade = Trade(trade_id, ask, bid, terms, chain, since=self.intervals.clock())
+        trade = Trade(trade_id, ask, bid, terms, chain, since=self.wall_clock())
         self.trades[trade_id] = trade
         for order_id in (ask.order_id, bid.order_id):
             self.trades_of_order.setdefault(order_id, []).append(trade_id)
@@ -296,7 +299,7 @@ class Trading:
                     f"the proposal must carry the proposer's ({role(trade.proposer)}'s) signature",
                 )
             if trade.status is TradeStatus.OPEN:
-                trade.since = self.intervals.clock()  # the countersigner's turn
+                trade.since = self.wall_clock()  # the countersigner's turn
             trade.proposal, trade.txid = raw, decoded.txid
             trade.status = TradeStatus.PROPOSED
             return self.summary(trade)
@@ -367,16 +370,18 @@ class Trading:
                 trade.status, trade.txid = TradeStatus.SETTLED, tx_id
 
     def expire(self, now: float, current: int) -> None:
-        """At Unix time `now` in interval `current`: expire the unfinished trades of begun
-        intervals, abandon those whose party let its step time out, and forget finished
-        trades `KEEP_TRADES_S` after their interval ended."""
+        """At ledger Unix time `now` in interval `current`: expire the unfinished trades of
+        begun intervals, abandon those whose party let its step time out (by the wall clock),
+        and forget finished trades `KEEP_TRADES_S` (ledger seconds) after their interval
+        ended."""
+        waited_since = self.wall_clock()
         for trade in list(self.trades.values()):
             interval = trade.terms.interval
             if trade.status in UNFINISHED and interval <= current:
                 trade.status = TradeStatus.EXPIRED
                 trade.chain.trade = None
                 self._end_chain(trade.chain)
-            elif trade.status in UNFINISHED and now - trade.since > self.step_timeout_s:
+            elif trade.status in UNFINISHED and waited_since - trade.since > self.step_timeout_s:
                 self._abandon(trade)
             ends = self.intervals.interval_start(interval + 1)
             if trade.status not in UNFINISHED and now > ends + KEEP_TRADES_S:

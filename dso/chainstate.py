@@ -13,6 +13,7 @@ from assets import Eca, Epa, Genesis, Issue, Regulate
 from dso import controller
 from dso.store import ChainTransaction
 from ledger.schedule import RegulationSchedule
+from service.clock import wall_seconds_until
 
 
 class ChainState:
@@ -39,7 +40,7 @@ class ChainState:
 
 @dataclass(frozen=True, slots=True)
 class IntervalClock:
-    """The intervals of `genesis` by `clock` (unix seconds; tests move it)."""
+    """The intervals of `genesis` by `clock` (ledger unix seconds; tests move it)."""
 
     genesis: Genesis
     clock: Callable[[], float]
@@ -47,6 +48,10 @@ class IntervalClock:
     def now(self) -> int:
         """The interval the DSO's clock is in."""
         return (int(self.clock()) - self.genesis.epoch) // self.genesis.interval_s
+
+    def seconds_to_next(self) -> float:
+        """Wall seconds until the next interval starts by `clock`."""
+        return wall_seconds_until(self.genesis.interval_start(self.now() + 1), self.clock)
 
     def interval_start(self, interval: int) -> datetime:
         """When `interval` starts, in UTC."""

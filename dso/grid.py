@@ -168,9 +168,10 @@ class GridController:
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: in automatic mode, once per interval, propose the next prices and
-        accept them (as the `controller` actor), unless the follower stopped on a problem."""
+        accept them (as the `controller` actor), unless the follower stopped on a problem.
+        It looks every second, and at each interval's start, however fast the clock runs."""
         done: int | None = None
-        while not stop.wait(min(1.0, self.clock.genesis.interval_s / 4)):
+        while not stop.wait(min(1.0, self.clock.seconds_to_next())):
             if not self.store.setting("auto") or self.follower.problem is not None:
                 continue
             current = self.clock.now()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from dso.store import DsoStore, Operator, Proposal, RegulationRecord, StoredBill
 from dso.throttle import TokenThrottle
 from ledger.client import LedgerClient
 from ledger.schedule import RegulationSchedule
+from service.clock import now as ledger_now
 
 __all__ = [
     "MAX_VIEW_INTERVALS",
@@ -52,7 +52,7 @@ RESUBMIT_S = 5.0  # how often pending regulations and pending bills are tried ag
 
 
 class DsoService:
-    """The DSO node. `clock` gives unix seconds (tests move it)."""
+    """The DSO node. `clock` gives ledger unix seconds (`service.clock`; tests move it)."""
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class DsoService:
         dso_key: Keypair,
         *,
         book: BookSource | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
         throttle: TokenThrottle | None = None,
     ) -> None:
         if dso_key.public_key not in genesis.dso_keys:

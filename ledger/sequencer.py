@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
+from service.clock import now as ledger_now
 
 DEFAULT_MAX_BLOCK = 2_000
 DEFAULT_MAX_WAIT_S = 0.05
@@ -71,14 +72,15 @@ class InProcessSequencer:
         ledger: Ledger,
         max_block: int = DEFAULT_MAX_BLOCK,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
         max_queued_blocks: int = DEFAULT_MAX_QUEUED_BLOCKS,
         on_block: Callable[[BlockResult], None] | None = None,
         workers: int | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """`on_failure`: called once, from the sequencer's threads, when storage fails and the
+        """`clock` gives a block its time, in ledger unix seconds (`service.clock`).
+        `on_failure`: called once, from the sequencer's threads, when storage fails and the
         sequencer stops (a service exits then, so that its supervisor restarts it)."""
         self.ledger = ledger
         self.max_block = max_block

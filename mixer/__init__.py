@@ -16,5 +16,11 @@ if TYPE_CHECKING:
     from mixer.client import MixError as MixError
     from mixer.client import MixResult as MixResult
     from mixer.coordinator import Coordinator as Coordinator
+    from mixer.protocol import Done as Done
+    from mixer.protocol import Input as Input
+    from mixer.protocol import Kind as Kind
+    from mixer.protocol import Message as Message
+    from mixer.protocol import Peer as Peer
+    from mixer.protocol import Session as Session
 
 __all__, __getattr__ = lazy_door(__name__, __file__)

@@ -35,6 +35,8 @@ from petra.console import (
 from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
 from petra.mixer_cli import mixer_app
+from petra.sim_bench_cli import bench_sim_command
+from petra.sim_cli import sim_app
 from petra.tor_cli import tor_app
 from petra.wallet_cli import wallet_app
 
@@ -56,7 +58,9 @@ app.add_typer(mixer_app, name="mixer")
 app.add_typer(tor_app, name="tor")
 app.add_typer(bidstore_app, name="bidstore")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
+bench_app.command("sim")(bench_sim_command)
 
 
 @ledger_app.command("genesis")
@@ -641,6 +645,13 @@ def audit_command(
 
 def main() -> None:
     """The console script: no traceback reaches a user unless PETRA_DEBUG is set."""
+    from service.clock import ledger_clock
+
+    try:
+        ledger_clock()  # read PETRA_CLOCK once, now: every service of the process takes its time
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
     try:
         app()
     except Exception as exc:

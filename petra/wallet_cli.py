@@ -177,6 +177,13 @@ def balance_command(
     refresh: Annotated[
         bool, typer.Option(help="Ask the ledger first (else what the wallet last saw).")
     ] = True,
+    rescan: Annotated[
+        bool,
+        typer.Option(
+            help="Ask the ledger about every address ever handed out, even those whose "
+            "coins are all spent (slower; finds a payment to an old address)."
+        ),
+    ] = False,
     wallet: WalletPath = None,
     passphrase_file: PassFile = None,
     as_json: Json = False,
@@ -184,7 +191,7 @@ def balance_command(
     """What the wallet holds: per asset kind, interval and address, unspent, reserved (in an
     order, a trade or a transaction not yet confirmed) and spent; and pending transactions."""
     with opened(wallet, passphrase_file) as w:
-        height = w.refresh().height if refresh else None
+        height = w.refresh(rescan=rescan).height if refresh or rescan else None
         rows, pending = w.balance(), w.pending()
     document = {"height": height, "rows": rows, "pending": [p["txid"] for p in pending]}
     if emit(as_json, document):

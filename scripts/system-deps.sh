@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Add a package by adding its Debian name here.
-PACKAGES=(postgresql mosquitto tor tmux)
+PACKAGES=(postgresql mosquitto mosquitto-clients tor tmux chromium)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'

@@ -1,7 +1,8 @@
 """What every PETra service shares, and nothing of any one role: the error shape and its
 handler, bounded request bodies, draining long requests at shutdown (`http`); serving under
 limits no client can talk a process out of (`serving`, imported on its own: it loads uvicorn);
-periodic ticks (`ticker`); opening a service's own database (`database`); the base HTTP client
+periodic ticks (`ticker`); the ledger clock every service reads for interval time, accelerable
+for simulations (`clock`); opening a service's own database (`database`); the base HTTP client
 every client builds on (`client`).
 
 Its door: the names below are what other packages may use; each is loaded from its module
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from service.client import ServiceClient as ServiceClient
     from service.client import refusal as refusal
     from service.client import retry_after_s as retry_after_s
+    from service.clock import CLOCK_ENV as CLOCK_ENV
+    from service.clock import WALL_CLOCK as WALL_CLOCK
+    from service.clock import LedgerClock as LedgerClock
+    from service.clock import ledger_clock as ledger_clock
+    from service.clock import next_boundary as next_boundary
+    from service.clock import now as now
+    from service.clock import parse_clock as parse_clock
+    from service.clock import wall_seconds_until as wall_seconds_until
     from service.database import StoreError as StoreError
     from service.database import create_private_file as create_private_file
     from service.database import create_store_engine as create_store_engine

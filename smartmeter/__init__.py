@@ -10,6 +10,7 @@ from service.door import lazy_door
 if TYPE_CHECKING:
     from smartmeter.config import ConfigError as ConfigError
     from smartmeter.config import load_config as load_config
+    from smartmeter.deposits import deposit_key as deposit_key
     from smartmeter.modbus import FLOAT32 as FLOAT32
     from smartmeter.modbus import SDM630_CURRENTS as SDM630_CURRENTS
     from smartmeter.modbus import SDM630_EXPORT_KWH as SDM630_EXPORT_KWH

@@ -54,6 +54,7 @@ from assets.canonical import encode_parsed, parse_json
 from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_transaction
 from assets.signing import signing_message, verify
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
+from service.clock import now as ledger_now
 from service.http import ApiError, bounded_body, install_error_handlers
 from smartmeter.billing_loop import BILL_KIND, bill_key
 from smartmeter.issuing import WithdrawalRefused
@@ -61,7 +62,7 @@ from smartmeter.ledger_index import HANDED_OUT, MeterLedgerIndex
 from smartmeter.store import MeterStore, outbox
 
 REQUEST_TYPE = "owner-request"  # the signing domain of the owner's requests
-FRESH_S = 60  # a request's `at` may differ from the meter's clock by this many seconds
+FRESH_S = 60  # a request's `at` may differ from the meter's wall clock by this many seconds
 MAX_BODY = 64 * 1024  # bytes
 MAX_NONCES = 10_000  # requests remembered within the window; more is refused as too many
 MAX_OUTPUTS = 64  # outputs of one withdrawal
@@ -86,8 +87,9 @@ def sign_request(unsigned: dict[str, Any], owner_key: Keypair) -> bytes:
 
 class OwnerService:
     """What the owner's API does, over the meter's store, ledger_index and ledger client. `clock`
-    gives unix seconds. Withdrawals are made one at a time, so each is checked against every
-    earlier one."""
+    gives ledger unix seconds (`service.clock`: the interval a withdrawal or a status is in),
+    `wall_clock` wall unix seconds (what a request's `at` must be near, on any ledger clock).
+    Withdrawals are made one at a time, so each is checked against every earlier one."""
 
     def __init__(
         self,
@@ -99,11 +101,13 @@ class OwnerService:
         meter_key: Keypair,
         owner: bytes,
         credit_line: int,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.ledger_index, self.client = store, ledger_index, client
         self.chain, self.meter_id, self.meter_key = chain, meter_id, meter_key
-        self.owner, self.credit_line, self.clock = owner, credit_line, clock
+        self.owner, self.credit_line = owner, credit_line
+        self.clock, self.wall_clock = clock, wall_clock
         self._withdrawing = threading.Lock()
         self._requests = threading.Lock()
         self._seen: dict[str, int] = dict(store.get_state(OWNER_NONCES) or {})
@@ -156,7 +160,7 @@ class OwnerService:
             raise ApiError(
                 422, "wrong_meter", f"this is meter {self.meter_id}, not {request['meter']}"
             )
-        now = int(self.clock())
+        now = int(self.wall_clock())
         if abs(request["at"] - now) > FRESH_S:
             raise ApiError(
                 401,

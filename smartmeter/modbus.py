@@ -25,6 +25,8 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
+from service.clock import now as ledger_now
+
 FLOAT32 = ModbusTcpClient.DATATYPE.FLOAT32
 UINT32 = ModbusTcpClient.DATATYPE.UINT32
 INT16 = ModbusTcpClient.DATATYPE.INT16
@@ -94,7 +96,7 @@ class MeterSample:
     -3000). Voltages (V) and currents (A) are per phase, when the device reports them.
     """
 
-    time: float  # Unix seconds when the read completed
+    time: float  # ledger Unix seconds (`service.clock`) when the read completed
     import_wh: float
     export_wh: float
     power_w: float
@@ -299,7 +301,7 @@ class Sdm630Reader(ModbusReader):
             _finite(where, name, value)
         return self._checked(
             MeterSample(
-                time=time.time(),
+                time=ledger_now(),
                 import_wh=_counter(where, "import kWh", import_kwh) * 1000,
                 export_wh=_counter(where, "export kWh", export_kwh) * 1000,
                 power_w=_finite(where, "total power", power),
@@ -446,7 +448,7 @@ class SunSpecReader(ModbusReader):
         )
         power_w = _scaled(_int16(points[SUNSPEC_W]), w_sf)
         return MeterSample(
-            time=time.time(),
+            time=ledger_now(),
             import_wh=0.0,
             export_wh=_scaled(wh_raw, wh_sf),
             power_w=-power_w if power_w else 0.0,

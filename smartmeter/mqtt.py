@@ -41,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from service.clock import now as ledger_now
+
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -500,7 +502,8 @@ class MqttSource(_Connection):
 
     Callbacks run on paho's network thread; an exception in one is logged, not propagated, so
     that one faulty handler does not stop the stream. After a lost connection paho reconnects
-    with bounded exponential backoff and the source subscribes again.
+    with bounded exponential backoff and the source subscribes again. `clock` stamps a message
+    with the time it was received, ledger unix seconds (`service.clock`).
     """
 
     def __init__(
@@ -511,7 +514,7 @@ class MqttSource(_Connection):
         on_bad_payload: BadPayloadHandler,
         *,
         client_id: str = "",
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
     ) -> None:
         self._formats: dict[str, SampleFormat] = {}
         for sample_format in formats:

@@ -6,7 +6,8 @@ together over one database.
 - the `MeterLedgerIndex`, following the ledger for the meter's regulations, issues and deposits
   (`smartmeter.ledger_index`);
 - the owner's signed API (`smartmeter.api`), served by the caller on loopback;
-- the loop (`MeterNode.tick`, every `tick_s`): close the bills that are due and queue them
+- the loop (`MeterNode.tick`, every `tick_s` and when a bill falls due by the ledger clock):
+  close the bills that are due and queue them
   (`close_due_bills`), send the queue to the DSO (`BillSender`), and publish new readings for
   the monitoring layer (`ReadingPublisher`).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +34,8 @@ from fastapi import FastAPI
 from assets import Genesis, Keypair, chain_id
 from dso.client import DsoClient
 from ledger.client import LedgerClient
+from service.clock import next_boundary, wall_seconds_until
+from service.clock import now as ledger_now
 from smartmeter.api import OwnerService, create_app
 from smartmeter.billing_loop import BillSender, close_due_bills
 from smartmeter.config import MeterConfig, PublishConfig, SourceConfig
@@ -142,7 +144,8 @@ class MeterNode:
     """The daemon's parts for `config`, on the chain of `genesis`, signing with `meter_key`.
 
     `start()` starts the sources, the ledger index and the loop; `app()` is the owner's API to serve
-    on loopback; `stop()` ends them all and closes the database. `clock` gives unix seconds.
+    on loopback; `stop()` ends them all and closes the database. `clock` gives ledger unix
+    seconds (`service.clock`): readings' stamps, intervals, when a bill falls due.
     """
 
     def __init__(
@@ -151,7 +154,7 @@ class MeterNode:
         genesis: Genesis,
         meter_key: Keypair,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
         tick_s: float = TICK_S,
     ) -> None:
         self.config, self.genesis, self.meter_key = config, genesis, meter_key
@@ -251,7 +254,14 @@ class MeterNode:
             except Exception:
                 # A database or network failure must not end the loop: the next tick retries.
                 log.exception("the meter's loop failed; trying again in %s s", self.tick_s)
-            self._stopping.wait(self.tick_s)
+            self._stopping.wait(min(self.tick_s, self.seconds_to_next_bill()))
+
+    def seconds_to_next_bill(self) -> float:
+        """Wall seconds until the next interval's bill falls due: `closing_delay_s` after the
+        interval ends, by the ledger clock."""
+        closes = self.genesis.epoch + self.config.closing_delay_s
+        due = next_boundary(self.clock(), closes, self.genesis.interval_s)
+        return wall_seconds_until(due, self.clock)
 
     def stop(self) -> None:
         """Stop every part, then close the clients and the database."""

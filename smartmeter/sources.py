@@ -18,9 +18,11 @@ and replays the readings stored after it: a reading stored just before a crash s
 Modbus sources (`sdm630`, `sunspec`) are polled every `poll_s` by a thread calling
 `poll_once()`; an unreachable device is logged once per outage and retried with the reader's
 own backoff. MQTT sources (`mqtt`, formats `emoncms`, `shelly` and `json`) are fed by the broker's
-messages; their thread only closes intervals every `poll_s`. Samples are timed by the runner's
-`clock` (unix seconds): Modbus readers stamp theirs with `time.time()`, and one clock for the
-stamps, the closing and the reconnect backoff lets a test drive them all.
+messages; their thread only closes intervals every `poll_s`. Samples are stamped, and
+intervals closed, by the runner's `clock` (ledger unix seconds, `service.clock`: readings are
+assigned to intervals); the reconnect backoff is timed by `backoff_clock` (monotonic seconds),
+and a test may give it the same manual clock to drive them all. `poll_s` is wall seconds: on
+an accelerated ledger clock readings are that many times further apart in ledger time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from service.clock import now as ledger_now
 from smartmeter.config import ConfigError, SourceConfig
 from smartmeter.energy import CounterReading, IntervalMeter, MeterConfig
 from smartmeter.modbus import (
@@ -156,18 +159,20 @@ class SourceRunner:
         energy: MeterConfig,
         store: MeterStore,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
+        backoff_clock: Callable[[], float] = time.monotonic,
         client_id: str = "",
     ) -> None:
-        """`name` is the source's name in the store; `clock` gives unix seconds."""
+        """`name` is the source's name in the store; `clock` gives ledger unix seconds,
+        `backoff_clock` times a Modbus device's reconnect backoff (monotonic seconds)."""
         self.name = name
         self.source = source
         self._store = store
-        self._clock = clock
+        self._clock, self._backoff_clock = clock, backoff_clock
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._unavailable_since: float | None = None
+        self._unavailable_since: float | None = None  # by the backoff clock
         self._reader: Reader | None = None
         self._mqtt: MqttSource | None = None
         mqtt_format = sample_format(source) if source.kind == "mqtt" else None
@@ -197,7 +202,7 @@ class SourceRunner:
                 timeout_s=DEFAULT_TIMEOUT_S,
                 backoff_initial_s=DEFAULT_BACKOFF_INITIAL_S,
                 backoff_max_s=DEFAULT_BACKOFF_MAX_S,
-                clock=clock,
+                clock=backoff_clock,
             )
 
     # -- the checkpoint and the replay
@@ -286,7 +291,7 @@ class SourceRunner:
             sample = reader.read()
         except DeviceUnavailable as error:
             if self._unavailable_since is None:
-                self._unavailable_since = self._clock()
+                self._unavailable_since = self._backoff_clock()
                 logger.warning("%s: %s", self.name, error)
             return
         except BadFrame as bad:
@@ -299,7 +304,7 @@ class SourceRunner:
 
     def _answered(self) -> None:
         if self._unavailable_since is not None:
-            outage_s = self._clock() - self._unavailable_since
+            outage_s = self._backoff_clock() - self._unavailable_since
             logger.warning("%s: the device answers again after %.0f s", self.name, outage_s)
             self._unavailable_since = None
 

@@ -206,7 +206,8 @@ def ledger() -> Iterator[LedgerClient]:
 
 
 def app_with(ledger: LedgerClient, limits: Limits) -> FastAPI:
-    store = BidStore(ledger, Scenario().genesis, limits=limits, clock=Clock())
+    clock = Clock()
+    store = BidStore(ledger, Scenario().genesis, limits=limits, clock=clock, wall_clock=clock)
     return create_app(store, run=False)
 
 

@@ -104,7 +104,13 @@ def market() -> Iterator[Market]:
     ledger = LedgerClient("http://127.0.0.1:9")  # never asked: every output is indexed
     limits = Limits(max_orders_per_owner=4)
     store = BidStore(
-        ledger, scenario.genesis, gate_s=0, limits=limits, clock=clock, step_timeout_s=30
+        ledger,
+        scenario.genesis,
+        gate_s=0,
+        limits=limits,
+        clock=clock,
+        wall_clock=clock,  # one clock moves both the intervals and the step timeouts
+        step_timeout_s=30,
     )
     try:
         yield Market(store, scenario, clock)

@@ -50,6 +50,7 @@ class FakeOps:
         self.stepped: list[int] = []
         self.settled: list[int] = []
         self.measured: list[int] = []
+        self.asked: list[tuple[int, int]] = []  # the bill ranges asked for
         self.mix_fails = False
         self.fail: dict[str, Callable[[], None]] = {}  # operation -> what it does instead
 
@@ -89,6 +90,7 @@ class FakeOps:
         return []
 
     def measured_j(self, first: int, last: int) -> list[int]:
+        self.asked.append((first, last))
         return list(self.measured)
 
     def place_order(self, side: OrderSide, interval: int, price: int, power: int) -> str:
@@ -280,3 +282,38 @@ def test_the_forecast_is_the_mean_power_of_the_bills() -> None:
     assert forecast_w([], 900) is None
     assert forecast_w([900 * 100, 900 * 201], 900) == 150  # 150.5, half to even
     assert forecast_w([-900 * 7], 900) == -7
+
+
+def test_a_pricing_strategy_prices_each_order_by_side_and_interval() -> None:
+    clock = Clock(10.0)
+    ops = FakeOps(clock)
+    steps: list[Step] = []
+    asked: list[tuple[OrderSide, int, int]] = []
+
+    def pricing(side: OrderSide, interval: int, forecast: int) -> int | None:
+        asked.append((side, interval, forecast))
+        return 111_000 + interval if side is OrderSide.BID else None
+
+    strategy = Strategy(pricing=pricing, forecast_w=400)
+    assert strategy.trades
+    pilot(ops, clock, Settings(COVER, strategy), steps).run(once=True)
+    assert asked == [(OrderSide.BID, 2, 400)]
+    assert ops.orders == [(OrderSide.BID, 2, 111_002, 400)]
+
+    clock = Clock(10.0)
+    ops = FakeOps(clock)
+    strategy = Strategy(pricing=lambda side, t, f: None, forecast_w=-400)  # declines: no order
+    pilot(ops, clock, Settings(COVER, strategy), steps).run(once=True)
+    assert ops.orders == []
+
+
+def test_early_in_a_chain_the_forecast_asks_for_bills_from_interval_0() -> None:
+    """Near the epoch the history window would start before interval 0, which a meter refuses."""
+    clock = Clock(10.0)  # interval 1
+    ops = FakeOps(clock)
+    ops.measured = [-900 * INTERVAL_S]
+    steps: list[Step] = []
+    strategy = Strategy(ask_price=120_000, history=4)
+    pilot(ops, clock, Settings(COVER, strategy), steps).run(once=True)
+    assert ops.asked == [(0, 0)]
+    assert ops.orders == [(OrderSide.ASK, 2, 120_000, 900)]

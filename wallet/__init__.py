@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 from service.door import lazy_door
 
 if TYPE_CHECKING:
+    from wallet.autopilot import JOURNAL_KIND as JOURNAL_KIND
     from wallet.autopilot import Autopilot as Autopilot
     from wallet.autopilot import Cover as Cover
     from wallet.autopilot import Settings as Settings
     from wallet.autopilot import Step as Step
     from wallet.autopilot import Strategy as Strategy
     from wallet.autopilot import WalletOperations as WalletOperations
+    from wallet.autopilot import affordable_w as affordable_w
+    from wallet.autopilot import forecast_w as forecast_w
+    from wallet.keystore import Contents as Contents
     from wallet.keystore import KdfLevel as KdfLevel
     from wallet.keystore import KeystoreError as KeystoreError
     from wallet.keystore import WalletFile as WalletFile
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from wallet.market import store_error as store_error
     from wallet.market import take as take
     from wallet.mixing import mix as mix
+    from wallet.wallet import Coin as Coin
     from wallet.wallet import Services as Services
     from wallet.wallet import Wallet as Wallet
     from wallet.wallet import WalletError as WalletError

@@ -24,7 +24,6 @@ to the world goes through `Operations`, so the schedule is tested with fakes.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,6 +31,8 @@ from typing import Any, Protocol, TypeVar
 
 from assets.model import Asset, Eca, Epa, Fa
 from bidstore.orders import JOULES_PER_KWH, OrderSide
+from service.clock import now as ledger_now
+from service.clock import wall_seconds_until
 from wallet.wallet import Coin, Wallet, WalletError, asset_text
 
 JOURNAL_KIND = "autopilot"
@@ -63,17 +64,26 @@ class Strategy:
     """When to trade. The forecast is the owner's net power in an interval in watts,
     consumption positive: `forecast_w` if given, else the mean measured energy of the last
     `history` bills. A surplus (negative) is asked at `ask_price`, a deficit bid at
-    `bid_price` (micro-units per kWh); without that price the side is not traded."""
+    `bid_price` (micro-units per kWh); without that price the side is not traded. `pricing`,
+    if given, prices each order instead: `pricing(side, interval, forecast_w)` is the price
+    for that side in that interval, or None for no order (a simulated agent's strategy)."""
 
     ask_price: int | None = None
     bid_price: int | None = None
     forecast_w: int | None = None
     history: int = 4
     min_order_w: int = 1
+    pricing: Callable[[OrderSide, int, int], int | None] | None = None
 
     @property
     def trades(self) -> bool:
-        return self.ask_price is not None or self.bid_price is not None
+        return self.ask_price is not None or self.bid_price is not None or self.pricing is not None
+
+    def price(self, side: OrderSide, interval: int, forecast_w: int) -> int | None:
+        """The price of an order on `side` for `interval`, micro-units per kWh; None: none."""
+        if self.pricing is not None:
+            return self.pricing(side, interval, forecast_w)
+        return self.ask_price if side is OrderSide.ASK else self.bid_price
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +253,9 @@ def affordable_w(fa: int, interval_s: int, price: int) -> int:
 
 
 class Autopilot:
-    """The routine over `ops`, clocked by `clock` (unix seconds) and `sleep`, which must
-    return early once `stop` is set (the default, `stop.wait`, does); `report` hears every
-    step."""
+    """The routine over `ops`, clocked by `clock` (ledger unix seconds, `service.clock`) and
+    `sleep` (wall seconds), which must return early once `stop` is set (the default,
+    `stop.wait`, does); `report` hears every step."""
 
     def __init__(
         self,
@@ -254,7 +264,7 @@ class Autopilot:
         *,
         epoch: int,
         report: Callable[[Step], None] = lambda _: None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
         sleep: Callable[[float], Any] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -302,7 +312,8 @@ class Autopilot:
         return cycle
 
     def trade_until(self, deadline: float) -> None:
-        """Step on the open cycles' trades every `poll_s` until `deadline` (unix seconds)."""
+        """Step on the open cycles' trades every `poll_s` (wall seconds) until `deadline` (ledger
+        unix seconds)."""
         while not self.stop.is_set():
             now = self.ops.interval_now()
             trading = sorted(t for t, c in self.cycles.items() if c.ordered and t > now)
@@ -311,7 +322,7 @@ class Autopilot:
                 if stepped:
                     text = f"took the wallet's step on {stepped} trade(s)"
                     self._done(trading[0], "trade", text)
-            left = deadline - self.clock()
+            left = wall_seconds_until(deadline, self.clock)
             if left <= 0:
                 return
             self.sleep(min(self.settings.poll_s, left))
@@ -369,16 +380,15 @@ class Autopilot:
         forecast = strategy.forecast_w
         if forecast is None:
             now = self.ops.interval_now()
-            found = self._attempt(
-                t, "order", lambda: self.ops.measured_j(now - strategy.history - 2, now - 1)
-            )
+            first = max(0, now - strategy.history - 2)  # intervals are numbered from 0
+            found = self._attempt(t, "order", lambda: self.ops.measured_j(first, now - 1))
             if found is None:
                 return
             forecast = forecast_w(found[-strategy.history :], self.ops.interval_s)
             if forecast is None:
                 self._skip(t, "order", "no_forecast", "no order: the meter has no bill yet")
                 return
-        side, price, power = self._terms(forecast)
+        side, price, power = self._terms(t, forecast)
         if side is None or price is None or power < strategy.min_order_w:
             self._done(t, "order", f"no order for a forecast of {forecast:,} W")
             return
@@ -388,14 +398,15 @@ class Autopilot:
             text = f"{side} {power:,} W at {price:,} µ/kWh, forecast {forecast:,} W"
             self._done(t, "order", f"{text} (order {placed[:16]})")
 
-    def _terms(self, forecast: int) -> tuple[OrderSide | None, int | None, int]:
-        """The order a forecast of `forecast` W calls for: (side, price, watts)."""
+    def _terms(self, t: int, forecast: int) -> tuple[OrderSide | None, int | None, int]:
+        """The order a forecast of `forecast` W for interval `t` calls for: (side, price,
+        watts)."""
         strategy, cover = self.settings.strategy, self.settings.cover
-        if forecast < 0 and strategy.ask_price is not None:
-            return OrderSide.ASK, strategy.ask_price, min(-forecast, cover.epa_w)
-        if forecast > 0 and strategy.bid_price is not None:
-            paid = affordable_w(cover.fa, self.ops.interval_s, strategy.bid_price)
-            return OrderSide.BID, strategy.bid_price, min(forecast, cover.eca_w, paid)
+        if forecast < 0 and (price := strategy.price(OrderSide.ASK, t, forecast)) is not None:
+            return OrderSide.ASK, price, min(-forecast, cover.epa_w)
+        if forecast > 0 and (price := strategy.price(OrderSide.BID, t, forecast)) is not None:
+            paid = affordable_w(cover.fa, self.ops.interval_s, price)
+            return OrderSide.BID, price, min(forecast, cover.eca_w, paid)
         return None, None, 0
 
     def _attempt(self, t: int, name: str, action: Callable[[], T]) -> T | None:

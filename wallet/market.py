@@ -339,7 +339,7 @@ def take(
         tid = trade["id"]
         with wallet.edit() as contents:
             contents.data["orders"][oid]["status"] = "trading"
-            _write_trade(contents, tid, oid, ROLES[side], trade, wallet.clock())
+            _write_trade(contents, tid, oid, ROLES[side], trade, wallet.wall_clock())
             wallet.note(
                 contents,
                 "take",
@@ -401,7 +401,7 @@ def _write_order(
             "coins": [c.key for c in prepared.coins],
             "taker": taker,
             "status": "posting",
-            "at": int(wallet.clock()),
+            "at": int(wallet.wall_clock()),
         }
     return oid
 
@@ -506,7 +506,9 @@ def _settle(
         if tid not in trades:
             if "role" not in answer:  # made and forgotten between two looks: nothing of ours
                 continue
-            _write_trade(contents, tid, answer["order"], answer["role"], answer, wallet.clock())
+            _write_trade(
+                contents, tid, answer["order"], answer["role"], answer, wallet.wall_clock()
+            )
             wallet.note(contents, "trade", f"trade {tid[:16]} made", trade=tid)
         record = trades[tid]
         if record["status"] != answer["status"]:

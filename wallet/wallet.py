@@ -25,6 +25,7 @@ command line (`petra/wallet_cli.py`) does.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output, Transfer
 from assets.rejections import Rejected
 from assets.signing import sign_transfer
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
+from service.clock import now as ledger_now
 from smartmeter.owner_client import OwnerApiError, OwnerClient
 from wallet.keystore import Contents, WalletFile
 
@@ -44,6 +46,7 @@ DATA_VERSION = 1
 OWNER_INDEX = 0
 PURPOSES = ("owner", "withdrawal", "mix", "receive", "change", "trade", "address")
 KINDS = ("EPA", "ECA", "FA")
+MAX_SUBMITTING = 8  # transfers of one deposit submitted at once
 
 
 class WalletError(Exception):
@@ -154,19 +157,22 @@ def size_of(asset: Asset) -> int:
 
 
 class Wallet:
-    """The wallet in `file`. `clock` returns Unix seconds; `ledger_client` and `owner_client`
-    make the clients of the ledger node and of the meter's owner API (tests may give others)."""
+    """The wallet in `file`. `clock` returns ledger Unix seconds (`service.clock`: which interval
+    it is), `wall_clock` wall Unix seconds (the stamps of the journal and its records);
+    `ledger_client` and `owner_client` make the clients of the ledger node and of the meter's
+    owner API (tests may give others)."""
 
     def __init__(
         self,
         file: WalletFile,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = ledger_now,
+        wall_clock: Callable[[], float] = time.time,
         ledger_client: Callable[[str], LedgerClient] = LedgerClient,
         owner_client: Callable[[str, Keypair, str], OwnerClient] = OwnerClient,
     ) -> None:
         self.file = file
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self._ledger_client = ledger_client
         self._owner_client = owner_client
         contents = file.read()
@@ -197,7 +203,7 @@ class Wallet:
 
     def note(self, contents: Contents, kind: str, text: str, **fields: Any) -> None:
         """Add one entry to the journal (inside an `edit`)."""
-        entry = {"at": int(self.clock()), "kind": kind, "text": text, **fields}
+        entry = {"at": int(self.wall_clock()), "kind": kind, "text": text, **fields}
         contents.data["journal"].append(entry)
 
     def interval_now(self) -> int:
@@ -226,7 +232,7 @@ class Wallet:
             "index": index,
             "purpose": purpose,
             "label": label,
-            "created": int(self.clock()),
+            "created": int(self.wall_clock()),
         }
         return key
 
@@ -275,12 +281,21 @@ class Wallet:
             found.append(coin)
         return found
 
-    def refresh(self) -> Refreshed:
+    def refresh(self, *, rescan: bool = False) -> Refreshed:
         """Reconcile the wallet with the ledger: coins at its addresses, coins spent, pending
-        transactions landed or refused. Raises WalletError(`ledger_unreachable`)."""
+        transactions landed or refused. An address every coin of which is spent is not asked
+        again (every address is fresh, so none is paid twice by this wallet's own doing; the
+        ledger is asked once per address, and a wallet that trades every interval would
+        otherwise ask more each time) unless `rescan`. Raises WalletError
+        (`ledger_unreachable`)."""
         contents = self.file.read()
-        addresses = list(contents.data["addresses"])
         known = dict(contents.data["coins"])
+        addresses = list(contents.data["addresses"])
+        if not rescan:
+            spent_out = {e["address"] for e in known.values()} - {
+                e["address"] for e in known.values() if e["state"] != "spent"
+            }
+            addresses = [a for a in addresses if a not in spent_out]
         try:
             with self._ledger_client(self.services.ledger) as ledger:
                 head = ledger.head()
@@ -380,52 +395,71 @@ class Wallet:
         wallet's addresses are coins of `origin`. Its txid. Raises WalletError: the ledger's
         code (`double_spend`, `unbalanced`, ...) or `ledger_unreachable` (the transfer stays
         pending; `refresh` settles it)."""
-        tx = Transfer(self.chain, tuple(c.outpoint for c in inputs), tuple(outputs))
         with self.edit() as contents:
-            # one signature per owner: the ledger refuses a repeated signer
-            owners = dict.fromkeys(c.output.address for c in inputs)
-            keys = [self.key_of(address, contents) for address in owners]
-            signed = sign_transfer(tx, keys)
-            tx_id = txid(signed)
-            for coin in inputs:
-                entry = contents.data["coins"].get(coin.key)
-                if entry is None or entry["state"] != "unspent":
-                    raise WalletError(
-                        "not_unspent", f"{coin.key} is not an unspent coin of this wallet"
-                    )
-                entry["state"] = "reserved"
-            contents.data["pending"][tx_id.hex()] = {
-                "kind": kind,
-                "raw": encode_transaction(signed).decode(),
-                "inputs": [c.key for c in inputs],
-                "at": int(self.clock()),
-            }
-        return self._submit(signed, tx_id, kind, origin)
+            signed = self._reserve(contents, inputs, outputs, kind)
+        (outcome,) = self._submit_all([signed])
+        with self.edit() as contents:
+            error = self._settle(contents, signed, outcome, kind, origin)
+        if error is not None:
+            raise error
+        return txid(signed)
 
-    def _submit(self, signed: Transfer, tx_id: bytes, kind: str, origin: str) -> bytes:
-        try:
-            with self._ledger_client(self.services.ledger) as ledger:
-                ledger.submit(encode_transaction(signed))
-        except LedgerRejected as exc:
-            with self.edit() as contents:
-                record = contents.data["pending"].pop(tx_id.hex(), None)
-                if record is not None:
-                    release(contents, record["inputs"])
-                self.note(contents, "refused", f"{kind} refused: {exc.message}")
-            raise WalletError(
-                str(exc.code), f"the ledger refused the {kind}: {exc.message}"
-            ) from None
-        except LedgerClientError as exc:
-            raise WalletError(
+    def _reserve(
+        self, contents: Contents, inputs: Sequence[Coin], outputs: Sequence[Output], kind: str
+    ) -> Transfer:
+        """Inside an `edit`: the transfer of `inputs` into `outputs`, signed by their keys,
+        its inputs reserved and the transfer saved as pending (so a crash loses nothing)."""
+        tx = Transfer(self.chain, tuple(c.outpoint for c in inputs), tuple(outputs))
+        # one signature per owner: the ledger refuses a repeated signer
+        owners = dict.fromkeys(c.output.address for c in inputs)
+        keys = [self.key_of(address, contents) for address in owners]
+        signed = sign_transfer(tx, keys)
+        for coin in inputs:
+            entry = contents.data["coins"].get(coin.key)
+            if entry is None or entry["state"] != "unspent":
+                raise WalletError(
+                    "not_unspent", f"{coin.key} is not an unspent coin of this wallet"
+                )
+            entry["state"] = "reserved"
+        contents.data["pending"][txid(signed).hex()] = {
+            "kind": kind,
+            "raw": encode_transaction(signed).decode(),
+            "inputs": [c.key for c in inputs],
+            "at": int(self.wall_clock()),
+        }
+        return signed
+
+    def _settle(
+        self,
+        contents: Contents,
+        signed: Transfer,
+        outcome: LedgerClientError | None,
+        kind: str,
+        origin: str,
+    ) -> WalletError | None:
+        """Inside an `edit`: what the ledger's answer to a pending transfer makes of it; the
+        error to raise, if any. On the ledger, its outputs at the wallet's addresses are coins
+        of `origin`; refused, its inputs are unspent again; unanswered, it stays pending
+        (`refresh` settles it)."""
+        tx_id = txid(signed)
+        if isinstance(outcome, LedgerRejected):
+            record = contents.data["pending"].pop(tx_id.hex(), None)
+            if record is not None:
+                release(contents, record["inputs"])
+            self.note(contents, "refused", f"{kind} refused: {outcome.message}")
+            return WalletError(
+                str(outcome.code), f"the ledger refused the {kind}: {outcome.message}"
+            )
+        if outcome is not None:
+            return WalletError(
                 "ledger_unreachable",
-                f"the {kind} is saved but the ledger did not confirm it ({exc}); "
+                f"the {kind} is saved but the ledger did not confirm it ({outcome}); "
                 "run `petra wallet balance` once the ledger node is up",
-            ) from None
-        with self.edit() as contents:
-            contents.data["pending"].pop(tx_id.hex(), None)
-            self._landed(contents, signed, tx_id, origin)
-            self.note(contents, kind, f"{kind} {tx_id.hex()[:16]} landed", txid=tx_id.hex())
-        return tx_id
+            )
+        contents.data["pending"].pop(tx_id.hex(), None)
+        self._landed(contents, signed, tx_id, origin)
+        self.note(contents, kind, f"{kind} {tx_id.hex()[:16]} landed", txid=tx_id.hex())
+        return None
 
     def _landed(self, contents: Contents, tx: Transfer, tx_id: bytes, origin: str) -> None:
         coins, mine = contents.data["coins"], contents.data["addresses"]
@@ -489,17 +523,58 @@ class Wallet:
 
     def deposit(self, coins: Sequence[Coin]) -> list[bytes]:
         """Pay each coin to a fresh deposit address of the meter, one transfer per coin (so
-        that no transfer links two of them); their txids. Stops at the first failure: the
-        coins before it are deposited, the rest untouched."""
-        done = []
-        for coin in coins:
-            try:
-                with self.meter() as meter:
-                    address = bytes.fromhex(meter.deposit_address()["address"])
-            except OwnerApiError as exc:
-                raise _meter_error(exc) from None
-            done.append(self.transfer([coin], [Output(coin.asset, address)], "deposit", "none"))
+        that no transfer links two of them); their txids. The transfers are saved together,
+        submitted at once (they wait for the same blocks, not one after another) and settled
+        together. Raises WalletError after settling the rest: the meter's, if it gave no
+        address for a coin (the coins before it are deposited, the rest untouched), else the
+        first refusal (the other coins are deposited)."""
+        addresses: list[bytes] = []
+        failure: WalletError | None = None
+        try:
+            with self.meter() as meter:
+                for _ in coins:
+                    addresses.append(bytes.fromhex(meter.deposit_address()["address"]))
+        except OwnerApiError as exc:
+            failure = _meter_error(exc)
+        paying = list(zip(coins, addresses, strict=False))
+        if not paying:
+            if failure is not None:
+                raise failure
+            return []
+        with self.edit() as contents:
+            signed = [
+                self._reserve(contents, [coin], [Output(coin.asset, address)], "deposit")
+                for coin, address in paying
+            ]
+        outcomes = self._submit_all(signed)
+        done: list[bytes] = []
+        with self.edit() as contents:
+            for tx, outcome in zip(signed, outcomes, strict=True):
+                error = self._settle(contents, tx, outcome, "deposit", "none")
+                if error is None:
+                    done.append(txid(tx))
+                elif failure is None:
+                    failure = error
+        if failure is not None:
+            raise failure
         return done
+
+    def _submit_all(self, txs: Sequence[Transfer]) -> list[LedgerClientError | None]:
+        """Submit `txs` at once, each on its own connection; per transfer None (on the ledger)
+        or what went wrong."""
+
+        def submit(tx: Transfer) -> LedgerClientError | None:
+            try:
+                with self._ledger_client(self.services.ledger) as ledger:
+                    ledger.submit(encode_transaction(tx))
+            except LedgerClientError as exc:
+                return exc
+            return None
+
+        if len(txs) == 1:
+            return [submit(txs[0])]
+        with concurrent.futures.ThreadPoolExecutor(min(len(txs), MAX_SUBMITTING)) as pool:
+            return list(pool.map(submit, txs))
 
     def bills(self) -> dict[str, Any]:
         try:

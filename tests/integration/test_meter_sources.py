@@ -65,7 +65,14 @@ def grid_runner(
     max_gap_s: int = 60,
 ) -> SourceRunner:
     energy = MeterConfig(interval_s=INTERVAL_S, epoch=epoch, max_gap_s=max_gap_s)
-    runner = SourceRunner("grid", meter_source(devices), energy, store, clock=devices.clock)
+    runner = SourceRunner(
+        "grid",
+        meter_source(devices),
+        energy,
+        store,
+        clock=devices.clock,
+        backoff_clock=devices.clock,  # the device clock times the reconnect backoff too
+    )
     runners.append(runner)
     return runner
 

@@ -148,3 +148,48 @@ def test_the_commands_withdraw_show_and_refuse(home: Home, wallet_file: Path) ->
         passphrase=WALLET_PASSPHRASE,
     )
     assert over.code == 2 and "the meter refused" in over.err_text, over
+
+
+def test_a_refresh_skips_spent_out_addresses_and_a_rescan_finds_a_late_payment(
+    home: Home, wallet_file: Path
+) -> None:
+    from assets import Output, Transfer, encode_transaction, sign
+    from ledger.client import LedgerClient
+
+    wallet = open_wallet(wallet_file)
+    wallet.withdraw([Fa(5_000)])
+    wallet.refresh()
+    (first,) = wallet.coins()
+    wallet.deposit([first])
+    wallet.refresh()
+    old = first.output.address.hex()
+    asked: list[str] = []
+
+    class Counting(LedgerClient):
+        def unspent(self, address: bytes) -> list[dict[str, object]]:
+            asked.append(address.hex())
+            return super().unspent(address)
+
+    counting = Wallet(
+        WalletFile.open(wallet_file, WALLET_PASSPHRASE.encode()), ledger_client=Counting
+    )
+    fresh = wallet.new_key("receive").public_key.hex()
+    counting.refresh()
+    assert asked == [fresh]  # an address with nothing yet is asked; a spent-out one is not
+
+    # someone pays the spent-out address again (here the wallet itself, by hand)
+    wallet.withdraw([Fa(7_000)])
+    wallet.refresh()
+    (second,) = wallet.coins()
+    key = wallet.key_of(second.output.address)
+    late = sign(
+        Transfer(wallet.chain, (second.outpoint,), (Output(Fa(7_000), first.output.address),)),
+        key,
+    )
+    with LedgerClient(home.dso.ledger_url) as ledger:
+        ledger.submit(encode_transaction(late))
+    counting.refresh()
+    assert [c for c in counting.coins() if c.output.address.hex() == old] == []
+    counting.refresh(rescan=True)
+    found = [c for c in counting.coins() if c.output.address.hex() == old]
+    assert [c.asset for c in found] == [Fa(7_000)]
