@@ -156,7 +156,7 @@ class SimConfig:
 
 
 DEFAULT = SimConfig()
-MAX_PRICE = 10**12  # micro-units per kWh: a million euros
+MAX_PRICE = 10**9  # micro-units per kWh: the bid store's highest price
 
 TOP_KEYS = (
     "name",
@@ -413,7 +413,7 @@ class _Reader:
             raise self.error(
                 "store", 'must be "sqlite" or a URL such as "postgresql://user@host/petra"'
             )
-        return SimConfig(
+        config = SimConfig(
             name=self.text(document, "name", "name", DEFAULT.name),
             seed=self.integer(document, "seed", "seed", 0, 2**63 - 1, DEFAULT.seed),
             homes=len(home_specs) or homes,
@@ -429,7 +429,7 @@ class _Reader:
                 document,
                 "price_consumption",
                 "price_consumption",
-                0,
+                1,
                 MAX_PRICE,
                 DEFAULT.price_consumption,
             ),
@@ -437,7 +437,7 @@ class _Reader:
                 document,
                 "price_production",
                 "price_production",
-                0,
+                1,
                 MAX_PRICE,
                 DEFAULT.price_production,
             ),
@@ -455,6 +455,19 @@ class _Reader:
             strategies=strategies,
             home_specs=home_specs,
         )
+        if config.start_unix % config.interval_s:
+            raise self.error(
+                "start",
+                f"must fall on an interval boundary (a whole number of interval_s = "
+                f"{config.interval_s} s since 1970-01-01 UTC), not {config.start.isoformat()}",
+            )
+        if config.price_production >= config.price_consumption:
+            raise self.error(
+                "price_production",
+                f"must be below price_consumption ({config.price_consumption:,}), not "
+                f"{config.price_production:,}: the grid pays less for energy than it charges",
+            )
+        return config
 
     # -- tables --
 

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import subprocess
@@ -38,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -63,6 +64,9 @@ from simulation.record import (
     Trade,
 )
 from simulation.scenario import Scenario
+
+if TYPE_CHECKING:
+    from simulation.tornet import TorNetwork
 from wallet import (
     Autopilot,
     Coin,
@@ -292,10 +296,11 @@ class Community:
         self.passphrase = secrets.token_urlsafe(PASSPHRASE_BYTES)  # the key files' and wallets'
         self.passphrase_file = self.folder / "nodes" / "passphrase"
         self.admin_token = ""
-        self.tor: Any = None
+        self.tor: TorNetwork | None = None
         self.started_wall = time.time()
         self.completed = False
         self._stack = contextlib.ExitStack()
+        self._stores: dict[str, str] = {}  # node -> its database URL
 
     # ------------------------------------------------------------ life
 
@@ -334,8 +339,9 @@ class Community:
         )
         genesis = nodes / "genesis.json"
         genesis.write_bytes(self.scenario.genesis_raw)
-        self.passphrase_file.write_text(self.passphrase + "\n")
-        self.passphrase_file.chmod(0o600)
+        descriptor = os.open(self.passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as private:  # never readable by others, not even once
+            private.write(self.passphrase + "\n")
         (nodes / "ledger-keys.json").write_bytes(
             dump_keys({"sequencer-0": self.scenario.sequencer}, self.passphrase.encode())
         )
@@ -536,9 +542,22 @@ class Community:
     # ------------------------------------------------------------ nodes
 
     def _store_url(self, name: str) -> str:
+        """The database of node `name`: a SQLite file in the run's `nodes/` folder, or with a
+        PostgreSQL URL a database of its own on that server, named after the run and the node
+        (created here; kept after the run, for inspection)."""
+        if name in self._stores:
+            return self._stores[name]
         if self.config.store == "sqlite":
-            return f"sqlite:///{self.folder / 'nodes' / (name + '.sqlite')}"
-        return self.config.store  # one PostgreSQL database per node is the operator's
+            url = f"sqlite:///{self.folder / 'nodes' / (name + '.sqlite')}"
+        else:
+            url = _postgres_database(self.config.store, f"{self.folder.name}_{name}")
+        self._stores[name] = url
+        return url
+
+    def _meter_store(self, home: str, folder: Path) -> str:
+        if self.config.store == "sqlite":
+            return f"sqlite:///{folder / 'meter.sqlite'}"
+        return self._store_url(f"meter_{home}")
 
     def _serve(self, name: str, probe: str, *args: str, port: int | None = None) -> str:
         port = port if port is not None else next(self._ports)
@@ -655,7 +674,7 @@ class Community:
             f'id = "{plan.meter_id}"\nkeys = "meter-keys.json"\n'
             f'genesis = "{genesis}"\nowner = "{owner.public_key.hex()}"\n'
             f'ledger = "{self.url("ledger")}"\ndso = "{self.url("dso")}"\n'
-            f'store = "sqlite:///{folder / "meter.sqlite"}"\n'
+            f'store = "{self._meter_store(plan.name, folder)}"\n'
             f"closing_delay_s = {closing_delay}\ncredit_line = 1000000000\n"
             f"api_port = {home.api_port}\n\n" + "\n".join(sources)
         )
@@ -720,7 +739,11 @@ class Community:
 
         cover = HorizonCover(COVER.epa_w, COVER.eca_w, COVER.fa, last=self.last)
         settings = Settings(
-            cover=cover, strategy=Strategy(pricing=pricing), lead=LEAD, poll_s=POLL_S
+            cover=cover,
+            strategy=Strategy(pricing=pricing),
+            lead=LEAD,
+            poll_s=POLL_S,
+            trade_unmixed=not self.config.mixing,  # to measure what mixing buys
         )
         # a pool's wait for people and its run; else most of an interval, so a failed mix
         # leaves the agent time to deposit what it could not mix
@@ -858,6 +881,28 @@ class Community:
                 delivered[(interval, power)] -= 1
             trades.append(Trade(interval, power, price, settled))
         return trades
+
+
+def _postgres_database(server_url: str, name: str) -> str:
+    """A new database on the PostgreSQL server of `server_url`, named `name` made safe (lower
+    case letters, digits and underscores, at most 63 bytes); its URL."""
+    from sqlalchemy import create_engine, make_url, text
+
+    safe = re.sub(r"[^a-z0-9_]+", "_", f"petra_{name}".lower())[:63]
+    url = make_url(server_url)
+    if url.drivername == "postgresql":  # the driver PETra installs, not SQLAlchemy's default
+        url = url.set(drivername="postgresql+psycopg")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{safe}"'))
+    except Exception as exc:
+        reason = (str(exc).splitlines() or ["unknown"])[0]
+        shown = url.render_as_string(hide_password=True)
+        raise HarnessError(f"cannot create the database {safe} on {shown}: {reason}") from None
+    finally:
+        engine.dispose()
+    return url.set(database=safe).render_as_string(hide_password=False)
 
 
 def _save_steps(home: Home) -> None:

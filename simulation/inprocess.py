@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from threading import Event
 from typing import Any
 
 import numpy as np
@@ -311,10 +312,13 @@ class InProcessRun:
 
     # ------------------------------------------------------------ the run
 
-    def run(self, progress: Progress | None = None) -> RunRecord:
+    def run(self, progress: Progress | None = None, stop: Event | None = None) -> RunRecord:
         began = time.perf_counter()
         self._regulate()
         for now in range(self.first - 1, self.last + 2):
+            if stop is not None and stop.is_set():  # the record so far, marked incomplete
+                self.record.complete = False
+                break
             if self.first <= now <= self.last:
                 self._deposit(now)
             if self.first <= now - 1 <= self.last:
@@ -781,13 +785,17 @@ def _outpoint_order(item: tuple[Outpoint, Output]) -> tuple[bytes, int]:
 
 
 def run_in_process(
-    config: SimConfig, plans: list[HomePlan], progress: Progress | None = None
+    config: SimConfig,
+    plans: list[HomePlan],
+    progress: Progress | None = None,
+    stop: Event | None = None,
 ) -> RunRecord:
     """Run `config`'s community of `plans` in this process (see the module docstring);
-    `progress(done)` hears how many simulated intervals have been billed. The ledger lives in
-    memory; the record holds everything it committed."""
+    `progress(done)` hears how many simulated intervals have been billed; once `stop` is set
+    the run ends between intervals, its record marked incomplete. The ledger lives in memory;
+    the record holds everything it committed."""
     run = InProcessRun(config, plans)
     try:
-        return run.run(progress)
+        return run.run(progress, stop)
     finally:
         run.close()

@@ -137,8 +137,10 @@ def _percent(fraction: Any) -> str:
 
 
 def _units(micro: Any, digits: int) -> Decimal:
-    """Micro-units as units of the currency, rounded half to even to `digits` decimals."""
-    return (Decimal(str(micro)) / MICRO).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN)
+    """Micro-units as units of the currency, rounded half to even to `digits` decimals (a
+    small debt that rounds to nothing is shown as 0, not -0)."""
+    units = (Decimal(str(micro)) / MICRO).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN)
+    return units if units else abs(units)
 
 
 def _money(micro: Any, currency: str) -> str:
@@ -152,7 +154,7 @@ def _price(micro_per_kwh: Any, currency: str) -> str:
 
 
 def _kwh(value: Any) -> str:
-    return NA if value is None else f"{float(value):,.2f} kWh"
+    return NA if value is None else f"{float(value) + 0.0:,.2f} kWh".replace("-0.00 ", "0.00 ")
 
 
 def _duration(seconds: Any) -> str:

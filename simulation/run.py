@@ -110,10 +110,8 @@ def _in_process(
 
     def advanced(done: int) -> None:
         progress.update(task, completed=done)
-        if stop.is_set():
-            raise KeyboardInterrupt
 
-    return run_in_process(config, plans, progress=advanced)
+    return run_in_process(config, plans, progress=advanced, stop=stop)
 
 
 def _processes(

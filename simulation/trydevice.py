@@ -3,14 +3,17 @@
 
 The profile is a constant power, a PV system's clear-sky day (`pv:KWP`) or a BDEW household
 (`home:KWH` a year), both at the simulation's default location and day, played on the wall
-clock from midnight UTC of today (optionally `speed` times faster), so a day repeats.
+clock from the last local midnight there (optionally `speed` times faster), so a day
+repeats and noon is noon.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import zoneinfo
 from collections.abc import Callable
+from datetime import datetime
 from threading import Event
 
 import numpy as np
@@ -40,13 +43,23 @@ def device_profile(spec: str, speed: float = 1.0) -> Callable[[float], float]:
     if kind not in ("pv", "home") or not size > 0:
         raise ValueError(f"--profile {spec!r} is not a power in W, pv:KWP or home:KWH (> 0)")
     day = _day_w(kind, size)
-    origin = time.time() // DAY_S * DAY_S
+    origin = day_origin()
 
     def power_w(t: float) -> float:
         seconds = ((t - origin) * speed) % DAY_S
         return float(day[int(seconds // STEP_S) % len(day)])
 
     return power_w
+
+
+def day_origin(now: float | None = None) -> float:
+    """Unix seconds of the last midnight at the simulation's default location (local time):
+    where the replayed day begins."""
+    from simulation.config import SimConfig
+
+    zone = zoneinfo.ZoneInfo(SimConfig().location.timezone)
+    local = datetime.fromtimestamp(time.time() if now is None else now, zone)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 def _day_w(kind: str, size: float) -> np.ndarray:
@@ -60,8 +73,10 @@ def _day_w(kind: str, size: float) -> np.ndarray:
         if kind == "pv"
         else HomeSpec("home", annual_kwh=size)
     )
+    default = SimConfig()
     config = dataclasses.replace(
-        SimConfig(),
+        default,
+        start=default.start.replace(hour=0, minute=0),  # the whole day, from midnight
         intervals=DAY_S // STEP_S,
         interval_s=STEP_S,
         weather="clear",

@@ -237,6 +237,10 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
     ("start = '2026-03-29T02:30'\n", {}, "start", "skip"),
     ("base_port = 80\n", {}, "base_port", "1024"),
     ("", {"home.0.name": "x"}, "[[home]]", "edit them in the configuration file"),
+    ("price_production = 300000\n", {}, "price_production", "below price_consumption"),
+    ("start = '2026-06-21T09:07'\n", {}, "start", "interval boundary"),
+    ("price_consumption = 0\n", {}, "price_consumption", "from 1 to 1000000000"),
+    ("", {"price_production": 10**10}, "price_production", "from 1 to 1000000000"),
 ]
 
 

@@ -221,3 +221,19 @@ def test_the_privacy_metric_can_fail_without_mixing_and_holds_with_it(
     assert private["linkable_trades"] == 0 and private["linkable_trade_fraction"] == 0.0
     assert private["min_anonymity"] >= mixed.mix_pool == 3
     assert private["linkable_deposits"] < bare["linkable_deposits"]
+
+
+def test_a_stopped_run_keeps_what_it_billed_marked_incomplete() -> None:
+    import threading
+
+    stop = threading.Event()
+    heard: list[int] = []
+
+    def progress(done: int) -> None:
+        heard.append(done)
+        if done >= 1:
+            stop.set()  # as Ctrl-C does
+
+    record = run_in_process(config(mixing=True), plans(), progress=progress, stop=stop)
+    assert not record.complete and heard == [1]  # one interval billed, then the stop
+    assert {b["interval"] for b in record.bills} == {record.first_interval}

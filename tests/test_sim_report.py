@@ -424,3 +424,10 @@ def test_the_sample_has_the_shape_of_real_metrics() -> None:
         "simulation.metrics", reason="simulation.metrics (compute_metrics) is not written yet"
     )
     assert _shape(metrics.compute_metrics(sample_record()).to_wire()) == _shape(sample_metrics())
+
+
+def test_amounts_that_round_to_nothing_show_no_minus_sign() -> None:
+    from simulation.report import _kwh, _money
+
+    assert _money(-4_999, "EUR") == "0.00 EUR" and _money(-5_001, "EUR") == "-0.01 EUR"
+    assert _kwh(-0.004) == "0.00 kWh" and _kwh(-0.006) == "-0.01 kWh"

@@ -317,3 +317,20 @@ def test_early_in_a_chain_the_forecast_asks_for_bills_from_interval_0() -> None:
     pilot(ops, clock, Settings(COVER, strategy), steps).run(once=True)
     assert ops.asked == [(0, 0)]
     assert ops.orders == [(OrderSide.ASK, 2, 120_000, 900)]
+
+
+def test_without_a_mixer_the_cover_is_traded_unmixed_only_when_told_to() -> None:
+    strategy = Strategy(ask_price=120_000, forecast_w=-500)
+    for trade_unmixed, orders in ((False, []), (True, [(OrderSide.ASK, 2, 120_000, 500)])):
+        clock = Clock(10.0)
+        ops = FakeOps(clock, mixer=False)
+        steps: list[Step] = []
+        settings = Settings(COVER, strategy, trade_unmixed=trade_unmixed)
+        pilot(ops, clock, settings, steps).run(once=True)
+        assert ops.orders == orders
+
+    clock = Clock(10.0)
+    ops = FakeOps(clock)  # a mixer that fails: never traded unmixed, whatever the setting
+    ops.mix_fails = True
+    pilot(ops, clock, Settings(COVER, strategy, trade_unmixed=True), []).run(once=True)
+    assert ops.orders == []

@@ -92,6 +92,9 @@ class Settings:
     strategy: Strategy = Strategy()
     lead: int = 1  # withdraw for t when t - lead begins
     poll_s: float = 5.0  # seconds between looks at the wallet's trades
+    # offer the cover unmixed when no mixer is configured: its trades are then linkable to
+    # the meter from the ledger alone (a simulation measures what mixing buys this way)
+    trade_unmixed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +377,8 @@ class Autopilot:
 
     def _order(self, cycle: Cycle) -> None:
         t, strategy = cycle.interval, self.settings.strategy
-        if not cycle.mixed:
+        unmixed_allowed = self.settings.trade_unmixed and not self.ops.has_mixer()
+        if not cycle.mixed and not unmixed_allowed:
             self._skip(t, "order", "not_mixed", "no order: the cover is not mixed")
             return
         forecast = strategy.forecast_w

@@ -362,6 +362,15 @@ def test_an_order_on_a_spent_asset_is_refused(chain: Chain, store: TestClient) -
         [parties.epa], [pay(Epa(100, t, t), parties.seller)], parties.seller
     )
     chain.submit(moved)
+    with LedgerClient(chain.url) as ledger:
+        head = ledger.head()
+    assert head is not None
+    # the store knows of the spend once it has followed the ledger to its block
+    wait_until(
+        lambda: store.get("/v1/status").json()["height"] >= head.header.height,
+        30,
+        "the store to follow the ledger",
+    )
     spent = order(store, parties.seller, OrderSide.ASK, t, 100_000, [parties.epa])
     refused(post(store, spent), 409, "spent")
 

@@ -179,3 +179,54 @@ def test_a_port_in_use_stops_the_start_with_one_sentence(tmp_path: Path) -> None
         message = sim_run_refuses(tmp_path, f"homes = 2\nbase_port = {port}\n", str(port))
     assert "in use" in message
     assert not any((tmp_path / "r").glob("*/nodes/*.log"))  # nothing was started
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_community_on_postgresql_keeps_each_node_in_a_database_of_its_own(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    import psycopg
+
+    config = load_config(
+        None, {**SMALL, "homes": 2, "intervals": 2, "store": f"{postgres_server.base_url}/postgres"}
+    )
+    outcome = simulate(config, folder=tmp_path / "pg-run")
+    assert outcome.record.complete and outcome.metrics["conservation"]["ok"]
+    assert set(outcome.record.reconciled.values()) == {"reconciled"}
+    with psycopg.connect(
+        host=postgres_server.host, port=postgres_server.port, user="petra", dbname="postgres"
+    ) as connection:
+        names = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
+    made = {n for n in names if n.startswith("petra_pg_run_")}
+    assert made == {
+        "petra_pg_run_ledger",
+        "petra_pg_run_replica",
+        "petra_pg_run_dso",
+        *(f"petra_pg_run_meter_{h.name.replace('-', '_')}" for h in outcome.record.homes),
+    }
+
+
+@pytest.mark.tor
+@pytest.mark.slow
+def test_with_tor_the_agents_reach_the_bid_store_only_through_its_onion_service(
+    tmp_path: Path,
+) -> None:
+    from simulation.tornet import tor_executables
+
+    if tor_executables() is None:
+        pytest.skip("tor and tor-gencert are not installed: no private Tor network to run on")
+    config = load_config(None, {**SMALL, "intervals": 8, "tor": True})
+    outcome = simulate(config, folder=tmp_path / "tor-run")
+    assert outcome.record.complete and outcome.record.tor
+    assert outcome.metrics["conservation"]["ok"]
+    log = (tmp_path / "tor-run" / "nodes" / "bidstore.log").read_text()
+    assert ".onion" in log
+    placed = [
+        json.loads(line)
+        for home in outcome.record.homes
+        for line in (tmp_path / "tor-run" / "homes" / home.name / "agent.jsonl").open()
+    ]
+    orders = [s for s in placed if s["name"] == "order" and "(order " in s["text"]]
+    assert orders, "no agent placed an order through the onion service"
+    assert not [s for s in placed if s["name"] == "order" and s["outcome"] == "failed"]
