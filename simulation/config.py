@@ -36,7 +36,7 @@ POSTGRESQL_URL = re.compile(r"postgresql(\+[a-z0-9]+)?://\S+")
 LOOPBACK = "127.0.0.1"
 
 DEFAULT_TIMEZONE = "Europe/Madrid"
-DEFAULT_START = datetime(2026, 6, 21, 9, 0, tzinfo=zoneinfo.ZoneInfo(DEFAULT_TIMEZONE))
+DEFAULT_START = datetime(2026, 6, 21, 10, 0, tzinfo=zoneinfo.ZoneInfo(DEFAULT_TIMEZONE))
 DEFAULT_STRATEGIES = {"forecast": 0.4, "zero_intelligence": 0.3, "passive": 0.3}
 
 
@@ -102,7 +102,7 @@ class SimConfig:
     seed: int = 1
     homes: int = 10
     start: datetime = DEFAULT_START
-    intervals: int = 28
+    intervals: int = 24
     interval_s: int = 900
     speed: float = 120.0
     price_consumption: int = 250_000
@@ -204,8 +204,8 @@ DEFAULT_TOML = """\
 name = "Crevillent solar community"
 seed = 1                      # the same seed draws the same homes, loads and clouds
 homes = 10                    # how many homes are drawn when no [[home]] table is given
-start = "2026-06-21T09:00"    # local time at the location
-intervals = 28                # how many intervals the run covers: 09:00 to 16:00
+start = "2026-06-21T10:00"    # local time at the location
+intervals = 24                # how many intervals the run covers: 10:00 to 16:00
 interval_s = 900              # seconds per interval (the genesis's interval_s)
 speed = 120.0                 # ledger seconds per wall second (7.5 s an interval); 1: real time
 price_consumption = 250000    # micro-units per kWh taken from the grid

@@ -92,11 +92,11 @@ def test_the_defaults() -> None:
         "Crevillent solar community",
         1,
         10,
-        28,
+        24,
         900,
     )
-    assert config.start == datetime(2026, 6, 21, 9, tzinfo=ZoneInfo("Europe/Madrid"))
-    assert config.start_unix == int(datetime(2026, 6, 21, 7, tzinfo=UTC).timestamp())
+    assert config.start == datetime(2026, 6, 21, 10, tzinfo=ZoneInfo("Europe/Madrid"))
+    assert config.start_unix == int(datetime(2026, 6, 21, 8, tzinfo=UTC).timestamp())
     assert (config.speed, config.price_consumption, config.price_production) == (
         120.0,
         250_000,
@@ -177,7 +177,7 @@ def test_the_start_is_read_in_the_location_time_zone(tmp_path: Path) -> None:
     assert offset.start == native.start
     assert offset.start.tzinfo == ZoneInfo("Europe/Madrid")
     tokyo = load_config(None, {"location.timezone": "Asia/Tokyo"})
-    assert tokyo.start == datetime(2026, 6, 21, 0, tzinfo=UTC)  # 09:00 in Tokyo
+    assert tokyo.start == datetime(2026, 6, 21, 1, tzinfo=UTC)  # 10:00 in Tokyo
 
 
 def test_the_horizon() -> None:
