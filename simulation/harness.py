@@ -501,7 +501,6 @@ class Community:
         placed = [
             s for h in self.homes for s in h.steps if s.name == "order" and "(order " in s.text
         ]
-        k = self.config.intervals
         return RunRecord(
             name=self.config.name,
             mode="processes",
@@ -514,18 +513,7 @@ class Community:
             mix_pool=self.config.mix_pool if self.config.mixing else 0,
             tor=self.config.tor,
             wall_s=time.time() - self.started_wall,
-            homes=[
-                HomeRecord(
-                    name=h.plan.name,
-                    meter_id=h.plan.meter_id,
-                    owner=h.owner.public_key.hex(),
-                    strategy=h.plan.strategy,
-                    load_w=[float(v) for v in h.plan.load_w[:k]],
-                    pv_w=[float(v) for v in h.plan.pv_w[:k]],
-                    battery_w=[float(v) for v in h.plan.battery_w[:k]],
-                )
-                for h in self.homes
-            ],
+            homes=[HomeRecord.of_plan(h.plan, h.owner.public_key.hex()) for h in self.homes],
             ledger=ledger,
             bills=bills,
             reconciled=reconciled,

@@ -266,18 +266,7 @@ class InProcessRun:
             mix_pool=config.mix_pool if config.mixing else 0,
             tor=False,
             wall_s=0.0,
-            homes=[
-                HomeRecord(
-                    name=h.plan.name,
-                    meter_id=h.meter.meter_id,
-                    owner=h.owner.public_key.hex(),
-                    strategy=h.plan.strategy,
-                    load_w=[float(x) for x in h.plan.load_w],
-                    pv_w=[float(x) for x in h.plan.pv_w],
-                    battery_w=[float(x) for x in h.plan.battery_w],
-                )
-                for h in self.homes
-            ],
+            homes=[HomeRecord.of_plan(h.plan, h.owner.public_key.hex()) for h in self.homes],
             config=config_to_wire(config),
         )
 

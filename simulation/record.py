@@ -15,11 +15,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 RECORD_VERSION = 1
+
+
+class PlannedHome(Protocol):
+    """What a record takes from a home's plan (`simulation.profiles.HomePlan`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def strategy(self) -> str: ...
+    @property
+    def load_w(self) -> Iterable[float]: ...
+    @property
+    def pv_w(self) -> Iterable[float]: ...
+    @property
+    def battery_w(self) -> Iterable[float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +54,20 @@ class HomeRecord:
     load_w: list[float]
     pv_w: list[float]
     battery_w: list[float]
+
+    @classmethod
+    def of_plan(cls, plan: PlannedHome, owner: str) -> HomeRecord:
+        """The record of a planned home (`simulation.profiles.HomePlan`) whose owner is
+        `owner` (hex address)."""
+        return cls(
+            name=plan.name,
+            meter_id=plan.meter_id,
+            owner=owner,
+            strategy=plan.strategy,
+            load_w=[float(v) for v in plan.load_w],
+            pv_w=[float(v) for v in plan.pv_w],
+            battery_w=[float(v) for v in plan.battery_w],
+        )
 
     def net_w(self, k: int) -> float:
         """The grid connection's mean net power in the run's k-th interval (import positive)."""

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from simulation.config import HomeSpec, SimConfig, config_from_wire, config_to_w
 from simulation.harness import Community, plan_clock
 from simulation.processes import start_petra
 from simulation.profiles import draw_homes, plan_community
+from simulation.run import stopping_on_signals
 
 log = logging.getLogger("petra.sim.up")
 
@@ -141,7 +142,7 @@ def serve_community(folder: Path, *, autopilot: bool) -> None:
         if text.startswith("authorizing"):
             authorized.append(community.interval_now())
 
-    with _stopping_on_signals(stop), contextlib.ExitStack() as stack:
+    with stopping_on_signals(stop), contextlib.ExitStack() as stack:
         stack.callback(lambda: state.unlink(missing_ok=True))
         community = stack.enter_context(
             Community(
@@ -186,19 +187,6 @@ def _state(community: Community) -> dict[str, Any]:
         "community_log": str(community.folder / LOG_FILE),
         "ends": described["epoch"] + (described["last_interval"] + 1) * described["interval_s"],
     }
-
-
-@contextlib.contextmanager
-def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, previous in before.items():
-            signal.signal(signum, previous)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
