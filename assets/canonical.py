@@ -43,12 +43,17 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _contains_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_contains_float(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_contains_float(v) for v in value)
+    """Whether a float (a subclass too, such as numpy's) is anywhere in `value`; a loop over a
+    stack rather than recursion, since every transaction's encoding walks it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
     return False
 
 

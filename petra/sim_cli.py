@@ -125,7 +125,7 @@ def device_command(
 ) -> None:
     """Serve one simulated Modbus TCP device on loopback until Ctrl-C, so that `petra meter
     run` can read it (a source `kind = "sdm630"` or `"sunspec"` with this port)."""
-    from simulation import device_profile, serve_device
+    from simulation import device_profile, serve_device, stopping_on_signals
 
     if kind not in ("sdm630", "sunspec"):
         fail(f"a simulated device is sdm630 or sunspec, not {kind!r}")
@@ -135,11 +135,10 @@ def device_command(
         fail(str(exc))
     stop = threading.Event()
     try:
-        serve_device(kind, port, power, stop, lambda text: err.print(text))
+        with stopping_on_signals(stop):  # Ctrl-C or SIGTERM: close the device, then exit 0
+            serve_device(kind, port, power, stop, lambda text: err.print(text))
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
-    except KeyboardInterrupt:
-        stop.set()
 
 
 FolderOption = Annotated[

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from simulation.report import write_report as write_report
     from simulation.run import RunOutcome as RunOutcome
     from simulation.run import simulate as simulate
+    from simulation.run import stopping_on_signals as stopping_on_signals
     from simulation.scenario import DEFAULT_EPOCH as DEFAULT_EPOCH
     from simulation.scenario import Scenario as Scenario
     from simulation.scenario import pay as pay

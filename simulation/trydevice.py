@@ -107,3 +107,4 @@ def serve_device(
         say(f'read it with a meter source: kind = "{kind}", host = "127.0.0.1", port = {port}')
         while not stop.wait(5):
             say(f"now {power_w(time.time()):,.0f} W")
+        say(f"the simulated {kind} on 127.0.0.1:{port} stopped")
