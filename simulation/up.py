@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from service import WALL_CLOCK
@@ -135,12 +136,9 @@ def serve_community(folder: Path, *, autopilot: bool) -> None:
     manual = names if not autopilot else names[: len(MANUAL)]
     stop = threading.Event()
     state = folder / STATE_FILE
-    authorized: list[int] = []  # the interval the meters were authorized in
 
     def status(text: str) -> None:
         log.info("%s", text)
-        if text.startswith("authorizing"):
-            authorized.append(community.interval_now())
 
     with stopping_on_signals(stop), contextlib.ExitStack() as stack:
         stack.callback(lambda: state.unlink(missing_ok=True))
@@ -158,13 +156,10 @@ def serve_community(folder: Path, *, autopilot: bool) -> None:
             )
         )
         community.start()  # a signal now only sets `stop`: a start cut short would orphan nodes
-        # An authorization is in force from the interval after it: wait so that a person's
-        # first withdrawal is not refused.
-        usable = (authorized[0] if authorized else community.interval_now()) + 1
-        wait_s = community.scenario.epoch + usable * config.interval_s - time.time()
-        if wait_s > 0 and not stop.is_set():
-            log.info("the meters may issue from interval %d, in %.0f s", usable, wait_s)
-            stop.wait(wait_s)
+        # An authorization is in force from the interval after the one its regulation names:
+        # wait until the ledger says every meter is, so a person's first withdrawal is not
+        # refused.
+        _wait_until_authorized(community, stop)
         if stop.is_set():
             log.info("stopping before the first interval, as asked")
             return
@@ -175,6 +170,28 @@ def serve_community(folder: Path, *, autopilot: bool) -> None:
         community.run()
         log.info("stopping every node" if stop.is_set() else "the horizon is reached: stopping")
     log.info("stopped")
+
+
+def _wait_until_authorized(community: Community, stop: threading.Event) -> None:
+    """Return once the ledger has every home's meter authorized in the current interval (at
+    most three intervals), or `stop` is set."""
+    meters = {home.plan.meter_id for home in community.homes}
+    deadline = time.monotonic() + 3 * community.config.interval_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        now = community.interval_now()
+        try:
+            answer = httpx.get(f"{community.url('ledger')}/v1/regulation/{now}", timeout=10)
+            named = {
+                m["meter"]
+                for m in answer.json().get("meters", [])
+                if m.get("public_key") and not m.get("banned")
+            }
+        except (httpx.HTTPError, ValueError):
+            named = set()
+        if meters <= named:
+            return
+        log.info("waiting for the meters' authorization to be in force (interval %d)", now)
+        stop.wait(2.0)
 
 
 def _state(community: Community) -> dict[str, Any]:
