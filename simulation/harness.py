@@ -52,6 +52,7 @@ from service import LedgerClock
 from simulation.agents import Market, policy_for
 from simulation.config import SimConfig, check_ports_free, config_to_wire
 from simulation.devices import SimulatedSdm630, SimulatedSunSpecInverter
+from simulation.metrics import trace_ledger  # the one definition of a trade on the ledger
 from simulation.processes import free_port, log_tail, start_petra, stop, wait_serving
 from simulation.profiles import HomePlan
 from simulation.record import (
@@ -850,18 +851,11 @@ class Community:
     def _trades(self, ledger: Sequence[LedgerEntry]) -> list[Trade]:
         """The matches read before each gate; settled when the ledger holds a trade (a transfer
         of EPA and FA between several owners) delivering that power in that interval."""
-        delivered: Counter[tuple[int, int]] = Counter()
-        for entry in ledger:
-            tx = entry.tx
-            if tx.get("type") != "transfer" or len(tx.get("signatures", [])) < 2:
-                continue
-            kinds = {o["asset"]["kind"] for o in tx["outputs"]}
-            if not {"EPA", "FA"} <= kinds:
-                continue
-            for output in tx["outputs"]:
-                asset = output["asset"]
-                if asset["kind"] == "EPA" and asset["start"] == asset["end"]:
-                    delivered[(asset["start"], asset["power"])] += 1
+        delivered: Counter[tuple[int, int]] = Counter(
+            (epa.start, epa.power)
+            for epa in trace_ledger(ledger).traded_epa()
+            if epa.start == epa.end
+        )
         trades = []
         for interval, power, price in self.recorder.matched:
             settled = delivered[(interval, power)] > 0
