@@ -70,6 +70,7 @@ from assets.model import (
     Transaction,
     Transfer,
 )
+from assets.money import MICRO, format_money, format_price, parse_money
 from assets.rejections import Code, Rejected
 from assets.schemas import (
     ASSET,
@@ -99,6 +100,7 @@ __all__ = [
     "MAX_REGULATED_METERS",
     "MAX_TX_BYTES",
     "METER_ID",
+    "MICRO",
     "OUTPOINT",
     "TRANSACTION",
     "TRANSFER",
@@ -153,6 +155,8 @@ __all__ = [
     "field_meter",
     "field_outpoint",
     "field_price",
+    "format_money",
+    "format_price",
     "genesis_from_wire",
     "genesis_to_wire",
     "hex_string",
@@ -164,6 +168,7 @@ __all__ = [
     "output_to_wire",
     "parse_genesis",
     "parse_json",
+    "parse_money",
     "request_body",
     "sign",
     "sign_bill",

@@ -61,7 +61,10 @@ def load_keys(raw: bytes, passphrase: bytes | None) -> dict[str, Keypair]:
             seeds = document["keys"]
         else:
             if passphrase is None:
-                raise KeyFileError("the key file is encrypted: give its passphrase")
+                raise KeyFileError(
+                    "the key file is encrypted: give its passphrase in a file "
+                    "(--passphrase-file) or in $PETRA_PASSPHRASE"
+                )
             ops, mem, salt = _kdf_parameters(document["kdf"])
             key = _derive(passphrase, salt, ops, mem)
             seeds = json.loads(

@@ -139,8 +139,8 @@ class BidStoreClient(ServiceClient):
     # ------------------------------------------------------------ reads
 
     def status(self) -> Answer:
-        """`{"chain", "interval", "interval_s", "gate_s", "open_orders", "open_trades",
-        "height"}`; `interval_s` in seconds."""
+        """`{"chain", "interval", "interval_s", "epoch", "currency", "gate_s", "open_orders",
+        "open_trades", "height"}`; `interval_s` in seconds, `epoch` a Unix time."""
         return self._request("GET", "/v1/status")
 
     def openapi(self) -> Answer:

@@ -75,6 +75,8 @@ class Status(Answer):
     chain: Hex
     interval: int = Field(description="The interval the store's clock is in")
     interval_s: int
+    epoch: int = Field(description="The Unix time interval 0 starts at (the genesis's)")
+    currency: str = Field(description="What prices and payments are micro-units of")
     gate_s: Seconds
     open_orders: int
     open_trades: int = Field(description="Trades open or proposed")

@@ -181,6 +181,8 @@ class BidStore:
             "chain": self.chain.hex(),
             "interval": self.now_interval(),
             "interval_s": self.genesis.interval_s,
+            "epoch": self.genesis.epoch,
+            "currency": self.genesis.currency,
             "gate_s": self.gate_s,
             "open_orders": orders,
             "open_trades": trades,

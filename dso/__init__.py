@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dso.errors import DsoError as DsoError
     from dso.operators import Actor as Actor
     from dso.service import DsoService as DsoService
+    from dso.store import STORE_ROLE as STORE_ROLE
     from dso.store import Conflict as Conflict
     from dso.store import DsoStore as DsoStore
     from dso.store import DsoStoreError as DsoStoreError

@@ -95,12 +95,13 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
 
     def window(first: int | None, last: int | None, before_now: bool) -> tuple[int, int]:
         """A day of intervals: the one ending with the last ended interval (`before_now`) or
-        the one starting now, unless the query says otherwise."""
+        the one starting now, unless the query says otherwise. A bound the query leaves out
+        is never below interval 0, where the chain starts."""
         now = service.now()
         if first is not None and last is None:
-            return first, first + day - 1
-        end = last if last is not None else (now - 1 if before_now else now + day - 1)
-        return (first if first is not None else end - day + 1), end
+            return first, max(first + day - 1, 0)
+        end = last if last is not None else max(now - 1 if before_now else now + day - 1, 0)
+        return (first if first is not None else max(end - day + 1, min(end, 0))), end
 
     # ---------------------------------------------------------------- who and what
 

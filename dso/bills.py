@@ -42,6 +42,10 @@ from ledger.client import LedgerClient, LedgerClientError
 log = logging.getLogger("petra.dso")
 
 INTAKE_INDEX_WAIT_S = 2.0  # how long a new bill waits for the index to reach its height
+# How long after an interval ends its bills arrive: a meter closes a bill this long after the
+# interval's end (smartmeter's default `closing_delay_s`; each meter may set its own, which the
+# DSO is not told).
+CLOSING_DELAY_S = 60
 
 
 @dataclass(frozen=True, slots=True)

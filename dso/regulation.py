@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -367,12 +368,25 @@ class Regulation:
     # ------------------------------------------------------------- views
 
     def meters(self, interval: int | None = None) -> dict[str, Any]:
-        """Every meter a regulation named, as in force at `interval` (default: now)."""
+        """Every meter a regulation named, as in force at `interval` (default: now), and the
+        meters whose next change is on the ledger but in force only from a later interval."""
         at = self.clock.now() if interval is None else interval
         owners = self.store.meter_owners()
+        rows: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
         with self.state.lock:
-            rows = [self._meter_row(meter, at, owners) for meter in self.state.schedule.meters()]
-        return {"interval": at, "meters": [r for r in rows if r is not None]}
+            for meter in self.state.schedule.meters():
+                row = self._meter_row(meter, at, owners)
+                if row is not None:
+                    rows.append(row)
+                # A regulation takes force at its time + 1: say when, or it looks lost.
+                pieces = self.state.schedule.meter_pieces(meter, at, MAX_INT)
+                following = next(itertools.islice(pieces, 1, None), None)
+                if following is not None:
+                    later = self._meter_row(meter, following[0], owners)
+                    if later is not None and later != row:
+                        pending.append({**later, "effective_from": following[0]})
+        return {"interval": at, "meters": rows, "pending": pending}
 
     def meter(self, meter: str) -> dict[str, Any]:
         """A meter now and in the next interval, and the regulations that named it."""

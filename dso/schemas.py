@@ -118,6 +118,11 @@ class Status(Answer):
     chain: str = Field(description="The chain id, hex")
     interval: int = Field(description="The interval the node's clock is in")
     interval_s: int
+    epoch: int = Field(description="Unix seconds interval 0 starts at")
+    currency: str = Field(description="The chain's currency; amounts are its micro-units")
+    closing_delay_s: int = Field(
+        description="How long after an interval ends its bills arrive: the meters' default"
+    )
     dso_key: str = Field(description="The node's DSO public key, hex")
     indexed_height: int = Field(description="The ledger height the node has indexed")
     follower_problem: str | None = Field(description="Why following the ledger stopped, if it did")
@@ -162,9 +167,16 @@ class MeterRow(Answer):
     follows_default_limits: bool
 
 
+class PendingMeter(MeterRow):
+    effective_from: int = Field(description="The first interval this row is in force")
+
+
 class MeterList(Answer):
     interval: int
     meters: list[MeterRow]
+    pending: list[PendingMeter] = Field(
+        description="Meters whose next change is on the ledger, in force from a later interval"
+    )
 
 
 class MeterRegulation(Answer):

@@ -23,7 +23,7 @@ from typing import Any
 from assets import Genesis, Keypair, chain_id
 from dso import controller
 from dso.auth import Permission
-from dso.bills import Bills, IntakeResult, bill_to_wire
+from dso.bills import CLOSING_DELAY_S, Bills, IntakeResult, bill_to_wire
 from dso.chainstate import ChainState, IntervalClock
 from dso.errors import MAX_VIEW_INTERVALS, DsoError, Throttled
 from dso.grid import BookSource, GridController
@@ -160,6 +160,9 @@ class DsoService:
             "chain": self.chain.hex(),
             "interval": self.now(),
             "interval_s": self.genesis.interval_s,
+            "epoch": self.genesis.epoch,
+            "currency": self.genesis.currency,
+            "closing_delay_s": CLOSING_DELAY_S,
             "dso_key": self._key.public_key.hex(),
             "indexed_height": self.follower.height,
             "follower_problem": self.follower.problem,

@@ -12,14 +12,12 @@ triggers' back.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +42,20 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from assets import Outpoint, canonical_json
-from service.database import StoreError, open_service_database, service_meta
+from service.database import (
+    StoreBusy,
+    StoreError,
+    hold_store,
+    open_service_database,
+    service_meta,
+)
 
 SCHEMA_VERSION = "1"
 _WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL
-_NODE_LOCK = 0x5045_544E  # "PETN": held by the node serving the database (with its schema)
+STORE_ROLE = "DSO"  # the role `hold_store` holds the database as
 GENESIS_HASH = bytes(32)  # the audit chain's first `prev`
 
 metadata = MetaData()
@@ -206,7 +209,7 @@ _APPEND_ONLY = {
 DsoStoreError = StoreError  # the DSO database cannot be used as asked
 
 
-class NodeRunning(DsoStoreError):
+class NodeRunning(StoreBusy):
     """Another process (a serving node, or an offline recovery) holds the database."""
 
 
@@ -341,43 +344,17 @@ class DsoStore:
             yield conn
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, command: str = "petra dso serve") -> Iterator[None]:
         """Hold the database for one process: the node serving it, or an offline command that
-        must run while no node does. NodeRunning if another holds it. SQLite: an advisory lock
-        on the file `<database>-node.lock` beside it; PostgreSQL: a session advisory lock of the
-        database's schema; an in-memory database has no other process to fear."""
-        url = make_url(self.url)
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as conn:
-                # Keyed by the schema too: nodes of other chains may share the database.
-                key = {"key": _NODE_LOCK}
-                held = conn.scalar(
-                    text("SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"), key
-                )
-                conn.commit()
-                if not held:
-                    raise NodeRunning(f"a DSO node or another petra command holds {self.url}")
-                try:
-                    yield
-                finally:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock(:key, hashtext(current_schema()))"), key
-                    )
-                    conn.commit()
-            return
-        name = url.database
-        if self.engine.dialect.name != "sqlite" or not name or name == ":memory:":
-            yield
-            return
-        fd = os.open(f"{name}-node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        must run while no node does, `command` naming it to whoever is refused. NodeRunning
+        names the process that holds it already (`service.database.hold_store`)."""
+        held = ExitStack()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise NodeRunning(f"a DSO node or another petra command holds {self.url}") from None
+            held.enter_context(hold_store(self.engine, STORE_ROLE, command))
+        except StoreBusy as exc:
+            raise NodeRunning(str(exc)) from None
+        with held:
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------- meta and settings
 

@@ -30,6 +30,9 @@ from service.http import (
 )
 
 MAX_BLOCKS_PER_PAGE = 1_000
+MIN_PREFIX_DIGITS = 4  # a shorter prefix matches too much of a ledger to name a transaction
+MAX_PREFIX_MATCHES = 10
+HEX_DIGITS = "0123456789abcdef"
 _STATUS = {Code.MALFORMED: 400, Code.TOO_LARGE: 413}  # other rejections: 422
 
 KEEPALIVE_S = 5.0  # an idle block stream sends a comment this often
@@ -216,6 +219,20 @@ def create_app(node: LedgerNode) -> FastAPI:
             raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
         assert outcome.txid is not None and result.head is not None
         return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
+
+    @app.get("/v1/transactions", summary="The ids of the transactions starting with a prefix")
+    def transactions_by_prefix(prefix: str) -> dict[str, Any]:
+        given = prefix.lower()
+        if not MIN_PREFIX_DIGITS <= len(given) <= 64 or not set(given) <= set(HEX_DIGITS):
+            raise ApiError(
+                400, "bad_request", f"prefix must be {MIN_PREFIX_DIGITS} to 64 hex digits"
+            )
+        found = store.txids_with_prefix(given, MAX_PREFIX_MATCHES + 1)
+        return {
+            "prefix": given,
+            "txids": [txid.hex() for txid in found[:MAX_PREFIX_MATCHES]],
+            "more": len(found) > MAX_PREFIX_MATCHES,
+        }
 
     @app.get("/v1/transactions/{txid}", summary="A transaction with its block and position")
     def transaction(txid: str) -> dict[str, Any]:

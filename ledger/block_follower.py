@@ -77,13 +77,14 @@ class BlockFollower:
         self._thread.start()
 
     def stop(self, timeout_s: float = 1.0) -> None:
-        """Stop following; wait up to `timeout_s` for the thread (a daemon). A stream idle
-        until its next keep-alive is not waited for: the follower only reads, so leaving it
-        to end with the process loses nothing."""
+        """Stop following: wait up to `timeout_s` for a block being indexed (so that the
+        caller may then close what `on_block` writes to), and no more is indexed after. A read
+        of the ledger is not waited for (a stream may be idle until its next keep-alive): the
+        thread, a daemon, ends with the process, and reading loses nothing."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
+        if self._indexing.acquire(timeout=timeout_s):
+            self._indexing.release()
 
     def wait_for(self, height: int, timeout_s: float) -> bool:
         """True once block `height` is indexed; False after `timeout_s` seconds or if stopped."""
@@ -105,6 +106,8 @@ class BlockFollower:
                 return count
             with self._indexing:
                 for head, raws in blocks:
+                    if self._stop.is_set():
+                        return count
                     if head.header.height <= self.height:
                         continue  # indexed by the stream meanwhile
                     self._follow(head, raws)
@@ -114,6 +117,8 @@ class BlockFollower:
         """Index the blocks the node streams, until stop() or the stream fails."""
         for head, raws in self.client.stream_blocks(self.height + 1, stop=self._stop.is_set):
             with self._indexing:
+                if self._stop.is_set():
+                    return
                 if head.header.height > self.height:
                     self._follow(head, raws)
             self.last_error = None
@@ -131,11 +136,15 @@ class BlockFollower:
             except FollowerStopped:
                 return
             except LedgerClientError as exc:
+                if self._stop.is_set():
+                    return  # its client may be closed already: nothing to tell
                 if self.last_error != str(exc):
                     log.warning("%s cannot follow the ledger: %s", self.name, exc)
                 self.last_error = str(exc)
                 self._stop.wait(RETRY_S)
             except Exception:
+                if self._stop.is_set():
+                    return
                 log.exception("%s failed; retrying", self.name)
                 self._stop.wait(RETRY_S)
 

@@ -288,6 +288,16 @@ class LedgerClient(ServiceClient):
         answer: dict[str, Any] | None = self._get(f"/transactions/{txid.hex()}")
         return answer
 
+    def txids_with_prefix(self, prefix: str) -> tuple[list[bytes], bool]:
+        """The ids of the transactions whose hex starts with `prefix` (4 to 64 hex digits), at
+        most ten, smallest first, and whether there are more; `LedgerError` `bad_request`
+        for a prefix that is not hex or too short."""
+        answer = self._get_found("/transactions", {"prefix": prefix})
+        txids = [_unhex(t, "txids", 32) for t in _field(answer, "txids", list)]
+        if not all(t.hex().startswith(prefix.lower()) for t in txids):
+            raise LedgerProtocolError(f"the node named transactions not starting with {prefix}")
+        return txids, _field(answer, "more", bool)
+
     def output(self, txid: bytes, index: int) -> dict[str, Any] | None:
         """`{"tx", "index", "address", "asset", "seq", "spent_by"}`, or None if none such."""
         answer: dict[str, Any] | None = self._get(f"/outputs/{txid.hex()}/{index}")

@@ -36,6 +36,8 @@ SCHEMA_VERSION = b"4"
 # killed one sent before loading the state (the server completes it, however late).
 _WRITER_LOCK = 0x5045_5452_4131  # "PETRA1"
 _CHUNK = 500  # bound parameters per IN (...) query
+TXID_SIZE = 32
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 metadata = MetaData()
 
@@ -329,6 +331,23 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(transactions).where(transactions.c.txid == txid)).first()
         return None if row is None else _stored_transaction(row)
+
+    def txids_with_prefix(self, prefix: str, limit: int) -> list[bytes]:
+        """Up to `limit` ids of transactions whose hex starts with `prefix` (hex digits, either
+        case), smallest first. A range of the txid index, never LIKE or GLOB: no character of
+        `prefix` is a wildcard, and a prefix that is not hex is a ValueError."""
+        if not 0 < len(prefix) <= 2 * TXID_SIZE or not set(prefix) <= _HEX_DIGITS:
+            raise ValueError(f"a txid prefix is 1 to {2 * TXID_SIZE} hex digits")
+        lowest = bytes.fromhex(prefix.ljust(2 * TXID_SIZE, "0"))
+        highest = bytes.fromhex(prefix.ljust(2 * TXID_SIZE, "f"))
+        query = (
+            select(transactions.c.txid)
+            .where(transactions.c.txid.between(lowest, highest))
+            .order_by(transactions.c.txid)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [bytes(row.txid) for row in conn.execute(query)]
 
     def state_transactions(self) -> Iterator[StoredTransaction]:
         """Every issue and regulate, in ledger order: what the in-memory state is built from."""

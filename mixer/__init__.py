@@ -12,9 +12,11 @@ from service.door import lazy_door
 if TYPE_CHECKING:
     from mixer.api import create_app as create_app
     from mixer.client import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S
+    from mixer.client import Forming as Forming
     from mixer.client import MixClient as MixClient
     from mixer.client import MixError as MixError
     from mixer.client import MixResult as MixResult
+    from mixer.client import PoolsClient as PoolsClient
     from mixer.coordinator import Coordinator as Coordinator
     from mixer.protocol import Done as Done
     from mixer.protocol import Input as Input

@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from assets import Rejected
 from assets.canonical import parse_json
 from assets.schemas import request_body
-from mixer.coordinator import Coordinator, MixerError, parse_poll
+from mixer.coordinator import Coordinator, MixerError, parse_forming, parse_poll
 from mixer.polls import long_poll
-from mixer.schemas import ENVELOPE, JOIN, POLL_QUERY
+from mixer.schemas import ENVELOPE, FORMING_QUERY, JOIN, POLL_QUERY
 from service.http import bounded_body, draining, error_response, install_error_handlers
 from service.ticker import Ticker
 
@@ -123,6 +123,14 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     @app.get("/v1/pools/{pool}", summary="A pool's state: counts and phase only")
     def state(pool: str) -> dict[str, Any]:
         return coordinator.pool_state(pool)
+
+    @app.get(
+        "/v1/forming",
+        summary="The pools forming now: denominations and counts only",
+        openapi_extra=FORMING_QUERY,
+    )
+    def forming(request: Request) -> dict[str, Any]:
+        return coordinator.forming(parse_forming(request.query_params))
 
     return app
 

@@ -492,6 +492,67 @@ class MixClient(ServiceClient):
         return not self._deadline or time.monotonic() + pause < self._deadline
 
 
+@dataclass(frozen=True, slots=True)
+class Forming:
+    """What the coordinator says is forming: the peers waiting per denomination, and what a
+    pool needs: `min_peers` by its deadline, `start_s` seconds after its first join."""
+
+    min_peers: int
+    start_s: float
+    waiting: Mapping[Asset, int]
+
+    def peers(self, asset: Asset) -> int:
+        """The peers waiting in the forming pool of `asset` (0: none forms)."""
+        return self.waiting.get(asset, 0)
+
+
+class PoolsClient(ServiceClient):
+    """The coordinator's reads that need no input of the reader: what is forming, so that a
+    wallet learns whether it would mix alone before it splits or joins anything."""
+
+    def __init__(
+        self,
+        coordinator_url: str,
+        *,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(coordinator_url, timeout_s=timeout_s, transport=transport)
+
+    def forming(self) -> Forming:
+        """`GET /v1/forming`; MixError with the coordinator's code, `unreachable`, or
+        `coordinator_deviated` for an answer of another shape."""
+        try:
+            response = self._http.get("/forming")
+        except httpx.TransportError as exc:
+            raise MixError(
+                "unreachable", f"cannot reach the coordinator at {self.base_url}: {exc}"
+            ) from None
+        answer = _answer(response)
+        min_peers, start_s, pools = (
+            answer.get("min_peers"),
+            answer.get("start_s"),
+            answer.get("pools"),
+        )
+        if (
+            type(min_peers) is not int
+            or not isinstance(start_s, int | float)
+            or isinstance(start_s, bool)
+            or not isinstance(pools, list)
+        ):
+            raise MixError("coordinator_deviated", "the forming answer lacks its fields")
+        waiting: dict[Asset, int] = {}
+        for pool in pools:
+            try:
+                asset, peers = asset_from_wire(pool["asset"]), pool["peers"]
+            except (Rejected, KeyError, TypeError):
+                raise MixError("coordinator_deviated", "a forming pool is malformed") from None
+            if type(peers) is not int or peers < 0:
+                raise MixError("coordinator_deviated", "a forming pool's peers is no count")
+            waiting[asset] = peers
+        return Forming(min_peers, float(start_s), waiting)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     """The seconds a 429 or 503 answer's Retry-After asks for (capped), or None."""
     if response.status_code not in (429, 503):

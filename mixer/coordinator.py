@@ -197,6 +197,20 @@ def parse_poll(query: Mapping[str, str]) -> PollRequest:
     return PollRequest(peer, after, wait_s, at, nonce, signature)
 
 
+KINDS = ("EPA", "ECA", "FA")
+
+
+def parse_forming(query: Mapping[str, str]) -> str | None:
+    """The asset kind the query of `GET /v1/forming` asks about (None: every kind); 400
+    `malformed` for another parameter or kind."""
+    if not set(query) <= {"kind"}:
+        raise _malformed("the query has only kind")
+    kind = query.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise _malformed(f"kind is one of {', '.join(KINDS)}")
+    return kind
+
+
 def _seq(value: str, what: str) -> int:
     if not value.isascii() or not value.isdigit() or len(value) > 16:
         raise _malformed(f"{what} must be a whole number from 0")
@@ -540,6 +554,28 @@ class Coordinator:
                 "phase": phase,
                 "asset": asset_to_wire(pool.asset),
             }
+
+    def forming(self, kind: str | None = None) -> dict[str, Any]:
+        """The pools forming now (of assets of `kind` if given): each one's denomination, the
+        peers waiting in it and when it starts at the latest (unix s), with what a pool needs
+        to start (`min_peers` by its deadline, `start_s` s after its first join). Counts
+        only: no pool id, no input."""
+        with self._lock:
+            pools = [
+                {
+                    "asset": asset_to_wire(pool.asset),
+                    "peers": len(pool.joined),
+                    "starts_by": math.ceil(pool.starts_by),
+                }
+                for pool in self._forming.values()
+                if kind is None or pool.asset.kind == kind
+            ]
+        return {
+            "min_peers": self.min_peers,
+            "max_peers": self.max_peers,
+            "start_s": self.start_s,
+            "pools": pools,
+        }
 
     def _pool(self, pool_id: str) -> Pool:
         pool = self._pools.get(pool_id)

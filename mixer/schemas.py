@@ -1,9 +1,9 @@
-"""JSON schemas of the coordinator's request bodies and the query of its long poll, for its
-OpenAPI document (docs/mixer-api.md). They describe; they do not decide: every route reads its
-body raw and its own decoder (`mixer.coordinator.parse_join`, `_envelope`, `decode_message`,
-`parse_poll`) checks it, so a request the schema would refuse still reaches the decoder and
-gets its refusal. They are here so that a schema-driven client, or fuzzer, builds requests of
-the real shape.
+"""JSON schemas of the coordinator's request bodies and the queries of its long poll and of
+what is forming, for its OpenAPI document (docs/mixer-api.md). They describe; they do not
+decide: every route reads its body raw and its own decoder (`mixer.coordinator.parse_join`,
+`_envelope`, `decode_message`, `parse_poll`, `parse_forming`) checks it, so a request the
+schema would refuse still reaches the decoder and gets its refusal. They are here so that a
+schema-driven client, or fuzzer, builds requests of the real shape.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from assets.schemas import ASSET, hex_string, integer, strict_object
 from mixer.auth import NONCE_BYTES
-from mixer.coordinator import DEFAULT_WAIT_S, MAX_WAIT_S
+from mixer.coordinator import DEFAULT_WAIT_S, KINDS, MAX_WAIT_S
 from mixer.protocol import KEY_BYTES, MAX_EVIDENCE, MAX_PEERS, SIGNATURE_BYTES, Kind
 
 HEX32 = f"^[0-9a-f]{{{2 * KEY_BYTES}}}$"
@@ -104,5 +104,15 @@ POLL_QUERY = {
         _query("at", integer(0), True, "unix seconds when the read was signed"),
         _query("nonce", hex_string(NONCE), True, "random, never used twice"),
         _query("signature", hex_string(HEX64), True, "Ed25519 by peer over the read (auth.py)"),
+    ]
+}
+FORMING_QUERY = {
+    "parameters": [
+        _query(
+            "kind",
+            {"type": "string", "enum": list(KINDS)},
+            False,
+            "only pools of this asset kind (default: every kind)",
+        )
     ]
 }

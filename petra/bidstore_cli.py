@@ -5,21 +5,33 @@ or through Tor's SOCKS port (`--tor-socks`)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from petra.console import check_ledger_genesis, err, fail, read_genesis, serve, write_private
+from petra.console import (
+    LogLevel,
+    check_ledger_genesis,
+    configure_logging,
+    fail,
+    read_genesis,
+    serve,
+    write_private,
+)
+from petra.vocabulary import elide_all, format_money, interval_start, local_time
 
 bidstore_app = typer.Typer(
     help="The bid store: asks, bids, matching and the trade relay (DESIGN.md section 9).",
     no_args_is_help=True,
 )
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+log = logging.getLogger("petra")
 out = Console()
 
 if TYPE_CHECKING:
@@ -32,9 +44,11 @@ def serve_command(
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
-    ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
-    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7460,
+    ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
+    host: Annotated[
+        str, typer.Option(help="The address to listen on: loopback only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7460,
     gate_s: Annotated[
         float,
         typer.Option(min=0, help="Seconds before an interval starts that its auction clears."),
@@ -92,6 +106,7 @@ def serve_command(
             help=f"Streams open at once per Tor rendezvous circuit (default {MAX_STREAMS}).",
         ),
     ] = None,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the bid store under /v1 on loopback: check orders against the ledger, keep the
     book, clear call auctions at their gate, relay trade proposals. Keeps nothing on disk but
@@ -100,6 +115,7 @@ def serve_command(
     from bidstore.service import BidStore, Limits
     from ledger.client import LedgerClient
 
+    configure_logging(log_level, "bidstore")
     _, genesis_doc = read_genesis(genesis)
     if host not in LOOPBACK:
         fail(f"the bid store listens on loopback only, not {host}: reach it with --onion")
@@ -125,12 +141,15 @@ def serve_command(
     if onion:
         assert tor_control is not None
         address = _publish(tor_control, port, onion_key, max_streams or MAX_STREAMS)
-        err.print(f"onion service http://{address} -> 127.0.0.1:{port}")
-    err.print(f"bid store on http://{host}:{port}/v1 (ledger {ledger})")
+        log.info("onion service http://%s -> 127.0.0.1:%s", address, port)
+    log.info(
+        "bid store on http://%s:%s/v1 (ledger %s, keeping nothing on disk)", host, port, ledger
+    )
     try:
         serve(create_app(store), host, port)
     finally:
         client.close()
+    log.info("stopped")
 
 
 def _publish(control_port: int, port: int, key_file: Path | None, max_streams: int) -> str:
@@ -161,9 +180,11 @@ def _publish(control_port: int, port: int, key_file: Path | None, max_streams: i
 
 # ---------------------------------------------------------------- reading a store
 
-StoreUrl = Annotated[
+BidStoreUrl = Annotated[
     str,
-    typer.Option("--store", help="The bid store's URL, or its onion address (needs --tor-socks)."),
+    typer.Option(
+        "--bidstore", help="The bid store's URL, or its onion address (needs --tor-socks)."
+    ),
 ]
 TorSocks = Annotated[
     int | None,
@@ -174,7 +195,7 @@ TorSocks = Annotated[
         help="Tor's SOCKS port on 127.0.0.1: reach the store through Tor.",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the store's JSON answer.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for programs: the store's answer.")]
 
 
 def _ask(store: str, tor_socks: int | None, call: Callable[[BidStoreClient], Any]) -> Any:
@@ -190,15 +211,16 @@ def _ask(store: str, tor_socks: int | None, call: Callable[[BidStoreClient], Any
 
 @bidstore_app.command("status")
 def status_command(
-    store: StoreUrl = "http://127.0.0.1:7460", tor_socks: TorSocks = None, as_json: Json = False
+    store: BidStoreUrl = "http://127.0.0.1:7460", tor_socks: TorSocks = None, as_json: Json = False
 ) -> None:
     """The store's chain, current interval, open orders and trades, and ledger height."""
     answer = _ask(store, tor_socks, lambda client: client.status())
     if as_json:
         out.print_json(json.dumps(answer))
         return
+    started = interval_start(answer["interval"], answer["epoch"], answer["interval_s"])
     out.print(
-        f"interval {answer['interval']} ({answer['interval_s']} s), "
+        f"interval {answer['interval']} (from {local_time(started)}, {answer['interval_s']} s), "
         f"{answer['open_orders']} open order(s), {answer['open_trades']} unfinished trade(s), "
         f"ledger block {answer['height']}"
     )
@@ -206,10 +228,10 @@ def status_command(
 
 @bidstore_app.command("book")
 def book_command(
-    store: StoreUrl = "http://127.0.0.1:7460",
+    store: BidStoreUrl = "http://127.0.0.1:7460",
     tor_socks: TorSocks = None,
     interval: Annotated[
-        int | None, typer.Option(min=0, help="Only this interval, in priority order.")
+        int | None, typer.Option(min=0, help="The interval to show alone, in priority order.")
     ] = None,
     as_json: Json = False,
 ) -> None:
@@ -219,23 +241,43 @@ def book_command(
     if as_json:
         out.print_json(json.dumps({"orders": orders}))
         return
-    out.print(book_table(orders) if orders else "no open orders")
+    status = _ask(store, tor_socks, lambda client: client.status()) if orders else None
+    out.print(book_table(orders, status=status) if orders else "no open orders")
 
 
-def book_table(orders: list[dict[str, Any]], mine: set[str] | None = None) -> Table:
-    """Open orders as a table a person reads, each id's first 16 digits (which `petra wallet
-    take` accepts); with `mine`, a column marks the orders whose ids it holds."""
-    table = Table("interval", "side", "power (W)", "price (µ/kWh)", "contact", "order")
+def book_table(
+    orders: list[dict[str, Any]],
+    mine: set[str] | None = None,
+    status: dict[str, Any] | None = None,
+) -> Table:
+    """Open orders as a table a person reads at 80 columns: ids elided in the middle (any
+    prefix of four digits or more is what `petra wallet take` accepts), prices in the chain's
+    currency per kWh, and with `status` (the store's) each interval's local start time; with
+    `mine`, a column marks the orders whose ids it holds."""
+    currency = (status or {}).get("currency", "EUR")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("interval", no_wrap=True)
+    table.add_column("side", no_wrap=True)
+    table.add_column("W", justify="right", no_wrap=True)
+    table.add_column(f"{currency}/kWh", justify="right", no_wrap=True)
+    table.add_column("contact", no_wrap=True)
+    table.add_column("order", no_wrap=True)
     if mine is not None:
-        table.add_column("yours")
+        table.add_column("yours", no_wrap=True)
+    ids = elide_all([entry["id"] for entry in orders], 13)
+    contacts = elide_all([entry["contact"] for entry in orders], 13)
     for entry in orders:
+        when = str(entry["interval"])
+        if status is not None and "epoch" in status:
+            start = interval_start(entry["interval"], status["epoch"], status["interval_s"])
+            when += f" {local_time(start, with_date=False)}"
         row = [
-            str(entry["interval"]),
+            when,
             entry["side"],
             f"{entry['power']:,}",
-            f"{entry['price']:,}",
-            entry["contact"],
-            entry["id"][:16],
+            format_money(entry["price"], currency).split()[0],
+            contacts[entry["contact"]],
+            ids[entry["id"]],
         ]
         table.add_row(*row, *(() if mine is None else ("yes" if entry["id"] in mine else "",)))
     return table

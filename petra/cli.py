@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -21,14 +22,18 @@ from assets.codec import genesis_to_wire
 from assets.keyfile import dump_keys
 from petra.bidstore_cli import bidstore_app
 from petra.console import (
+    LogLevel,
     PassphraseFile,
+    configure_logging,
     err,
     fail,
+    hold_store_for,
     read_genesis,
     read_keys,
     read_passphrase,
     serve,
     serve_limits,
+    shown_store,
     warn,
     write_private,
 )
@@ -38,13 +43,33 @@ from petra.mixer_cli import mixer_app
 from petra.sim_bench_cli import bench_sim_command
 from petra.sim_cli import sim_app
 from petra.tor_cli import tor_app
+from petra.vocabulary import PetraGroup, ledger_option, print_version
 from petra.wallet_cli import wallet_app
 
+log = logging.getLogger("petra")
 app = typer.Typer(
+    cls=PetraGroup,
     help="PETra: private peer-to-peer energy trading on a permissioned ledger.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def petra_callback(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print PETra's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """PETra: private peer-to-peer energy trading on a permissioned ledger."""
+
+
 ledger_app = typer.Typer(
     help="The ledger: genesis, conformance replay, demo.", no_args_is_help=True
 )
@@ -63,13 +88,21 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("sim")(bench_sim_command)
 
 
+@bench_app.callback()
+def bench_callback() -> None:
+    """Benchmarks, printed as ratios against baselines of the same run."""
+    # The services a bench starts log warnings only, unless told otherwise: a log line per
+    # request would be part of what the bench measures.
+    os.environ.setdefault("PETRA_LOG_LEVEL", "warning")
+
+
 @ledger_app.command("genesis")
 def genesis_command(
     out: Annotated[Path, typer.Option(help="Where to write the genesis JSON.")] = Path(
         "genesis.json"
     ),
     keys_out: Annotated[
-        Path, typer.Option("--keys", help="Where to write the DSO and sequencer keys.")
+        Path, typer.Option("--keys", help="The key file to write: the DSO and sequencer keys.")
     ] = Path("keys.json"),
     name: Annotated[str, typer.Option(help="The community's name.")] = "PETra community",
     interval_s: Annotated[int, typer.Option(min=1, help="Interval length in seconds.")] = 900,
@@ -129,6 +162,7 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 @ledger_app.command("replay")
 def replay_command(
+    ctx: typer.Context,
     file: Annotated[
         Path, typer.Argument(help='JSON lines: transactions and {"block_time": N} (- for stdin).')
     ],
@@ -138,11 +172,11 @@ def replay_command(
     store: Annotated[
         str | None,
         typer.Option(
-            help="SQLAlchemy URL of a store to replay into (default: a temporary SQLite file)."
+            help="The database's SQLAlchemy URL to replay into (default: a temporary SQLite file)."
         ),
     ] = None,
     keys: Annotated[
-        Path | None, typer.Option(help="Key file holding a sequencer key, to sign heads.")
+        Path | None, typer.Option(help="The key file holding a sequencer key, to sign heads.")
     ] = None,
     passphrase_file: PassphraseFile = None,
     parallel: Annotated[bool, typer.Option(help="Check signatures on every core.")] = True,
@@ -167,6 +201,8 @@ def replay_command(
         fail(f"cannot read {file}: no such file")
     with tempfile.TemporaryDirectory(prefix="petra-replay-") as tmp:
         url = store or f"sqlite:///{tmp}/ledger.sqlite"
+        if store is not None:  # held first; a temporary store is this command's alone
+            hold_store_for(ctx, store, "ledger", "petra ledger replay")
         try:
             ledger = open_ledger(url, genesis_raw, sequencer)
             out = sys.stdout
@@ -211,20 +247,22 @@ def demo_command() -> None:
 
 @ledger_app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
     keys: Annotated[
-        Path, typer.Option(help="Key file holding one of the genesis's sequencer keys.")
+        Path, typer.Option(help="The key file holding one of the genesis's sequencer keys.")
     ],
-    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the ledger's store.")] = (
-        "sqlite:///petra-ledger.sqlite"
-    ),
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+    store: Annotated[
+        str, typer.Option(help="The database's SQLAlchemy URL: the ledger's store.")
+    ] = ("sqlite:///petra-ledger.sqlite"),
+    host: Annotated[str, typer.Option(help="The address to listen on (loopback unless told).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7420,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7420,
     passphrase_file: PassphraseFile = None,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks."""
 
@@ -232,6 +270,7 @@ def serve_command(
     from ledger.api import LedgerNode, create_app
     from service.database import StoreError
 
+    configure_logging(log_level, "ledger")
     genesis_raw, genesis_doc = read_genesis(genesis)
     signing = [
         k
@@ -242,13 +281,18 @@ def serve_command(
         fail(f"{keys} holds none of the genesis's sequencer keys: the node could not sign heads")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the node is reachable beyond this machine")
+    hold_store_for(ctx, store, "ledger", "petra ledger serve")
     stop = threading.Event()
     try:
         node = LedgerNode(open_ledger(store, genesis_raw, signing[0]), on_fatal=stop.set)
     except StoreError as exc:
         fail(str(exc))
-    err.print(
-        f"ledger node on http://{host}:{port}/v1 (store {store}, tree size {node.ledger.size})"
+    log.info(
+        "ledger node on http://%s:%s/v1 (store %s, tree size %s)",
+        host,
+        port,
+        shown_store(store),
+        node.ledger.size,
     )
     try:
         serve(create_app(node), host, port, stop)
@@ -260,26 +304,27 @@ def serve_command(
             f"{escape(str(node.fatal))}; nothing unwritten was kept, restart the node"
         )
         raise typer.Exit(1)
+    log.info("stopped")
 
 
 @ledger_app.command("replicate")
 def replicate_command(
-    primary: Annotated[
-        str, typer.Option("--from", help="The primary ledger node's URL, e.g. http://host:7420.")
-    ],
+    ctx: typer.Context,
+    primary: Annotated[str, ledger_option(": the primary to follow, e.g. http://host:7420")],
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
-    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the replica's store.")] = (
-        "sqlite:///petra-replica.sqlite"
-    ),
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+    store: Annotated[
+        str, typer.Option(help="The database's SQLAlchemy URL: the replica's store.")
+    ] = ("sqlite:///petra-replica.sqlite"),
+    host: Annotated[str, typer.Option(help="The address to listen on (loopback unless told).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7421,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7421,
     evidence: Annotated[
         Path, typer.Option(help="Folder to keep the evidence of a divergence in.", file_okay=False)
     ] = Path("petra-evidence"),
+    log_level: LogLevel = "info",
 ) -> None:
     """Follow a primary: check and re-validate every block, serve the same read API; stop with
     exit code 3 and the evidence on any divergence."""
@@ -290,9 +335,11 @@ def replicate_command(
     from service import serving
     from service.database import StoreError
 
+    configure_logging(log_level, "replica")
     genesis_raw, _ = read_genesis(genesis)
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the replica is reachable beyond this machine")
+    hold_store_for(ctx, store, "ledger", "petra ledger replicate")  # before following the primary
     try:
         node = LedgerNode(open_ledger(store, genesis_raw), primary=primary)
     except StoreError as exc:
@@ -313,9 +360,9 @@ def replicate_command(
 
     # A daemon: the block stream blocks while the primary is idle and must not hold up the exit.
     thread = threading.Thread(target=follow, name="replica-follower", daemon=True)
-    err.print(
-        f"replica of {primary} on http://{host}:{port}/v1 "
-        f"(store {store}, tree size {node.ledger.size})"
+    log.info(
+        "replica of %s on http://%s:%s/v1 (store %s, tree size %s)",
+        *(primary, host, port, shown_store(store), node.ledger.size),
     )
     thread.start()
     try:
@@ -336,16 +383,20 @@ def replicate_command(
         if isinstance(problem, GenesisMismatch | StoreError):
             fail(f"the replica stopped: {problem}")
         raise problem
+    log.info("stopped")
 
 
 @bench_app.command("ledger")
 def bench_ledger_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
     large: Annotated[
         int, typer.Option(min=30_000, help="Ledger size for the large-ledger rate.")
     ] = 1_000_000,
     store: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL (default: a temporary SQLite file).")
+        str | None,
+        typer.Option(help="The database's SQLAlchemy URL (default: a temporary SQLite file)."),
     ] = None,
     http: Annotated[
         bool,
@@ -383,7 +434,9 @@ def bench_ledger_command(
 
 @bench_app.command("dso")
 def bench_dso_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
     bills: Annotated[int, typer.Option(min=1, help="How many interval bills to post.")] = 2_000,
     meters: Annotated[
         int, typer.Option(min=1, help="How many meters bill (one bill per meter and interval).")
@@ -410,7 +463,9 @@ def bench_dso_command(
 
 @bench_app.command("bidstore")
 def bench_bidstore_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
     orders: Annotated[
         int, typer.Option(min=1, help="How many orders (asks and bids in turn) to post.")
     ] = 2_000,
@@ -443,7 +498,9 @@ def bench_mixer_command(
     peers: Annotated[
         str, typer.Option(help="Pool sizes to mix, comma-separated (each from 2 to 256).")
     ] = "10,50,100",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
 ) -> None:
     """Seconds for one CoinShuffle mix of N peers on loopback, from the pool's start until the
     landed transfer pays every peer (and from the first join), and bytes each peer posts,
@@ -463,9 +520,7 @@ def bench_mixer_command(
 
 # ---------------------------------------------------------------- auditing a ledger node
 
-NodeUrl = Annotated[
-    str, typer.Option("--node", help="The ledger node's URL, e.g. http://host:7420.")
-]
+LedgerUrl = Annotated[str, ledger_option(", e.g. http://host:7420")]
 TrustedGenesis = Annotated[
     Path | None,
     typer.Option(
@@ -475,7 +530,7 @@ TrustedGenesis = Annotated[
         dir_okay=False,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for programs: one object.")]
 VERIFIED, CONSISTENT = "verified", "consistent"
 
 
@@ -515,23 +570,33 @@ def _save_head(path: Path, head: dict[str, object]) -> None:
 
 @ledger_app.command("verify-proof")
 def verify_proof_command(
-    node: NodeUrl,
-    txid_hex: Annotated[str, typer.Option("--txid", help="The transaction's id (64 hex digits).")],
+    node: LedgerUrl,
+    txid_hex: Annotated[
+        str,
+        typer.Option("--txid", help="The transaction's id, or its first 4 hex digits or more."),
+    ],
     genesis: TrustedGenesis = None,
     as_json: AsJson = False,
 ) -> None:
     """Check that a transaction is in the node's signed log, trusting nothing the node says."""
     from ledger.client import LedgerClient, LedgerClientError, ProofRefused, head_problem
 
-    try:
-        tx_id = bytes.fromhex(txid_hex)
-    except ValueError:
-        tx_id = b""
-    if len(tx_id) != 32:
-        fail(f"--txid {txid_hex!r} is not 64 hex digits")
+    prefix = txid_hex.strip().lower()
+    if not 4 <= len(prefix) <= 64 or not set(prefix) <= set("0123456789abcdef"):
+        fail(f"--txid {txid_hex!r} is not a transaction's id nor its start (4 to 64 hex digits)")
     trusted = _trusted_genesis(node, genesis)
     try:
         with LedgerClient(node) as client:
+            if len(prefix) == 64:  # a whole id: the proof says whether it is on the ledger
+                found, more = [bytes.fromhex(prefix)], False
+            else:
+                found, more = client.txids_with_prefix(prefix)
+            if not found:
+                fail(f"no transaction on the ledger starts with {prefix}")
+            if len(found) > 1 or more:
+                named = ", ".join(t.hex() for t in found) + (" and more" if more else "")
+                fail(f"{prefix} starts several transactions' ids: {named}; give more digits")
+            tx_id = found[0]
             head = client.head()
             if head is None:
                 _refuse("the node has no block yet: its log holds nothing", as_json, {}, VERIFIED)
@@ -557,7 +622,7 @@ def verify_proof_command(
 
 @ledger_app.command("audit")
 def audit_command(
-    node: NodeUrl,
+    node: LedgerUrl,
     head_file: Annotated[
         Path,
         typer.Option(

@@ -3,7 +3,9 @@ reading genesis files, key files and passphrases."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -19,7 +21,9 @@ from assets.keyfile import KeyFileError, load_keys
 if TYPE_CHECKING:
     from service.serving import ServeLimits
 
-err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
+# At a terminal an error wraps between words at its width; into a file or a pipe it is one
+# line whatever its length, for logs and programs to read whole.
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
 
 PassphraseFile = Annotated[
@@ -30,6 +34,69 @@ PassphraseFile = Annotated[
         dir_okay=False,
     ),
 ]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Libraries that log a line per request or connection: below WARNING only when debugging.
+CHATTY_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LogLevel = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        envvar="PETRA_LOG_LEVEL",
+        help="How much to log: debug, info, warning or error.",
+        parser=_log_level,
+        metavar="LEVEL",
+    ),
+]
+
+
+class _OneLine(logging.Formatter):
+    """`2026-12-05 22:40:01 ledger INFO message`: one line per event, whatever the message
+    holds; an exception is named on the same line, its traceback follows only at debug."""
+
+    def __init__(self, role: str, tracebacks: bool) -> None:
+        super().__init__(
+            "%(asctime)s " + role.replace("%", "%%") + " %(levelname)s %(message)s",
+            "%Y-%m-%d %H:%M:%S",
+        )
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks:
+            return super().format(record)
+        record.message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.message += f" ({type(exc).__name__}: {exc})"
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        return line.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def configure_logging(level: str, role: str) -> None:
+    """Log events at `level` (debug, info, warning or error) and above to standard error, one
+    line each naming `role` (`ledger`, `bidstore`…); the HTTP libraries' own lines only at
+    debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    debug = level == "debug"
+    handler.setFormatter(_OneLine(role, tracebacks=debug))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def fail(message: str) -> NoReturn:
@@ -124,3 +191,26 @@ def serve(app: Any, host: str, port: int, stop: threading.Event | None = None) -
         server(app, host, port, serve_limits(), stop).run()
     except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
         fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+
+
+def shown_store(url: str) -> str:
+    """A database URL as logs and messages show it: the password masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL: nothing in it to hide that the user did not type
+        return url
+
+
+def hold_store_for(ctx: typer.Context, store: str, role: str, command: str) -> None:
+    """Hold the `role` database at `store` until the command `ctx` ends, however it ends, so
+    that no second process opens it (`service.database.hold_store`); call it before anything
+    reads the store. One sentence naming the holder if another process has it."""
+    from service.database import StoreError, hold_store
+
+    try:
+        ctx.with_resource(hold_store(store, role, command))
+    except StoreError as exc:
+        fail(str(exc))

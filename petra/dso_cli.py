@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,15 +21,32 @@ from rich.table import Table
 from assets.keyfile import is_sealed
 from dso.client import DEFAULT_URL, DsoClient, DsoClientError
 from petra.console import (
+    LogLevel,
     PassphraseFile,
     check_ledger_genesis,
+    configure_logging,
     err,
     fail,
+    hold_store_for,
     read_genesis,
     read_keys,
     serve,
+    shown_store,
     warn,
     write_private,
+)
+from petra.vocabulary import (
+    all_option,
+    dso_option,
+    elide_all,
+    format_money,
+    format_price,
+    interval_label,
+    json_option,
+    local_time,
+    meter_id_option,
+    money_argument,
+    resolve_prefix,
 )
 
 TOKEN_ENV = "PETRA_DSO_TOKEN"
@@ -55,19 +73,39 @@ dso_app.add_typer(audit_app, name="audit")
 dso_app.add_typer(admin_app, name="admin")
 
 out = Console(soft_wrap=True)
+log = logging.getLogger("petra")
 
-Url = Annotated[str, typer.Option("--url", help="The DSO node.", envvar="PETRA_DSO_URL")]
+Url = Annotated[str, dso_option()]
 TokenFile = Annotated[
     Path | None,
     typer.Option(
-        help=f"File holding the operator token (else ${TOKEN_ENV}).", exists=True, dir_okay=False
+        help=f"File holding the operator's token (else ${TOKEN_ENV}).",
+        exists=True,
+        dir_okay=False,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the node's JSON answer.")]
-FirstAhead = Annotated[int | None, typer.Option(help="First interval (default: now).")]
-LastAhead = Annotated[int | None, typer.Option(help="Last interval (default: a day on).")]
-FirstBack = Annotated[int | None, typer.Option(help="First interval (default: a day back).")]
-LastBack = Annotated[int | None, typer.Option(help="Last interval (default: the last ended).")]
+Json = Annotated[bool, json_option()]
+FirstAhead = Annotated[
+    int | None, typer.Option(help="The first interval (default: the current one).")
+]
+LastAhead = Annotated[
+    int | None, typer.Option(help="The last interval (default: a day after the first).")
+]
+FirstBack = Annotated[
+    int | None,
+    typer.Option(help="The first interval (default: a day before the last, never below 0)."),
+]
+LastBack = Annotated[
+    int | None, typer.Option(help="The last interval (default: the last that has ended).")
+]
+
+
+def _money_option(help_text: str, **kwargs: Any) -> Any:
+    """An option taking money as docs/cli.md writes it (`0.15`, `0.15EUR`, `150000µ`); the
+    command gets micro-units."""
+    return typer.Option(parser=money_argument, metavar="AMOUNT", help=help_text, **kwargs)
+
+
 TimeOption = Annotated[
     int | None,
     typer.Option(
@@ -134,11 +172,57 @@ def _writable(path: Path) -> None:
         fail(f"cannot write {path}: the folder {path.parent} does not exist")
 
 
-def _regulation_line(answer: dict[str, Any]) -> str:
+def _regulation_line(answer: dict[str, Any], chain: Chain) -> str:
     return (
         f"regulation {answer['txid']} {answer['status']} at height {answer['height']}, "
-        f"in force from interval {answer['effective_from']}"
+        f"in force from interval {chain.label(answer['effective_from'])}"
     )
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What the node says of its chain (`GET /v1/status`): how intervals map to time, the
+    currency amounts are micro-units of, and how long after an interval its bills arrive."""
+
+    epoch: int
+    interval_s: int
+    currency: str
+    closing_delay_s: int
+
+    def label(self, interval: int) -> str:
+        """The interval with its local start time: `120 (Jun 21 10:00)`."""
+        return interval_label(interval, self.epoch, self.interval_s)
+
+    def start(self, interval: int) -> int:
+        """Unix seconds the interval starts at."""
+        return self.epoch + interval * self.interval_s
+
+    def money(self, micro: int | None) -> str:
+        return "-" if micro is None else format_money(micro, self.currency)
+
+    def price(self, micro_per_kwh: int | None) -> str:
+        return "-" if micro_per_kwh is None else format_price(micro_per_kwh, self.currency)
+
+
+def _chain(url: str, token_file: Path | None) -> Chain:
+    status = _call(url, token_file, "GET", "/status")
+    return Chain(
+        status["epoch"], status["interval_s"], status["currency"], status["closing_delay_s"]
+    )
+
+
+def _resolve(given: str, candidates: list[str], what: str) -> str:
+    """`given` as the id it is, or the one candidate it is a prefix of (docs/cli.md, Ids);
+    one that starts none is the node's to refuse, in its words."""
+    if given in candidates or not any(c.lower().startswith(given.lower()) for c in candidates):
+        return given
+    return resolve_prefix(given, candidates, what)
+
+
+def _meter_ids(url: str, token_file: Path | None) -> list[str]:
+    """Every meter id the node knows, in force now or from a later interval."""
+    listed = _call(url, token_file, "GET", "/meters")
+    return sorted({m["meter"] for m in (*listed["meters"], *listed.get("pending", ()))})
 
 
 # ---------------------------------------------------------------- set-up and serving
@@ -146,7 +230,8 @@ def _regulation_line(answer: dict[str, Any]) -> str:
 
 @dso_app.command("init")
 def init_command(
-    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+    ctx: typer.Context,
+    store: Annotated[str, typer.Option(help="The database's SQLAlchemy URL: the DSO database.")] = (
         "sqlite:///petra-dso.sqlite"
     ),
     admin: Annotated[str, typer.Option(help="The first admin's name.")] = "admin",
@@ -156,12 +241,13 @@ def init_command(
 ) -> None:
     """Create the DSO database and its first admin; the token is shown this once."""
     from dso.auth import OPERATOR_NAME, Role, new_token, token_hash
-    from dso.store import DsoStore, DsoStoreError, Operator
+    from dso.store import STORE_ROLE, DsoStore, DsoStoreError, Operator
 
     if OPERATOR_NAME.fullmatch(admin) is None:
         fail("an operator name is 1-64 of a-z 0-9 . _ -, from a letter or digit")
     if token_out is not None:
         _writable(token_out)
+    hold_store_for(ctx, store, STORE_ROLE, "petra dso init")
     try:
         database = DsoStore(store)
     except DsoStoreError as exc:
@@ -198,7 +284,8 @@ def _write_token(path: Path, token: str) -> None:
 
 @admin_app.command("recover")
 def admin_recover(
-    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+    ctx: typer.Context,
+    store: Annotated[str, typer.Option(help="The database's SQLAlchemy URL: the DSO database.")] = (
         "sqlite:///petra-dso.sqlite"
     ),
     admin: Annotated[
@@ -214,7 +301,7 @@ def admin_recover(
     from sqlalchemy.exc import ArgumentError
 
     from dso.auth import OPERATOR_NAME, Role, new_token, token_hash
-    from dso.store import Conflict, DsoStore, DsoStoreError, NodeRunning, Operator
+    from dso.store import STORE_ROLE, Conflict, DsoStore, DsoStoreError, Operator
 
     name = admin if admin is not None else f"recovery-{int(time.time())}"
     if OPERATOR_NAME.fullmatch(name) is None:
@@ -227,31 +314,28 @@ def admin_recover(
         fail(f"{store} is not a database URL")
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         fail(f"{store} does not exist: `petra dso init` makes a new DSO database")
+    # Refused while a node serves it.
+    hold_store_for(ctx, store, STORE_ROLE, "petra dso admin recover")
     try:
         database = DsoStore(store)
     except DsoStoreError as exc:
         fail(str(exc))
     try:
-        with database.exclusive():
-            existing = database.operators()
-            if not existing:
-                fail(f"{store} has no operator yet: `petra dso init` makes the first admin")
-            if any(o.name == name for o in existing):
+        existing = database.operators()
+        if not existing:
+            fail(f"{store} has no operator yet: `petra dso init` makes the first admin")
+        if any(o.name == name for o in existing):
+            fail(f"an operator named {name} exists already: choose another --admin")
+        token = new_token()
+        if token_out is not None:
+            _write_token(token_out, token)  # before the admin exists, as for init
+        operator = Operator(name, Role.ADMIN.value, int(time.time()), "recover", None)
+        with database.writing() as conn:
+            try:
+                database.add_operator(conn, operator, token_hash(token))
+            except Conflict:
                 fail(f"an operator named {name} exists already: choose another --admin")
-            token = new_token()
-            if token_out is not None:
-                _write_token(token_out, token)  # before the admin exists, as for init
-            operator = Operator(name, Role.ADMIN.value, int(time.time()), "recover", None)
-            with database.writing() as conn:
-                try:
-                    database.add_operator(conn, operator, token_hash(token))
-                except Conflict:
-                    fail(f"an operator named {name} exists already: choose another --admin")
-                database.audit(
-                    conn, "recover", "local", "operator.recover", name, {"role": "admin"}
-                )
-    except NodeRunning:
-        fail(f"a DSO node is serving {store}: stop it, then run `petra dso admin recover` again")
+            database.audit(conn, "recover", "local", "operator.recover", name, {"role": "admin"})
     finally:
         database.close()
     err.print(
@@ -266,39 +350,42 @@ def admin_recover(
 
 @dso_app.command("serve")
 def serve_command(
+    ctx: typer.Context,
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
     keys: Annotated[
         Path,
         typer.Option(
-            help="Sealed key file holding one of the genesis's DSO keys.",
+            help="The key file, sealed, holding one of the genesis's DSO keys.",
             exists=True,
             dir_okay=False,
         ),
     ],
-    ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
-    store: Annotated[str, typer.Option(help="SQLAlchemy URL of the DSO database.")] = (
+    ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
+    store: Annotated[str, typer.Option(help="The database's SQLAlchemy URL: the DSO database.")] = (
         "sqlite:///petra-dso.sqlite"
     ),
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+    host: Annotated[str, typer.Option(help="The address to listen on (loopback unless told).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7430,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7430,
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
     book: Annotated[
         str | None, typer.Option(help="The bid store whose open orders the forecast reads.")
     ] = None,
     passphrase_file: PassphraseFile = None,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the DSO admin API under /v1 (docs/dso-api.md), following the ledger."""
 
     from dso.api import create_app
     from dso.book import StoreBook
     from dso.service import DsoService
-    from dso.store import DsoStore, DsoStoreError, NodeRunning
+    from dso.store import STORE_ROLE, DsoStore, DsoStoreError
     from ledger.client import LedgerClient
 
+    configure_logging(log_level, "dso")
     _, genesis_doc = read_genesis(genesis)
     # Read first, so a damaged file or a wrong passphrase is named as such, not as "in clear".
     found = read_keys(keys, passphrase_file)
@@ -310,6 +397,7 @@ def serve_command(
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the admin API is reachable beyond this machine")
     check_ledger_genesis(ledger, genesis_doc, genesis)
+    hold_store_for(ctx, store, STORE_ROLE, "petra dso serve")
     client = LedgerClient(ledger)
     try:
         database = DsoStore(store)
@@ -319,21 +407,16 @@ def serve_command(
         fail(str(exc))
     if not database.operators():
         warn(f"{store} has no operator: create the first admin with `petra dso init`")
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(database.exclusive())
-        except NodeRunning:
-            client.close()
-            database.close()
-            fail(f"another DSO node (or `petra dso admin recover`) is using {store}")
-        service.start()
-        err.print(f"DSO node on http://{host}:{port}/v1 (database {store}, ledger {ledger})")
-        try:
-            serve(create_app(service, docs=docs), host, port)
-        finally:
-            service.close()
-            client.close()
-            database.close()
+    service.start()
+    shown = shown_store(store)
+    log.info("DSO node on http://%s:%s/v1 (database %s, ledger %s)", host, port, shown, ledger)
+    try:
+        serve(create_app(service, docs=docs), host, port)
+    finally:
+        service.close()
+        client.close()
+        database.close()
+    log.info("stopped")
 
 
 # ---------------------------------------------------------------- meters
@@ -351,7 +434,10 @@ def meter_authorize(
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """Authorize METER to issue with PUBLIC_KEY below its limits."""
+    """Authorize METER to issue with PUBLIC_KEY below its limits.
+
+    Like every regulation it is in force from the interval after TIME: the answer says which,
+    and `petra dso meter list` shows the meter as pending until then."""
     body = {
         "meter": meter,
         "public_key": public_key,
@@ -361,48 +447,73 @@ def meter_authorize(
         "time": time_,
     }
     answer = _call(url, token_file, "POST", "/meters", json=body)
-    typer.echo(json.dumps(answer) if as_json else f"{meter} authorized: {_regulation_line(answer)}")
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    chain = _chain(url, token_file)
+    typer.echo(f"{meter} authorized: {_regulation_line(answer, chain)}")
 
 
 @meter_app.command("ban")
 def meter_ban(
-    meter: Annotated[str, typer.Argument(help="Meter id.")],
+    meter: Annotated[str, typer.Argument(help="Meter id, or the start of one.")],
     time_: TimeOption = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
     """Ban METER: it may not issue from interval TIME+1 on."""
+    meter = _resolve(meter, _meter_ids(url, token_file), "meter")
     answer = _call(url, token_file, "POST", f"/meters/{_segment(meter)}/ban", json={"time": time_})
-    typer.echo(json.dumps(answer) if as_json else f"{meter} banned: {_regulation_line(answer)}")
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    chain = _chain(url, token_file)
+    typer.echo(f"{meter} banned: {_regulation_line(answer, chain)}")
 
 
 @meter_app.command("list")
 def meter_list(
-    interval: Annotated[int | None, typer.Option(help="As in force at (default: now).")] = None,
+    interval: Annotated[
+        int | None,
+        typer.Option(help="The interval to show the meters as in force at (default: now)."),
+    ] = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """Every meter a regulation named, as in force at an interval."""
+    """List the meters a regulation named, as in force at an interval.
+
+    A regulation is in force from the interval after its time: a meter authorized or banned
+    now is listed as pending, with the interval its change takes force."""
     answer = _call(url, token_file, "GET", "/meters", params={"interval": interval})
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    table = Table(title=f"meters at interval {answer['interval']}")
-    for column in ("meter", "state", "max_epa W", "max_eca W", "owner", "public key"):
-        table.add_column(column)
-    for m in answer["meters"]:
-        key = m["public_key"]
+    chain = _chain(url, token_file)
+    meters, pending = answer["meters"], answer.get("pending", [])
+    ids = elide_all(m["meter"] for m in (*meters, *pending))
+    owners = elide_all((m["owner"] for m in meters if m["owner"]), width=11)
+    keys = elide_all((m["public_key"] for m in meters if m["public_key"]), width=11)
+    table = Table(title=f"meters at interval {chain.label(answer['interval'])}; limits in W")
+    for column in ("meter", "state", "MAXEPA", "MAXECA", "owner", "public key"):
+        table.add_column(column, justify="right" if column.startswith("MAX") else "left")
+    for m in meters:
         table.add_row(
-            m["meter"],
+            ids[m["meter"]],
             m["state"],
             str(m["max_epa"]),
             str(m["max_eca"]),
-            m["owner"] or "-",
-            key[:16] + "…" if key else "-",
+            owners[m["owner"]] if m["owner"] else "-",
+            keys[m["public_key"]] if m["public_key"] else "-",
         )
     out.print(table)
+    for p in pending:
+        out.print(
+            f"pending: {ids[p['meter']]} {p['state']} from interval "
+            f"{chain.label(p['effective_from'])}",
+            soft_wrap=False,
+        )
 
 
 # ---------------------------------------------------------------- tariffs and limits
@@ -410,8 +521,12 @@ def meter_list(
 
 @tariff_app.command("set")
 def tariff_set(
-    consumption: Annotated[int | None, typer.Option(help="micro-units per kWh")] = None,
-    production: Annotated[int | None, typer.Option(help="micro-units per kWh")] = None,
+    consumption: Annotated[
+        int | None, _money_option("The price of consuming a kWh: 0.25, 0.25EUR or 250000µ.")
+    ] = None,
+    production: Annotated[
+        int | None, _money_option("The price paid for producing a kWh, as for --consumption.")
+    ] = None,
     time_: TimeOption = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
@@ -420,7 +535,11 @@ def tariff_set(
     """Set the consumption and/or production price from interval TIME+1."""
     body = {"price_consumption": consumption, "price_production": production, "time": time_}
     answer = _call(url, token_file, "PUT", "/tariff", json=body)
-    typer.echo(json.dumps(answer) if as_json else f"prices set: {_regulation_line(answer)}")
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    chain = _chain(url, token_file)
+    typer.echo(f"prices set: {_regulation_line(answer, chain)}")
 
 
 @tariff_app.command("show")
@@ -431,22 +550,23 @@ def tariff_show(
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """Prices and default limits in force, as runs of intervals."""
+    """Show the prices and default limits in force, as runs of intervals."""
     answer = _call(url, token_file, "GET", "/schedule", params={"first": first, "last": last})
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    table = Table(title="prices (micro-units per kWh) and default limits (W)")
-    for column in ("intervals", "consumption", "production", "max_epa", "max_eca"):
-        table.add_column(column)
+    chain = _chain(url, token_file)
+    table = Table(title="prices per kWh and default limits (MAXEPA/MAXECA W)")
+    for column in ("intervals", "consumption", "production", "limits W"):
+        table.add_column(column, justify="left" if column == "intervals" else "right")
     for run in answer["runs"]:
-        limits = run["default_limits"] or {}
+        limits = run["default_limits"]
+        span = "" if run["last"] == run["first"] else f"..{run['last']}"
         table.add_row(
-            f"{run['first']}..{run['last']}",
-            _text(run["price_consumption"]),
-            _text(run["price_production"]),
-            _text(limits.get("max_epa")),
-            _text(limits.get("max_eca")),
+            chain.label(run["first"]) + span,
+            chain.price(run["price_consumption"]),
+            chain.price(run["price_production"]),
+            "-" if limits is None else f"{limits['max_epa']}/{limits['max_eca']}",
         )
     out.print(table)
 
@@ -466,8 +586,9 @@ def limits_set(
     if as_json:
         typer.echo(json.dumps(answer))
         return
+    chain = _chain(url, token_file)
     for regulation in answer["regulations"]:
-        typer.echo(f"default limits set: {_regulation_line(regulation)}")
+        typer.echo(f"default limits set: {_regulation_line(regulation, chain)}")
 
 
 # ---------------------------------------------------------------- bills
@@ -477,9 +598,16 @@ def limits_set(
 def bills_command(
     first: FirstBack = None,
     last: LastBack = None,
-    meter: Annotated[str | None, typer.Option(help="Only this meter's.")] = None,
-    owner: Annotated[str | None, typer.Option(help="Only this owner's.")] = None,
-    status: Annotated[str | None, typer.Option(help="pending, reconciled or flagged.")] = None,
+    meter_id: Annotated[
+        str | None,
+        meter_id_option(", or its start: only its bills (default: every meter's)", envvar=None),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="The owner whose bills to show (default: everyone's).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only bills in this state: pending, reconciled or flagged.")
+    ] = None,
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Write the bills as CSV to this file.")
     ] = None,
@@ -487,8 +615,13 @@ def bills_command(
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """Meters' interval bills and their reconciliation with the ledger."""
-    params = {"first": first, "last": last, "meter": meter, "owner": owner, "status": status}
+    """List the meters' interval bills and their reconciliation with the ledger.
+
+    A meter sends an interval's bill once the interval has ended and its closing delay has
+    passed: the list says from when the bills of the range's last intervals can be there."""
+    if meter_id is not None:
+        meter_id = _resolve(meter_id, _meter_ids(url, token_file), "meter")
+    params = {"first": first, "last": last, "meter": meter_id, "owner": owner, "status": status}
     if csv_out is not None:
         _writable(csv_out)
         body = _request(url, token_file, "GET", "/bills.csv", params=params)
@@ -504,15 +637,49 @@ def bills_command(
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    table = Table(title=f"bills of intervals {answer['first']}..{answer['last']}")
-    for column in ("interval", "meter", "owner", "amount", "status", "discrepancies"):
-        table.add_column(column)
-    for b in answer["bills"]:
-        codes = " ".join(d["code"] for d in b["discrepancies"]) or "-"
+    chain = _chain(url, token_file)
+    bills = answer["bills"]
+    meters = elide_all((b["meter"] for b in bills), width=11)
+    owners = elide_all((b["owner"] for b in bills if b["owner"]), width=11)
+    title = f"bills of intervals {chain.label(answer['first'])} to {chain.label(answer['last'])}"
+    table = Table(title=title)
+    for column in ("interval", "meter", "owner", "amount", "status"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for b in bills:
         table.add_row(
-            str(b["interval"]), b["meter"], b["owner"] or "-", str(b["amount"]), b["status"], codes
+            chain.label(b["interval"]),
+            meters[b["meter"]],
+            owners[b["owner"]] if b["owner"] else "-",
+            chain.money(b["amount"]),
+            b["status"],
         )
     out.print(table)
+    for b in bills:
+        if b["discrepancies"]:
+            codes = " ".join(d["code"] for d in b["discrepancies"])
+            where = f"{chain.label(b['interval'])} {meters[b['meter']]}"
+            out.print(f"flagged: {where}: {codes}", soft_wrap=False)
+    arriving = _bills_arriving(chain, answer["first"], answer["last"])
+    if arriving is not None:
+        out.print(arriving, soft_wrap=False)
+
+
+def _bills_arriving(chain: Chain, first: int, last: int) -> str | None:
+    """The sentence saying from when the bills of the range's latest intervals arrive, if some
+    of them cannot have arrived yet: a bill comes after its interval's end plus the closing
+    delay (`GET /v1/status`)."""
+    now = time.time()
+    # The first interval whose end plus the delay is still ahead.
+    waiting = max(first, int((now - chain.closing_delay_s - chain.epoch) // chain.interval_s))
+    if waiting > last:
+        return None
+    arrives = chain.start(waiting + 1) + chain.closing_delay_s
+    same_day = local_time(arrives)[:6] == local_time(now)[:6]
+    after = local_time(arrives, with_date=not same_day)
+    return (
+        f"bills for intervals ≥ {waiting} arrive after {after}: the interval's end plus the "
+        f"meters' closing delay ({chain.closing_delay_s} s by default)"
+    )
 
 
 @dso_app.command("statement")
@@ -524,7 +691,7 @@ def statement_command(
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """What OWNER owes over a range of intervals, per meter."""
+    """Show what OWNER owes over a range of intervals, per meter."""
     answer = _call(
         url,
         token_file,
@@ -535,12 +702,13 @@ def statement_command(
     if as_json:
         typer.echo(json.dumps(answer))
         return
+    currency = answer["currency"]
     for line in answer["meters"]:
         typer.echo(
-            f"{line['meter']}: {line['bills']} bills, {line['amount']} micro-{answer['currency']}"
+            f"{line['meter']}: {line['bills']} bills, {format_money(line['amount'], currency)}"
             f", {line['unsettled']} not reconciled"
         )
-    typer.echo(f"total {answer['total']} micro-{answer['currency']} for {owner}")
+    typer.echo(f"total {format_money(answer['total'], currency)} for {owner}")
 
 
 # ---------------------------------------------------------------- controller, operators, audit
@@ -552,18 +720,31 @@ def controller_propose(
 ) -> None:
     """Propose the next interval's prices from the forecast and the policy."""
     answer = _call(url, token_file, "POST", "/controller/proposals", json={})
-    typer.echo(json.dumps(answer) if as_json else f"proposal {answer['id']}: {answer['reason']}")
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    chain = _chain(url, token_file)
+    typer.echo(
+        f"proposal {answer['id']} for interval {chain.label(answer['interval'])}: "
+        f"consumption {chain.price(answer['price_consumption'])}, "
+        f"production {chain.price(answer['price_production'])}"
+    )
+    # The reason's first clause is why; its prices follow in micro-units, shown above instead.
+    why = answer["reason"].partition(": consumption ")[0]
+    typer.echo(f"  {why}")
 
 
 @controller_app.command("policy")
 def controller_policy(
     low_w: Annotated[int, typer.Option(help="Bottom of the net-load band, watts.")],
     high_w: Annotated[int, typer.Option(help="Top of the net-load band, watts.")],
-    default_price: Annotated[int, typer.Option(help="Where an unset price starts.")],
-    min_price: Annotated[int, typer.Option(help="Price floor, micro-units per kWh.")] = 0,
-    max_price: Annotated[int, typer.Option(help="Price ceiling, micro-units per kWh.")] = (
-        10_000_000
-    ),
+    default_price: Annotated[
+        int, _money_option("Where an unset price starts, per kWh: 0.2, 0.2EUR or 200000µ.")
+    ],
+    min_price: Annotated[int, _money_option("Price floor, per kWh.")] = 0,
+    max_price: Annotated[
+        int | None, _money_option("Price ceiling, per kWh.", show_default="10 EUR")
+    ] = None,
     gain_ppm: Annotated[
         int, typer.Option(help="Price change, ppm, per band width of deviation.")
     ] = 100_000,
@@ -585,55 +766,97 @@ def controller_policy(
         "gain_ppm": gain_ppm,
         "max_change_ppm": max_change_ppm,
         "min_price": min_price,
-        "max_price": max_price,
+        "max_price": max_price if max_price is not None else DEFAULT_MAX_PRICE,
         "default_price": default_price,
     }
     answer = _call(url, token_file, "PUT", "/controller", json={"policy": policy, "auto": auto})
     if as_json:
         typer.echo(json.dumps(answer))
-    else:
-        mode = "automatic" if answer["auto"] else "manual"
-        typer.echo(f"policy set: band {low_w}..{high_w} W, {mode} mode")
+        return
+    chain = _chain(url, token_file)
+    mode = "automatic" if answer["auto"] else "manual"
+    typer.echo(f"policy set: band {low_w}..{high_w} W, {mode} mode")
+    lowest = format_money(policy["min_price"], chain.currency).removesuffix(f" {chain.currency}")
+    typer.echo(
+        f"prices {lowest} to {chain.price(policy['max_price'])}; an unset price starts at "
+        f"{chain.price(default_price)}"
+    )
+
+
+DEFAULT_MAX_PRICE = 10_000_000  # micro-units per kWh: the policy's default ceiling, 10 a kWh
+FORECAST_FIELDS = (
+    "consumption_w",
+    "production_w",
+    "net_load_w",
+    "deposited_production_w",
+    "open_asks_w",
+    "open_bids_w",
+)
 
 
 @dso_app.command("forecast")
 def forecast_command(
     first: FirstAhead = None,
     last: LastAhead = None,
+    show_all: Annotated[bool, all_option("interval, those with a zero forecast too")] = False,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
-    """Net load per interval, from the ledger's issued assets and the bid store's book."""
+    """Show the net load per interval, from the ledger's issued assets and the bid store's book.
+
+    By default the table runs from the first interval with a forecast to the last, and says
+    how many intervals of zero forecast it left out."""
     answer = _call(url, token_file, "GET", "/forecast", params={"first": first, "last": last})
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    table = Table(title=f"forecast (W); book: {answer['book']}")
-    for column in ("interval", "consumption", "production", "net load", "asks", "bids"):
-        table.add_column(column, justify="right")
-    for f in answer["intervals"]:
-        table.add_row(
-            str(f["interval"]),
-            str(f["consumption_w"]),
-            str(f["production_w"]),
-            str(f["net_load_w"]),
-            str(f["open_asks_w"]),
-            str(f["open_bids_w"]),
+    chain = _chain(url, token_file)
+    rows = answer["intervals"]
+    if not show_all:
+        busy = [n for n, f in enumerate(rows) if any(f.get(k) for k in FORECAST_FIELDS)]
+        shown = rows[busy[0] : busy[-1] + 1] if busy else []
+    else:
+        shown = rows
+    if shown:
+        table = Table(title=f"forecast (W); book: {answer['book']}")
+        for column in ("interval", "consumption", "production", "net load", "asks", "bids"):
+            table.add_column(column, justify="left" if column == "interval" else "right")
+        for f in shown:
+            table.add_row(
+                chain.label(f["interval"]),
+                str(f["consumption_w"]),
+                str(f["production_w"]),
+                str(f["net_load_w"]),
+                str(f["open_asks_w"]),
+                str(f["open_bids_w"]),
+            )
+        out.print(table)
+    if len(shown) < len(rows):
+        left_out = len(rows) - len(shown)
+        out.print(
+            f"{left_out} intervals of zero forecast not shown; --all shows them", soft_wrap=False
         )
-    out.print(table)
 
 
 @controller_app.command("accept")
 def controller_accept(
-    proposal: Annotated[int, typer.Argument(help="The proposal's id.")],
+    proposal: Annotated[str, typer.Argument(help="The proposal's id, or its start.")],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: Json = False,
 ) -> None:
     """Accept a proposal: its prices become a regulation."""
-    answer = _call(url, token_file, "POST", f"/controller/proposals/{proposal}/accept", json={})
-    typer.echo(json.dumps(answer) if as_json else f"accepted: {_regulation_line(answer)}")
+    listed = _call(url, token_file, "GET", "/controller/proposals")
+    proposal = _resolve(proposal, [str(p["id"]) for p in listed["proposals"]], "proposal")
+    answer = _call(
+        url, token_file, "POST", f"/controller/proposals/{_segment(proposal)}/accept", json={}
+    )
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    chain = _chain(url, token_file)
+    typer.echo(f"accepted: {_regulation_line(answer, chain)}")
 
 
 @operator_app.command("add")
@@ -686,7 +909,3 @@ def audit_verify(
         typer.echo(f"audit log NOT intact: {answer['problem']}")
     if not answer["intact"]:
         raise typer.Exit(1)
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)

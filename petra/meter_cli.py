@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from assets import Eca, Epa, Fa, Keypair, Output, Rejected
-from assets.codec import asset_from_wire, asset_to_wire
+from assets import Keypair, Output
 from assets.keyfile import dump_keys, is_sealed
 from petra.console import (
+    LogLevel,
     PassphraseFile,
+    configure_logging,
     err,
     fail,
+    hold_store_for,
     read_genesis,
     read_keys,
     read_passphrase,
     serve,
     warn,
     write_private,
+)
+from petra.vocabulary import (
+    ASSET_SYNTAX,
+    asset_argument,
+    format_money,
+    format_price,
+    json_option,
+    local_time,
+    meter_id_option,
+    meter_option,
 )
 
 METER_KEY = "meter"  # the name of the meter's key in its key file
@@ -34,16 +45,18 @@ meter_app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 
-ApiUrl = Annotated[
-    str, typer.Option("--url", help="The meter's owner API.", envvar="PETRA_METER_URL")
-]
-MeterId = Annotated[str, typer.Option("--meter", help="The meter's id.", envvar="PETRA_METER_ID")]
+ApiUrl = Annotated[str, meter_option(": its owner API")]
+MeterId = Annotated[str, meter_id_option(", as the DSO authorized it")]
 OwnerKeys = Annotated[
     Path,
-    typer.Option("--keys", help="Key file holding the owner's key.", exists=True, dir_okay=False),
+    typer.Option(
+        "--keys", help="The key file holding the owner's key.", exists=True, dir_okay=False
+    ),
 ]
-OwnerKeyName = Annotated[str, typer.Option("--key", help="The owner key's name in the file.")]
-Json = Annotated[bool, typer.Option("--json", help="Print the meter's JSON answer.")]
+OwnerKeyName = Annotated[
+    str, typer.Option("--key", help="The key's name in the file: the owner's.")
+]
+Json = Annotated[bool, json_option()]
 
 
 @meter_app.command("keygen")
@@ -77,32 +90,31 @@ def keygen_command(
 
 @meter_app.command("run")
 def run_command(
+    ctx: typer.Context,
     config: Annotated[
         Path, typer.Option(help="The meter's TOML configuration.", exists=True, dir_okay=False)
     ],
     passphrase_file: PassphraseFile = None,
-    log_level: Annotated[
-        str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
-    ] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Run the meter: read its sources, follow the ledger, bill the DSO every interval and
     serve its owner's API on loopback (docs/architecture.md, "The smart meter")."""
+    from sqlalchemy.engine import make_url
 
     from ledger.client import LedgerClient, LedgerClientError
     from smartmeter.config import ConfigError, load_config
     from smartmeter.node import MeterNode
     from smartmeter.store import MeterStoreError
 
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
-        fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging(log_level, "meter")
+    if log_level != "debug":  # a line per failed connection; the sources say it once, in words
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         settings = load_config(config)
     except ConfigError as exc:
         fail(f"{config}: {exc}")
+    # Held first: before the meter replays its readings or follows the ledger.
+    hold_store_for(ctx, settings.store, "meter", "petra meter run")
     _, genesis = read_genesis(settings.genesis)
     keys = read_keys(settings.keys, passphrase_file)
     if not is_sealed(settings.keys.read_bytes()):
@@ -127,14 +139,20 @@ def run_command(
         fail(str(exc))
     node.start()
     port = settings.api_port
-    err.print(
-        f"meter {settings.meter}: owner API on http://127.0.0.1:{port}/v1, "
-        f"{len(settings.sources)} source(s), ledger {settings.ledger}, DSO {settings.dso}"
+    logging.getLogger("petra").info(
+        "meter %s: owner API on http://127.0.0.1:%s/v1, %d source(s), store %s, ledger %s, DSO %s",
+        settings.meter,
+        port,
+        len(settings.sources),
+        make_url(settings.store).render_as_string(hide_password=True),
+        settings.ledger,
+        settings.dso,
     )
     try:
         serve(node.app(), "127.0.0.1", port)
     finally:
         node.stop()
+    logging.getLogger("petra").info("stopped")
 
 
 # ---------------------------------------------------------------- the owner's calls
@@ -160,36 +178,11 @@ def _ask(client: Any, method: str, *args: Any) -> Any:
         client.close()
 
 
-_ASSET = re.compile(r"(epa|eca):(\d+)w@(-?\d+)(?:-(-?\d+))?|fa:(\d+)")
-
-
-def parse_asset(text: str) -> Epa | Eca | Fa:
-    """`epa:1500W@120`, `eca:800W@120-123` (intervals, inclusive) or `fa:2500000` (micro-units)."""
-    match = _ASSET.fullmatch(text.strip().lower())
-    if match is None:
-        raise typer.BadParameter(
-            f"{text!r} is not an asset: write epa:<W>W@<interval>[-<last>], "
-            "eca:<W>W@<interval>[-<last>] or fa:<micro-units>"
-        )
-    kind, power, start, end, amount = match.groups()
-    first = int(start or 0)
-    last = int(end) if end is not None else first
-    asset: Epa | Eca | Fa
-    if amount is not None:
-        asset = Fa(int(amount))
-    else:
-        asset = Epa(int(power), first, last) if kind == "epa" else Eca(int(power), first, last)
-    try:  # the ledger's own rules: positive amounts, intervals in order, exact in JSON
-        return asset_from_wire(asset_to_wire(asset))
-    except Rejected as exc:
-        raise typer.BadParameter(f"{text!r}: {exc.message}") from None
-
-
 @meter_app.command("withdraw")
 def withdraw_command(
     assets: Annotated[
         list[str],
-        typer.Argument(help="epa:<W>W@<interval>[-<last>], eca:<W>W@<interval>[-<last>], fa:<µ>"),
+        typer.Argument(help=f"The assets to issue, each as {ASSET_SYNTAX} (docs/cli.md)."),
     ],
     to: Annotated[
         str | None,
@@ -210,13 +203,14 @@ def withdraw_command(
         fail(f"--to must be an address of 64 hex digits, not {to!r}")
     if len(address) != 32:
         fail("--to must be an address of 64 hex digits")
-    parsed = [parse_asset(a) for a in assets]
+    parsed = [asset_argument(a) for a in assets]
     answer = _ask(client, "withdraw", [Output(asset, address) for asset in parsed])
     if as_json:
         out.print_json(json.dumps(answer))
     else:
         out.print(
-            f"issued in block {answer['height']}: tx {answer['txid']} (nonce {answer['nonce']})"
+            f"issued {', '.join(assets)} in block {answer['height']}: "
+            f"tx {answer['txid']} (nonce {answer['nonce']})"
         )
 
 
@@ -247,13 +241,18 @@ def status_command(
     if as_json:
         out.print_json(json.dumps(answer))
         return
+    currency = answer.get("currency", "EUR")
+    now = answer["interval"]
+    started = answer.get("interval_start")
+    when = f" ({local_time(started)})" if started is not None else ""
+    out.print(f"meter {answer['meter']}, interval {now}{when}, ledger block {answer['height']}")
     out.print(
-        f"meter {answer['meter']}, interval {answer['interval']}, ledger block {answer['height']}"
+        f"credit used {format_money(answer['credit_used'], currency)} "
+        f"of {format_money(answer['credit_line'], currency)}"
     )
-    out.print(f"credit used {answer['credit_used']} of {answer['credit_line']} micro-units")
     out.print(
-        f"prices: consumption {answer['price_consumption']}, "
-        f"production {answer['price_production']} micro-units/kWh"
+        f"prices: consumption {format_price(answer['price_consumption'], currency)}, "
+        f"production {format_price(answer['price_production'], currency)}"
     )
     for problem in ("watcher_problem", "ledger_error"):
         if answer.get(problem):
@@ -274,17 +273,18 @@ def bills_command(
     if as_json:
         out.print_json(json.dumps(answer))
         return
+    currency = answer.get("currency", "EUR")
     out.print(f"{answer['pending']} bill(s) wait for the DSO")
     for due in answer["due"]:
         bill = due["bill"]
         out.print(
-            f"interval {bill['interval']}: E_t {bill['energy_j']} J, "
-            f"B_t {bill['amount']} micro-units "
+            f"interval {bill['interval']}: E_t {bill['energy_j']:,} J, "
+            f"B_t {format_money(bill['amount'], currency)} "
             f"({due['attempts']} attempts; {due['last_error'] or 'not sent yet'})"
         )
 
 
 def _meter(meter: str) -> str:
     if not meter:
-        fail("give the meter's id: --meter or $PETRA_METER_ID")
+        fail("give the meter's id: --meter-id or $PETRA_METER_ID")
     return meter

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from petra.console import check_ledger_genesis, err, fail, read_genesis, serve, warn
+from petra.console import (
+    LogLevel,
+    check_ledger_genesis,
+    configure_logging,
+    fail,
+    read_genesis,
+    serve,
+    warn,
+)
 
 mixer_app = typer.Typer(
     help="The mixer: CoinShuffle pools of equal denominations (DESIGN.md section 8).",
     no_args_is_help=True,
 )
+log = logging.getLogger("petra")
 
 
 @mixer_app.command("serve")
@@ -20,7 +30,7 @@ def serve_command(
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
-    ledger: Annotated[str, typer.Option(help="The ledger node.")] = "http://127.0.0.1:7420",
+    ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
     min_peers: Annotated[
         int, typer.Option(min=2, max=256, help="Peers a pool needs to start at its deadline.")
     ] = 3,
@@ -33,10 +43,11 @@ def serve_command(
     timeout_s: Annotated[
         float, typer.Option(min=0.1, help="Seconds a protocol step waits for silent peers.")
     ] = 10.0,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told).")] = (
+    host: Annotated[str, typer.Option(help="The address to listen on (loopback unless told).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7450,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7450,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the coordinator under /v1: form pools, relay messages, enforce timeouts, submit
     each finished transfer to the ledger. Keeps nothing on disk."""
@@ -46,6 +57,7 @@ def serve_command(
     from mixer.api import create_app
     from mixer.coordinator import Coordinator
 
+    configure_logging(log_level, "mixer")
     _, genesis_doc = read_genesis(genesis)
     if min_peers > max_peers:
         fail(f"--min-peers ({min_peers}) must not exceed --max-peers ({max_peers})")
@@ -61,11 +73,13 @@ def serve_command(
         start_s=start_s,
         timeout_s=timeout_s,
     )
-    err.print(
-        f"mixer coordinator on http://{host}:{port}/v1 (ledger {ledger}, pools of "
-        f"{min_peers} to {max_peers} peers)"
+    log.info(
+        "mixer coordinator on http://%s:%s/v1 (ledger %s, pools of %s to %s peers, keeping "
+        "nothing on disk)",
+        *(host, port, ledger, min_peers, max_peers),
     )
     try:
         serve(create_app(coordinator), host, port)
     finally:
         client.close()
+    log.info("stopped")

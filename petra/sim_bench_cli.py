@@ -22,7 +22,9 @@ def _sizes(text: str, option: str) -> list[int]:
 
 
 def bench_sim_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
     in_process: Annotated[
         str, typer.Option("--in-process", help="Community sizes to run in one process.")
     ] = "10,100,1000",

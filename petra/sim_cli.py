@@ -48,7 +48,11 @@ def run_command(
         int | None, typer.Option(help="The seed every profile and agent draws from.")
     ] = None,
     store: Annotated[
-        str | None, typer.Option(help="`sqlite` (files in the run's folder) or a PostgreSQL URL.")
+        str | None,
+        typer.Option(
+            help="The database's SQLAlchemy URL (PostgreSQL), or `sqlite`: files in the run's "
+            "folder."
+        ),
     ] = None,
     tor: Annotated[
         bool | None,
@@ -58,7 +62,7 @@ def run_command(
         bool | None, typer.Option("--mixing/--no-mixing", help="Mix before trading.")
     ] = None,
     report_dir: Annotated[
-        Path | None, typer.Option(help="Where the run's report folder goes.")
+        Path | None, typer.Option("--dir", help="The folder the run's report folder goes in.")
     ] = None,
     in_process: Annotated[
         bool,
@@ -70,7 +74,9 @@ def run_command(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the default configuration and exit.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: the metrics.")
+    ] = False,
 ) -> None:
     """Run a whole community: ledger, replica, DSO, mixer, bid store, a meter and a wallet
     agent per home, each its own process on loopback; then print the summary and write the
@@ -111,7 +117,9 @@ def run_command(
 @sim_app.command("device")
 def device_command(
     kind: Annotated[str, typer.Argument(help="sdm630 (a grid meter) or sunspec (a PV inverter).")],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1.")] = 5020,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="The port to listen on, on 127.0.0.1.")
+    ] = 5020,
     profile: Annotated[
         str,
         typer.Option(
@@ -144,8 +152,8 @@ def device_command(
 FolderOption = Annotated[
     Path,
     typer.Option(
-        "--folder",
-        help="The community's folder: its state, logs, nodes and homes.",
+        "--dir",
+        help="The folder of the community: its state, logs, nodes and homes.",
         file_okay=False,
     ),
 ]

@@ -22,7 +22,7 @@ testnet_app = typer.Typer(
 tor_app.add_typer(testnet_app, name="testnet")
 
 NetworkDir = Annotated[
-    Path, typer.Option("--dir", help="The network's directory: keys, torrc files, logs, state.")
+    Path, typer.Option("--dir", help="The folder of the network: keys, torrc files, logs, state.")
 ]
 
 
@@ -36,7 +36,9 @@ def up_command(
     timeout_s: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the client to bootstrap.")
     ] = 180.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the ports as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: the ports.")
+    ] = False,
 ) -> None:
     """Start the network on 127.0.0.1, wait until its client has bootstrapped, print the
     client's SOCKS and control ports and leave it running; `petra tor testnet down` stops it.

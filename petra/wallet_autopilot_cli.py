@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from petra.vocabulary import interval_label, money_argument
 from petra.wallet_common import Json, PassFile, WalletPath, opened, out
 
 MIX_TIMEOUT_S = 600.0  # at most, per coin, rounds included
@@ -35,8 +36,13 @@ def autopilot_command(
     epa: Annotated[int, typer.Option(min=0, help="EPA withdrawn every interval, W.")] = 1_000,
     eca: Annotated[int, typer.Option(min=0, help="ECA withdrawn every interval, W.")] = 1_000,
     fa: Annotated[
-        int, typer.Option(min=0, help="FA withdrawn every interval, micro-units.")
-    ] = 100_000,
+        int,
+        typer.Option(
+            parser=money_argument,
+            metavar="MONEY",
+            help="FA withdrawn every interval: money, e.g. 0.1 or 0.1EUR (docs/cli.md).",
+        ),
+    ] = "0.1",  # type: ignore[assignment]  # typer parses the default text too
     lead: Annotated[
         int, typer.Option(min=1, max=96, help="Withdraw for the interval this many ahead.")
     ] = 1,
@@ -46,10 +52,20 @@ def autopilot_command(
         typer.Option(min=1, help="Seconds a coin's mix may take (default: half the lead time)."),
     ] = None,
     ask_price: Annotated[
-        int | None, typer.Option(min=1, help="Ask a forecast surplus at this µ/kWh.")
+        int | None,
+        typer.Option(
+            parser=money_argument,
+            metavar="MONEY",
+            help="Ask a forecast surplus at this money per kWh, e.g. 0.12.",
+        ),
     ] = None,
     bid_price: Annotated[
-        int | None, typer.Option(min=1, help="Bid for a forecast deficit at this µ/kWh.")
+        int | None,
+        typer.Option(
+            parser=money_argument,
+            metavar="MONEY",
+            help="Bid for a forecast deficit at this money per kWh, e.g. 0.3.",
+        ),
     ] = None,
     forecast_w: Annotated[
         int | None,
@@ -78,22 +94,29 @@ def autopilot_command(
     errors = Console(stderr=True)
     failed: list[Step] = []
 
+    if fa < 0:
+        raise typer.BadParameter("FA is not negative", param_hint="--fa")
+    for name, price in (("--ask-price", ask_price), ("--bid-price", bid_price)):
+        if price is not None and price < 1:
+            raise typer.BadParameter("a price is more than 0", param_hint=name)
+
     def report(step: Step) -> None:
+        when = interval_label(step.interval, epoch, interval_s)
         if step.outcome == "failed":
             failed.append(step)
-            errors.print(f"interval {step.interval}: {step.text}", markup=False)
+            errors.print(f"interval {when}: {step.name} failed: {step.text}", markup=False)
         if as_json:
             print(json.dumps(asdict(step)), flush=True)
         else:
             style = STYLES[step.outcome]
             out.print(
-                f"interval {step.interval}  {step.name:<8} [{style}]{step.outcome:<7}[/{style}] "
-                f"{step.text}",
+                f"{when}  {step.name:<8} [{style}]{step.outcome:<7}[/{style}] {step.text}",
                 highlight=False,
+                markup=True,
             )
 
     with opened(wallet, passphrase_file) as w:
-        interval_s = w.genesis.interval_s
+        epoch, interval_s = w.genesis.epoch, w.genesis.interval_s
         timeout = mix_timeout_s or min(MIX_TIMEOUT_S, max(1.0, lead * interval_s / 2))
         settings = Settings(
             Cover(epa, eca, fa),
@@ -108,6 +131,7 @@ def autopilot_command(
             epoch=w.genesis.epoch,
             report=report,
             stop=stop,
+            currency=w.genesis.currency,
         )
         with _stopped_by_signals(stop):
             pilot.run(once=once)

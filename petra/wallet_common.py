@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from petra.console import PASSPHRASE_ENV, fail, read_passphrase
 
@@ -32,12 +34,17 @@ WalletPath = Annotated[
 PassFile = Annotated[
     Path | None,
     typer.Option(
-        help=f"File holding the wallet's passphrase (else ${PASSPHRASE_ENV}, else a prompt).",
+        help=(
+            "File holding the wallet's passphrase, needed unless `petra wallet unlock` opened "
+            f"it for this terminal (else ${PASSPHRASE_ENV}, else a prompt)."
+        ),
         exists=True,
         dir_okay=False,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print JSON for programs instead of text for people.")
+]
 
 
 def wallet_path(given: Path | None) -> Path:
@@ -63,17 +70,37 @@ def passphrase(file: Path | None, *, confirm: bool = False) -> bytes:
 
 @contextmanager
 def opened(path: Path | None, passfile: Path | None) -> Iterator[Any]:
-    """The `Wallet` in `path`; every WalletError or KeystoreError inside is one sentence."""
+    """The `Wallet` in `path`, opened by the agent of this terminal session if one holds it
+    (`petra wallet unlock`), else with its passphrase; every WalletError or KeystoreError
+    inside is one sentence."""
     from wallet.keystore import KeystoreError, WalletFile
     from wallet.wallet import Wallet, WalletError
 
     where = wallet_path(path)
     try:
-        yield Wallet(WalletFile.open(where, passphrase(passfile)))
+        file = from_agent(where) or WalletFile.open(where, passphrase(passfile))
+        yield Wallet(file)
     except KeystoreError as exc:
         fail(f"{where}: {exc.message}")
     except WalletError as exc:
         fail(exc.message)
+
+
+def from_agent(where: Path) -> Any:
+    """The `WalletFile` at `where` opened with the key the agent of this terminal session
+    holds for it; None if no agent does, or its key no longer opens the file (sealed anew)."""
+    from wallet.agent import held_key
+    from wallet.keystore import KeystoreError, WalletFile
+
+    key = held_key(where)
+    if key is None:
+        return None
+    try:
+        return WalletFile.open_with_key(where, key)
+    except KeystoreError as exc:
+        if exc.code == "wrong_passphrase":
+            return None
+        raise
 
 
 def emit(as_json: bool, document: Any) -> bool:
@@ -81,3 +108,15 @@ def emit(as_json: bool, document: Any) -> bool:
     if as_json:
         out.print_json(json.dumps(document))
     return as_json
+
+
+def table(*columns: str) -> Table:
+    """A table for a person at an 80-column terminal: a rule under the header, two spaces
+    between columns and no frame (a frame costs three columns per column)."""
+    return Table(
+        *columns,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )

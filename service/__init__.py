@@ -2,8 +2,8 @@
 handler, bounded request bodies, draining long requests at shutdown (`http`); serving under
 limits no client can talk a process out of (`serving`, imported on its own: it loads uvicorn);
 periodic ticks (`ticker`); the ledger clock every service reads for interval time, accelerable
-for simulations (`clock`); opening a service's own database (`database`); the base HTTP client
-every client builds on (`client`).
+for simulations (`clock`); opening a service's own database, and holding it for one process
+(`database`); the base HTTP client every client builds on (`client`).
 
 Its door: the names below are what other packages may use; each is loaded from its module
 on first use (`service.door`)."""
@@ -26,9 +26,12 @@ if TYPE_CHECKING:
     from service.clock import now as now
     from service.clock import parse_clock as parse_clock
     from service.clock import wall_seconds_until as wall_seconds_until
+    from service.database import StoreBusy as StoreBusy
     from service.database import StoreError as StoreError
+    from service.database import StoreHolder as StoreHolder
     from service.database import create_private_file as create_private_file
     from service.database import create_store_engine as create_store_engine
+    from service.database import hold_store as hold_store
     from service.database import open_service_database as open_service_database
     from service.database import service_meta as service_meta
     from service.door import door_names as door_names

@@ -9,7 +9,11 @@
   `keep_alive_s`.
 - Shutdown: SIGTERM and SIGINT stop the server within `shutdown_s`, then return to the caller,
   whose clean-up runs and whose process exits 0 (uvicorn itself re-raises the signal, which
-  skips every `finally`).
+  skips every `finally`). Idle connections close at once, and so do those whose request body
+  is still arriving (nothing was done with it yet); long polls and streams end (`draining`);
+  requests being answered have `shutdown_s` to finish.
+- Logging: one line per request at INFO once it is answered (`RequestLog`), never the client's
+  address; uvicorn's own lines go through the process's logging, its access log is off.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.http import DRAINING, error_response
 
 log = logging.getLogger("petra.service.serving")
+request_log = logging.getLogger("petra.requests")
+MAX_LOGGED_PATH = 200  # characters of a path written to the log; a longer one is cut
 
 RETRY_AFTER_S = 1
 
@@ -47,7 +53,7 @@ class ServeLimits:
     max_in_flight: int = 1_000
     request_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
-    shutdown_s: float = 1.0
+    shutdown_s: float = 0.5  # with the clean-up after it, a service exits within 1 s
 
     @classmethod
     def from_env(cls) -> ServeLimits:
@@ -100,6 +106,48 @@ class InFlightLimit:
             self.in_flight -= 1
 
 
+class RequestLog:
+    """A pure ASGI middleware: one INFO line per HTTP request once it ends, `GET /v1/head 200
+    1.2 ms`: method, path (not the query string, which may carry signatures), status (`-` if
+    none was sent) and milliseconds from its arrival, a stream's whole life. Never the client's
+    address: the bid store is reached over Tor, and no service needs one in its log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not request_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status: int | None = None
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            status = status or 500  # uvicorn answers 500 to what the app let escape
+            raise
+        finally:
+            took_ms = (time.perf_counter() - began) * 1000
+            method, path = scope["method"], logged_path(scope)
+            request_log.info("%s %s %s %.1f ms", method, path, status or "-", took_ms)
+
+
+def logged_path(scope: Scope) -> str:
+    """The request's path as sent, printable and at most `MAX_LOGGED_PATH` characters: a path
+    is the client's text, and must not forge or flood log lines."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    text = raw.split(b"?", 1)[0].decode("ascii", "backslashreplace")
+    text = "".join(c if c.isprintable() and c != " " else f"%{ord(c):02X}" for c in text)
+    return text if len(text) <= MAX_LOGGED_PATH else text[:MAX_LOGGED_PATH] + "…"
+
+
 def _protocol(limits: ServeLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a connection cap and a deadline to read a request."""
 
@@ -122,6 +170,13 @@ def _protocol(limits: ServeLimits) -> type[HttpToolsProtocol]:
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._disarm()
+
+        def shutdown(self) -> None:
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not cycle.response_started:
+                self.transport.close()  # its body is still arriving: nothing was done with it
+                return
+            super().shutdown()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -169,9 +224,16 @@ class PetraServer(uvicorn.Server):
     """uvicorn's server, stopping on SIGTERM or SIGINT, or when `stop` is set, and then
     returning to its caller instead of re-raising the signal."""
 
-    def __init__(self, config: uvicorn.Config, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        stop: threading.Event | None = None,
+        in_flight: InFlightLimit | None = None,
+    ) -> None:
+        """`in_flight`: the middleware whose `draining` event is set when stopping."""
         super().__init__(config)
         self.stop = stop or threading.Event()
+        self.in_flight = in_flight
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -192,8 +254,12 @@ class PetraServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Tell long polls and streams to end (`service.http.draining`), then stop as uvicorn
         does: they answer within the grace period rather than being cancelled."""
-        if isinstance(self.config.app, InFlightLimit):
-            self.config.app.draining.set()
+        log.info(
+            "stopping: no new connections, open requests have %s s",
+            self.config.timeout_graceful_shutdown,
+        )
+        if self.in_flight is not None:
+            self.in_flight.draining.set()
         await super().shutdown(sockets)
 
 
@@ -213,20 +279,27 @@ def server(
     port: int,
     limits: ServeLimits,
     stop: threading.Event | None = None,
-    log_level: str = "warning",
+    log_level: str | None = None,
 ) -> PetraServer:
     """A server for `app` on `host:port` under `limits` (`ServeLimits.from_env()` for a
-    command's)."""
+    command's), logging each request (`RequestLog`). uvicorn's own lines go to the process's
+    logging (`petra.console.configure_logging`), at `log_level` (default: warning, or debug
+    when the process logs debug)."""
     raise_open_files_limit()
+    if log_level is None:
+        log_level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "warning"
+    in_flight = InFlightLimit(app, limits.max_in_flight)
     config = uvicorn.Config(
-        InFlightLimit(app, limits.max_in_flight),
+        RequestLog(in_flight),
         host=host,
         port=port,
         http=_protocol(limits),
+        log_config=None,  # the process's one format, not uvicorn's
         log_level=log_level,
-        access_log=False,
+        access_log=False,  # `RequestLog` writes one line per request, without the address
         timeout_keep_alive=max(1, round(limits.keep_alive_s)),
-        timeout_graceful_shutdown=max(1, round(limits.shutdown_s)),
+        # uvicorn waits with asyncio.timeout, which takes fractions of a second
+        timeout_graceful_shutdown=limits.shutdown_s,  # type: ignore[arg-type]
         lifespan="on",
     )
-    return PetraServer(config, stop)
+    return PetraServer(config, stop, in_flight)

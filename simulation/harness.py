@@ -363,7 +363,7 @@ class Community:
             "/v1/head",
             "ledger",
             "replicate",
-            *("--from", ledger, "--genesis", str(genesis)),
+            *("--ledger", ledger, "--genesis", str(genesis)),
             *("--store", self._store_url("replica"), "--evidence", str(nodes / "evidence")),
         )
         self.on_status("starting the bid store and the mixer")

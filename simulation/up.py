@@ -13,7 +13,7 @@ killed with SIGKILL leaves its nodes behind) is stopped by the pids in the state
 
 A process belongs to a folder when its command line names the folder's absolute path: every
 node's does (its genesis or its meter's configuration lies there), and so does the background
-process's (`--folder`). That is how `up` tells a live community from a stale state file, and
+process's (`--dir`). That is how `up` tells a live community from a stale state file, and
 how the tests check nothing is left.
 """
 
@@ -237,14 +237,14 @@ def up(
     if running is not None:
         raise UpError(
             f"a community is already up in {shown(folder)} (pid {running['pid']}): "
-            f"`petra sim down --folder {shown(folder)}` stops it"
+            f"`petra sim down --dir {shown(folder)}` stops it"
         )
     _clear(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(config_to_wire(config), indent=2) + "\n")
     flag = "--autopilot" if autopilot else "--no-autopilot"
     background = start_petra(
-        "sim", "serve-community", "--folder", str(folder), flag, log=folder / LOG_FILE
+        "sim", "serve-community", "--dir", str(folder), flag, log=folder / LOG_FILE
     )
     deadline = time.monotonic() + UP_TIMEOUT_S
     while True:
@@ -384,11 +384,11 @@ def _clear(folder: Path) -> None:
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise UpError(f"{shown(folder)} is not a folder: choose another --folder")
+        raise UpError(f"{shown(folder)} is not a folder: choose another --dir")
     present = {p.name for p in folder.iterdir()}
     if present and CONFIG_FILE not in present:
         raise UpError(
-            f"{shown(folder)} holds files that are not a community's: choose another --folder"
+            f"{shown(folder)} holds files that are not a community's: choose another --dir"
         )
     leftovers = processes_of(folder)
     if leftovers:
@@ -432,13 +432,14 @@ def describe_lines(state: dict[str, Any]) -> list[str]:
     people = [h for h in homes if not h["agent"]]
     ends = datetime.fromtimestamp(int(state["ends"])).strftime("%Y-%m-%d %H:%M")
     folder = shown(state["folder"])
+    now = (int(time.time()) - epoch) // interval_s
     labels = {"ledger": "ledger", "replica": "replica", "dso": "DSO"}
     labels |= {"mixer": "mixer", "bidstore": "bid store"}
     lines = [
         f"A community of {len(homes)} homes is up in {folder} (pid {state['pid']}).",
-        f"Intervals of {interval_s} s on the wall clock; interval now: "
-        f"{(int(time.time()) - epoch) // interval_s}.",
-        f"It runs until {ends} or `petra sim down --folder {folder}`.",
+        f"Intervals of {interval_s} s on the wall clock; interval now: {now} (from "
+        f"{datetime.fromtimestamp(epoch + now * interval_s).strftime('%H:%M:%S')}).",
+        f"It runs until {ends} or `petra sim down --dir {folder}`.",
         "",
         "Services",
     ]
@@ -469,7 +470,7 @@ def describe_lines(state: dict[str, Any]) -> list[str]:
             f'  export PETRA_PASSPHRASE="$(cat {shown(state["passphrase_file"])})"',
             f"  T=$(( ($(date +%s) - {epoch}) / {interval_s} + 10 ))  # ten intervals ahead",
             "  petra wallet balance",
-            "  petra wallet withdraw --interval $T --epa 1000 --eca 1000 --fa 100000",
+            "  petra wallet withdraw epa:1000W@$T eca:1000W@$T fa:0.1EUR",
             "  petra wallet mix --rounds 1",
             "The walk-through is docs/tutorial.md.",
         ]

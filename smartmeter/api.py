@@ -103,8 +103,10 @@ class OwnerService:
         credit_line: int,
         clock: Callable[[], float] = ledger_now,
         wall_clock: Callable[[], float] = time.time,
+        closing_delay_s: int = 60,
     ) -> None:
         self.store, self.ledger_index, self.client = store, ledger_index, client
+        self.closing_delay_s = closing_delay_s  # an interval's bill closes this long after its end
         self.chain, self.meter_id, self.meter_key = chain, meter_id, meter_key
         self.owner, self.credit_line = owner, credit_line
         self.clock, self.wall_clock = clock, wall_clock
@@ -237,7 +239,8 @@ class OwnerService:
 
     def status(self) -> dict[str, Any]:
         """The meter, the last block it indexed, the owner's credit and the prices now."""
-        interval = self.ledger_index.genesis.interval_at(int(self.clock()))
+        genesis = self.ledger_index.genesis
+        interval = genesis.interval_at(int(self.clock()))
         prices = self.ledger_index.prices_at(interval)
         with self.ledger_index.lock:
             credit_used = self.ledger_index.issued.credit_used
@@ -245,6 +248,9 @@ class OwnerService:
             "meter": self.meter_id,
             "height": self.ledger_index.height,
             "interval": interval,
+            "interval_start": genesis.epoch + interval * genesis.interval_s,
+            "currency": genesis.currency,
+            "closing_delay_s": self.closing_delay_s,
             "credit_used": credit_used,
             "credit_line": self.credit_line,
             "price_consumption": prices.consumption,
@@ -257,6 +263,7 @@ class OwnerService:
         """How many bills wait for the DSO, and those due for sending now."""
         due = self.store.due(BILL_KIND)
         return {
+            "currency": self.ledger_index.genesis.currency,
             "pending": self.store.pending(BILL_KIND),
             "due": [
                 {"key": m.key, "attempts": m.attempts, "last_error": m.last_error}

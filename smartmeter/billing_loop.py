@@ -83,7 +83,7 @@ def close_due_bills(
     """
     if ledger_index.problem is not None or ledger_index.last_error is not None:
         log.warning(
-            "not closing bills: the ledger ledger_index is %s",
+            "not closing bills: the ledger index is %s",
             f"stopped ({ledger_index.problem})"
             if ledger_index.problem
             else f"behind ({ledger_index.last_error})",

@@ -49,18 +49,27 @@ as missing energy, never spread over the intervals it spans. Its `max_power_w` (
 check), if given, refuses a counter step faster than that power as implausible (a replaced
 meter, a garbled register) and marks its interval suspect instead of counting it.
 
-Relative paths are relative to the configuration file. Every problem is a `ConfigError` naming
-the key and what it should be.
+Every path is relative to the configuration file's folder, whatever folder the meter starts
+in: the key file, the genesis, and the `store` when it is a SQLite URL with a relative path
+(`sqlite:///meter.sqlite` in /etc/petra/meter.toml is /etc/petra/meter.sqlite). Every problem
+is a `ConfigError` naming the key and what it should be; a key the meter does not read, at the
+top, in any `[[source]]` (each kind reads its own keys) or in a table inside one, is refused
+with the nearest known key suggested.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from assets.codec import MAX_INT, METER_ID
 
@@ -81,6 +90,25 @@ METER_KEYS = (
     "credit_line",
     "api_port",
 )
+PUBLISH_KEYS = ("host", "port", "node", "base_topic")
+# The keys each kind of source reads; an MQTT source's also depend on its format.
+MODBUS_SOURCE_KEYS = (
+    "kind",
+    "name",
+    "host",
+    "port",
+    "device_id",
+    "poll_s",
+    "max_gap_s",
+    "max_power_w",
+)
+MQTT_SOURCE_KEYS = ("kind", "name", "host", "port", "poll_s", "max_gap_s", "max_power_w", "format")
+MQTT_FORMAT_KEYS = {
+    "emoncms": ("node", "base_topic", "inputs"),
+    "shelly": ("topic",),
+    "json": ("topic", "paths", "time_path"),
+}
+QUANTITY_KEYS = ("quantity", "factor")  # an emoncms input's or a JSON path's table
 
 
 class ConfigError(Exception):
@@ -137,23 +165,19 @@ def load_config(path: Path) -> MeterConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse_config(document, path.parent)
+    return parse_config(document, path.parent.absolute())
 
 
 def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
     """The configuration in a parsed TOML document; relative paths are taken from `base`."""
     meter = _table(document, "meter")
-    unknown = set(document) - {"meter", "source", "publish"}
+    unknown = sorted(set(document) - {"meter", "source", "publish"})
     if unknown:
         raise ConfigError(
-            f"unknown section {sorted(unknown)[0]!r}: the sections are [meter], [publish] "
-            "and [[source]]"
+            f"unknown section {unknown[0]!r}{_nearest(unknown[0], ('meter', 'source', 'publish'))}"
+            ": the sections are [meter], [publish] and [[source]]"
         )
-    unknown = set(meter) - set(METER_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown key meter.{sorted(unknown)[0]}: the keys are {', '.join(METER_KEYS)}"
-        )
+    _known_keys(meter, "meter", METER_KEYS)
     meter_id = _str(meter, "meter.id", "id")
     if METER_ID.fullmatch(meter_id) is None:
         raise ConfigError("meter.id must be 1-64 of A-Z a-z 0-9 . _ -")
@@ -179,7 +203,7 @@ def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
         owner=owner,
         ledger=_str(meter, "meter.ledger", "ledger", "http://127.0.0.1:7420"),
         dso=_str(meter, "meter.dso", "dso", "http://127.0.0.1:7430"),
-        store=_str(meter, "meter.store", "store", f"sqlite:///{base / 'meter.sqlite'}"),
+        store=_store(_str(meter, "meter.store", "store", "sqlite:///meter.sqlite"), base),
         closing_delay_s=_int(meter, "meter.closing_delay_s", "closing_delay_s", 0, 86_400, 60),
         credit_line=_int(meter, "meter.credit_line", "credit_line", 0, MAX_INT, 0),
         api_port=_int(meter, "meter.api_port", "api_port", 1, 65_535, 7440),
@@ -191,11 +215,7 @@ def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
 def _publish(value: Any) -> PublishConfig:
     if not isinstance(value, dict):
         raise ConfigError("[publish] must be a table")
-    unknown = set(value) - {"host", "port", "node", "base_topic"}
-    if unknown:
-        raise ConfigError(
-            f"unknown key publish.{sorted(unknown)[0]}: the keys are host, port, node, base_topic"
-        )
+    _known_keys(value, "publish", PUBLISH_KEYS)
     node = _str(value, "publish.node", "node")
     if NAME.fullmatch(node) is None:
         raise ConfigError(
@@ -234,6 +254,14 @@ def _source(value: Any, n: int) -> SourceConfig:
         if not isinstance(options.get(needed), str) or not options[needed]:
             what = "the emoncms node" if needed == "node" else "the topic it publishes under"
             raise ConfigError(f"{where}.{needed} must name {what}")
+        _known_keys(value, where, MQTT_SOURCE_KEYS + MQTT_FORMAT_KEYS[options["format"]])
+        for table in ("inputs", "paths"):
+            quantities = value.get(table)
+            for key, quantity in quantities.items() if isinstance(quantities, dict) else ():
+                if isinstance(quantity, dict):
+                    _known_keys(quantity, f"{where}.{table}.{key}", QUANTITY_KEYS)
+    else:
+        _known_keys(value, where, MODBUS_SOURCE_KEYS)
     poll = value.get("poll_s", 5)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.1 <= poll <= 3600:
         raise ConfigError(f"{where}.poll_s must be a number of seconds from 0.1 to 3600")
@@ -261,6 +289,40 @@ def _source(value: Any, n: int) -> SourceConfig:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return parsed
+
+
+def _store(url: str, base: Path) -> str:
+    """`url`, a SQLite database's relative path taken from `base`, the configuration's folder."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "meter.store must be an SQLAlchemy URL such as sqlite:///meter.sqlite"
+        ) from None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return url
+    if Path(name).is_absolute() or name.startswith("file:") or "mode=memory" in url:
+        return url
+    return parsed.set(database=str(base / name)).render_as_string(hide_password=False)
+
+
+def _known_keys(table: dict[str, Any], where: str, known: Collection[str]) -> None:
+    """ConfigError naming the first key of `table` (at `where`) the meter does not read."""
+    unknown = sorted(str(key) for key in table if key not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}{_nearest(unknown[0], known, where)}: "
+            f"the keys are {', '.join(known)}"
+        )
+
+
+def _nearest(key: str, known: Collection[str], where: str = "") -> str:
+    """` (did you mean <where>.<known key>?)` for the known key most like `key`, if any is:
+    one it begins or ends, else the closest by spelling."""
+    match = [k for k in known if k.startswith(key) or k.endswith(key) or key.startswith(k)]
+    match = match[:1] or difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {where + '.' if where else ''}{match[0]}?)" if match else ""
 
 
 def _table(document: dict[str, Any], name: str) -> dict[str, Any]:

@@ -21,10 +21,12 @@ so no address is ever handed out twice or after it was used.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 
 from assets import (
+    Asset,
     DepositFact,
     Fa,
     Genesis,
@@ -45,6 +47,8 @@ from ledger.schedule import MeterStatus, Prices, RegulationSchedule
 from smartmeter.deposits import deposit_key, deposits_in_block
 from smartmeter.issuing import IssuedSoFar, check_withdrawal
 from smartmeter.store import ChainFact, MeterStore
+
+log = logging.getLogger(__name__)
 
 LOOKAHEAD = 20  # deposit addresses watched beyond the last handed out or paid
 HANDED_OUT = "deposit_keys_handed_out"  # named state: how many deposit indexes were handed out
@@ -188,6 +192,7 @@ class MeterLedgerIndex:
             )
             for fact, tx in kept:
                 self._learn(fact, tx)
+                self._tell(fact, tx)
 
     def _deposits_in(self, fact: ChainFact, tx: Transfer) -> list[ChainFact]:
         """One fact per output of `tx` paid to a deposit address; the window of watched
@@ -217,6 +222,16 @@ class MeterLedgerIndex:
             self._addresses[deposit_key(self._seed, index).public_key] = index
         return grew
 
+    def _tell(self, fact: ChainFact, tx: Transaction) -> None:
+        """Log a new fact of the meter's own in a line: an issue, a deposit."""
+        currency = self.genesis.currency
+        if isinstance(tx, Issue):
+            assets = ", ".join(asset_text(o.asset, currency) for o in tx.outputs)
+            log.info("issued %s to the owner in block %d", assets, fact.height)
+        elif isinstance(tx, Transfer) and fact.output is not None:
+            asset = asset_text(tx.outputs[fact.output].asset, currency)
+            log.info("deposit received: %s in block %d", asset, fact.height)
+
     def _learn(self, fact: ChainFact, tx: Transaction) -> None:
         """Add a stored fact to what the ledger index knows (its block is committed)."""
         if isinstance(tx, Regulate):
@@ -232,3 +247,16 @@ class MeterLedgerIndex:
             if isinstance(asset, Fa):
                 self.issued.fa_deposited += asset.amount
             self._paid = max(self._paid, fact.key_index + 1)
+
+
+def asset_text(asset: Asset, currency: str) -> str:
+    """`EPA 1500 W for interval 120`, `ECA 800 W for intervals 120-123`, `FA 2.500000 EUR`."""
+    if isinstance(asset, Fa):
+        whole, micro = divmod(asset.amount, 10**6)
+        return f"FA {whole}.{micro:06d} {currency}"
+    span = (
+        f"interval {asset.start}"
+        if asset.start == asset.end
+        else (f"intervals {asset.start}-{asset.end}")
+    )
+    return f"{asset.kind.value} {asset.power} W for {span}"

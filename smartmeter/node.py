@@ -172,6 +172,7 @@ class MeterNode:
             raise
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
+        self._told_interval: int | None = None  # the interval the ledger's height was told in
 
     def _build(
         self,
@@ -205,6 +206,7 @@ class MeterNode:
             config.owner,
             config.credit_line,
             clock=clock,
+            closing_delay_s=config.closing_delay_s,
         )
         self.publisher = (
             None
@@ -245,7 +247,25 @@ class MeterNode:
         if sent.delivered:
             log.info("%d bills delivered to the DSO", sent.delivered)
         published = 0 if self.publisher is None else self.publisher.publish_due()
+        self._tell_ledger()
         return {"billed": billed, "sent": sent, "published": published}
+
+    def _tell_ledger(self) -> None:
+        """Once an interval, a line on how far the meter follows the ledger."""
+        interval = self.genesis.interval_at(int(self.clock()))
+        if interval == self._told_interval:
+            return
+        self._told_interval = interval
+        index = self.ledger_index
+        if index.problem is not None:
+            log.error("interval %d: the ledger index stopped: %s", interval, index.problem)
+        elif index.last_error is not None:
+            log.warning(
+                "interval %d: ledger followed to height %d; it cannot be read now: %s",
+                *(interval, index.height, index.last_error),
+            )
+        else:
+            log.info("interval %d: ledger followed to height %d", interval, index.height)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -31,12 +31,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from service.clock import now as ledger_now
 from smartmeter.config import ConfigError, SourceConfig
-from smartmeter.energy import CounterReading, IntervalMeter, MeterConfig
+from smartmeter.energy import CounterReading, IntervalEnergy, IntervalMeter, MeterConfig
 from smartmeter.modbus import (
     DEFAULT_BACKOFF_INITIAL_S,
     DEFAULT_BACKOFF_MAX_S,
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 REPLAY_PAGE = 1_000  # stored readings read per query while replaying
+CLOSED_LINES = 3  # intervals closed at once logged a line each; more, in one line
+J_PER_KWH = 3_600_000
 
 
 class Reader(Protocol):
@@ -247,6 +250,13 @@ class SourceRunner:
         problem: str | None = None,
     ) -> None:
         """Store a sample (durable first), then give it to the meter."""
+        logger.debug(
+            "%s: read import %s Wh, export %s Wh, power %s W",
+            self.name,
+            import_wh,
+            export_wh,
+            power_w,
+        )
         with self._lock:
             seq = self._store.add_reading(self.name, at, import_wh, export_wh, power_w, problem)
             self._feed(StoredReading(seq, self.name, at, import_wh, export_wh, power_w, problem))
@@ -274,6 +284,7 @@ class SourceRunner:
         closed = self._meter.close(now)
         if closed:
             self._store.close_intervals(self.name, closed, self._checkpoint())
+            _tell_closed(self.name, closed)
 
     # -- Modbus
 
@@ -352,3 +363,25 @@ class SourceRunner:
             self._mqtt.close()
         if self._reader is not None:
             self._reader.close()
+
+
+def _tell_closed(name: str, closed: Sequence[IntervalEnergy]) -> None:
+    """A line per interval a source closed; one for them all after an outage."""
+    if len(closed) > CLOSED_LINES:
+        statuses = Counter(str(interval.status) for interval in closed)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        first, last = closed[0].interval, closed[-1].interval
+        logger.info("%s: intervals %d to %d closed (%s)", name, first, last, counts)
+        return
+    for interval in closed:
+        why = f" ({'; '.join(interval.reasons)})" if interval.reasons else ""
+        logger.info(
+            "%s: interval %d closed %s: %.3f kWh in, %.3f kWh out, %d readings%s",
+            name,
+            interval.interval,
+            interval.status,
+            interval.import_j / J_PER_KWH,
+            interval.export_j / J_PER_KWH,
+            interval.readings,
+            why,
+        )

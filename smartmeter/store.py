@@ -7,7 +7,7 @@ broker or an unreachable device loses none; the outbox holds what must reach ano
 them; `state` keeps small named JSON documents (the interval accumulator's checkpoint);
 `meter_intervals` keeps each source's closed intervals, written in one transaction with the
 accumulator's checkpoint, so neither is ever stored without the other; `meter_chain` keeps
-what the meter's ledger ledger_index learnt (every regulation, the meter's own issues, the deposits
+what the meter's ledger index learnt (every regulation, the meter's own issues, the deposits
 to its addresses) and `meter_chain_head` the last block it indexed, both written in one
 transaction per block, so a restart continues where it stopped.
 """

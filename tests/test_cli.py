@@ -521,7 +521,11 @@ def test_replay_without_keys_signs_heads_that_do_not_verify(
         ("dso-only", None, "none of the genesis's sequencer keys"),
         ("other-genesis", None, "none of the genesis's sequencer keys"),
         ("sealed", "not the passphrase", "wrong passphrase"),
-        ("sealed", None, "give its passphrase"),
+        (
+            "sealed",
+            None,
+            "give its passphrase in a file (--passphrase-file) or in $PETRA_PASSPHRASE",
+        ),
     ],
 )
 def test_replay_refuses_keys_that_cannot_sign_for_the_genesis(

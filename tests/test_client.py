@@ -49,7 +49,7 @@ from ledger.client import (
     _server_sent_events,
     head_from_wire,
 )
-from ledger.store import Store
+from ledger.store import Store, transactions
 from petra.cli import app
 from simulation.scenario import Scenario, pay
 
@@ -154,6 +154,14 @@ class FakeNode:
     def read(self, path: str, params: httpx.QueryParams) -> dict[str, Any] | httpx.Response:
         parts = path.strip("/").split("/")
         match parts:
+            case ["transactions"]:
+                prefix = params["prefix"].lower()
+                ids = self.store.txids_with_prefix(prefix, 11)
+                return {
+                    "prefix": prefix,
+                    "txids": [t.hex() for t in ids[:10]],
+                    "more": len(ids) > 10,
+                }
             case ["transactions", tx]:
                 stored = self.store.transaction(bytes.fromhex(tx))
                 if stored is None:
@@ -681,7 +689,7 @@ def test_verify_proof(node: FakeNode, cli: CliRunner, tmp_path: Path) -> None:
     node.append(tx)
     node.grow(2)
     genesis = str(_genesis_file(node, tmp_path))
-    args = ["ledger", "verify-proof", "--node", BASE, "--txid", txid(tx).hex()]
+    args = ["ledger", "verify-proof", "--ledger", BASE, "--txid", txid(tx).hex()]
     done = cli.invoke(app, [*args, "--genesis", genesis])
     assert done.exit_code == 0, done.output
     root = node.head().header.root.hex()
@@ -706,10 +714,52 @@ def test_verify_proof(node: FakeNode, cli: CliRunner, tmp_path: Path) -> None:
     assert "cannot reach" in down.stderr
 
 
+def test_verify_proof_takes_the_start_of_a_txid(
+    node: FakeNode, cli: CliRunner, tmp_path: Path
+) -> None:
+    tx = node.issue()
+    node.append(tx)
+    full = txid(tx).hex()
+    args = [
+        "ledger",
+        "verify-proof",
+        "--ledger",
+        BASE,
+        "--genesis",
+        str(_genesis_file(node, tmp_path)),
+    ]
+    done = cli.invoke(app, [*args, "--txid", full[:5].upper()])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"verified: {full} is leaf 1")
+
+    taken = {t.txid.hex()[:4] for t in node.store.transactions_in(0, node.size())}
+    absent = next(p for p in (f"{n:04x}" for n in range(1 << 16)) if p not in taken)
+    none = cli.invoke(app, [*args, "--txid", absent])
+    assert none.exit_code == 2
+    assert f"no transaction on the ledger starts with {absent}" in none.stderr
+
+    twin = bytes.fromhex(full[:4] + ("00" if full[4:6] != "00" else "ff") * 30)
+    with node.store.engine.begin() as conn:  # only its id is read: far beyond the log
+        conn.execute(
+            transactions.insert(),
+            {"seq": 10**9, "txid": twin, "height": 10**9, "type": "transfer", "body": b"{}"}
+            | {"leaf_hash": bytes(32)},
+        )
+    several = cli.invoke(app, [*args, "--txid", full[:4]])
+    assert several.exit_code == 2
+    assert full in several.stderr and twin.hex() in several.stderr
+    assert cli.invoke(app, [*args, "--txid", full[:6]]).exit_code == 0
+
+    for bad in ("%%%%", full[:3], full + "0"):
+        refused = cli.invoke(app, [*args, "--txid", bad])
+        assert refused.exit_code == 2
+        assert "4 to 64 hex digits" in refused.stderr
+
+
 def test_audit(node: FakeNode, cli: CliRunner, tmp_path: Path) -> None:
     genesis = str(_genesis_file(node, tmp_path))
     saved = tmp_path / "head.json"
-    args = ["ledger", "audit", "--node", BASE, "--head", str(saved), "--genesis", genesis]
+    args = ["ledger", "audit", "--ledger", BASE, "--head", str(saved), "--genesis", genesis]
     created = cli.invoke(app, args)
     assert created.exit_code == 0, created.output
     assert "saved" in created.stdout

@@ -1,4 +1,4 @@
-"""`petra meter keygen`, `run`'s refusals and `parse_asset` in process, and `OwnerClient`'s
+"""`petra meter keygen`, `run`'s refusals and `withdraw`'s assets in process, and `OwnerClient`'s
 requests and errors over a mock transport."""
 
 from __future__ import annotations
@@ -9,17 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import typer
-from hypothesis import given
-from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from assets import Eca, Epa, Fa, Keypair, Output
+from assets import Epa, Fa, Keypair, Output
 from assets.codec import output_to_wire
 from assets.keyfile import dump_keys, is_sealed, load_keys
 from assets.signing import verify
 from petra.cli import app
-from petra.meter_cli import parse_asset
 from simulation.scenario import Scenario
 from smartmeter.api import request_message
 from smartmeter.owner_client import OwnerApiError, OwnerClient
@@ -132,84 +128,12 @@ def test_keygen_names_a_file_it_cannot_write(tmp_path: Path) -> None:
     assert f"cannot write {out}" in sentence
 
 
-# -- parse_asset
-
-
-@pytest.mark.parametrize(
-    ("text", "asset"),
-    [
-        ("epa:1500W@120", Epa(1500, 120, 120)),
-        ("eca:800W@120-123", Eca(800, 120, 123)),
-        ("fa:2500000", Fa(2_500_000)),
-        ("EPA:1500w@120", Epa(1500, 120, 120)),
-        ("  eca:1W@7-7 ", Eca(1, 7, 7)),
-        ("fa:1", Fa(1)),
-    ],
-)
-def test_parse_asset_reads_each_kind(text: str, asset: Epa | Eca | Fa) -> None:
-    assert parse_asset(text) == asset
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "epa",
-        "epa:1500@120",
-        "epa:1500W",
-        "epa:W@120",
-        "epa:1.5W@120",
-        "epa:1500W@120-",
-        "epa:1500W@120-123-125",
-        "eca:-800W@120",
-        "fa:",
-        "fa:-1",
-        "fa:2.5",
-        "fa:1e6",
-        "fa:2500000W",
-        "fee:100",
-        "epa :1500W@120",
-        "epa:1500W@120 123",
-        "eca:0W@7",  # the ledger's own rules: power and amounts are positive,
-        "fa:0",
-        "eca:800W@123-120",  # intervals in order,
-        f"fa:{2**53}",  # and exact in any JSON reader
-        f"epa:{2**53}W@1",
-    ],
-)
-def test_parse_asset_refuses_anything_else_as_a_bad_parameter(text: str) -> None:
-    with pytest.raises(typer.BadParameter) as refused_asset:
-        parse_asset(text)
-    assert repr(text) in str(refused_asset.value)
-
-
-@given(
-    power=st.integers(min_value=1, max_value=10**12),
-    first=st.integers(min_value=0, max_value=10**9),
-    length=st.integers(min_value=0, max_value=1_000),
-    kind=st.sampled_from(["epa", "eca"]),
-    single=st.booleans(),
-)
-def test_parse_asset_reads_back_any_energy_asset_it_describes(
-    power: int, first: int, length: int, kind: str, single: bool
-) -> None:
-    last = first if single else first + length
-    text = f"{kind}:{power}W@{first}" + ("" if single else f"-{last}")
-    expected = (Epa if kind == "epa" else Eca)(power, first, last)
-    assert parse_asset(text) == expected
-
-
-@given(amount=st.integers(min_value=1, max_value=2**53 - 1))
-def test_parse_asset_reads_back_any_amount(amount: int) -> None:
-    assert parse_asset(f"fa:{amount}") == Fa(amount)
-
-
 def test_withdraw_reports_a_bad_asset_without_a_traceback(tmp_path: Path) -> None:
     keys = tmp_path / "owner-keys.json"
     assert keygen("--out", keys, "--name", "owner", passphrase=PASSPHRASE).exit_code == 0
     done = CliRunner().invoke(
         app,
-        ["meter", "withdraw", "epa:lots", "--meter", METER_ID, "--keys", str(keys)],
+        ["meter", "withdraw", "epa:lots", "--meter-id", METER_ID, "--keys", str(keys)],
         env={PASSPHRASE_ENV: PASSPHRASE},
     )
     assert done.exit_code == 2

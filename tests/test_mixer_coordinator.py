@@ -27,7 +27,7 @@ from assets import (
 from assets.codec import asset_from_wire, asset_to_wire
 from ledger.client import LedgerRejected, LedgerUnavailable, Submitted
 from mixer.auth import join_message
-from mixer.coordinator import Coordinator, MixerError
+from mixer.coordinator import Coordinator, MixerError, parse_forming
 from mixer.protocol import (
     Input,
     Kind,
@@ -547,6 +547,40 @@ def test_pools_are_per_denomination(ledger: FakeLedger, clock: Clock) -> None:
     big = Fa(2_000_000)
     b = coordinator.join(join_body(large, ledger.fund(large.public_key, big), asset=big))
     assert a["pool"] != b["pool"]
+
+
+def test_forming_counts_the_peers_waiting_per_denomination_and_names_no_pool(
+    ledger: FakeLedger, clock: Clock
+) -> None:
+    coordinator = coordinator_of(ledger, clock)
+    settings = {"min_peers": 3, "max_peers": 50, "start_s": START_S}
+    assert coordinator.forming() == {**settings, "pools": []}
+    big = Fa(2_000_000)
+    for wallet in make_wallets(ledger, 2):
+        coordinator.join(join_body(wallet.key, wallet.outpoint))
+    large = Keypair.generate()
+    coordinator.join(join_body(large, ledger.fund(large.public_key, big), asset=big))
+    waiting = {
+        canonical(p["asset"]): (p["peers"], p["starts_by"]) for p in coordinator.forming()["pools"]
+    }
+    assert waiting == {
+        canonical(asset_to_wire(COIN)): (2, NOW + START_S),
+        canonical(asset_to_wire(big)): (1, NOW + START_S),
+    }
+    assert coordinator.forming("EPA")["pools"] == []
+    assert len(coordinator.forming("FA")["pools"]) == 2
+    assert parse_forming({}) is None and parse_forming({"kind": "ECA"}) == "ECA"
+    for query in ({"kind": "fa"}, {"kind": "FA", "peer": "x"}):
+        with pytest.raises(MixerError) as caught:
+            parse_forming(query)
+        assert (caught.value.status, caught.value.code) == (400, "malformed")
+    clock.now += START_S
+    coordinator.tick()  # both pools end (too few): nothing forms
+    assert coordinator.forming() == {**settings, "pools": []}
+
+
+def canonical(wire: dict[str, Any]) -> str:
+    return str(sorted(wire.items()))
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,14 @@
 """`service.serving`: the limits every service is served under, on a real uvicorn server in a
 thread of the test (loopback): requests in flight beyond the bound are answered 503 `busy`
-with Retry-After; the ledger's block streams are capped; `stop` ends the server."""
+with Retry-After; the ledger's block streams are capped; `stop` ends the server, even with a
+request body that never ends; each request is logged once, without its query or its client."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from waiting import wait_until
 
 from ledger import open_ledger
@@ -117,3 +121,38 @@ def test_limits_from_the_environment_are_taken(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PETRA_REQUEST_TIMEOUT_S", "2.5")
     limits = ServeLimits.from_env()
     assert (limits.max_connections, limits.request_timeout_s) == (17, 2.5)
+
+
+def test_each_request_is_logged_once_without_query_or_client_address(
+    slow_app: tuple[str, threading.Event], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = slow_app
+    with caplog.at_level(logging.INFO, logger="petra.requests"):
+        assert httpx.get(f"{url}/fast?signature=secret", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/nowhere/%0Aforged%20line", timeout=5).status_code == 404
+        wait_until(lambda: len(caplog.records) >= 2, 5, "the request lines", interval_s=0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "petra.requests"]
+    assert len(lines) == 2
+    assert re.fullmatch(r"GET /fast 200 \d+\.\d ms", lines[0]), lines
+    assert re.fullmatch(r"GET /nowhere/%0Aforged%20line 404 \d+\.\d ms", lines[1]), lines
+    assert not any("127.0.0.1" in line or "secret" in line for line in lines)
+
+
+def test_a_request_whose_body_never_ends_does_not_hold_up_the_stop() -> None:
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    url, stop, thread = serve_in_thread(app, ServeLimits(shutdown_s=10))
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as stalled:
+        stalled.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.2)
+        began = time.monotonic()
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert time.monotonic() - began < 2  # not the ten seconds of grace
+        assert stalled.recv(1024) == b""  # closed unanswered: nothing was done with it

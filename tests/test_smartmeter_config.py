@@ -380,3 +380,132 @@ def test_a_json_source_mapping_no_energy_counter_is_refused(
             SourceRunner("house", _json_source(topic="t", paths=paths), EnergyConfig(10, 0), store)
     finally:
         store.close()
+
+
+# -- keys the meter does not read, and paths relative to the configuration's folder
+
+
+SHELLY = {"kind": "mqtt", "format": "shelly", "topic": "t"}
+EMONCMS = {"kind": "mqtt", "format": "emoncms", "node": "house", "inputs": {"i": "import_wh"}}
+JSON = {"kind": "mqtt", "format": "json", "topic": "t", "paths": {"$.a": "import_wh"}}
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        (
+            _document({"kind": "sdm630", "poll": 3}),
+            "unknown key source[0].poll (did you mean source[0].poll_s?)",
+        ),
+        (
+            _document(SOURCE, {"kind": "sunspec", "device": 2}),
+            "unknown key source[1].device (did you mean source[1].device_id?)",
+        ),
+        (_document({"kind": "sdm630", "topic": "t"}), "unknown key source[0].topic"),
+        (_document({**SHELLY, "device_id": 1}), "unknown key source[0].device_id"),
+        (_document({**SHELLY, "paths": {}}), "unknown key source[0].paths"),
+        (
+            _document({**EMONCMS, "base_topc": "e"}),
+            "unknown key source[0].base_topc (did you mean source[0].base_topic?)",
+        ),
+        (_document({**EMONCMS, "topic": "e"}), "unknown key source[0].topic"),
+        (
+            _document({**JSON, "timepath": "$.t"}),
+            "unknown key source[0].timepath (did you mean source[0].time_path?)",
+        ),
+        (
+            _document({**JSON, "paths": {"$.a": {"quantity": "import_wh", "factr": 1000}}}),
+            "unknown key source[0].paths.$.a.factr (did you mean source[0].paths.$.a.factor?)",
+        ),
+        (
+            _document({**EMONCMS, "inputs": {"i": {"quantity": "import_wh", "unit": "kWh"}}}),
+            "unknown key source[0].inputs.i.unit: the keys are quantity, factor",
+        ),
+        (
+            {"meter": _meter(closing_delay=60), "source": [SOURCE]},
+            "unknown key meter.closing_delay (did you mean meter.closing_delay_s?)",
+        ),
+        (
+            _document(SOURCE, publish={"node": "m", "base": "emon"}),
+            "unknown key publish.base (did you mean publish.base_topic?)",
+        ),
+        (_document(SOURCE, sources=[]), "unknown section 'sources' (did you mean source?)"),
+    ],
+)
+def test_a_key_the_meter_does_not_read_is_refused_with_the_nearest_suggested(
+    document: dict[str, Any], says: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document, tmp_path)
+    assert says in str(refused.value)
+
+
+def test_each_kind_of_source_takes_every_key_it_reads(tmp_path: Path) -> None:
+    common = {"host": "h", "port": 1, "poll_s": 1, "max_gap_s": 60, "max_power_w": 9}
+    emoncms = {**EMONCMS, "base_topic": "e", "inputs": {"i": {"quantity": "import_wh"}}}
+    json_source = {**JSON, "time_path": "$.t", "paths": {"$.a": {"quantity": "import_wh"}}}
+    sources = [
+        {"kind": "sdm630", "name": "a", "device_id": 2, **common},
+        {"kind": "sunspec", "name": "b", "device_id": 2, **common},
+        {**SHELLY, "name": "c", **common},
+        {**emoncms, "name": "d", **common},
+        {**json_source, "name": "e", **common},
+    ]
+    assert len(parse_config(_document(*sources), tmp_path).sources) == 5
+
+
+@pytest.mark.parametrize(
+    ("store", "beside"),
+    [
+        ("sqlite:///meter.sqlite", "meter.sqlite"),
+        ("sqlite:///data/meter.sqlite", "data/meter.sqlite"),
+        (None, "meter.sqlite"),
+    ],
+)
+def test_a_relative_sqlite_store_is_beside_the_configuration(
+    store: str | None, beside: str, tmp_path: Path
+) -> None:
+    config = parse_config({"meter": _meter(store=store), "source": [SOURCE]}, tmp_path)
+    assert config.store == f"sqlite:///{tmp_path / beside}"
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "sqlite:////var/lib/petra/meter.sqlite",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql+psycopg://petra@127.0.0.1/meter",
+    ],
+)
+def test_other_stores_are_kept_as_given(store: str, tmp_path: Path) -> None:
+    config = parse_config({"meter": _meter(store=store), "source": [SOURCE]}, tmp_path)
+    assert config.store == store
+
+
+def test_a_store_that_is_not_a_url_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"meter\.store must be an SQLAlchemy URL"):
+        parse_config({"meter": _meter(store="meter.sqlite"), "source": [SOURCE]}, tmp_path)
+
+
+def test_two_meters_started_from_one_folder_keep_their_databases_beside_their_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = [tmp_path / "home-a", tmp_path / "home-b"]
+    for home in homes:
+        home.mkdir()
+        (home / "meter.toml").write_text(
+            GOOD.replace(
+                'genesis = "genesis.json"',
+                'genesis = "genesis.json"\nstore = "sqlite:///meter.sqlite"',
+            )
+        )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for home in homes:
+        config = load_config(Path("..") / home.name / "meter.toml")  # a relative path, too
+        assert config.keys == elsewhere / ".." / home.name / "meter-keys.json"
+        MeterStore(config.store).close()
+    assert all((home / "meter.sqlite").is_file() for home in homes)
+    assert not list(elsewhere.iterdir())  # nothing where they were started

@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING
 from service.door import lazy_door
 
 if TYPE_CHECKING:
+    from wallet.agent import AgentError as AgentError
+    from wallet.agent import held_key as held_key
+    from wallet.agent import lock_agent as lock_agent
+    from wallet.agent import start_agent as start_agent
     from wallet.autopilot import JOURNAL_KIND as JOURNAL_KIND
     from wallet.autopilot import Autopilot as Autopilot
     from wallet.autopilot import Cover as Cover
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     from wallet.market import proposals as proposals
     from wallet.market import store_error as store_error
     from wallet.market import take as take
+    from wallet.market import trade_effects as trade_effects
+    from wallet.mixing import SPLIT_ORIGIN as SPLIT_ORIGIN
     from wallet.mixing import mix as mix
     from wallet.wallet import Coin as Coin
     from wallet.wallet import Services as Services

@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import Any, Protocol, TypeVar
 
 from assets.model import Asset, Eca, Epa, Fa
+from assets.money import format_price
 from bidstore.orders import JOULES_PER_KWH, OrderSide
 from service.clock import now as ledger_now
 from service.clock import wall_seconds_until
@@ -270,8 +271,10 @@ class Autopilot:
         clock: Callable[[], float] = ledger_now,
         sleep: Callable[[float], Any] | None = None,
         stop: threading.Event | None = None,
+        currency: str = "EUR",
     ) -> None:
         self.ops, self.settings, self.epoch = ops, settings, epoch
+        self.currency = currency  # the chain's, for the money in the steps' sentences
         self.report, self.clock = report, clock
         self.stop = stop or threading.Event()
         self.sleep = sleep or self.stop.wait
@@ -307,7 +310,8 @@ class Autopilot:
         if coins is None:
             return cycle
         cycle.coins = list(coins)
-        self._done(t, "withdraw", "withdrew " + ", ".join(asset_text(a) for a in assets))
+        withdrew = ", ".join(asset_text(a, self.currency) for a in assets)
+        self._done(t, "withdraw", f"withdrew {withdrew}")
         if not self.stop.is_set():
             self._mix(cycle)
         if not self.stop.is_set() and self.settings.strategy.trades:
@@ -399,7 +403,10 @@ class Autopilot:
         placed = self._attempt(t, "order", lambda: self.ops.place_order(side, t, price, power))
         if placed is not None:
             cycle.ordered = True
-            text = f"{side} {power:,} W at {price:,} µ/kWh, forecast {forecast:,} W"
+            text = (
+                f"{side} {power:,} W at {format_price(price, self.currency)}, "
+                f"forecast {forecast:,} W"
+            )
             self._done(t, "order", f"{text} (order {placed[:16]})")
 
     def _terms(self, t: int, forecast: int) -> tuple[OrderSide | None, int | None, int]:
@@ -431,9 +438,9 @@ class Autopilot:
         self.report(Step(t, name, "skipped", text, code))
 
     def _fail(self, t: int, name: str, code: str, message: str) -> None:
-        text = f"{name} failed: {message}"
-        self._journal(t, name, code, text)
-        self.report(Step(t, name, "failed", text, code))
+        # the step's outcome says it failed: its text says why, once
+        self._journal(t, name, code, f"{name} failed: {message}")
+        self.report(Step(t, name, "failed", message, code))
 
     def _journal(self, t: int, name: str, code: str, text: str) -> None:
         try:

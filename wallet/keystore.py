@@ -153,6 +153,23 @@ class WalletFile:
         wallet._unseal(sealed)
         return wallet
 
+    @classmethod
+    def open_with_key(cls, path: Path, key: bytes) -> WalletFile:
+        """The wallet at `path`, unlocked with the `sealing_key` an earlier opening derived
+        (no Argon2id); KeystoreError `wrong_passphrase` if the file was sealed anew since."""
+        params, sealed = _parse(path, _read(path))
+        if len(key) != nacl.secret.SecretBox.KEY_SIZE:
+            raise KeystoreError("wrong_passphrase", "that key does not open the wallet")
+        wallet = cls(path, params, key)
+        wallet._unseal(sealed)
+        return wallet
+
+    @property
+    def sealing_key(self) -> bytes:
+        """The 32-byte key Argon2id derived from the passphrase for this file's salt: what
+        opens the file again without the passphrase (`open_with_key`); never to be stored."""
+        return self._key
+
     def read(self) -> Contents:
         """The wallet's current contents, decrypted with the key derived at open."""
         params, sealed = _parse(self.path, _read(self.path))
@@ -284,7 +301,9 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise KeystoreError(
-            "missing", f"there is no wallet at {path}: check the path, or create a wallet"
+            "missing",
+            f"there is no wallet at {path}: check the path (--wallet, $PETRA_WALLET), or create "
+            "one with `petra wallet init`",
         ) from None
 
 

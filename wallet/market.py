@@ -21,13 +21,14 @@ change a partly filled order keeps trading with. Nothing here prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from assets import Keypair
 from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output
+from assets.money import format_money, format_price
 from bidstore.client import BidStoreClient, BidStoreClientError
 from bidstore.orders import (
     MAX_FA_INPUTS,
@@ -40,9 +41,19 @@ from bidstore.orders import (
 )
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
 from wallet.keystore import Contents
-from wallet.wallet import Coin, Wallet, WalletError, coin_key, release, size_of
+from wallet.wallet import (
+    Coin,
+    Wallet,
+    WalletError,
+    coin_key,
+    release,
+    size_of,
+)
 
 ENDED = ("settled", "failed", "expired", "abandoned", "forgotten")
+# How a command line resolves an id prefix among candidates (`petra.vocabulary.resolve_prefix`):
+# the prefix, the candidates, what they are -> the one id.
+Resolve = Callable[[str, Iterable[str], str], str]
 LIVE_ORDERS = ("posting", "open", "trading")
 ROLES = {OrderSide.ASK: "seller", OrderSide.BID: "buyer"}
 GIVES = {"ask": ("EPA",), "bid": ("ECA", "FA")}  # what an order's coins hold
@@ -134,9 +145,11 @@ def prepare(wallet: Wallet, side: OrderSide, interval: int, power: int, price: i
 
 def _check_terms(wallet: Wallet, interval: int, power: int, price: int) -> None:
     if not MIN_PRICE <= price <= MAX_PRICE:
+        currency = wallet.genesis.currency
         raise WalletError(
             "price_out_of_range",
-            f"a price is {MIN_PRICE} to {MAX_PRICE:,} micro-units per kWh, not {price:,}",
+            f"a price is {format_price(MIN_PRICE, currency)} to {format_price(MAX_PRICE, currency)}"
+            f", not {format_price(price, currency)}",
         )
     if power < 1:
         raise WalletError("bad_power", f"an order's power is at least 1 W, not {power}")
@@ -174,7 +187,7 @@ def _prepare_bid(wallet: Wallet, interval: int, power: int, due: int) -> Prepare
         if funds is not None:
             return Prepared(wallet.key_of(coin.output.address), (coin, *funds), None)
     picked_eca = _pick(ecas, power, f"W of ECA for interval {interval}")
-    picked_fa = _pick(fas, due, "micro-units of FA")
+    picked_fa = _pick(fas, due, "of FA", wallet.genesis.currency)
     trade = wallet.new_key("trade")
     outputs = [
         Output(Eca(power, interval, interval), trade.public_key),
@@ -190,9 +203,9 @@ def _prepare_bid(wallet: Wallet, interval: int, power: int, due: int) -> Prepare
     return _gather(wallet, [*picked_eca, *picked_fa], outputs, trade, 2)
 
 
-def _pick(coins: Sequence[Coin], need: int, what: str) -> list[Coin]:
-    """Coins enough for `need` (watts in the interval, or micro-units), single-interval coins
-    first; WalletError(`not_enough`) if all of them are not."""
+def _pick(coins: Sequence[Coin], need: int, what: str, currency: str | None = None) -> list[Coin]:
+    """Coins enough for `need` (watts in the interval, or micro-units of `currency`'s money),
+    single-interval coins first; WalletError(`not_enough`) if all of them are not."""
     ordered = sorted(
         coins, key=lambda c: 0 if isinstance(c.asset, Fa) else c.asset.end - c.asset.start
     )
@@ -203,9 +216,11 @@ def _pick(coins: Sequence[Coin], need: int, what: str) -> list[Coin]:
         picked.append(coin)
         held += size_of(coin.asset)
     if held < need:
-        raise WalletError(
-            "not_enough", f"the wallet holds {held:,} {what}, not {need:,}: withdraw more first"
-        )
+        if currency is None:
+            amounts = f"{held:,} {what}, not {need:,}"
+        else:
+            amounts = f"{format_money(held, currency)} {what}, not {format_money(need, currency)}"
+        raise WalletError("not_enough", f"the wallet holds {amounts}: withdraw more first")
     return picked
 
 
@@ -286,7 +301,8 @@ def place_order(
             wallet.note(
                 contents,
                 "order",
-                f"{side} {power:,} W for interval {interval} at {price:,} µ/kWh posted",
+                f"{side} {power:,} W for interval {interval} at "
+                f"{format_price(price, wallet.genesis.currency)} posted",
                 order=oid,
             )
     moved = None if prepared.moved is None else prepared.moved.hex()
@@ -299,17 +315,19 @@ def take(
     power: int | None = None,
     *,
     store: BidStoreClient | None = None,
+    resolve: Resolve | None = None,
 ) -> dict[str, Any]:
     """Take the open order `resting_id` (its id, or a unique start of it as the book shows
-    it) at its price for `power` watts (default: all of it) with an order of the other side,
-    and propose the trade's transfer (the taker proposes). The trade's record plus `"id"`."""
+    it, resolved among the open orders by `resolve` if given) at its price for `power` watts
+    (default: all of it) with an order of the other side, and propose the trade's transfer
+    (the taker proposes). The trade's record plus `"id"`."""
     if not 1 <= len(resting_id) <= 64 or resting_id.strip("0123456789abcdef"):
         raise WalletError(
             "bad_order_id", f"an order id is up to 64 lowercase hex digits, not {resting_id!r}"
         )
     with _store(wallet, store) as client:
         if len(resting_id) < 64:
-            resting_id = _whole_id(client, resting_id)
+            resting_id = _whole_id(client, resting_id, resolve)
         resting = client.order(resting_id)
         if resting["status"] != "open":
             raise WalletError(
@@ -344,7 +362,7 @@ def take(
                 contents,
                 "take",
                 f"took {resting_id[:16]}: {side} {wanted:,} W for interval {interval} at "
-                f"{price:,} µ/kWh",
+                f"{format_price(price, wallet.genesis.currency)}",
                 order=oid,
                 trade=tid,
             )
@@ -362,12 +380,15 @@ def take(
     return {"id": tid, **record}
 
 
-def _whole_id(client: BidStoreClient, start: str) -> str:
+def _whole_id(client: BidStoreClient, start: str, resolve: Resolve | None) -> str:
     """The id of the one open order whose id starts with `start`."""
     try:
-        found = [o["id"] for o in client.open_orders() if o["id"].startswith(start)]
+        ids = [str(o["id"]) for o in client.open_orders()]
     except BidStoreClientError as exc:
         raise store_error(exc) from None
+    if resolve is not None:
+        return resolve(start, ids, "open order")
+    found = [i for i in ids if i.startswith(start)]
     if len(found) != 1:
         raise WalletError(
             "unknown_order" if not found else "ambiguous",
@@ -539,16 +560,22 @@ def _settle(
 
 
 def accept(
-    wallet: Wallet, trade_id: str | None = None, *, store: BidStoreClient | None = None
+    wallet: Wallet,
+    trade_id: str | None = None,
+    *,
+    store: BidStoreClient | None = None,
+    resolve: Resolve | None = None,
 ) -> list[dict[str, Any]]:
-    """Take this wallet's step on `trade_id` (or a unique start of its id), or on every trade
-    that needs one: propose it
+    """Take this wallet's step on `trade_id` (or a unique start of its id, resolved among the
+    unfinished trades by `resolve` if given), or on every trade that needs one: propose it
     (the proposer) or countersign it and submit it to the ledger (the other party), checking
     that what this wallet is paid goes to its order's `receive` address. The trades stepped on,
     each its record plus `"id"` and `"done"` (`proposed` or `submitted`)."""
     with _store(wallet, store) as client:
         rows = proposals(wallet, store=client)
         if trade_id is not None:
+            if resolve is not None:
+                trade_id = resolve(trade_id, [r["id"] for r in rows], "unfinished trade")
             rows = [r for r in rows if r["id"].startswith(trade_id)]  # a prefix will do
             if len(rows) > 1:
                 raise WalletError(
@@ -604,3 +631,53 @@ def _step(wallet: Wallet, client: BidStoreClient, row: Mapping[str, Any]) -> dic
         record.update(changes)
         wallet.note(contents, "trade", text, trade=tid)
     return {"id": tid, **record, "done": done}
+
+
+# ---------------------------------------------------------------- what trades did
+
+
+def trade_effects(wallet: Wallet) -> list[dict[str, Any]]:
+    """Every trade the wallet took part in, oldest first, with what the wallet can know of
+    its effect on the meter's bills (DESIGN.md section 7): its record plus `"id"`,
+    `"energy_j"` (its power held the whole interval, joules), `"on_ledger"` (its transfer is:
+    the wallet holds an output of it, though the store may not have said so yet) and
+    `"received"`, the coins its
+    transfer paid to the order's receive address, each `{"coin", "asset", "state",
+    "deposited_in"}`: the interval the coin's deposit landed in, whose bill counts it, or None
+    (not deposited; `state` says whether the wallet still holds it). As the wallet last heard
+    from the store: `petra wallet proposals` asks again."""
+    data = wallet.data()
+    orders, coins = data.get("orders", {}), data["coins"]
+    deposited_in = {
+        entry["txid"]: entry.get("interval", wallet.genesis.interval_at(int(entry["at"])))
+        for entry in data["journal"]
+        if entry["kind"] == "deposit" and "txid" in entry
+    }
+    found = []
+    for tid, record in sorted(data.get("trades", {}).items(), key=lambda item: item[1]["at"]):
+        receive = orders.get(record["order"], {}).get("receive")
+        paid = f"{record['txid']}:" if record["txid"] else None
+        on_ledger = paid is not None and any(key.startswith(paid) for key in coins)
+        received = [
+            {
+                "coin": key,
+                "asset": entry["asset"],
+                "state": entry["state"],
+                "deposited_in": deposited_in.get(entry["spent_by"])
+                if entry["state"] == "spent"
+                else None,
+            }
+            for key, entry in coins.items()
+            if paid is not None and key.startswith(paid) and entry["address"] == receive
+        ]
+        energy_j = record["power"] * wallet.genesis.interval_s
+        found.append(
+            {
+                "id": tid,
+                **record,
+                "energy_j": energy_j,
+                "on_ledger": on_ledger,
+                "received": received,
+            }
+        )
+    return found

@@ -35,6 +35,7 @@ from typing import Any
 from assets import Genesis, Keypair, chain_id, encode_transaction, txid
 from assets.codec import asset_from_wire, asset_to_wire, genesis_from_wire, genesis_to_wire
 from assets.model import Asset, Eca, Epa, Fa, Outpoint, Output, Transfer
+from assets.money import format_money
 from assets.rejections import Rejected
 from assets.signing import sign_transfer
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
@@ -139,10 +140,10 @@ def new_data(genesis: Genesis, services: Services, now: float) -> dict[str, Any]
     }
 
 
-def asset_text(asset: Asset) -> str:
-    """An asset as a person reads it: "EPA 5,000 W for interval 90", "FA 1,000 µ"."""
+def asset_text(asset: Asset, currency: str = "EUR") -> str:
+    """An asset as a person reads it: "EPA 5,000 W for interval 90", "FA 0.001000 EUR"."""
     if isinstance(asset, Fa):
-        return f"FA {asset.amount:,} µ"
+        return f"FA {format_money(asset.amount, currency)}"
     span = (
         f"interval {asset.start}"
         if asset.start == asset.end
@@ -458,7 +459,14 @@ class Wallet:
             )
         contents.data["pending"].pop(tx_id.hex(), None)
         self._landed(contents, signed, tx_id, origin)
-        self.note(contents, kind, f"{kind} {tx_id.hex()[:16]} landed", txid=tx_id.hex())
+        # the interval it landed in: a deposit counts in that interval's bill
+        self.note(
+            contents,
+            kind,
+            f"{kind} {tx_id.hex()[:16]} landed",
+            txid=tx_id.hex(),
+            interval=self.interval_now(),
+        )
         return None
 
     def _landed(self, contents: Contents, tx: Transfer, tx_id: bytes, origin: str) -> None:
@@ -485,8 +493,7 @@ class Wallet:
         if services.meter_url is None or services.meter_id is None:
             raise WalletError(
                 "no_meter",
-                "this wallet knows no meter: run `petra wallet config --meter-url URL "
-                "--meter-id ID`",
+                "this wallet knows no meter: run `petra wallet config --meter URL --meter-id ID`",
             )
         with self._owner_client(services.meter_id, self.owner_key(), services.meter_url) as c:
             yield c
@@ -496,7 +503,9 @@ class Wallet:
         meter's answer (`txid`, `height`, `nonce`, `outputs`). Raises WalletError with the
         meter's code (`limit_exceeded`, `credit_exceeded`, ...) or `meter_unreachable`."""
         if not assets:
-            raise WalletError("nothing_asked", "say what to withdraw: --epa, --eca or --fa")
+            raise WalletError(
+                "nothing_asked", "say what to withdraw, e.g. epa:1000W@T eca:500W@T fa:2EUR"
+            )
         with self.edit() as contents:
             outputs = [
                 Output(asset, self._allocate(contents, "withdrawal", None).public_key)
@@ -517,7 +526,7 @@ class Wallet:
                     "state": "unspent",
                     "spent_by": None,
                 }
-            text = ", ".join(asset_text(a) for a in assets)
+            text = ", ".join(asset_text(a, self.genesis.currency) for a in assets)
             self.note(contents, "withdrawal", f"withdrew {text}", txid=answer["txid"])
         return answer
 

@@ -245,20 +245,20 @@ def test_the_book_and_status_commands_read_the_store(
     parties = funded(chain, 700, 1000, t)
     ask = client.place(OrderSide.ASK, parties.seller, t, 130_000, [parties.epa], bytes(32))
 
-    listed = petra("bidstore", "book", "--store", store_url, "--interval", str(t), "--json")
+    listed = petra("bidstore", "book", "--bidstore", store_url, "--interval", str(t), "--json")
     assert listed.code == 0, listed
     shown = json.loads(listed.out)["orders"]
     assert [(o["id"], o["side"], o["interval"]) for o in shown] == [(ask["id"], "ask", t)]
-    table = petra("bidstore", "book", "--store", store_url, "--interval", str(t))
+    table = petra("bidstore", "book", "--bidstore", store_url, "--interval", str(t))
     assert table.code == 0 and ask["id"][:16] in table.out and "130,000" in table.out
-    everything = json.loads(petra("bidstore", "book", "--store", store_url, "--json").out)
+    everything = json.loads(petra("bidstore", "book", "--bidstore", store_url, "--json").out)
     assert ask["id"] in {o["id"] for o in everything["orders"]}
-    status = petra("bidstore", "status", "--store", store_url)
+    status = petra("bidstore", "status", "--bidstore", store_url)
     assert status.code == 0 and "open order(s)" in status.out, status
 
 
 def test_the_commands_say_in_one_sentence_why_they_cannot_read_a_store() -> None:
-    down = refused_run(petra("bidstore", "status", "--store", f"http://127.0.0.1:{free_port()}"))
+    down = refused_run(petra("bidstore", "status", "--bidstore", f"http://127.0.0.1:{free_port()}"))
     assert "is `petra bidstore serve` running there" in down
-    onion = refused_run(petra("bidstore", "book", "--store", ONION))
+    onion = refused_run(petra("bidstore", "book", "--bidstore", ONION))
     assert "--tor-socks" in onion

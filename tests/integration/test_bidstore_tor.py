@@ -73,7 +73,7 @@ def test_two_clients_trade_through_the_onion_service(
         ask = seller.place(OrderSide.ASK, parties.seller, t, 120_000, [parties.epa], anyone)
         assert [a["id"] for a in buyer.interval_book(t)["asks"]] == [ask["id"]]
         seen = petra(
-            *("bidstore", "book", "--store", onion_store, "--interval", str(t), "--json"),
+            *("bidstore", "book", "--bidstore", onion_store, "--interval", str(t), "--json"),
             *("--tor-socks", str(tor_network.socks_port)),
         )
         assert seen.code == 0, seen  # the command line reads the book through Tor too

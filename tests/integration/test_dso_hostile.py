@@ -303,7 +303,9 @@ def test_the_last_admin_is_kept_and_recovered_offline(ledger: Ledger) -> None:
         # Recovery refuses while the node serves the database.
         running = petra("dso", "admin", "recover", "--store", store)
         assert running.code == 2, running
-        assert f"a DSO node is serving {store}: stop it" in running.err.replace("\n", "")
+        assert f"the DSO store {store} is held by `petra dso serve` (pid {node.process.pid}" in (
+            running.err.replace("\n", "")
+        )
     finally:
         stop(node.process)
     # Suppose ann's token is lost: nobody can administer. Offline, with the node stopped:

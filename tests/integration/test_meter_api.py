@@ -138,10 +138,16 @@ def test_a_withdrawal_within_the_limits_is_issued_to_the_owner(meter: Meter) -> 
 
     status = meter.http.post("/v1/status", content=body("/v1/status", meter.owner))
     assert status.status_code == 200, status.text
-    assert status.json() | {"interval": 0} == {
+    shown = status.json()
+    genesis = meter.ledger_index.genesis
+    assert shown["interval_start"] == genesis.epoch + shown["interval"] * genesis.interval_s
+    assert shown | {"interval": 0, "interval_start": 0} == {
         "meter": "m1",
         "height": meter.ledger_index.height,
         "interval": 0,
+        "interval_start": 0,
+        "currency": genesis.currency,
+        "closing_delay_s": 60,
         "credit_used": CREDIT,
         "credit_line": CREDIT,
         "price_consumption": None,
@@ -240,6 +246,7 @@ def test_deposit_addresses_are_new_each_time_and_bills_are_listed(meter: Meter) 
     answer = meter.http.post("/v1/bills", content=body("/v1/bills", meter.owner))
     assert answer.status_code == 200, answer.text
     assert answer.json() == {
+        "currency": meter.ledger_index.genesis.currency,
         "pending": 1,
         "due": [{"key": "bill/m1/7", "attempts": 0, "last_error": None, "bill": bill}],
     }

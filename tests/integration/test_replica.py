@@ -108,7 +108,7 @@ class Replica:
 def start_replica(
     primary: Primary, store_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., Replica]]:
-    """Starts `petra ledger replicate --from <url>` over the test's store (the same store each
+    """Starts `petra ledger replicate --ledger <url>` over the test's store (the same store each
     time it is called in a test); waits until it serves unless `serving=False` (a replica fed
     a tampered block may stop before its read API is up)."""
     started: list[Replica] = []
@@ -117,7 +117,7 @@ def start_replica(
         port = free_port()
         log = tmp_path / f"replica-{len(started)}.log"
         process = start_petra(
-            *("ledger", "replicate", "--from", source, "--genesis", str(primary.genesis_file)),
+            *("ledger", "replicate", "--ledger", source, "--genesis", str(primary.genesis_file)),
             *("--store", store_url, "--port", str(port), "--evidence", str(tmp_path / "evidence")),
             log=log,
         )
@@ -171,7 +171,7 @@ def test_a_replica_of_another_genesis_refuses_to_follow(
     result = subprocess.run(
         [
             *(sys.executable, "-c", "from petra.cli import main; main()", "ledger", "replicate"),
-            *("--from", primary.url, "--genesis", str(other), "--store", store_url),
+            *("--ledger", primary.url, "--genesis", str(other), "--store", store_url),
             *("--port", str(free_port()), "--evidence", str(tmp_path / "evidence")),
         ],
         capture_output=True,

@@ -112,7 +112,7 @@ def test_ctrl_c_stops_every_process_and_keeps_the_partial_report(tmp_path: Path)
     config.write_text('homes = 2\nintervals = 40\nstart = "2026-06-21T12:00"\nmix_pool = 2\n')
     reports = tmp_path / "reports"
     process = subprocess.Popen(
-        [*PETRA, "sim", "run", "--config", str(config), "--report-dir", str(reports)],
+        [*PETRA, "sim", "run", "--config", str(config), "--dir", str(reports)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -144,7 +144,7 @@ def sim_run_refuses(tmp_path: Path, toml: str, *words: str) -> str:
     config = tmp_path / "sim.toml"
     config.write_text(toml)
     done = subprocess.run(
-        [*PETRA, "sim", "run", "--config", str(config), "--report-dir", str(tmp_path / "r")],
+        [*PETRA, "sim", "run", "--config", str(config), "--dir", str(tmp_path / "r")],
         capture_output=True,
         timeout=120,
     )

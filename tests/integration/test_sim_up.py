@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,9 +79,13 @@ def test_up_shows_the_community_and_down_stops_all_of_it(tmp_path: Path, communi
     assert "nothing yet" in balance.stdout
     bob = {"PETRA_WALLET": "petra-sim/homes/bob/wallet.json"}
     bob["PETRA_PASSPHRASE"] = (community / "nodes" / "passphrase").read_text().strip()
-    withdraw = petra(tmp_path, "wallet", "withdraw", "--epa", "1000", env=bob)
+    # as `up` prints it: the interval ten ahead
+    assert "petra wallet withdraw epa:1000W@$T eca:1000W@$T fa:0.1EUR" in printed
+    t = (int(time.time()) - state["epoch"]) // state["interval_s"] + 10
+    withdraw = petra(tmp_path, "wallet", "withdraw", f"epa:1000W@{t}", "fa:0.1EUR", env=bob)
     assert withdraw.returncode == 0, withdraw.stderr
-    assert re.search(r"EPA 1,000 W for interval \d+", withdraw.stdout)
+    assert f"EPA 1,000 W for interval {t}" in withdraw.stdout
+    assert "FA 0.100000 EUR" in withdraw.stdout
 
     again = petra(tmp_path, "sim", "up", "--homes", "3")
     assert again.returncode == 2

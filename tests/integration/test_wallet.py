@@ -116,10 +116,7 @@ def test_the_commands_withdraw_show_and_refuse(home: Home, wallet_file: Path) ->
         "wallet",
         "withdraw",
         *env_wallet,
-        "--interval",
-        str(t),
-        "--epa",
-        "700",
+        f"epa:700W@{t}",
         "--json",
         passphrase=WALLET_PASSPHRASE,
     )
@@ -141,10 +138,7 @@ def test_the_commands_withdraw_show_and_refuse(home: Home, wallet_file: Path) ->
         "wallet",
         "withdraw",
         *env_wallet,
-        "--interval",
-        str(t),
-        "--epa",
-        "20000",
+        f"epa:20000W@{t}",
         passphrase=WALLET_PASSPHRASE,
     )
     assert over.code == 2 and "the meter refused" in over.err_text, over

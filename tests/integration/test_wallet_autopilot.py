@@ -36,7 +36,7 @@ def test_once_withdraws_and_deposits_the_cover_and_the_bill_nets_to_nothing_sold
             str(wallet_file),
             "--once",
             "--json",
-            *("--epa", "1000", "--eca", "500", "--fa", "20000", "--poll-s", "0.2"),
+            *("--epa", "1000", "--eca", "500", "--fa", "0.02", "--poll-s", "0.2"),
         ],
         env={"PETRA_PASSPHRASE": WALLET_PASSPHRASE},
     )

@@ -17,6 +17,7 @@ from waiting import wait_until
 
 from assets import Eca, Epa, Fa, Transfer
 from assets.model import Asset, Output
+from assets.money import format_money
 from assets.signing import sign_transfer
 from bidstore.client import BidStoreClient
 from bidstore.orders import OrderSide, payment
@@ -154,7 +155,7 @@ def test_a_bid_the_wallet_cannot_fund_is_refused(
     assert caught.value.code == "not_enough"
     due = payment(1000, INTERVAL_S, 150_000)
     assert caught.value.message == (
-        f"the wallet holds 10 micro-units of FA, not {due}: withdraw more first"
+        f"the wallet holds 0.000010 EUR of FA, not {format_money(due)}: withdraw more first"
     )
     with pytest.raises(WalletError) as caught:
         place_order(buyer, OrderSide.ASK, t, 150_000, 1000)
@@ -209,7 +210,7 @@ def test_the_commands_post_list_and_refuse(chain: Chain, store_url: str, tmp_pat
         assert shown.code == 0 and "--json" in shown.out and "--tor-socks" in shown.out, shown
 
     run = wallet_petra(
-        *("ask", "--interval", t, "--power", 600, "--price", 120_000, "--wallet", path, "--json")
+        *("ask", "--interval", t, "--power", 600, "--price", "120000µ", "--wallet", path, "--json")
     )
     assert run.code == 0, run
     posted = json.loads(run.out)
@@ -221,7 +222,7 @@ def test_the_commands_post_list_and_refuse(chain: Chain, store_url: str, tmp_pat
     assert table.code == 0 and "no unfinished trades" in table.out, table
 
     short = refused_run(
-        wallet_petra("bid", "--interval", t, "--power", 600, "--price", 120_000, "--wallet", path)
+        wallet_petra("bid", "--interval", t, "--power", 600, "--price", "0.12", "--wallet", path)
     )
     assert "withdraw more first" in short
     down = refused_run(wallet_petra("book", "--wallet", path, "--bidstore", "http://127.0.0.1:1"))

@@ -1,6 +1,7 @@
-"""`petra wallet` at a terminal, checked as a person would: typed into tmux panes, read off the
-screen. Two prosumers create their wallets at the hidden passphrase prompt and trade over a
-real ledger node and a real `petra bidstore serve` process (test_wallet_market.py's)."""
+"""`petra wallet` at a terminal, checked as a person would: typed into tmux panes 80 columns
+wide, read off the screen. Two prosumers create their wallets at the hidden passphrase prompt
+and trade over a real ledger node and a real `petra bidstore serve` process
+(test_wallet_market.py's). No line wraps mid-word, and no table cuts two ids to one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from test_cli import PASSPHRASE_ENV, petra
 from assets import Eca, Epa, Fa
 from assets.model import Asset, Output
 from bidstore.orders import payment
+from petra.vocabulary import ELLIPSIS, interval_label
 from wallet.keystore import WalletFile
 from wallet.wallet import Wallet
 
@@ -30,7 +32,10 @@ MISTYPED = "lantern-orchard-1874"
 WAIT_S = 180  # one command on a loaded 2-core box: Python's imports, Argon2id, the ledger
 SETTLE_S = 120  # from the seller's accept to both balances showing the trade
 ECHO_S = 1.0  # long enough for a terminal to echo typed keys, were they echoed
-POWER, PRICE = 1000, 7_200_000  # W, micro-units per kWh: 2,000 µ over a one-second interval
+POWER, PRICE = 1000, 7_200_000  # W, micro-units per kWh: 0.002 EUR over a one-second interval
+WIDTH = 80  # every pane's columns, as a plain terminal's
+PROMPT_TYPED = re.compile(r"^\[\d+\] \$( |$)")  # a command line as typed (the test's, not petra's)
+AFTER_TABLE = ("as of ", "pending:", "whole addresses")
 WRONG_PASSPHRASE = "wrong passphrase, or the wallet file is damaged: try again, or restore a backup"
 
 
@@ -67,12 +72,40 @@ class Person:
 
 
 def rows(screen: str) -> list[list[str]]:
-    """The body rows of the Rich tables on `screen`, each as its cells' text."""
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in screen.splitlines()
-        if line.startswith("│")
-    ]
+    """The body rows of the table on `screen` (a header, a rule of `─`, rows), each as its
+    cells' text: the columns start where their headers do."""
+    lines = screen.splitlines()
+    rules = [n for n, line in enumerate(lines) if line and set(line) <= {"─", " "}]
+    if not rules:
+        return []
+    header = lines[rules[0] - 1]
+    starts = [m.start() for m in re.finditer(r"(?:^|(?<=  ))\S", header)]
+    found = []
+    for line in lines[rules[0] + 1 :]:
+        if not line or PROMPT_TYPED.match(line) or line.startswith(AFTER_TABLE):
+            break
+        ends = [*starts[1:], None]
+        found.append([line[a:b].strip() for a, b in zip(starts, ends, strict=True)])
+    return found
+
+
+def check_screen(screen: str) -> None:
+    """What petra printed fits the pane: no line wrapped by the terminal (the pane's lines
+    come joined, so a wrapped one is longer than the pane), so none cut mid-word."""
+    for line in screen.splitlines():
+        if not PROMPT_TYPED.match(line):
+            assert len(line) <= WIDTH, f"a line wraps at {WIDTH} columns:\n{screen}"
+
+
+def alike(shown: list[str], whole: list[str]) -> None:
+    """The ids a table showed, `shown`, against the ids they stand for, `whole` (in the same
+    order): each elided id stands for one id, and two ids never look alike."""
+    assert len(shown) == len(whole), (shown, whole)
+    pairs = set(zip(shown, whole, strict=True))
+    for short, full in pairs:
+        head, _, tail = short.partition(ELLIPSIS)
+        assert full.startswith(head) and full.endswith(tail), (short, full)
+    assert len({s for s, _ in pairs}) == len({f for _, f in pairs}) == len(pairs), pairs
 
 
 def words(screen: str) -> str:
@@ -82,7 +115,7 @@ def words(screen: str) -> str:
 
 def unspent(screen: str) -> list[tuple[str, str]]:
     """(kind, unspent) of each `petra wallet balance` row holding something unspent."""
-    return sorted((row[0], row[3]) for row in rows(screen) if not row[3].startswith("0 "))
+    return sorted((r[0], r[3]) for r in rows(screen) if r[3] not in ("0 W", "0.000000 EUR"))
 
 
 def fund(person: Person, tmp_path: Path, chain: Chain, assets: list[Asset]) -> None:
@@ -94,15 +127,24 @@ def fund(person: Person, tmp_path: Path, chain: Chain, assets: list[Asset]) -> N
     chain.issue([Output(asset, address) for asset in assets])
 
 
-def balance_until(person: Person, expected: list[tuple[str, str]]) -> str:
-    """`petra wallet balance` again until its unspent rows are `expected` (a person would)."""
+def balance_until(person: Person, tmp_path: Path, expected: list[tuple[str, str]]) -> str:
+    """`petra wallet balance` again until its unspent rows are `expected` (a person would);
+    its addresses, elided, each stand for the one the JSON names whole."""
     deadline = time.monotonic() + SETTLE_S
     while True:
         screen = person.petra("balance")
         if unspent(screen) == sorted(expected) or time.monotonic() > deadline:
             assert unspent(screen) == sorted(expected), screen
-            return screen
+            break
         time.sleep(2)
+    wallet = str(tmp_path / person.wallet)
+    made = petra(
+        "wallet", "balance", "--no-refresh", "--wallet", wallet, "--json", passphrase=PASSPHRASE
+    )
+    held = [r for r in json.loads(made.out)["rows"] if r["unspent"] or r["reserved"]]
+    assert len(rows(screen)) == len(held), screen
+    alike([row[2] for row in rows(screen)], [r["address"] for r in held])
+    return screen
 
 
 def test_two_people_create_wallets_and_trade_at_the_terminal(
@@ -110,7 +152,7 @@ def test_two_people_create_wallets_and_trade_at_the_terminal(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in (PASSPHRASE_ENV, "TMUX", "TMUX_PANE")}
     env |= {"PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}", "LANG": "C.UTF-8"}
-    with tmux_server(env, tmp_path) as tmux:
+    with tmux_server(env, tmp_path, width=WIDTH) as tmux:
         seller = Person(tmux.pane("seller"), "seller.json")
         buyer = Person(tmux.pane("buyer"), "buyer.json")
         services = f"--genesis {chain.genesis} --ledger {chain.url} --bidstore {store_url}"
@@ -151,26 +193,34 @@ def test_two_people_create_wallets_and_trade_at_the_terminal(
         assert due == 2000
         fund(seller, tmp_path, chain, [Epa(1500, t, t)])
         fund(buyer, tmp_path, chain, [Eca(1000, t, t), Fa(10_000)])
-        balance_until(seller, [("EPA", "1,500 W")])
-        balance_until(buyer, [("ECA", "1,000 W"), ("FA", "10,000 µ")])
+        balance_until(seller, tmp_path, [("EPA", "1,500 W")])
+        balance_until(buyer, tmp_path, [("ECA", "1,000 W"), ("FA", "0.010000 EUR")])
+        when = interval_label(t, chain.scenario.genesis.epoch, INTERVAL_S)
 
-        asked = seller.petra(f"ask --interval {t} --power {POWER} --price {PRICE}")
-        assert "gathered the order's assets in " in asked, asked
+        asked = seller.petra(f"ask --interval {t} --power {POWER} --price 7.2")
+        assert "gathered the order's assets in " in words(asked), asked
         posted = re.search(
-            rf"ask 1,000 W for interval {t} at 7,200,000 µ/kWh posted: (\S+)", words(asked)
+            rf"ask 1,000 W for interval {re.escape(when)} at 7\.200000 EUR/kWh posted: (\S+)",
+            words(asked),
         )
         assert posted is not None, asked
         assert "see what it needs from you: petra wallet proposals" in words(asked), asked
 
         book = buyer.petra("book")
-        (offer,) = [row for row in rows(book) if row[1] == "ask"]
-        assert offer[:5] + offer[6:] == [str(t), "ask", "1,000", "7,200,000", "relay", ""], book
-        # the buyer copies the order's id off the table: its first 16 digits do
-        order = offer[5]
-        assert posted.group(1).startswith(order) and len(order) == 16, book
+        listed = petra(
+            *("wallet", "book", "--wallet", str(tmp_path / buyer.wallet), "--json"),
+            passphrase=PASSPHRASE,
+        )
+        alike([row[0] for row in rows(book)], [o["id"] for o in json.loads(listed.out)["orders"]])
+        (offer,) = [row for row in rows(book) if row[2] == "ask"]
+        assert offer[1:] == [when, "ask", "1,000 W", "7.200000 EUR/kWh", ""], book
+        # the buyer copies the order's id off the table: the digits before the ellipsis do
+        order = offer[0].split(ELLIPSIS)[0]
+        assert posted.group(1).startswith(order) and len(order) >= 4, book
         taken = buyer.petra(f"take {order}")
         trade = re.search(
-            rf"trade (\S+): 1,000 W for interval {t} at 7,200,000 µ/kWh, 2,000 µ; proposed",
+            rf"trade (\S+): 1,000 W for interval {re.escape(when)} at 7\.200000 EUR/kWh, "
+            r"0\.002000 EUR; proposed",
             words(taken),
         )
         assert trade is not None, taken
@@ -178,18 +228,32 @@ def test_two_people_create_wallets_and_trade_at_the_terminal(
         assert follow in words(taken), taken
 
         ((shown, *waiting),) = rows(seller.petra("proposals"))
-        assert waiting == ["seller", str(t), "1,000", "7,200,000", "2,000", "accept"], waiting
-        assert trade.group(1).startswith(shown) and len(shown) == 16, shown
-        accepted = seller.petra(f"accept {shown}")  # as the person copies it off the table
-        assert f"trade {trade.group(1)[:16]}: submitted" in accepted, accepted
+        assert waiting == [when, "sell 1,000 W", "0.002000 EUR", "accept"], waiting
+        alike([shown], [trade.group(1)])
+        accepted = seller.petra(f"accept {shown.split(ELLIPSIS)[0]}")  # as copied off the table
+        assert f"trade {trade.group(1)}: submitted" in words(accepted), accepted
 
-        balance_until(seller, [("EPA", "500 W"), ("ECA", "1,000 W"), ("FA", "2,000 µ")])
-        balance_until(buyer, [("EPA", "1,000 W"), ("FA", "8,000 µ")])
+        balance_until(
+            seller, tmp_path, [("EPA", "500 W"), ("ECA", "1,000 W"), ("FA", "0.002000 EUR")]
+        )
+        balance_until(buyer, tmp_path, [("EPA", "1,000 W"), ("FA", "0.008000 EUR")])
+
+        # each side's trade, and what it does to its bills
+        sold = words(seller.petra("trades"))
+        assert f"sold 1,000 W in {when} at 7.200000 EUR/kWh for 0.002000 EUR: settled" in sold
+        assert "the payment is held, not deposited" in sold, sold
+        # the taker learns the transfer's id from the store, as a person would first ask
+        ((*_, ended),) = rows(buyer.petra("proposals"))
+        assert ended == "settled", ended
+        bought = words(buyer.petra("trades"))
+        assert f"bought 1,000 W in {when}" in bought and "the EPA is held" in bought, bought
 
         refused = buyer.petra("balance", passphrase=MISTYPED, code=2)
         said = refused.split("Passphrase:", 1)[1].splitlines()[1:-1]  # up to the prompt
-        assert said == [f"error: buyer.json: {WRONG_PASSPHRASE}"], refused
+        assert " ".join(said) == f"error: buyer.json: {WRONG_PASSPHRASE}", refused
 
         for screen in seller.screens + buyer.screens:
+            check_screen(screen)
             assert "Traceback" not in screen, screen
+            assert "µ" not in screen and "micro-units" not in screen, screen
             assert PASSPHRASE not in screen and MISTYPED not in screen, screen

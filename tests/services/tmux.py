@@ -108,8 +108,10 @@ def _prompt_back(screen: str) -> bool:
 class Tmux:
     """A tmux server on a socket of its own, started with exactly `env` (its panes' too)."""
 
-    def __init__(self, executable: str, env: Mapping[str, str], cwd: Path) -> None:
-        self.executable = executable
+    def __init__(
+        self, executable: str, env: Mapping[str, str], cwd: Path, width: int = WIDTH
+    ) -> None:
+        self.executable, self.width = executable, width
         self.socket = f"petra-test-{uuid.uuid4().hex[:12]}"
         self.env = {**env, "PS1": PROMPT, "HISTFILE": "/dev/null"}
         self.cwd = cwd
@@ -134,7 +136,7 @@ class Tmux:
         where = ("-n", name, "-c", str(self.cwd), "-P", "-F", "#{pane_id}")
         if self.session is None:
             self.session = "petra"
-            size = ("-x", str(WIDTH), "-y", str(HEIGHT))
+            size = ("-x", str(self.width), "-y", str(HEIGHT))
             pane_id = self.tmux("new-session", "-d", "-s", self.session, *size, *where, *shell)
         else:
             pane_id = self.tmux("new-window", "-d", "-t", self.session, *where, *shell)
@@ -155,12 +157,13 @@ class Tmux:
 
 
 @contextmanager
-def tmux_server(env: Mapping[str, str], cwd: Path) -> Iterator[Tmux]:
-    """A tmux server whose panes get exactly `env`, killed at the end; skips without tmux."""
+def tmux_server(env: Mapping[str, str], cwd: Path, *, width: int = WIDTH) -> Iterator[Tmux]:
+    """A tmux server whose panes, `width` columns wide, get exactly `env`, killed at the end;
+    skips without tmux."""
     executable = shutil.which("tmux")
     if executable is None:
         pytest.skip("tmux is not installed (scripts/system-deps.sh installs it)")
-    server = Tmux(executable, env, cwd)
+    server = Tmux(executable, env, cwd, width)
     try:
         yield server
     finally:
