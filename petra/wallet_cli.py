@@ -314,7 +314,8 @@ def withdraw_command(
         answer = w.withdraw(parsed)
     if emit(as_json, answer):
         return
-    out.print(f"issued in {answer['txid']} (block {answer['height']}):")
+    out.print(f"issued in block {answer['height']}, transaction")
+    out.print(f"  {answer['txid']}")
     shown = elide_all(output["address"] for output in answer["outputs"])
     for output in answer["outputs"]:
         out.print(f"  {_asset_text(output['asset'], currency)} to {shown[output['address']]}")

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,22 +205,13 @@ def _file_lock(path: Path, url: URL, role: str, holder: StoreHolder) -> Iterator
         except BlockingIOError:
             raise _busy(role, url, _holder_in(fd)) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_fields(holder)).encode(), 0)
+        os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
         try:
             yield
         finally:
             os.ftruncate(fd, 0)  # nobody holds it: a refusal must not name a process gone
     finally:
         os.close(fd)  # releases the lock, as the process's end does
-
-
-def _fields(holder: StoreHolder) -> dict[str, Any]:
-    return {
-        "command": holder.command,
-        "pid": holder.pid,
-        "host": holder.host,
-        "since": holder.since,
-    }
 
 
 def _holder_in(fd: int) -> StoreHolder | None:

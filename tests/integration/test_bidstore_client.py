@@ -20,6 +20,7 @@ from assets import Keypair, txid
 from bidstore.client import TOR_TIMEOUT_S, BidStoreClient, BidStoreClientError, countersign
 from bidstore.orders import OrderSide, payment, sign_order
 from ledger.client import LedgerClient
+from petra.vocabulary import elide
 from simulation.processes import free_port, start_petra, stop, wait_serving
 
 from .test_bidstore import (
@@ -250,7 +251,9 @@ def test_the_book_and_status_commands_read_the_store(
     shown = json.loads(listed.out)["orders"]
     assert [(o["id"], o["side"], o["interval"]) for o in shown] == [(ask["id"], "ask", t)]
     table = petra("bidstore", "book", "--bidstore", store_url, "--interval", str(t))
-    assert table.code == 0 and ask["id"][:16] in table.out and "130,000" in table.out
+    assert table.code == 0, table
+    assert elide(ask["id"]) in table.out and "0.130000" in table.out and "EUR/kWh" in table.out
+    assert max(len(line) for line in table.out.splitlines()) <= 80, table.out
     everything = json.loads(petra("bidstore", "book", "--bidstore", store_url, "--json").out)
     assert ask["id"] in {o["id"] for o in everything["orders"]}
     status = petra("bidstore", "status", "--bidstore", store_url)
