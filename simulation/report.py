@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.io as pio  # type: ignore[import-untyped]
 from rich import box
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -718,7 +718,6 @@ def summary(metrics: dict[str, Any], report: Path | None) -> RenderableType:
     ]
     if get("run", "complete") is False:
         rows.append(("stopped early", "yes: the figures cover the intervals simulated"))
-    rows.append(("report", str(report) if report is not None else "not written"))
     table = Table(
         title=Text(f"PETra run {_text(get('run', 'name'))}", style="bold"),
         box=box.SIMPLE,
@@ -731,4 +730,7 @@ def summary(metrics: dict[str, Any], report: Path | None) -> RenderableType:
         # Text, not markup: names and problems come from the run.
         style = "red" if label == "conservation" and conservation != "ok" else ""
         table.add_row(label, Text(value, style=style))
-    return table
+    # The page's path on a line of its own: beside the labels' column it would be cut mid-word
+    # at 80 columns; alone, the default one fits.
+    where = str(report) if report is not None else "not written"
+    return Group(table, Text.assemble(("report", "bold"), f" {where}", overflow="fold"))

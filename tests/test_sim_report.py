@@ -385,9 +385,16 @@ def test_the_summary_fits_80_columns(tmp_path: Path) -> None:
         "2(1done,1failed)",
         "conservationok",
         HOSTILE.replace(" ", ""),
-        str(report).replace(" ", ""),
+        "report" + str(report).replace(" ", ""),
     ):
         assert figure in flat, figure
+
+
+def test_the_default_report_path_is_one_unbroken_line_at_80_columns() -> None:
+    report = Path("petra-report/20261206-002424-crevillent-solar-community/report.html")
+    console = Console(width=80, record=True)
+    console.print(summary(sample_metrics(), report))
+    assert f"report {report}" in console.export_text().splitlines()
 
 
 def test_the_summary_names_conservation_problems() -> None:
