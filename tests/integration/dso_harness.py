@@ -126,19 +126,27 @@ def running_dso(
 
 @contextmanager
 def serving(dso: Dso, port: int) -> Iterator[str]:
-    """The DSO node's API under uvicorn on loopback `port`, in a thread; its URL."""
-    config = uvicorn.Config(
-        create_app(dso.service), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="test-dso-http", daemon=True)
-    thread.start()
+    """The DSO node's API under uvicorn on loopback `port`, in a thread; its URL. The port may
+    be busy for a moment: a meter retrying a port nothing listens on can connect to itself
+    (TCP simultaneous open, when the kernel picks that same port as the source), which holds
+    it until the meter gives that attempt up; so a failed bind is tried again for 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        config = uvicorn.Config(
+            create_app(dso.service), host="127.0.0.1", port=port, log_level="critical"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="test-dso-http", daemon=True)
+        thread.start()
 
-    def started() -> bool:
-        assert thread.is_alive(), f"port {port}: the DSO's server thread ended"
-        return bool(server.started)
+        def up_or_ended(s: uvicorn.Server = server, t: threading.Thread = thread) -> bool:
+            return bool(s.started) or not t.is_alive()
 
-    wait_until(started, 30, f"the DSO to serve on port {port}")
+        wait_until(up_or_ended, 30, f"the DSO on port {port}")
+        if server.started:
+            break
+        assert time.monotonic() < deadline, f"port {port}: the DSO could not bind it in 30 s"
+        time.sleep(0.5)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
