@@ -24,7 +24,14 @@ from petra.console import (
     serve,
     write_private,
 )
-from petra.vocabulary import elide_all, format_money, interval_start, local_time
+from petra.vocabulary import (
+    bidstore_option,
+    elide_all,
+    format_money,
+    interval_start,
+    local_time,
+    tor_socks_option,
+)
 
 bidstore_app = typer.Typer(
     help="The bid store: asks, bids, matching and the trade relay (DESIGN.md section 9).",
@@ -180,21 +187,8 @@ def _publish(control_port: int, port: int, key_file: Path | None, max_streams: i
 
 # ---------------------------------------------------------------- reading a store
 
-BidStoreUrl = Annotated[
-    str,
-    typer.Option(
-        "--bidstore", help="The bid store's URL, or its onion address (needs --tor-socks)."
-    ),
-]
-TorSocks = Annotated[
-    int | None,
-    typer.Option(
-        "--tor-socks",
-        min=1,
-        max=65535,
-        help="Tor's SOCKS port on 127.0.0.1: reach the store through Tor.",
-    ),
-]
+BidStoreUrl = Annotated[str, bidstore_option(", or its onion address (needs --tor-socks)")]
+TorSocks = Annotated[int | None, tor_socks_option(": reach the store through Tor")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for programs: the store's answer.")]
 
 

@@ -47,6 +47,17 @@ def meter_id_option(more: str = "", envvar: str | None = "PETRA_METER_ID", **kwa
     return typer.Option("--meter-id", envvar=envvar, help=f"The meter's id{more}.", **kwargs)
 
 
+def bidstore_option(more: str = "") -> Any:
+    return typer.Option("--bidstore", help=f"The bid store's URL{more}.")
+
+
+def tor_socks_option(more: str = "") -> Any:
+    """`--tor-socks`: the port of Tor's SOCKS proxy on this machine, to reach an onion bid
+    store through."""
+    help_text = f"Tor's SOCKS port on 127.0.0.1{more}."
+    return typer.Option("--tor-socks", min=1, max=65535, help=help_text)
+
+
 def json_option() -> Any:
     return typer.Option("--json", help="Print JSON for programs instead of text for people.")
 

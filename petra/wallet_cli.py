@@ -20,6 +20,7 @@ from petra.vocabulary import (
     ASSET_SYNTAX,
     all_option,
     asset_argument,
+    bidstore_option,
     elide,
     elide_all,
     format_money,
@@ -29,6 +30,7 @@ from petra.vocabulary import (
     meter_id_option,
     meter_option,
     resolve_prefix,
+    tor_socks_option,
 )
 from petra.wallet_agent_cli import register as register_agent
 from petra.wallet_autopilot_cli import register as register_autopilot
@@ -53,14 +55,8 @@ wallet_app = typer.Typer(
 address_app = typer.Typer(help="The wallet's addresses.", no_args_is_help=True)
 wallet_app.add_typer(address_app, name="address")
 MixerUrl = Annotated[str | None, typer.Option("--mixer", help="The mixer's URL.")]
-BidStoreUrl = Annotated[
-    str | None,
-    typer.Option("--bidstore", help="The bid store's URL (an onion address needs --tor-socks)."),
-]
-TorSocks = Annotated[
-    int | None,
-    typer.Option(min=1, max=65535, help="Tor's SOCKS port on 127.0.0.1, to reach the bid store."),
-]
+BidStoreUrl = Annotated[str | None, bidstore_option(" (an onion address needs --tor-socks)")]
+TorSocks = Annotated[int | None, tor_socks_option(", to reach the bid store")]
 # ---------------------------------------------------------------- init and configuration
 
 

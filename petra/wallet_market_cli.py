@@ -15,22 +15,19 @@ from typing import Annotated, Any
 import typer
 
 from petra.vocabulary import (
+    bidstore_option,
     elide_all,
     format_money,
     format_price,
     interval_label,
     money_argument,
     resolve_prefix,
+    tor_socks_option,
 )
 from petra.wallet_common import Json, PassFile, WalletPath, emit, opened, out, table
 
-BidStoreUrl = Annotated[
-    str | None, typer.Option("--bidstore", help="The bid store's URL (else the wallet's).")
-]
-TorSocks = Annotated[
-    int | None,
-    typer.Option(min=1, max=65535, help="Tor's SOCKS port on 127.0.0.1 (else the wallet's)."),
-]
+BidStoreUrl = Annotated[str | None, bidstore_option(" (else the wallet's)")]
+TorSocks = Annotated[int | None, tor_socks_option(" (else the wallet's)")]
 Interval = Annotated[int, typer.Option(min=0, help="The interval the order is for.")]
 Power = Annotated[int, typer.Option(min=1, help="Power in W, held the whole interval.")]
 Price = Annotated[
