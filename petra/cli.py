@@ -40,6 +40,7 @@ from petra.console import (
 from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
 from petra.mixer_cli import mixer_app
+from petra.monitor_cli import monitor_app
 from petra.sim_bench_cli import bench_sim_command
 from petra.sim_cli import sim_app
 from petra.tor_cli import tor_app
@@ -83,6 +84,7 @@ app.add_typer(mixer_app, name="mixer")
 app.add_typer(tor_app, name="tor")
 app.add_typer(bidstore_app, name="bidstore")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 bench_app.command("sim")(bench_sim_command)
@@ -490,6 +492,36 @@ def bench_bidstore_command(
     try:
         bidstore_bench.run_bidstore_bench(as_json, console, orders=orders, clients=clients, tor=tor)
     except bidstore_bench.BidStoreBenchError as exc:
+        fail(str(exc))
+
+
+@bench_app.command("monitor")
+def bench_monitor_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs: one object.")
+    ] = False,
+    http_samples: Annotated[
+        int, typer.Option(min=1_000, help="Samples posted to /input/bulk.")
+    ] = 200_000,
+    mqtt_samples: Annotated[
+        int, typer.Option(min=1_000, help="Samples published over MQTT.")
+    ] = 100_000,
+    clients: Annotated[int, typer.Option(min=1, max=64, help="HTTP client threads.")] = 4,
+) -> None:
+    """Samples the monitoring service stores per second over HTTP and MQTT, and the time to
+    render a member's year page, against baselines of the same run."""
+    from simulation.bench.monitor import MonitorBenchError, run_monitor_bench
+    from simulation.monitor import MonitorSetupError
+
+    try:
+        run_monitor_bench(
+            as_json,
+            Console(stderr=as_json),
+            http_samples=http_samples,
+            mqtt_samples=mqtt_samples,
+            clients=clients,
+        )
+    except (MonitorBenchError, MonitorSetupError) as exc:
         fail(str(exc))
 
 

@@ -61,6 +61,13 @@ def run_command(
     mixing: Annotated[
         bool | None, typer.Option("--mixing/--no-mixing", help="Mix before trading.")
     ] = None,
+    monitor: Annotated[
+        bool | None,
+        typer.Option(
+            "--monitor/--no-monitor",
+            help="Also run the monitoring service, fed by the homes' meters over MQTT.",
+        ),
+    ] = None,
     report_dir: Annotated[
         Path | None, typer.Option("--dir", help="The folder the run's report folder goes in.")
     ] = None,
@@ -97,9 +104,12 @@ def run_command(
             store=store,
             tor=tor,
             mixing=mixing,
+            monitor=monitor,
             report_dir=None if report_dir is None else str(report_dir),
         ),
     )
+    if in_process and settings.monitor:
+        fail("--monitor needs the nodes as processes: drop --in-process")
     console = Console(stderr=as_json)
     try:
         outcome = simulate(settings, in_process=in_process, console=console)
@@ -109,6 +119,13 @@ def run_command(
         typer.echo(json.dumps(outcome.metrics, sort_keys=True))
     else:
         console.print(summary(outcome.metrics, outcome.report))
+        pages = outcome.folder / "monitor" / "monitor.toml"
+        if settings.monitor and pages.exists():
+            day = settings.start.date().isoformat()
+            console.print("The monitoring pages of this run (its day is", day + "):")
+            console.print(f"  petra monitor serve --config {pages}", soft_wrap=True)
+            console.print("  then open http://127.0.0.1:7460/ and log in as one of")
+            console.print(f"  {pages.parent / 'logins.txt'}", soft_wrap=True)
     if not outcome.record.complete:
         err.print(f"stopped early: the partial report is in {outcome.folder}")
         raise typer.Exit(130)

@@ -34,8 +34,13 @@ if TYPE_CHECKING:
     from simulation.agents import Policy as Policy
     from simulation.agents import forecast_from_history as forecast_from_history
     from simulation.agents import policy_for as policy_for
+    from simulation.bench.monitor import MonitorBenchError as MonitorBenchError
+    from simulation.bench.monitor import run_monitor_bench as run_monitor_bench
     from simulation.bench.sim import SimBenchResult as SimBenchResult
     from simulation.bench.sim import bench_sim as bench_sim
+    from simulation.broker import BrokerError as BrokerError
+    from simulation.broker import Mosquitto as Mosquitto
+    from simulation.broker import mosquitto_executable as mosquitto_executable
     from simulation.config import DEFAULT_TOML as DEFAULT_TOML
     from simulation.config import ConfigError as ConfigError
     from simulation.config import HomeDefaults as HomeDefaults
@@ -60,6 +65,7 @@ if TYPE_CHECKING:
     from simulation.metrics import Metrics as Metrics
     from simulation.metrics import compute_metrics as compute_metrics
     from simulation.metrics import trace_ledger as trace_ledger
+    from simulation.monitor import MonitorSetupError as MonitorSetupError
     from simulation.processes import LedgerProcess as LedgerProcess
     from simulation.processes import NotServing as NotServing
     from simulation.processes import PetraProcess as PetraProcess

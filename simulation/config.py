@@ -111,6 +111,7 @@ class SimConfig:
     tor: bool = False
     mixing: bool = True
     mix_pool: int = 5
+    monitor: bool = False
     report_dir: Path = Path("petra-report")
     base_port: int = 0
     location: Location = field(default_factory=Location)
@@ -172,6 +173,7 @@ TOP_KEYS = (
     "tor",
     "mixing",
     "mix_pool",
+    "monitor",
     "report_dir",
     "base_port",
     "weather",
@@ -214,6 +216,7 @@ store = "sqlite"              # or a PostgreSQL URL, "postgresql://user@host/pet
 tor = false                   # reach the bid store over a private Tor network
 mixing = true                 # mix coins (CoinShuffle) before trading them
 mix_pool = 5                  # peers a mixing pool waits for
+monitor = false               # also run the monitoring service, fed by the meters over MQTT
 report_dir = "petra-report"   # where the run's report is written
 base_port = 0                 # the services' first port; 0 takes free ports
 weather = "cloudy"            # "clear" (clear sky) or "cloudy" (clear sky under seeded clouds)
@@ -296,6 +299,7 @@ def config_to_wire(config: SimConfig) -> dict[str, Any]:
         "tor": config.tor,
         "mixing": config.mixing,
         "mix_pool": config.mix_pool,
+        "monitor": config.monitor,
         "report_dir": str(config.report_dir),
         "base_port": config.base_port,
         "weather": config.weather,
@@ -445,6 +449,7 @@ class _Reader:
             tor=self.flag(document, "tor", DEFAULT.tor),
             mixing=mixing,
             mix_pool=mix_pool,
+            monitor=self.flag(document, "monitor", DEFAULT.monitor),
             report_dir=Path(
                 self.text(document, "report_dir", "report_dir", str(DEFAULT.report_dir))
             ),

@@ -50,9 +50,12 @@ from bidstore import OrderSide
 from ledger import LedgerClient, LedgerClientError, LedgerRejected, Submitted
 from service import LedgerClock
 from simulation.agents import Market, policy_for
+from simulation.broker import Mosquitto
 from simulation.config import SimConfig, check_ports_free, config_to_wire
 from simulation.devices import SimulatedSdm630, SimulatedSunSpecInverter
 from simulation.metrics import trace_ledger  # the one definition of a trade on the ledger
+from simulation.monitor import MonitorPlan, MonitorSetupError, publish_section, start_broker
+from simulation.monitor import prepare as prepare_monitor
 from simulation.processes import free_port, log_tail, start_petra, stop, wait_serving
 from simulation.profiles import HomePlan
 from simulation.record import (
@@ -302,6 +305,8 @@ class Community:
         self.completed = False
         self._stack = contextlib.ExitStack()
         self._stores: dict[str, str] = {}  # node -> its database URL
+        self.broker: Mosquitto | None = None  # with --monitor: the meters publish to it
+        self.monitor: MonitorPlan | None = None
 
     # ------------------------------------------------------------ life
 
@@ -404,6 +409,9 @@ class Community:
             *("--ledger", ledger, "--store", self._store_url("dso")),
             *("--book", self.url("bidstore")),
         )
+        if self.config.monitor:
+            self.on_status("starting the monitoring service and its MQTT broker")
+            self._start_monitor()
         self.on_status(f"authorizing {len(self.plans)} meters at the DSO")
         self._regulate()
         for index, plan in enumerate(self.plans):
@@ -413,6 +421,18 @@ class Community:
         for home in self.homes:
             if home.plan.name not in self.manual:
                 self._start_agent(home)
+
+    def _start_monitor(self) -> None:
+        folder = self.folder / "monitor"
+        self.broker = start_broker(folder / "broker")
+        self._stack.callback(self.broker.stop)
+        try:
+            self.monitor = prepare_monitor(folder, self.config, self.plans, self.broker, self._run)
+        except MonitorSetupError as exc:
+            raise HarnessError(str(exc)) from None
+        self._serve(
+            "monitor", "/login", "monitor", "serve", "--config", str(self.monitor.run_config)
+        )
 
     def close(self) -> None:
         """Stop the agents, the meters, the devices and the nodes, newest first."""
@@ -446,6 +466,9 @@ class Community:
             "genesis": str(self.folder / "nodes" / "genesis.json"),
             "passphrase_file": str(self.passphrase_file),
             "admin_token_file": str(self.folder / "nodes" / "dso-token"),
+            "monitor": None
+            if self.monitor is None
+            else {"config": str(self.monitor.config), "logins": str(self.monitor.logins)},
             "nodes": {
                 n.name: {"url": n.url, "log": str(n.log), "pid": n.process.pid} for n in self.nodes
             },
@@ -665,7 +688,9 @@ class Community:
             f'ledger = "{self.url("ledger")}"\ndso = "{self.url("dso")}"\n'
             f'store = "{self._meter_store(plan.name, folder)}"\n'
             f"closing_delay_s = {closing_delay}\ncredit_line = 1000000000\n"
-            f"api_port = {home.api_port}\n\n" + "\n".join(sources)
+            f"api_port = {home.api_port}\n\n"
+            + ("" if self.broker is None else publish_section(self.broker, plan) + "\n")
+            + "\n".join(sources)
         )
         log_path = folder / "meter.log"
         process = start_petra(

@@ -35,6 +35,15 @@ if TYPE_CHECKING:
     from smartmeter.modbus import SUNSPEC_WH as SUNSPEC_WH
     from smartmeter.modbus import SUNSPEC_WH_SF as SUNSPEC_WH_SF
     from smartmeter.modbus import UINT32 as UINT32
+    from smartmeter.modbus import BadFrame as BadFrame
+    from smartmeter.modbus import CounterWentBackwards as CounterWentBackwards
+    from smartmeter.modbus import DeviceUnavailable as DeviceUnavailable
+    from smartmeter.modbus import MeterSample as MeterSample
+    from smartmeter.modbus import Sdm630Reader as Sdm630Reader
+    from smartmeter.modbus import SunSpecReader as SunSpecReader
+    from smartmeter.mqtt import BadPayload as BadPayload
+    from smartmeter.mqtt import ShellyPro3EmFormat as ShellyPro3EmFormat
+    from smartmeter.mqtt import parse_json_path as parse_json_path
     from smartmeter.node import MeterNode as MeterNode
     from smartmeter.owner_client import OwnerApiError as OwnerApiError
     from smartmeter.owner_client import OwnerClient as OwnerClient

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 from services.modbus import modbus_devices_fixture, modbus_session_fixture
 from services.mosquitto import mosquitto_fixture
@@ -26,6 +27,10 @@ from smartmeter.store import MeterStore
 # The real services each live in a module of `tests/services/`; importing their fixtures here
 # hands them out to the whole suite, each started once per session.
 __all__ = ["modbus_devices_fixture", "modbus_session_fixture", "mosquitto_fixture"]
+
+# `make check`, the edit-test loop, explores half as many examples per property as `make test`
+# (`--hypothesis-profile=check`); properties that ask for more than the default scale with it.
+settings.register_profile("check", max_examples=50)
 
 POSTGRES_ROLE = "petra"
 POSTGRES_SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")

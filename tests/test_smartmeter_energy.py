@@ -27,7 +27,8 @@ from smartmeter.energy import (
 EPOCH = 1_700_000_000
 CONFIG = MeterConfig(interval_s=60, epoch=EPOCH, max_gap_s=30)
 WRAP_32_CENTI_KWH = 2**32 * 36_000  # a 32-bit register counting 0.01 kWh
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
+# Twice the profile's examples: 200 in `make test`, 100 in `make check`.
+PROPERTY_SETTINGS = settings(max_examples=2 * settings().max_examples, deadline=None)
 
 
 def feed(

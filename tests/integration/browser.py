@@ -12,7 +12,7 @@ A test module uses it as `from .browser import chromium_fixture` and names it in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -82,12 +82,15 @@ class PageWatch:
             self.console_errors.append(f"{message.text} ({message.location})")
 
 
-def watch(context: BrowserContext) -> tuple[Page, PageWatch]:
+def watch(context: BrowserContext, allow: Sequence[str] = ()) -> tuple[Page, PageWatch]:
     """A new page of `context` whose requests, console errors and exceptions are recorded; any
-    request for something not on the machine is aborted (and recorded as refused)."""
+    request for something not on the machine is aborted (and recorded as refused). `allow`:
+    base URLs of services under test on loopback, which the page may reach."""
     seen = PageWatch()
     page = context.new_page()
     page.route("**/*", seen.on_route)
+    for base_url in allow:  # Playwright tries the route registered last first
+        page.route(f"{base_url.rstrip('/')}/**", lambda route: route.continue_())
     page.on("request", lambda request: seen.requests.append(request.url))
     page.on("console", seen.on_console)
     page.on("pageerror", lambda error: seen.page_errors.append(str(error)))

@@ -51,7 +51,7 @@ def run_fixture(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RunRecord, dict[str, Any], Path]]:
     folder = tmp_path_factory.mktemp("sim-run") / "run"
-    config = load_config(None, SMALL)
+    config = load_config(None, {**SMALL, "monitor": True})  # and its monitoring (issue 18)
     outcome = simulate(config, folder=folder)
     yield outcome.record, outcome.metrics, folder
 
@@ -104,6 +104,56 @@ def test_the_report_is_written_and_redrawn(run: tuple[RunRecord, dict[str, Any],
     assert "Crevillent solar community" in html and html.count("Plotly.newPlot") >= 5
     for home in json.loads((folder / "record.json").read_text())["homes"]:
         assert (folder / "homes" / home["name"] / "agent.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_the_monitoring_service_kept_every_homes_readings_for_its_member(
+    run: tuple[RunRecord, dict[str, Any], Path],
+) -> None:
+    """`--monitor`: the meters published their readings over MQTT, `petra monitor serve`
+    stored them under the homes' supply points, and each member's login shows their own."""
+    from fastapi.testclient import TestClient
+
+    from monitoring.api import create_app
+    from monitoring.service import MonitorService
+    from monitoring.store import MonitoringStore
+
+    record, _, folder = run
+    store = MonitoringStore(f"sqlite:///{folder / 'monitor' / 'monitor.sqlite'}")
+    try:
+        start, end = 0, 2**31
+        for home in record.homes:
+            roles = {f.role: f for f in store.feeds(supply_points=[home.meter_id])}
+            assert set(roles) == {"consumption", "export"}
+            consumption = roles["consumption"]
+            assert (consumption.node, consumption.name) == (home.name, "grid_import_kwh")
+            samples = store.samples(consumption.id, start, end)
+            assert len(samples) >= len(record.intervals)
+        assert store.refusals() == []
+        logins = dict(
+            line.split()[:2]
+            for line in (folder / "monitor" / "logins.txt").read_text().splitlines()
+        )
+        home = record.homes[0]
+        other = record.homes[1]
+        with TestClient(create_app(MonitorService(store))) as http:
+            form = http.get("/login")
+            token = form.text.split('name="csrf" value="')[1].split('"')[0]
+            signed_in = http.post(
+                "/login",
+                data={"username": home.name, "password": logins[home.name], "csrf": token},
+                follow_redirects=False,
+            )
+            assert signed_in.status_code == 303
+            day = http.get(
+                f"/member/supply/{home.meter_id}", params={"view": "day", "date": "2026-06-21"}
+            )
+            assert day.status_code == 200 and home.meter_id in day.text
+            consumed = day.text.split('id="total-consumption">')[1].split(" kWh")[0]
+            assert float(consumed.replace(",", "")) > 0
+            assert http.get(f"/member/supply/{other.meter_id}").status_code == 404
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
