@@ -362,7 +362,10 @@ class MonitoringStore:
         if self._listeners:
             feeds = self.feeds_by_id(changed)
             for callback in self._listeners:
-                callback(feeds)
+                try:
+                    callback(feeds)
+                except Exception:  # the samples are stored: a live view's failure is its own
+                    log.exception("a listener of the store's writes failed")
         return Written(stored, replaced, self._new_feeds)
 
     def _ensure_feeds(

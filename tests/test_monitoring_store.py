@@ -227,3 +227,18 @@ def test_a_write_that_fails_stores_nothing_and_the_next_one_creates_its_feed(
     assert (written.stored, written.new_feeds) == (1, 1)
     feed = store.feed_named("newnode", "p")
     assert feed is not None and store.samples(feed.id, BASE, BASE + 1) == [(BASE, 1.0, False)]
+
+
+def test_a_failing_listener_does_not_undo_or_fail_a_write(store: MonitoringStore) -> None:
+    heard: list[list[str]] = []
+
+    def broken(feeds: object) -> None:
+        raise RuntimeError("the live view's loop is closed")
+
+    store.listen(broken)
+    store.listen(lambda feeds: heard.append([f.name for f in feeds]))
+    written = store.write([sample("emontx", "power1", BASE, 1.0, NOW)])
+    assert written.stored == 1
+    feed = store.feed_named("emontx", "power1")
+    assert feed is not None and store.samples(feed.id, BASE, BASE + 1) == [(BASE, 1.0, False)]
+    assert heard == [["power1"]]  # the listeners after the broken one still hear of it
