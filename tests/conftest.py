@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import pwd
 import shutil
@@ -31,6 +32,19 @@ __all__ = ["modbus_devices_fixture", "modbus_session_fixture", "mosquitto_fixtur
 # `make check`, the edit-test loop, explores half as many examples per property as `make test`
 # (`--hypothesis-profile=check`); properties that ask for more than the default scale with it.
 settings.register_profile("check", max_examples=50)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """The root logger as it was before each test: a command run in-process by a test
+    (`configure_logging`) leaves a handler on a stream the test runner has since closed, and
+    a later test's log line would print a logging error into that test's output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
 
 POSTGRES_ROLE = "petra"
 POSTGRES_SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")

@@ -29,8 +29,24 @@ SILENT_AFTER_S = 2
 LIVE_TIMEOUT_MS = 10_000
 
 
+class StoppedClock:
+    """The service's clock, which moves only when the test says: a device is silent past its
+    `silent_after_s` exactly when the test makes it so, however slow the machine is."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> StoppedClock:
+    return StoppedClock()
+
+
 @pytest.fixture(name="service")
-def service_fixture(tmp_path: Path) -> Iterator[MonitorService]:
+def service_fixture(tmp_path: Path, clock: StoppedClock) -> Iterator[MonitorService]:
     store = MonitoringStore(f"sqlite:///{tmp_path / 'monitor.db'}")
     store.put_community("alpha", "Alpha", "Europe/Madrid")
     store.put_community("beta", "Beta", "Europe/Rome")
@@ -38,48 +54,50 @@ def service_fixture(tmp_path: Path) -> Iterator[MonitorService]:
         declare_feed(store, FeedDeclaration(node, "power", "power", "W", max_ok=5_000.0))
         store.set_node(node, community_id=community_id, silent_after_s=SILENT_AFTER_S)
     create_user(store, "ana-manager", PASSWORD, "manager", community_id="alpha")
-    yield MonitorService(store)
+    yield MonitorService(store, clock=clock)
     store.close()
 
 
 def test_a_reading_appears_live_and_a_silent_device_raises_an_alarm(
-    chromium: BrowserContext, service: MonitorService
+    chromium: BrowserContext, service: MonitorService, clock: StoppedClock
 ) -> None:
     with served(app_for(service), "the monitoring service") as url:
         page, seen = watch(chromium, allow=[url])  # the service itself, and nothing else
-        page.goto(f"{url}/control", wait_until="load")
-        assert "/login" in page.url  # no session yet: sent to sign in
-        page.fill("#username", "ana-manager")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{url}/control")
-        page.wait_for_selector('#live[data-live="yes"]', timeout=LIVE_TIMEOUT_MS)
-        page.evaluate("window.notReloaded = true")
-        row = page.locator('tr[data-node="pump-a"]')
-        assert row.count() == 1
-        assert page.locator('tr[data-node="pump-b"]').count() == 0
+        try:
+            page.goto(f"{url}/control", wait_until="load")
+            assert "/login" in page.url  # no session yet: sent to sign in
+            page.fill("#username", "ana-manager")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/control")
+            page.wait_for_selector('#live[data-live="yes"]', timeout=LIVE_TIMEOUT_MS)
+            page.evaluate("window.notReloaded = true")
+            row = page.locator('tr[data-node="pump-a"]')
+            assert row.count() == 1
+            assert page.locator('tr[data-node="pump-b"]').count() == 0
 
-        now = time.time()
-        service.store.write([Sample("pump-a", "power", int(now), 1234.5)], now=now)
-        service.store.write([Sample("pump-b", "power", int(now), 99.0)], now=now)
-        page.wait_for_function(
-            "() => document.querySelector('tr[data-node=\"pump-a\"] .value')"
-            ".textContent === '1234.5 W'",
-            timeout=LIVE_TIMEOUT_MS,
-        )
-        assert row.get_attribute("data-state") != "offline"
+            service.store.write([Sample("pump-a", "power", int(clock.now), 1234.5)], now=clock.now)
+            service.store.write([Sample("pump-b", "power", int(clock.now), 99.0)], now=clock.now)
+            page.wait_for_function(
+                "() => document.querySelector('tr[data-node=\"pump-a\"] .value')"
+                ".textContent === '1234.5 W'",
+                timeout=LIVE_TIMEOUT_MS,
+            )
+            assert row.get_attribute("data-state") != "offline"
 
-        # Nothing more arrives: past SILENT_AFTER_S the next alarms event marks it offline.
-        page.wait_for_selector(
-            'tr[data-node="pump-a"][data-state="offline"]', timeout=LIVE_TIMEOUT_MS
-        )
-        assert "alarm" in (row.get_attribute("class") or "")
-        assert row.locator(".state").inner_text() == "offline"
-        assert page.locator("#alarm-count").get_attribute("data-count") == "1"
-        assert "pump-a has sent nothing" in page.locator("#alarms").inner_text()
-        assert page.evaluate("window.notReloaded") is True
-        assert "pump-b" not in page.content()
-        page.close()
+            # Nothing more arrives: past SILENT_AFTER_S the next alarms event marks it offline.
+            clock.now += SILENT_AFTER_S + 1
+            page.wait_for_selector(
+                'tr[data-node="pump-a"][data-state="offline"]', timeout=LIVE_TIMEOUT_MS
+            )
+            assert "alarm" in (row.get_attribute("class") or "")
+            assert row.locator(".state").inner_text() == "offline"
+            assert page.locator("#alarm-count").get_attribute("data-count") == "1"
+            assert "pump-a has sent nothing" in page.locator("#alarms").inner_text()
+            assert page.evaluate("window.notReloaded") is True
+            assert "pump-b" not in page.content()
+        finally:
+            page.close()  # ends its live stream, so the server can stop
     assert seen.refused == []
     assert seen.console_errors == []
     assert seen.page_errors == []
