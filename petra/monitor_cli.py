@@ -75,6 +75,8 @@ def opened(store: str) -> Iterator[MonitoringStore]:
         fail(str(exc))
     try:
         yield database
+    except MonitoringStoreError as exc:  # the database failed mid-command: nothing half-done
+        fail(str(exc))
     finally:
         database.close()
 
@@ -537,7 +539,10 @@ def refusals_command(store: Store = DEFAULT_STORE, as_json: Json = False) -> Non
 
 def _new_password(password_file: Path | None) -> str:
     if password_file is not None:
-        lines = password_file.read_text().splitlines()
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read a password from {password_file}: {exc}")
         return lines[0] if lines else ""
     first = typer.prompt("password", hide_input=True)
     if typer.prompt("again", hide_input=True) != first:
@@ -681,7 +686,10 @@ def key_create(
     with opened(store) as database:
         if community is not None and database.community(community) is None:
             fail(f"no community {community}: add it with `petra monitor community add`")
-        key = create_key(database, label, "write" if write else "read", community, time.time())
+        try:
+            key = create_key(database, label, "write" if write else "read", community, time.time())
+        except ValueError as exc:
+            fail(str(exc))
     out.print(key)
 
 
@@ -775,7 +783,10 @@ def datadis_fetch(
         tz = zone(timezone)
     except ValueError as exc:
         fail(str(exc))
-    lines = password_file.read_text().splitlines()
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the Datadis password from {password_file}: {exc}")
     client = DatadisClient(base_url, username, lines[0] if lines else "", cache_dir=cache)
     with opened(store) as database:
         try:

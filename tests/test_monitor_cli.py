@@ -166,6 +166,7 @@ def test_users_log_in_with_the_password_given_and_keys_grant_what_they_say(
         assert grant is not None and (grant.access, grant.community_id) == ("write", "valle")
     finally:
         database.close()
+    assert "label" in refused(petra("key", "create", " ", "--store", store))
     keys = petra("key", "list", "--store", store).output
     assert "emonhub" in keys and key not in keys
     assert petra("key", "revoke", "emonhub", "--store", store).exit_code == 0
