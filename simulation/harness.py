@@ -424,9 +424,9 @@ class Community:
 
     def _start_monitor(self) -> None:
         folder = self.folder / "monitor"
-        self.broker = start_broker(folder / "broker")
-        self._stack.callback(self.broker.stop)
-        try:
+        try:  # mosquitto missing or failing is one sentence, as any node's failed start
+            self.broker = start_broker(folder / "broker")
+            self._stack.callback(self.broker.stop)
             self.monitor = prepare_monitor(folder, self.config, self.plans, self.broker, self._run)
         except MonitorSetupError as exc:
             raise HarnessError(str(exc)) from None
