@@ -55,12 +55,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.config import JsonDevice, MqttSettings, ShellyDevice
 from monitoring.samples import COUNTER, OTHER, POWER, Refused, Sample, check_time, sample
-from monitoring.store import MonitoringStore, MonitoringStoreError, refusal
+from monitoring.store import MonitoringStore, MonitoringStoreError
 from smartmeter import BadPayload, ShellyPro3EmFormat, parse_json_path
 
 log = logging.getLogger("petra.monitoring.mqtt")
@@ -277,30 +275,6 @@ class MqttRoutes:
         raise Refused("unknown_topic", f"no device is configured for topic {topic[:100]!r}")
 
 
-def count_refusals(
-    store: MonitoringStore, source: str, reason: str, count: int, message: str, now: float
-) -> None:
-    """Add `count` refusals of `source` for `reason` in one transaction (`store.refuse` adds
-    one); MonitoringStoreError if it failed."""
-    stmt_cls = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = stmt_cls(refusal).values(
-        source=source, reason=reason, count=count, last_at=int(now), last_message=message[:500]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[refusal.c.source, refusal.c.reason],
-        set_={
-            "count": refusal.c.count + count,
-            "last_at": stmt.excluded.last_at,
-            "last_message": stmt.excluded.last_message,
-        },
-    )
-    try:
-        with store.engine.begin() as conn:
-            conn.execute(stmt)
-    except SQLAlchemyError as exc:
-        raise MonitoringStoreError(f"counting refusals failed: {exc}") from exc
-
-
 def set_kinds_on_first_sight(store: MonitoringStore, kinds: Mapping[tuple[str, str], Kind]) -> None:
     """Give each (node, name) feed its kind and unit, if it has none yet (`other`, no unit):
     a manager's choice is never overwritten."""
@@ -469,7 +443,7 @@ class MqttIngest:
         for reason, (count, message) in tally.items():
             log.warning("refused %d MQTT message(s) (%s), the last: %s", count, reason, message)
             try:
-                count_refusals(self.store, SOURCE, reason, count, message, now)
+                self.store.add_refusals(SOURCE, reason, count, message, now)
             except MonitoringStoreError:
                 with self._lock:  # counted next time, with those refused meanwhile
                     later, last = self._tally.get(reason, (0, message))

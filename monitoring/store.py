@@ -559,12 +559,19 @@ class MonitoringStore:
         self, source: str, reason: str, message: str, now: float | None = None, count: int = 1
     ) -> None:
         """Count `count` refusals of `source` (an ingestion path) for `reason`, and log the
-        last one's `message`."""
-        at = int(time.time() if now is None else now)
+        last one's `message`. The log line is what matters: the count is best effort."""
         log.warning("refused from %s (%s): %s", source, reason, message)
+        try:
+            self.add_refusals(source, reason, count, message, time.time() if now is None else now)
+        except MonitoringStoreError as exc:
+            log.warning("could not count a refusal: %s", exc.__cause__)
+
+    def add_refusals(self, source: str, reason: str, count: int, message: str, now: float) -> None:
+        """Add `count` refusals of `source` for `reason` in one transaction, `message` the
+        last one's; MonitoringStoreError if it failed (nothing is logged here)."""
         stmt_cls = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         stmt = stmt_cls(refusal).values(
-            source=source, reason=reason, count=count, last_at=at, last_message=message[:500]
+            source=source, reason=reason, count=count, last_at=int(now), last_message=message[:500]
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[refusal.c.source, refusal.c.reason],
@@ -577,8 +584,8 @@ class MonitoringStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(stmt)
-        except SQLAlchemyError as exc:  # the refusal is logged above; its count is best effort
-            log.warning("could not count a refusal: %s", exc)
+        except SQLAlchemyError as exc:
+            raise MonitoringStoreError(f"counting refusals failed: {exc}") from exc
 
     def refusals(self) -> list[dict[str, Any]]:
         """Every (source, reason) refused so far, with its count and last message."""
