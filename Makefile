@@ -30,7 +30,7 @@ lint: venv
 
 # The edit-test loop: lint, types and the tests that start no server, on every core.
 check: lint
-	$(BIN)/python -m pytest -q -n auto --ignore=tests/integration -m "not slow" --hypothesis-profile=check $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --ignore=tests/integration -m "not slow and not postgres" --hypothesis-profile=check $(PYTEST_ARGS)
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -45,6 +45,7 @@ bench: venv
 	$(BIN)/petra bench bidstore
 	$(BIN)/petra bench mixer
 	$(BIN)/petra bench monitor
+	$(BIN)/petra bench community
 	$(BIN)/petra bench sim
 
 clean:

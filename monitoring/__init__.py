@@ -11,6 +11,20 @@ from typing import TYPE_CHECKING
 from service.door import lazy_door
 
 if TYPE_CHECKING:
+    from monitoring.agreements import Agreement as Agreement
+    from monitoring.agreements import AgreementError as AgreementError
+    from monitoring.agreements import InstallationAllocation as InstallationAllocation
+    from monitoring.agreements import InstallationHours as InstallationHours
+    from monitoring.agreements import agreement_by_id as agreement_by_id
+    from monitoring.agreements import agreements_of as agreements_of
+    from monitoring.agreements import coefficients_of as coefficients_of
+    from monitoring.agreements import installation_allocation as installation_allocation
+    from monitoring.agreements import installation_hours as installation_hours
+    from monitoring.agreements import period_bounds as period_bounds
+    from monitoring.agreements import period_hours as period_hours
+    from monitoring.agreements import rules_from_json as rules_from_json
+    from monitoring.agreements import rules_to_json as rules_to_json
+    from monitoring.agreements import save_agreement as save_agreement
     from monitoring.api import create_app as create_app
     from monitoring.auth import ROLES as ROLES
     from monitoring.auth import create_user as create_user
@@ -44,6 +58,8 @@ if TYPE_CHECKING:
     from monitoring.masterdata import parse_master_data as parse_master_data
     from monitoring.modbus_poller import ModbusPoller as ModbusPoller
     from monitoring.mqtt_ingest import MqttIngest as MqttIngest
+    from monitoring.records import installations_of as installations_of
+    from monitoring.records import supply_points_of as supply_points_of
     from monitoring.samples import Refused as Refused
     from monitoring.samples import Sample as Sample
     from monitoring.samples import sample as sample

@@ -1,6 +1,7 @@
 """The monitoring service's HTTP application: the emoncms-compatible input and feed APIs
 (`monitoring.emoncms`), the pages of members and the public display (`monitoring.pages`), of
-managers (`monitoring.manager_pages`) and of the control centre (`monitoring.control`), all
+managers (`monitoring.manager_pages`, their sharing agreements in
+`monitoring.agreement_pages`) and of the control centre (`monitoring.control`), all
 over one `MonitorService`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from monitoring.agreement_pages import agreement_router
 from monitoring.control import control_router
 from monitoring.emoncms import emoncms_router
 from monitoring.manager_pages import manager_router
@@ -44,6 +46,7 @@ def create_app(service: MonitorService, *, docs: bool = False) -> FastAPI:
     app.include_router(emoncms_router(service))
     app.include_router(pages_router(service))
     app.include_router(manager_router(service))
+    app.include_router(agreement_router(service))
     app.include_router(control_router(service))
     return app
 

@@ -1,30 +1,32 @@
 """The figures the member pages and the public display show, from the store's aggregates:
 energy by feed kind, the local hours, days and months of a community's time zone, a member's
-allocated share of the community's generation (DESIGN.md section 14), and what it saves in
-money, CO2 and trees. Pure: no I/O, no clock.
+allocation summed over a stretch, and what it saves in money, CO2 and trees (the formulas live
+in `community`, re-exported here). Pure: no I/O, no clock.
 
-Allocation is hourly, A_h = min(b x G_h, C_h), and only then summed over days, months or
-years: a day's min(b x G, C) would overstate what a member used of their share.
+Allocation is hourly (`community.allocate`, DESIGN.md section 14), and only then summed over
+days, months or years: a day's min(b x G, C) would overstate what a member used of their share.
 """
 
 from __future__ import annotations
 
-import bisect
 import calendar
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from fractions import Fraction
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import numpy as np
+from numpy.typing import NDArray
+
+from community import TREE_KG_CO2_PER_YEAR as TREE_KG_CO2_PER_YEAR  # one formula, re-exported
+from community import co2_avoided_kg as co2_avoided_kg
+from community import savings_micro as savings_micro
+from community import trees as trees
 from monitoring.samples import COUNTER, ENERGY, POWER
 
 HOUR_S = 3_600
 WS_PER_KWH = 3_600_000  # watt-seconds in a kilowatt-hour
-# A mature tree absorbs about 48 lb (21.77 kg) of CO2 a year: the Arbor Day Foundation's
-# figure, the one most savings calculators cite. "Trees" below are tree-years of absorption.
-TREE_KG_CO2_PER_YEAR = 21.77
 
 
 class Aggregate(Protocol):
@@ -136,16 +138,18 @@ def year_months(year: int, tz: ZoneInfo) -> list[Slot]:
     return [Slot(bounds[i], bounds[i + 1], calendar.month_abbr[i + 1]) for i in range(12)]
 
 
-def per_slot(energy: Mapping[int, float], slots: Sequence[Slot]) -> list[float]:
-    """The energy (kWh by start) falling in each of `slots` (ordered, not overlapping); what
-    falls in none is left out."""
-    starts = [s.start for s in slots]
-    totals = [0.0] * len(slots)
-    for t, kwh in energy.items():
-        i = bisect.bisect_right(starts, t) - 1
-        if i >= 0 and t < slots[i].end:
-            totals[i] += kwh
-    return totals
+def slot_totals(
+    hour_starts: NDArray[np.int64], values: NDArray[np.float64], slots: Sequence[Slot]
+) -> NDArray[np.float64]:
+    """Hourly `values` ((hours,) or (hours, k), by UTC hour start `hour_starts`) summed into
+    `slots` (ordered, not overlapping): (slots,) or (slots, k); an hour in no slot is left out."""
+    starts = np.array([s.start for s in slots], dtype=np.int64)
+    ends = np.array([s.end for s in slots], dtype=np.int64)
+    index = np.searchsorted(starts, hour_starts, side="right") - 1
+    inside = (index >= 0) & (hour_starts < ends[np.clip(index, 0, None)])
+    out = np.zeros((len(slots), *values.shape[1:]))
+    np.add.at(out, index[inside], values[inside])
+    return out
 
 
 # ---------------------------------------------------------------- sharing
@@ -179,66 +183,3 @@ class Allocation:
 
 
 NOTHING = Allocation(0.0, 0.0, 0.0)
-
-
-def allocate(share: float, generation: float, consumption: float) -> Allocation:
-    """One hour of one member: A = min(b x G, C) with b = `share` (0..1), G and C in kWh.
-    A negative energy (a meter wired backwards) counts as none."""
-    assigned = share * max(generation, 0.0)
-    used = max(consumption, 0.0)
-    return Allocation(used, assigned, min(assigned, used))
-
-
-def allocate_hours(
-    share: float, generation: Mapping[int, float], consumption: Mapping[int, float]
-) -> dict[int, Allocation]:
-    """A member's allocation hour by hour (kWh by hour start) over every hour either side
-    has energy in."""
-    return {
-        h: allocate(share, generation.get(h, 0.0), consumption.get(h, 0.0))
-        for h in sorted(set(generation) | set(consumption))
-    }
-
-
-def allocations_per_slot(
-    hourly: Mapping[int, Allocation], slots: Sequence[Slot]
-) -> list[Allocation]:
-    """Hourly allocations summed into `slots` (ordered, not overlapping)."""
-    starts = [s.start for s in slots]
-    totals = [NOTHING] * len(slots)
-    for t, allocation in hourly.items():
-        i = bisect.bisect_right(starts, t) - 1
-        if i >= 0 and t < slots[i].end:
-            totals[i] = totals[i] + allocation
-    return totals
-
-
-def self_consumed(
-    generation: Mapping[int, float], members: Iterable[tuple[float, Mapping[int, float]]]
-) -> dict[int, float]:
-    """The community's self-consumed energy hour by hour, sum over members of A_ih (kWh by
-    hour start); `members` gives each member's share and hourly consumption."""
-    total: dict[int, float] = {h: 0.0 for h in generation}
-    for share, consumption in members:
-        for h, allocation in allocate_hours(share, generation, consumption).items():
-            total[h] = total.get(h, 0.0) + allocation.allocated
-    return total
-
-
-# ---------------------------------------------------------------- savings
-
-
-def savings_micro(allocated_kwh: float, price_micro_per_kwh: int) -> int:
-    """What `allocated_kwh` saves at `price_micro_per_kwh`, in micro-units of the currency:
-    exact with Fraction, rounded once, half-to-even (money is never a float)."""
-    return round(Fraction(allocated_kwh) * price_micro_per_kwh)
-
-
-def co2_avoided_kg(allocated_kwh: float, co2_g_per_kwh: float) -> float:
-    """The CO2 (kg) the grid would have emitted for `allocated_kwh` at `co2_g_per_kwh`."""
-    return allocated_kwh * co2_g_per_kwh / 1_000
-
-
-def trees(co2_kg: float) -> float:
-    """How many trees absorb `co2_kg` in a year (TREE_KG_CO2_PER_YEAR each)."""
-    return co2_kg / TREE_KG_CO2_PER_YEAR

@@ -6,8 +6,11 @@ A manager sees exactly their own community; an operator sees any, choosing it wi
 `?community=`; a member is refused (403). Another community's address answers 404, as an
 unknown one does, so a manager cannot even learn which communities exist.
 
-The figures are pure functions (gaps, the split of production into self-consumed and surplus,
-amortisation); the routes only read the store and render.
+The figures are pure functions (gaps, the master data's coefficients, the allocation of every
+installation's production together, amortisation); `community_allocation` reads the store for
+them, sharing each installation's production by its agreements in force
+(`monitoring.agreements`) or else by the master data, and the member pages and the public
+display use it too; the routes only read the store and render.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from fractions import Fraction
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from monitoring.alarms import silent_alarm
 from monitoring.auth import Viewer, require
@@ -37,17 +40,25 @@ from monitoring.exports import (
     write_csv,
     write_xlsx,
 )
-from monitoring.figures import add_up, energy_kwh, self_consumed
+from monitoring.figures import energy_kwh
+from monitoring.records import (
+    feed_role,
+    installations_of,
+    members_of,
+    supply_points_of,
+)
 from monitoring.samples import OTHER
 from monitoring.service import MonitorService
+from monitoring.sharing import (
+    community_allocation,
+    energy_feeds,
+    first_hour,
+)
 from monitoring.store import (
     DAY_S,
     HOUR_S,
     Feed,
     MonitoringStore,
-    installation,
-    member,
-    supply_point,
     zone,
 )
 from monitoring.templating import PageRoute, render
@@ -97,52 +108,6 @@ class Split:
 
     self_consumed_kwh: Fraction
     surplus_kwh: Fraction
-
-
-STATIC_SHARES = "static"  # the supply points' fixed sharing coefficients
-COMMUNITY_AS_ONE = "community_as_one"  # no coefficients: the community shares everything
-
-
-def community_use(
-    generation: Mapping[int, float],
-    consumption: Mapping[str, Mapping[int, float]],
-    shares: Mapping[str, float | None],
-) -> tuple[dict[int, float], str]:
-    """What the community uses of its generation hour by hour (kWh by hour start), and the
-    rule used: with the consumption supply points' fixed shares b_i, sum_i min(b_i G_h, C_ih)
-    (DESIGN.md section 14, static); with no share set, min(G_h, sum_i C_ih), as if every
-    member shared one meter. `consumption` and `shares` are by supply point."""
-    if any(share is not None for share in shares.values()):
-        members = [(shares.get(point) or 0.0, hours) for point, hours in consumption.items()]
-        return self_consumed(generation, members), STATIC_SHARES
-    total = add_up(*consumption.values())
-    return {
-        h: min(max(g, 0.0), max(total.get(h, 0.0), 0.0)) for h, g in generation.items()
-    }, COMMUNITY_AS_ONE
-
-
-def split_production(
-    generation: Mapping[str, Mapping[int, float]], used: Mapping[int, float]
-) -> dict[str, Split]:
-    """Per installation, its production split hour by hour into self-consumed and surplus:
-    the community's use `used` of hour h is shared among installations in proportion to what
-    each produced in h. `generation`: kWh per hour start per installation."""
-    totals: dict[int, Fraction] = defaultdict(Fraction)
-    for hours in generation.values():
-        for hour, kwh in hours.items():
-            totals[hour] += Fraction(max(kwh, 0.0))
-    out: dict[str, Split] = {}
-    for name, hours in generation.items():
-        mine = surplus = Fraction(0)
-        for hour, kwh in hours.items():
-            produced, total = Fraction(max(kwh, 0.0)), totals[hour]
-            if produced == 0:
-                continue
-            share = produced * min(total, Fraction(max(used.get(hour, 0.0), 0.0))) / total
-            mine += share
-            surplus += produced - share
-        out[name] = Split(mine, surplus)
-    return out
 
 
 def value_micro(split: Split, price_micro_per_kwh: int, export_micro_per_kwh: int) -> int:
@@ -203,52 +168,6 @@ def visible_community(service: MonitorService, who: Viewer, asked: str | None) -
     if found is None:
         raise ApiError(404, "not_found", "there is no such community: import one first")
     return found
-
-
-def supply_points_of(store: MonitoringStore, community_id: str) -> list[dict[str, Any]]:
-    """The community's supply points with their member's name, by id."""
-    query = (
-        select(supply_point, member.c.name.label("member_name"), member.c.ref.label("member_ref"))
-        .outerjoin(member, member.c.id == supply_point.c.member_id)
-        .where(supply_point.c.community_id == community_id)
-        .order_by(supply_point.c.id)
-    )
-    with store.engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def members_of(store: MonitoringStore, community_id: str) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(member).where(member.c.community_id == community_id).order_by(member.c.ref)
-        )
-        return [dict(row._mapping) for row in rows]
-
-
-def installations_of(store: MonitoringStore, community_id: str) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(installation)
-            .where(installation.c.community_id == community_id)
-            .order_by(installation.c.id)
-        )
-        return [dict(row._mapping) for row in rows]
-
-
-def feed_role(feed: Feed, points: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """What a supply point feed measures: its declared role, else its supply point's kind."""
-    if feed.role is not None:
-        return feed.role
-    point = points.get(feed.supply_point_id or "")
-    return None if point is None else str(point["kind"])
-
-
-def hourly_kwh(
-    store: MonitoringStore, feeds: Sequence[Feed], start: int, end: int
-) -> dict[int, dict[int, float]]:
-    """kWh per hour start of each of `feeds` in [start, end)."""
-    by_feed = store.buckets([f.id for f in feeds], HOUR_S, start, end)
-    return {f.id: energy_kwh(f.kind, by_feed[f.id]) for f in feeds}
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +235,15 @@ class Production:
 
 @dataclass(frozen=True, slots=True)
 class InstallationFigures:
+    """An installation's figures, and the rule that shared its production (AGREEMENTS,
+    STATIC_SHARES or COMMUNITY_AS_ONE) in the stretch they cover."""
+
     record: dict[str, Any]
     feeds: tuple[Feed, ...]
     production: Production
     split: Split
     amortisation: Amortisation
+    rule: str
 
 
 def commissioned_at(record: Mapping[str, Any], tz: ZoneInfo) -> int | None:
@@ -333,77 +256,59 @@ def commissioned_at(record: Mapping[str, Any], tz: ZoneInfo) -> int | None:
 
 def installation_figures(
     store: MonitoringStore, community: Mapping[str, Any], now: int
-) -> tuple[list[InstallationFigures], str | None]:
-    """Each installation's production and amortisation, and the rule that split production
-    into self-consumed and surplus (`community_use`), or None when no consumption data exists
-    (then all production counts as surplus, valued at the export price)."""
+) -> tuple[list[InstallationFigures], bool]:
+    """Each installation's production and amortisation, its production split hour by hour
+    into self-consumed and surplus by `community_allocation` since its commissioning (or its
+    first data), and whether any consumption was measured (without, all production counts
+    as surplus, valued at the export price)."""
     tz = zone(community["timezone"])
-    points = {p["id"]: p for p in supply_points_of(store, community["id"])}
-    feeds = store.feeds(supply_points=points) if points else []
     records = installations_of(store, community["id"])
-    generation_feeds: dict[str, list[Feed]] = defaultdict(list)
-    consumption_feeds: dict[str, list[Feed]] = defaultdict(list)
-    for f in feeds:
-        point = points[f.supply_point_id or ""]
-        role = feed_role(f, points)
-        if role == "generation" and point["installation_id"] is not None:
-            generation_feeds[point["installation_id"]].append(f)
-        elif role == "consumption":
-            consumption_feeds[point["id"]].append(f)
-    starts = {r["id"]: commissioned_at(r, tz) or 0 for r in records}
-    earliest = min(starts.values(), default=0)
-    consumption = {
-        point: add_up(*hourly_kwh(store, point_feeds, earliest, now + 1).values())
-        for point, point_feeds in consumption_feeds.items()
-    }
-    generation = {
-        r["id"]: add_up(
-            *hourly_kwh(store, generation_feeds[r["id"]], starts[r["id"]], now + 1).values()
-        )
-        for r in records
-    }
-    used, rule = community_use(
-        add_up(*generation.values()),
-        consumption,
-        {point: points[point]["share"] for point in consumption},
-    )
+    generation_feeds = energy_feeds(store, community["id"]).generation
+    starts = {r["id"]: commissioned_at(r, tz) for r in records}
+    firsts = {r["id"]: first_hour(store, generation_feeds.get(r["id"], [])) for r in records}
+    known = [max(firsts[k] or now, starts[k] or 0) for k in firsts]
+    shared = community_allocation(store, community, min(known, default=now), now + 1)
     recent_from = now - RATE_WINDOW_S
-    split = split_production(generation, used)
-    recent = split_production(
-        {
-            r: {h: v for h, v in hours.items() if h >= recent_from}
-            for r, hours in generation.items()
-        },
-        used,
-    )
     price, export_price = community["price_micro_per_kwh"], community["export_micro_per_kwh"]
     day, month, year = (local_start(now, tz, what) for what in ("day", "month", "year"))
     out = []
     for r in records:
-        first = starts[r["id"]] or min(generation[r["id"]], default=now)
-        daily = daily_kwh(store, generation_feeds[r["id"]], starts[r["id"]], now)
+        source = shared.source(r["id"])
+        assert source is not None  # every installation is a source of the allocation
+        used, produced = shared.self_consumed(source), source.generation
+        since = shared.hour_starts >= (starts[r["id"]] or 0)
+        recent = since & (shared.hour_starts >= recent_from)
+        first = starts[r["id"]] or firsts[r["id"]] or now
+        daily = daily_kwh(store, generation_feeds.get(r["id"], []), starts[r["id"]] or 0, now)
         production = Production(
             today=sum(v for t, v in daily.items() if t >= day),
             month=sum(v for t, v in daily.items() if t >= month),
             year=sum(v for t, v in daily.items() if t >= year),
             total=sum(daily.values()),
         )
+        split, recent_split = (
+            Split(
+                Fraction(float(used[hours].sum())), Fraction(float((produced - used)[hours].sum()))
+            )
+            for hours in (since, recent)
+        )
         out.append(
             InstallationFigures(
                 r,
-                tuple(generation_feeds[r["id"]]),
+                tuple(generation_feeds.get(r["id"], [])),
                 production,
-                split[r["id"]],
+                split,
                 amortisation(
                     r["cost_micro"],
-                    value_micro(split[r["id"]], price, export_price),
-                    value_micro(recent[r["id"]], price, export_price),
+                    value_micro(split, price, export_price),
+                    value_micro(recent_split, price, export_price),
                     now - max(first, recent_from),
                     now,
                 ),
+                source.rule,
             )
         )
-    return out, rule if any(consumption.values()) else None
+    return out, bool(np.any(shared.consumption > 0))
 
 
 def daily_kwh(
@@ -478,12 +383,12 @@ def manager_router(service: MonitorService) -> APIRouter:
     @router.get("/manager/installations", response_class=HTMLResponse)
     def installations(request: Request, who: Manager, asked: CommunityChoice = None) -> Response:
         found = visible_community(service, who, asked)
-        figures, rule = installation_figures(service.store, found, int(service.now()))
+        figures, measured = installation_figures(service.store, found, int(service.now()))
         context = {
             "shown": found,
             "communities": chooser(who),
             "installations": figures,
-            "rule": rule,
+            "consumption_measured": measured,
             "currency": found["currency"],
         }
         return render(request, "manager_installations.html", context)

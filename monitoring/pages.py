@@ -1,6 +1,8 @@
 """The pages of members and the public display, logging in and out, and the static files
-every page loads (DESIGN.md section 13). Thin routes over `figures` (the arithmetic) and
-`auth` (who may see what); the store is read here through its public tables.
+every page loads (DESIGN.md section 13). Thin routes over `figures` (the arithmetic),
+`sharing.community_allocation` (the community's generation shared hour by hour by the
+agreements in force, else the master data's shares) and `auth` (who may see what); the
+store is read here through its public tables.
 
 A member sees only their own supply points: every query below names the viewer's member id,
 and a supply point that is not theirs answers 404 whether or not it exists. The public
@@ -11,6 +13,7 @@ point at someone.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from importlib.resources import files
@@ -18,11 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import func, select
 
+import community
 from monitoring import figures
+from monitoring.agreements import Agreement, agreement_by_id
 from monitoring.auth import (
     SESSION_COOKIE,
     SESSION_S,
@@ -39,9 +45,17 @@ from monitoring.auth import (
     viewer,
 )
 from monitoring.figures import Allocation, Slot
+from monitoring.records import installations_of
 from monitoring.samples import POWER
 from monitoring.service import MonitorService
-from monitoring.store import HOUR_S, Feed, MonitoringStore, member, supply_point, zone
+from monitoring.sharing import (
+    COMMUNITY_AS_ONE,
+    STATIC_SHARES,
+    CommunityAllocation,
+    Source,
+    community_allocation,
+)
+from monitoring.store import Feed, MonitoringStore, member, supply_point, zone
 from monitoring.templating import PageRoute, render
 from service import ApiError
 
@@ -53,6 +67,7 @@ KIOSK_REFRESH_S = 60
 MIN_MEMBERS_SHOWN = 10  # fewer members than this and their count is not shown publicly
 LIVE_S = 900  # a power reading older than this is not "now"
 View = Literal["day", "month", "year"]
+PERIOD_WORDS = {"day": "this day", "month": "this month", "year": "this year"}
 
 FIRST_YEAR, LAST_YEAR = 2000, 2199  # no sample is older (samples.EARLIEST_S)
 
@@ -91,14 +106,6 @@ def own_supply_point(store: MonitoringStore, who: Viewer, point_id: str) -> dict
         if point["id"] == point_id:
             return point
     raise ApiError(404, "not_found", "you have no supply point with this id")
-
-
-def hourly_energy(
-    store: MonitoringStore, feeds: list[Feed], start: int, end: int
-) -> dict[int, float]:
-    """The energy (kWh by UTC hour start) of `feeds` added together over [start, end)."""
-    buckets = store.buckets([f.id for f in feeds], HOUR_S, start, end)
-    return figures.add_up(*(figures.energy_kwh(f.kind, buckets[f.id]) for f in feeds))
 
 
 def role_feeds(
@@ -162,6 +169,99 @@ def period_of(view: View, day: date, tz: ZoneInfo) -> Shown:
     )
 
 
+def member_allocations(
+    shared: CommunityAllocation, point_id: str, slots: Sequence[Slot]
+) -> list[Allocation]:
+    """One consumption point's consumption, share of generation and what it used of it, per
+    slot (kWh); nothing for a point that is not a consumption point."""
+    if point_id not in shared.supply_points:
+        return [figures.NOTHING] * len(slots)
+    j = shared.supply_points.index(point_id)
+    columns = np.stack(
+        [shared.consumption[:, j], shared.assigned[:, j], shared.allocated[:, j]], axis=1
+    )
+    return [
+        Allocation(float(c), float(x), float(a))
+        for c, x, a in figures.slot_totals(shared.hour_starts, columns, slots)
+    ]
+
+
+def percent(coefficient: float) -> str:
+    """A coefficient as a percentage with at most two decimals, e.g. `12.5 %`."""
+    return f"{round(coefficient * 100, 2):g} %"
+
+
+def master_data_line(share: float | None) -> str:
+    return (
+        "no fixed share is set in the master data yet"
+        if share is None
+        else f"fixed share from the master data: {percent(share)}"
+    )
+
+
+def source_lines(
+    source: Source,
+    point: Mapping[str, Any],
+    column: int,
+    agreements: Mapping[int, Agreement],
+    view: View,
+) -> list[str]:
+    """How `source` shared its generation with the point in column `column`, a sentence per
+    agreement in force (in order), the master data's shares standing in between them."""
+    if source.rule == STATIC_SHARES:
+        return [master_data_line(point["share"])]
+    if source.rule == COMMUNITY_AS_ONE:
+        return ["no shares are set: pro rata to consumption, as if the community shared one meter"]
+    ids, first = np.unique(source.agreement_ids, return_index=True)
+    lines = []
+    for agreement_id in (int(i) for i in ids[np.argsort(first)]):
+        in_force = source.agreement_ids == agreement_id
+        shown = agreements.get(agreement_id)
+        if shown is None:  # the master data's share for this installation, as it stood in
+            share = float(source.coefficients[in_force, column][0])
+            unset = point["share"] is None and share == 0
+            lines.append(master_data_line(None if unset else share))
+        elif point["id"] not in shown.supply_points:
+            lines.append(f"no share: not a member of agreement #{agreement_id}")
+        elif shown.kind == community.STATIC:
+            share = float(source.coefficients[in_force, column][0])
+            lines.append(f"your share: {percent(share)} (static agreement #{agreement_id})")
+        elif shown.kind == community.VARIABLE:
+            mean = float(source.coefficients[in_force, column].mean())
+            lines.append(
+                f"variable hourly coefficients, mean {percent(mean)} {PERIOD_WORDS[view]} "
+                f"(agreement #{agreement_id})"
+            )
+        else:
+            lines.append(f"pro rata to consumption (dynamic agreement #{agreement_id})")
+    return lines
+
+
+def share_lines(
+    shared: CommunityAllocation,
+    point: Mapping[str, Any],
+    names: Mapping[str, str],
+    agreements: Mapping[int, Agreement],
+    view: View,
+) -> list[str]:
+    """The member's share of the community's generation over the shown stretch, sentence by
+    sentence, each installation's named when there are several: their own coefficients only,
+    never another member's."""
+    if point["id"] not in shared.supply_points or not shared.sources:
+        return [master_data_line(point["share"])]
+    column = shared.supply_points.index(point["id"])
+    lines = []
+    for source in shared.sources:
+        if point["id"] not in source.members:
+            continue
+        named = f"{names.get(source.installation_id, 'other generation')}: "
+        lines += [
+            (named if len(shared.sources) > 1 else "") + line
+            for line in source_lines(source, point, column, agreements, view)
+        ]
+    return lines or ["no share of the community's generation"]
+
+
 def member_chart(slots: list[Slot], rows: list[Allocation]) -> dict[str, Any]:
     """The plotly figure of a member page: consumption beside their share of generation and
     what they used of it, per slot (kWh)."""
@@ -191,8 +291,9 @@ def member_chart(slots: list[Slot], rows: list[Allocation]) -> dict[str, Any]:
 
 def public_totals(store: MonitoringStore, community_id: str, now: float) -> dict[str, Any]:
     """A community's results with nothing personal in them: generation now (W) and today,
-    this month (kWh), self-consumption this month (kWh, and its share of generation), CO2
-    avoided this month (kg, by all the community's generation) and trees, savings this month
+    this month (kWh), self-consumption this month (kWh, and its share of generation) as the
+    agreements in force allocated it (`sharing.community_allocation`), CO2 avoided
+    this month (kg, by all the community's generation) and trees, savings this month
     (micro-units), today's generation by local hour (kWh)."""
     record = store.community(community_id)
     if record is None:
@@ -201,40 +302,20 @@ def public_totals(store: MonitoringStore, community_id: str, now: float) -> dict
     today = datetime.fromtimestamp(now, tz).date()
     hours = figures.day_hours(today, tz)
     month = figures.month_days(today.year, today.month, tz)
-    start, end = month[0].start, month[-1].end
-    generation_feeds = role_feeds(store, community_id, "generation", "generation", None)
-    generation = hourly_energy(store, generation_feeds, start, end)
+    shared = community_allocation(store, record, month[0].start, month[-1].end)
+    generation = shared.generation
+    generated_month = float(figures.slot_totals(shared.hour_starts, generation, month).sum())
+    used_month = float(
+        figures.slot_totals(shared.hour_starts, shared.allocated.sum(axis=1), month).sum()
+    )
+    today_hours = [float(v) for v in figures.slot_totals(shared.hour_starts, generation, hours)]
     with store.engine.connect() as conn:
-        points = [
-            (str(row[0]), float(row[1] or 0.0))
-            for row in conn.execute(
-                select(supply_point.c.id, supply_point.c.share).where(
-                    supply_point.c.community_id == community_id,
-                    supply_point.c.kind == "consumption",
-                )
-            )
-        ]
         members = conn.scalar(
             select(func.count(member.c.id)).where(member.c.community_id == community_id)
         )
-    consumption_feeds = [
-        f for f in store.feeds(supply_points=[p[0] for p in points]) if f.role == "consumption"
-    ]
-    by_point = {
-        point_id: hourly_energy(
-            store, [f for f in consumption_feeds if f.supply_point_id == point_id], start, end
-        )
-        for point_id, _ in points
-    }
-    used = figures.self_consumed(
-        generation, [(share, by_point[point_id]) for point_id, share in points]
-    )
-    generated_month = sum(generation.values())
-    used_month = sum(used.values())
-    today_hours = figures.per_slot(generation, hours)
     live = [
         f.last_value
-        for f in generation_feeds
+        for f in role_feeds(store, community_id, "generation", "generation", None)
         if f.kind == POWER and f.last_time is not None and f.last_time > now - LIVE_S
     ]
     co2 = figures.co2_avoided_kg(generated_month, record["co2_g_per_kwh"])
@@ -384,24 +465,22 @@ def pages_router(service: MonitorService) -> APIRouter:
         tz = zone(record["timezone"])
         shown = period_of(view, _day(day, service.now(), tz), tz)
         start, end = shown.slots[0].start, shown.slots[-1].end
-        consumption = hourly_energy(
-            store,
-            [f for f in store.feeds(supply_points=[point_id]) if f.role == "consumption"],
-            start,
-            end,
-        )
-        generation = hourly_energy(
-            store, role_feeds(store, record["id"], "generation", "generation", None), start, end
-        )
-        share = point["share"] or 0.0
-        rows = figures.allocations_per_slot(
-            figures.allocate_hours(share, generation, consumption), shown.slots
+        shared = community_allocation(store, record, start, end)
+        rows = member_allocations(shared, point_id, shown.slots)
+        in_force = {int(i) for s in shared.sources for i in np.unique(s.agreement_ids) if i}
+        names = {r["id"]: r["name"] for r in installations_of(store, record["id"])}
+        shares = share_lines(
+            shared,
+            point,
+            names,
+            {i: agreement_by_id(store, i) for i in sorted(in_force)},
+            shown.view,
         )
         total = sum(rows, figures.NOTHING)
         co2 = figures.co2_avoided_kg(total.allocated, record["co2_g_per_kwh"])
         context = {
             "point": point,
-            "share": share,
+            "shares": shares,
             "shown": shown,
             "rows": list(zip(shown.slots, rows, strict=True)),
             "total": total,

@@ -33,6 +33,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -207,7 +208,37 @@ apikey = Table(
     Column("last_used", Integer),
 )
 
+# Sharing agreements (monitoring.agreements): an installation's agreement is in force over the
+# local days [first_day, end_day) of its community; a revision ends the one it revises.
+agreement = Table(
+    "mon_agreement",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("community_id", String(64), ForeignKey("mon_community.id"), nullable=False),
+    Column("installation_id", String(64), ForeignKey("mon_installation.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # static | variable | dynamic
+    Column("first_day", String(10), nullable=False),  # ISO local date
+    Column("end_day", String(10)),  # ISO local date, the first day out of force; None: open
+    Column("objective", String(16), nullable=False, default=""),  # energy | money | "" by hand
+    Column("rules", Text, nullable=False),  # JSON, agreements.rules_to_json
+    Column("note", Text, nullable=False, default=""),
+    Column("created", Integer, nullable=False),
+    Column("replaces", Integer, ForeignKey("mon_agreement.id")),
+)
+
+agreement_share = Table(
+    "mon_agreement_share",
+    metadata,
+    Column("agreement_id", Integer, ForeignKey("mon_agreement.id"), primary_key=True),
+    Column("supply_point_id", String(32), ForeignKey("mon_supply_point.id"), primary_key=True),
+    Column("position", Integer, nullable=False),  # the column in the agreement's file order
+    # Whole millionths as uint32 little-endian: one (static), one per hour of the period as
+    # saved (variable), none (dynamic). One blob per point: a year of 1,000 points in 1,000 rows.
+    Column("millionths", LargeBinary, nullable=False),
+)
+
 Index("mon_feed_supply_point", feed.c.supply_point_id)
+Index("mon_agreement_installation", agreement.c.installation_id, agreement.c.first_day)
 Index("mon_session_user", session.c.user_id)
 
 

@@ -21,6 +21,8 @@ from assets import Genesis, Keypair, chain_id
 from assets.codec import genesis_to_wire
 from assets.keyfile import dump_keys
 from petra.bidstore_cli import bidstore_app
+from petra.community_bench_cli import bench_community_command
+from petra.community_cli import community_app
 from petra.console import (
     LogLevel,
     PassphraseFile,
@@ -85,6 +87,7 @@ app.add_typer(tor_app, name="tor")
 app.add_typer(bidstore_app, name="bidstore")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(community_app, name="community")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 bench_app.command("sim")(bench_sim_command)
@@ -523,6 +526,9 @@ def bench_monitor_command(
         )
     except (MonitorBenchError, MonitorSetupError) as exc:
         fail(str(exc))
+
+
+bench_app.command("community")(bench_community_command)
 
 
 @bench_app.command("mixer")

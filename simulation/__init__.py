@@ -7,6 +7,7 @@ tests, the benches, the demos and `petra sim` share to run a community on one ma
 - `harness`: the community as processes on loopback, on one accelerated ledger clock.
 - `inprocess`: the same rules, billing, mixing protocol and matching without processes or HTTP.
 - `record`, `metrics`, `report`: what a run recorded, what it measured, the report it writes.
+- `sharing`: the run's homes under each sharing agreement beside peer-to-peer trading.
 - `run`: `petra sim run` (`simulate`); `trydevice`: `petra sim device`.
 - `scenario`: a chain and signed transactions in a few lines (`Scenario`, `pay`).
 - `processes`: real `petra` processes on loopback, one process group each: start, wait until
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from simulation.processes import wait_serving as wait_serving
     from simulation.profiles import HomePlan as HomePlan
     from simulation.profiles import plan_community as plan_community
+    from simulation.profiles import pv_year_kwh_per_kwp as pv_year_kwh_per_kwp
     from simulation.profiles import self_consumption as self_consumption
     from simulation.record import RunRecord as RunRecord
     from simulation.report import ReportFiles as ReportFiles

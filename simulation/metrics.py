@@ -32,6 +32,8 @@ Decisions where the brief was open (kept in one place so the report can cite the
   `tps_committed` counts the ledger's transactions, `tps_submitted` the submissions.
 - The forecast error counts an interval when the DSO forecast it and every home has a bill
   for it (a partial sum would not be the community's net).
+- Sharing agreements (`sharing`): the same homes' profiles shared by each agreement of
+  `community`, beside the run's trading; simulation/sharing.py states its model.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from assets import (
     tx_from_wire,
 )
 from simulation.record import HomeRecord, LedgerEntry, MixRound, RunRecord, Submission, Trade
+from simulation.sharing import PeerToPeer, SharingFigures, sharing_figures
 
 JOULES_PER_KWH = 3_600_000
 MICRO_UNITS = 1_000_000  # per unit of the chain's currency
@@ -239,6 +242,7 @@ class Metrics:
     market: MarketFigures
     forecast: ForecastFigures
     conservation: ConservationFigures
+    sharing: SharingFigures  # p2p trading against sharing agreements (simulation.sharing)
 
     def to_wire(self) -> dict[str, Any]:
         """The plain JSON object of metrics.json (lists for tuples, null for None)."""
@@ -636,17 +640,38 @@ def compute_metrics(record: RunRecord) -> Metrics:
     billed: dict[str, list[Bill]] = defaultdict(list)
     for bill in bills:
         billed[bill.meter].append(bill)
+    homes = tuple(home_figures(home, billed[home.meter_id], record) for home in record.homes)
+    privacy = privacy_figures(trace, bills)
     return Metrics(
         run=run_figures(record),
         energy=energy_figures(record, trace),
         per_interval=tuple(per_interval),
-        homes=tuple(home_figures(home, billed[home.meter_id], record) for home in record.homes),
-        privacy=privacy_figures(trace, bills),
+        homes=homes,
+        privacy=privacy,
         ledger=ledger_figures(record.ledger, record.submissions, record.wall_s),
         mixing=mixing_figures(record.mix_rounds),
         market=market_figures(record),
         forecast=forecast_figures(record, bills),
         conservation=conservation_figures(record, trace, bills, undecoded),
+        sharing=sharing_figures(record, peer_to_peer(homes, per_interval, privacy, record)),
+    )
+
+
+def peer_to_peer(
+    homes: Sequence[HomeFigures],
+    per_interval: Sequence[IntervalFigures],
+    privacy: PrivacyFigures,
+    record: RunRecord,
+) -> PeerToPeer:
+    """What the run's trading came to, for the comparison with sharing agreements: each
+    home's bills, the energy traded per interval (kWh), the bills the DSO got, the trades'
+    anonymity."""
+    return PeerToPeer(
+        bills=tuple(home.bill for home in homes),
+        traded_kwh=tuple(energy_kwh(row.traded_w, record.interval_s) for row in per_interval),
+        bills_to_dso=sum(home.bills for home in homes),
+        trades=privacy.trades,
+        smallest_anonymity=privacy.min_anonymity,
     )
 
 

@@ -27,7 +27,6 @@ so importing `simulation` does not.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -253,20 +252,12 @@ def _interval_means(t0: int, step_s: int, values: FloatArray, edges: NDArray[Any
     return np.asarray(np.diff(at_edges, axis=-1) / np.diff(edges), dtype=np.float64)
 
 
-@functools.lru_cache(maxsize=8)
 def _h0_year(year: int) -> FloatArray:
     """BDEW H0 for `year` in local time, W per kWh a year, one value per quarter-hour from
-    1 January 00:00."""
-    import warnings
+    1 January 00:00 (community's, cached and read-only)."""
+    from community import bdew_quarter_hours
 
-    from demandlib import bdew  # type: ignore[import-untyped]
-
-    # demandlib turns every warning into an error while it builds, process-wide: contain it.
-    with warnings.catch_warnings():
-        profile = bdew.ElecSlp(year).get_scaled_power_profiles({"h0": 1.0})["h0"]
-    values = np.asarray(profile.to_numpy(dtype=np.float64) * 1000)
-    values.flags.writeable = False
-    return values
+    return bdew_quarter_hours("h0", year)
 
 
 def _h0_w_per_kwh(timezone: str, edges: NDArray[Any]) -> FloatArray:
@@ -288,6 +279,32 @@ def surface(location: Location) -> tuple[float, float]:
     north: south in the northern hemisphere, north in the southern)."""
     tilt = min(abs(location.latitude), MAX_TILT_DEG)
     return tilt, 180.0 if location.latitude >= 0 else 0.0
+
+
+def pv_year_kwh_per_kwp(
+    year: int, latitude: float, longitude: float, timezone: str, *, altitude: float = 0.0
+) -> FloatArray:
+    """The clear-sky energy of 1 kWp in each hour of `year` (community.hour_starts: from local
+    midnight of 1 January, real hours), kWh per kWp: the simulation's PV (`_pv_w_per_kwp`,
+    every `PV_STEP_S`) averaged over each hour. Degrees north and east, metres above sea
+    level, an IANA time zone."""
+    from community import hour_starts
+
+    site = Location(
+        name=f"{latitude:.3f}, {longitude:.3f}",
+        latitude=latitude,
+        longitude=longitude,
+        altitude=altitude,
+        timezone=timezone,
+    )
+    starts = hour_starts(year, timezone)
+    edges = np.append(starts, starts[-1] + 3600)
+    pv_start = int(edges[0]) // PV_STEP_S * PV_STEP_S
+    pv_steps = -(-(int(edges[-1]) - pv_start) // PV_STEP_S)
+    middles = pv_start + PV_STEP_S * (np.arange(pv_steps, dtype=np.float64) + 0.5)
+    per_kwp = _pv_w_per_kwp(site, middles)
+    # mean W over an hour is Wh in that hour
+    return _interval_means(pv_start, PV_STEP_S, per_kwp, edges) / 1000
 
 
 def _pv_w_per_kwp(location: Location, times_unix: FloatArray) -> FloatArray:

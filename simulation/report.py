@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from simulation.record import RunRecord
+from simulation.sharing import BEST_STATIC, DYNAMIC, EQUAL, LABELS, P2P
 
 MICRO = 10**6  # micro-units per unit of the currency
 J_PER_KWH = 3_600_000
@@ -343,6 +344,34 @@ def _bills_chart(homes: list[dict[str, Any]], currency: str) -> _Chart:
     return _Chart("bills", figure, caption)
 
 
+def _sharing_chart(sharing: dict[str, Any], currency: str) -> _Chart:
+    names = [_plain(name) for name in sharing.get("homes") or []]
+    figure = go.Figure()
+    for row in sharing.get("regimes") or []:
+        label = _plain(_regime_label(row.get("regime")))
+        figure.add_trace(
+            go.Bar(
+                x=names,
+                y=[_float(bill, MICRO) for bill in row.get("bills") or []],
+                name=label,
+                hovertemplate=f"%{{x}}<br>%{{y:,.2f}} {_plain(currency)}<extra>{label}</extra>",
+            )
+        )
+    _style(
+        figure,
+        "Money per home: PETra's trading and each sharing agreement",
+        "home",
+        f"paid over the run ({_plain(currency)})",
+    )
+    figure.update_layout(barmode="group", hovermode="closest")
+    caption = (
+        "What each home paid over the run under each regime, on the same profiles: the grid "
+        "alone, the run's own bills with peer-to-peer trading, and each sharing agreement of "
+        "the homes' surplus. Below zero, the home was paid; a missing bar, a home without bills."
+    )
+    return _Chart("sharing", figure, caption)
+
+
 def _linkable(metrics: dict[str, Any], what: str) -> str:
     """`25.0 % (1 of 4)` for the linkable trades or deposits."""
     fraction = _field(metrics, "privacy", f"linkable_{what}_fraction")
@@ -434,6 +463,9 @@ def _charts(record: RunRecord, metrics: dict[str, Any], clock: _Clock) -> list[_
     ]
     if any(row.get("forecast_w") is not None for row in rows):
         charts.append(_forecast_chart(rows, clock, metrics))
+    sharing = metrics.get("sharing")
+    if isinstance(sharing, dict) and sharing.get("regimes"):
+        charts.append(_sharing_chart(sharing, currency))
     return charts
 
 
@@ -570,6 +602,67 @@ def _homes_html(metrics: dict[str, Any], currency: str) -> str:
     return f"<table>{header}{''.join(lines)}</table>"
 
 
+def _regime_label(regime: Any) -> str:
+    return LABELS.get(str(regime), str(regime))
+
+
+def _disclosed(row: dict[str, Any]) -> str:
+    return f"{_count(row.get('values_to_dso'))} / {_count(row.get('values_to_community'))}"
+
+
+def _sharing_html(metrics: dict[str, Any], currency: str) -> str:
+    """The comparison of PETra's trading with each sharing agreement: the model in a
+    paragraph, a row per regime, and why a figure is missing."""
+    title = "<h2>P2P trading and sharing agreements</h2>"
+    sharing = metrics.get("sharing")
+    if not isinstance(sharing, dict):
+        return f"{title}<p>This run's metrics hold no comparison with sharing agreements.</p>"
+    model = (
+        "The same homes and profiles under each regime. A sharing agreement shares the homes' "
+        "surplus (their exports, "
+        f"{_kwh(sharing.get('pooled_kwh'))} over the run) among their imports "
+        f"({_kwh(sharing.get('imported_kwh'))}), one step per interval; the optimised ones "
+        "maximise the energy shared. A kWh shared is bought from its producers at "
+        f"{_price(sharing.get('transfer_price'), currency)}, between the import price "
+        f"({_price(sharing.get('price_consumption'), currency)}) and the export price "
+        f"({_price(sharing.get('price_production'), currency)}); the rest goes to the grid at "
+        "those prices. The p2p row is the run's own bills. Self-consumption and "
+        "self-sufficiency count what each home's PV covered itself plus the energy shared "
+        "(p2p: traded, at most the interval's surplus); the dynamic row equals the physical "
+        "figures above. Values disclosed: per-home values per interval sent to the DSO / seen "
+        "in the community; the anonymity set is of what the community learns about a home."
+    )
+    header = (
+        "<tr><th>regime</th><th>bill per home: mean</th><th>min</th><th>max</th>"
+        "<th>shared</th><th>self-consumption</th><th>self-sufficiency</th>"
+        "<th>values disclosed</th><th>smallest anonymity set</th><th>what it reveals</th></tr>"
+    )
+    lines = []
+    for row in sharing.get("regimes") or []:
+        numbers = [
+            _money(row.get("bill_mean"), currency),
+            _money(row.get("bill_min"), currency),
+            _money(row.get("bill_max"), currency),
+            _kwh(row.get("shared_kwh")),
+            _percent(row.get("self_consumption")),
+            _percent(row.get("self_sufficiency")),
+            _disclosed(row),
+            _count(row.get("smallest_anonymity")),
+        ]
+        revealed = str(row.get("revealed") or "")
+        if row.get("regime") == P2P:
+            revealed += f" Linkable trades: {_linkable(metrics, 'trade')}."
+        lines.append(
+            f"<tr><td>{escape(_regime_label(row.get('regime')))}</td>"
+            + "".join(f'<td class="number">{escape(number)}</td>' for number in numbers)
+            + f"<td>{escape(revealed)}</td></tr>"
+        )
+    table = f"<table>{header}{''.join(lines)}</table>" if lines else ""
+    notes = "".join(f"<li>{escape(str(note))}</li>" for note in sharing.get("notes") or [])
+    missing = f'<div class="warning"><ul>{notes}</ul></div>' if notes else ""
+    return f"{title}<p>{escape(model)}</p>{table}{missing}"
+
+
 def _conservation_html(metrics: dict[str, Any], currency: str) -> str:
     figures = _rows_html(
         [
@@ -665,6 +758,7 @@ def report_html(record: RunRecord, metrics: dict[str, Any]) -> str:
 <div class="sections">{sections}</div>
 <h2>Homes</h2>
 {_homes_html(metrics, currency)}
+{_sharing_html(metrics, currency)}
 {_conservation_html(metrics, currency)}
 <h2>Charts</h2>
 {plots}
@@ -676,6 +770,20 @@ def report_html(record: RunRecord, metrics: dict[str, Any]) -> str:
 
 
 # The terminal.
+
+
+def _sharing_totals(metrics: dict[str, Any], currency: str) -> str:
+    """All homes' bills under three sharing agreements, to set beside the run's own."""
+    regimes = {
+        row.get("regime"): row.get("bill_total")
+        for row in _field(metrics, "sharing", "regimes") or []
+        if isinstance(row, dict)
+    }
+    shown = [(EQUAL, "equal"), (BEST_STATIC, "best static"), (DYNAMIC, "dynamic")]
+    if not any(regime in regimes for regime, _ in shown):
+        return NA
+    totals = ", ".join(f"{name} {_money(regimes.get(regime), '')}" for regime, name in shown)
+    return f"{totals} {currency}".rstrip()
 
 
 def summary(metrics: dict[str, Any], report: Path | None) -> RenderableType:
@@ -712,6 +820,7 @@ def summary(metrics: dict[str, Any], report: Path | None) -> RenderableType:
         ("smallest anonymity set", _count(get("privacy", "min_anonymity"))),
         ("bills, all homes", f"{bills['bills, all homes']} ({bills['without trading']} without)"),
         ("homes that saved", bills["homes that saved"]),
+        ("bills if sharing", _sharing_totals(metrics, unit)),
         ("committed per second", _decimal(get("ledger", "tps_committed"), 2)),
         ("mixing rounds", rounds),
         ("conservation", conservation),

@@ -29,9 +29,9 @@ from smartmeter.store import MeterStore
 # hands them out to the whole suite, each started once per session.
 __all__ = ["modbus_devices_fixture", "modbus_session_fixture", "mosquitto_fixture"]
 
-# `make check`, the edit-test loop, explores half as many examples per property as `make test`
+# `make check`, the edit-test loop, explores a quarter as many examples per property as `make test`
 # (`--hypothesis-profile=check`); properties that ask for more than the default scale with it.
-settings.register_profile("check", max_examples=50)
+settings.register_profile("check", max_examples=25)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from fractions import Fraction
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,69 +106,10 @@ def test_slots_keep_every_energy_inside_them(energy: dict[int, float]) -> None:
     start = int(datetime(1970, 1, 1, tzinfo=MADRID).timestamp())
     slots = [figures.Slot(start + d * 86_400, start + (d + 1) * 86_400, str(d)) for d in range(41)]
     inside = {t: v for t, v in energy.items() if slots[0].start <= t < slots[-1].end}
-    assert sum(figures.per_slot(energy, slots)) == pytest.approx(sum(inside.values()))
-
-
-# ---------------------------------------------------------------- allocation
-
-
-@given(shares, signed_kwh, signed_kwh)
-def test_the_allocation_is_capped_by_share_and_consumption(b: float, g: float, c: float) -> None:
-    a = figures.allocate(b, g, c)
-    assert 0 <= a.allocated <= a.consumption
-    assert a.allocated <= a.assigned
-    assert a.allocated in (a.assigned, a.consumption)  # the min of the two
-    assert a.surplus >= 0 and a.from_grid >= 0
-    assert a.allocated + a.from_grid == pytest.approx(a.consumption)
-    assert a.allocated + a.surplus == pytest.approx(a.assigned)
-
-
-@given(shares, hours)
-def test_summed_hours_never_exceed_the_sums(b: float, pairs: list[tuple[float, float]]) -> None:
-    generation = {i * H: g for i, (g, _) in enumerate(pairs)}
-    consumption = {i * H: c for i, (_, c) in enumerate(pairs)}
-    hourly = figures.allocate_hours(b, generation, consumption)
-    slots = [figures.Slot(0, len(pairs) * H, "all")]
-    (total,) = figures.allocations_per_slot(hourly, slots)
-    assert total.allocated <= total.consumption + 1e-6
-    assert total.allocated <= b * sum(max(g, 0) for g in generation.values()) + 1e-6
-    assert total.allocated == pytest.approx(sum(a.allocated for a in hourly.values()))
-    # Hour by hour is never more than a day's min: pooling hours would overstate it.
-    assert total.allocated <= min(total.assigned, total.consumption) + 1e-6
-
-
-@given(st.lists(st.tuples(shares, st.lists(kwh, min_size=3, max_size=3)), max_size=6))
-def test_the_community_never_uses_more_than_it_generates(
-    members: list[tuple[float, list[float]]],
-) -> None:
-    generation = {0: 5.0, H: 0.0, 2 * H: 12.5}
-    total_share = sum(b for b, _ in members)
-    used = figures.self_consumed(
-        generation, [(b, {i * H: c for i, c in enumerate(cs)}) for b, cs in members]
-    )
-    for h, g in generation.items():
-        assert used[h] <= total_share * g + 1e-6
-        if total_share <= 1:
-            assert used[h] <= g + 1e-6
-
-
-def test_a_daylight_saving_day_sums_right() -> None:
-    day = figures.day_hours(date(2024, 10, 27), MADRID)
-    hourly = figures.allocate_hours(0.5, {s.start: 2.0 for s in day}, {s.start: 1.5 for s in day})
-    rows = figures.allocations_per_slot(hourly, day)
-    total = sum(rows, figures.NOTHING)
-    assert len(rows) == 25
-    assert total.consumption == pytest.approx(37.5) and total.allocated == pytest.approx(25.0)
-    spring = figures.day_hours(date(2024, 3, 31), MADRID)
-    assert sum(
-        figures.allocations_per_slot(
-            figures.allocate_hours(
-                1.0, {s.start: 1.0 for s in spring}, {s.start: 1.0 for s in spring}
-            ),
-            spring,
-        ),
-        figures.NOTHING,
-    ).allocated == pytest.approx(23.0)
+    starts = np.array(sorted(energy), dtype=np.int64)
+    values = np.array([energy[t] for t in sorted(energy)], dtype=np.float64)
+    totals = figures.slot_totals(starts, values, slots)
+    assert totals.sum() == pytest.approx(sum(inside.values()))
 
 
 # ---------------------------------------------------------------- savings

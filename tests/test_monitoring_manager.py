@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -23,18 +24,16 @@ from sqlalchemy import select
 
 from monitoring.auth import SESSION_COOKIE, create_user, start_session
 from monitoring.feeds import FeedDeclaration, declare_feed
-from monitoring.manager_pages import (
-    COMMUNITY_AS_ONE,
-    STATIC_SHARES,
-    Gap,
-    amortisation,
-    community_use,
-    data_gaps,
-    split_production,
-    value_micro,
-)
+from monitoring.manager_pages import Gap, Split, amortisation, data_gaps, value_micro
 from monitoring.samples import Sample
 from monitoring.service import MonitorService
+from monitoring.sharing import (
+    COMMUNITY_AS_ONE,
+    STATIC_SHARES,
+    Source,
+    combine,
+    master_data_coefficients,
+)
 from monitoring.store import (
     DAY_S,
     HOUR_S,
@@ -181,22 +180,45 @@ def test_gaps_are_the_runs_of_hours_without_data() -> None:
 
 
 def test_production_splits_by_the_shares_or_by_the_whole_community() -> None:
-    generation = {100: 10.0, 200: 10.0}
-    consumption = {"sp1": {100: 4.0, 200: 10.0}, "sp2": {200: 2.0}}
-    shared, rule = community_use(generation, consumption, {"sp1": 0.5, "sp2": None})
+    generation = np.array([10.0, 10.0])
+    consumption = np.array([[4.0, 0.0], [10.0, 2.0]])  # sp1, sp2 in each of two hours
+    shares, rule = master_data_coefficients(consumption, [0.5, None])
     assert rule == STATIC_SHARES
-    assert shared == {100: 4.0, 200: 5.0}  # min(5, 4), min(5, 10) + min(0 x 10, 2)
-    as_one, rule = community_use(generation, consumption, {"sp1": None, "sp2": None})
+    # min(5, 4), min(5, 10) + min(0 x 10, 2)
+    assert np.minimum(shares * generation[:, None], consumption).sum(axis=1).tolist() == [4, 5]
+    as_one, rule = master_data_coefficients(consumption, [None, None])
     assert rule == COMMUNITY_AS_ONE
-    assert as_one == {100: 4.0, 200: 10.0}
-    split = split_production({"a": {100: 6.0, 200: 10.0}, "b": {100: 2.0}}, {100: 4.0, 200: 3.0})
-    assert split["a"].self_consumed_kwh == Fraction(3) + Fraction(3)  # 6/8 of 4, then 3
-    assert split["a"].surplus_kwh == Fraction(3) + Fraction(7)
-    assert split["b"].self_consumed_kwh == 1 and split["b"].surplus_kwh == 1
+    # min(10, 4 + 0), min(10, 10 + 2): the community as one meter
+    used = np.minimum(as_one * generation[:, None], consumption).sum(axis=1)
+    assert used.tolist() == pytest.approx([4.0, 10.0])
+
+
+def test_a_members_use_is_capped_across_installations_and_split_by_what_each_assigned() -> None:
+    # One hour, one member consuming 4 kWh: installation a assigns 6, b assigns 2; the member
+    # uses 4 of the 8 assigned, so a's part is 6/8 of 4 = 3 and b's 2/8 of 4 = 1.
+    hours = np.array([0], dtype=np.int64)
+    consumption = np.array([[4.0]])
+
+    def source(name: str, kwh: float) -> Source:
+        return Source(
+            name,
+            STATIC_SHARES,
+            np.array([kwh]),
+            np.ones((1, 1)),
+            np.zeros(1, dtype=np.int64),
+            np.array([[kwh]]),
+            frozenset({"sp1"}),
+        )
+
+    shared = combine(hours, ["sp1"], consumption, [source("a", 6.0), source("b", 2.0)])
+    assert shared.allocated.tolist() == [[4.0]]
+    a, b = shared.sources
+    assert shared.self_consumed(a).tolist() == [3.0]
+    assert shared.self_consumed(b).tolist() == [1.0]
 
 
 def test_amortisation_projects_the_rest_at_the_recent_pace() -> None:
-    worth = value_micro(split_production({"a": {0: 30.0}}, {0: 3.0})["a"], 150_000, 50_000)
+    worth = value_micro(Split(Fraction(3), Fraction(27)), 150_000, 50_000)
     assert worth == 3 * 150_000 + 27 * 50_000
     plan = amortisation(18_000_000, 1_800_000, 1_800_000, 1_000, 5_000)
     assert plan.paid == Fraction(1, 10)

@@ -619,6 +619,7 @@ def test_metrics_json_has_the_agreed_shape() -> None:
         "market",
         "forecast",
         "conservation",
+        "sharing",  # its shape: tests/test_sim_sharing.py
     }
     assert set(wire["run"]) == {
         *[

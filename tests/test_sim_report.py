@@ -29,7 +29,7 @@ HOSTILE = "<script>alert(1)</script>"
 EPOCH = 1_717_200_000  # 2024-06-01 00:00 UTC
 INTERVAL_S = 900
 FIRST = 44  # 11:00 UTC, 13:00 in Madrid
-CHARTS = ("power", "trading", "bills", "anonymity", "throughput", "forecast")
+CHARTS = ("power", "trading", "bills", "anonymity", "throughput", "forecast", "sharing")
 PLOTLY_BANNER = "* plotly.js v"  # the first line of the inlined bundle's licence comment
 
 
@@ -227,6 +227,59 @@ def sample_metrics(name: str = "sunny-lane") -> dict[str, Any]:
             "ok": True,
             "problems": [],
         },
+        "sharing": sample_sharing(),
+    }
+
+
+def _regime(
+    regime: str,
+    bills: list[int | None],
+    shared_kwh: float,
+    rates: tuple[float, float],
+    disclosed: tuple[int, int],
+    anonymity: int | None,
+) -> dict[str, Any]:
+    """A row of the comparison with sharing agreements: mean, min, max and total of the bills."""
+    known = [bill for bill in bills if bill is not None]
+    return {
+        "regime": regime,
+        "bills": bills,
+        "bill_mean": round(sum(known) / len(known)),
+        "bill_min": min(known),
+        "bill_max": max(known),
+        "bill_total": sum(known),
+        "shared_kwh": shared_kwh,
+        "self_consumed_kwh": 1.03 + shared_kwh,
+        "self_consumption": rates[0],
+        "self_sufficiency": rates[1],
+        "revealed": f"What {regime} reveals, in words.",
+        "values_to_dso": disclosed[0],
+        "values_to_community": disclosed[1],
+        "smallest_anonymity": anonymity,
+    }
+
+
+def sample_sharing() -> dict[str, Any]:
+    """The comparison of `sample_record` with sharing agreements (its p2p bills are the homes'
+    above): a pool of 2.01 kWh for 1.38 kWh imported, at 180,000 a shared kWh."""
+    return {
+        "homes": ["ana", "ben", "cai"],
+        "intervals": 4,
+        "price_consumption": 300_000,
+        "price_production": 60_000,
+        "transfer_price": 180_000,
+        "pooled_kwh": 2.01,
+        "imported_kwh": 1.38,
+        "regimes": [
+            _regime("grid", [-118_950, 352_500, 58_500], 0.0, (0.34, 0.43), (12, 0), None),
+            _regime("p2p", [-95_000, 270_000, None], 0.75, (0.59, 0.74), (8, 0), 1),
+            _regime("equal", [-222_250, 272_200, 33_500], 0.87, (0.63, 0.79), (15, 15), 1),
+            _regime("by_consumption", [-275_159, 211_500, 40_720], 1.31, (0.77, 0.97), (15, 15), 1),
+            _regime("best_static", [-282_664, 211_500, 33_214], 1.38, (0.79, 1.0), (15, 15), 1),
+            _regime("variable", [-282_664, 211_500, 33_214], 1.38, (0.79, 1.0), (24, 24), 1),
+            _regime("dynamic", [-282_664, 211_500, 33_214], 1.38, (0.79, 1.0), (12, 12), 1),
+        ],
+        "notes": ["1 of 3 homes have no bill from the run: the p2p money covers the others."],
     }
 
 
@@ -331,6 +384,8 @@ def test_a_hostile_run_name_is_escaped() -> None:
     hostile_home = copy.deepcopy(sample_metrics(HOSTILE))
     hostile_home["homes"][0]["name"] = '<img src="https://evil.example/x.png">'
     hostile_home["homes"][0]["strategy"] = '<a href="https://evil.example">x</a>'
+    hostile_home["sharing"]["homes"][0] = '<img src="https://evil.example/x.png">'
+    hostile_home["sharing"]["notes"] = [HOSTILE]
     hostile_home["conservation"]["ok"] = False
     hostile_home["conservation"]["problems"] = [HOSTILE]
     page = report_html(sample_record(HOSTILE), hostile_home)
@@ -438,3 +493,57 @@ def test_amounts_that_round_to_nothing_show_no_minus_sign() -> None:
 
     assert _money(-4_999, "EUR") == "0.00 EUR" and _money(-5_001, "EUR") == "-0.01 EUR"
     assert _kwh(-0.004) == "0.00 kWh" and _kwh(-0.006) == "-0.01 kWh"
+
+
+def test_the_sharing_section_has_a_row_per_regime_and_says_why_a_figure_is_missing() -> None:
+    page = report_html(sample_record(), sample_metrics())
+    text = " ".join(" ".join(_tags(page).text).split())
+    assert "P2P trading and sharing agreements" in text
+    for label in (
+        "grid only",
+        "p2p (PETra)",
+        "equal static",
+        "static by consumption",
+        "best static",
+        "variable (optimised in-sample)",
+        "dynamic (pro rata)",
+    ):
+        assert label in text, label
+    assert "0.180 EUR/kWh" in text  # the transfer price
+    assert "0.09 EUR -0.10 EUR 0.27 EUR" in text  # p2p: mean of -95,000 and 270,000, min, max
+    assert "24 / 24" in text  # the variable agreement's values disclosed
+    assert "Linkable trades: 25.0 % (1 of 4)" in text
+    assert "1 of 3 homes have no bill" in text
+    assert 'id="chart-sharing"' in page
+    assert "Money per home: PETra" in page
+
+
+def test_metrics_without_the_comparison_say_so_and_draw_no_sharing_chart() -> None:
+    metrics = sample_metrics()
+    del metrics["sharing"]
+    page = report_html(sample_record(), metrics)
+    assert "hold no comparison with sharing agreements" in page
+    assert 'id="chart-sharing"' not in page
+    assert page.count("Plotly.newPlot(") == len(CHARTS) - 1
+    console = Console(width=80, record=True)
+    console.print(summary(metrics, None))
+    assert "bills if sharing n/a" in " ".join(console.export_text().split())
+
+
+def test_a_run_without_homes_shows_the_note_and_no_table() -> None:
+    metrics = sample_metrics()
+    metrics["sharing"].update(
+        homes=[], regimes=[], notes=["The run has no homes: there is nothing to compare."]
+    )
+    page = report_html(sample_record(), metrics)
+    assert "there is nothing to compare" in page
+    assert "<th>bill per home: mean</th>" not in page
+    assert 'id="chart-sharing"' not in page
+
+
+def test_the_summary_sets_sharing_totals_beside_the_runs_bills() -> None:
+    console = Console(width=80, record=True)
+    console.print(summary(sample_metrics(), None))
+    flat = " ".join(console.export_text().split())
+    # equal -222,250 + 272,200 + 33,500; best static and dynamic -282,664 + 211,500 + 33,214
+    assert "bills if sharing equal 0.08, best static -0.04, dynamic -0.04 EUR" in flat

@@ -1,6 +1,7 @@
 """The benches of `petra bench`, one module each: `ledger` (in-process commits against Ed25519
 verifications), `ledger_http` (the same over HTTP, and the load driver the others use), `dso`
-(bill intake), `bidstore` (order posting, optionally through Tor) and `mixer` (CoinShuffle
-pools). Each prints a table, or one JSON object with `--json`."""
+(bill intake), `bidstore` (order posting, optionally through Tor), `mixer` (CoinShuffle
+pools), `sim` (whole communities), `monitor` (ingestion and pages) and `community` (the sharing
+coefficients' optimiser). Each prints a table, or one JSON object with `--json`."""
 
 __all__: list[str] = []
