@@ -6,6 +6,7 @@ evaluation of every strategy (docs/cli.md, `petra community`)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -566,6 +567,8 @@ def _table(first: str, *numbers: str, title: str | None = None, words: Sequence[
 
 
 def _figure(value: float, objective: str) -> str:
+    if math.isnan(value):  # a rule cost when the other rules cannot hold without that rule
+        return "infeasible"
     return f"{value:,.2f}" if objective == "money" else f"{value:,.1f}"
 
 
@@ -1026,7 +1029,12 @@ def agreement_optimise(
                     "generation_source": training.generation_source,
                     "strategies": _comparison_json(comparison),
                     "rule_costs": [
-                        {"rule": c.rule, "with": c.with_rule, "without": c.without_rule}
+                        {
+                            "rule": c.rule,
+                            "with": c.with_rule,
+                            # NaN: without it the other rules cannot hold together
+                            "without": None if math.isnan(c.without_rule) else c.without_rule,
+                        }
                         for c in costs
                     ],
                     "members": members,

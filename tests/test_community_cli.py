@@ -449,3 +449,19 @@ def test_the_shipped_rules_example_holds_for_the_shipped_community(store: str) -
     )  # fmt: skip
     output = done(result).output
     assert "poverty_reserve" in output and "maximum" in output  # what each rule costs
+
+
+def test_a_rule_the_others_cannot_do_without_costs_infeasible_not_nan(
+    store: str, tmp_path: Path
+) -> None:
+    # The home's fixed 10 % exempts it from the 45 % floor; without the fixed share the floor
+    # asks 3 x 45 % = 135 % of every hour: no row keeps it, so that cost is not a number.
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'floor = 0.45\n[fixed]\n"{HOME}" = 0.10\n', encoding="utf-8")
+    week = ("agreement", "optimise", "--installation", ROOF, "--first-day", "2026-12-01",
+            "--end-day", "2026-12-08", "--rules", str(rules))  # fmt: skip
+    answer = data(petra(store, *week, "--json"))
+    costs = {c["rule"]: c for c in answer["rule_costs"]}
+    assert costs["fixed"]["without"] is None  # not NaN, which is not JSON
+    assert costs["floor"]["without"] is not None
+    assert "infeasible" in done(petra(store, *week)).output
