@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from monitoring.agreements import agreement_by_id as agreement_by_id
     from monitoring.agreements import agreements_of as agreements_of
     from monitoring.agreements import coefficients_of as coefficients_of
+    from monitoring.agreements import in_force_on as in_force_on
     from monitoring.agreements import installation_allocation as installation_allocation
     from monitoring.agreements import installation_hours as installation_hours
+    from monitoring.agreements import local_midnight as local_midnight
     from monitoring.agreements import period_bounds as period_bounds
     from monitoring.agreements import period_hours as period_hours
     from monitoring.agreements import rules_from_json as rules_from_json

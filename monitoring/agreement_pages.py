@@ -29,6 +29,7 @@ from monitoring.agreements import (
     agreement_by_id,
     agreements_of,
     coefficients_of,
+    in_force_on,
     installation_allocation,
     installation_hours,
 )
@@ -111,14 +112,6 @@ def rules_summary(rules: Rules) -> str:
 def objective_words(objective: str) -> str:
     return {"energy": "most energy used in the community", "money": "most money saved"}.get(
         objective, "set by hand"
-    )
-
-
-def in_force_on(agreements: Sequence[Agreement], day: date) -> Agreement | None:
-    """The agreement whose local days hold `day`, or None."""
-    return next(
-        (a for a in agreements if a.first_day <= day and (a.end_day is None or day < a.end_day)),
-        None,
     )
 
 

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from community import (
     allocate,
     dynamic_coefficients,
 )
+from monitoring import exports
 from monitoring.figures import add_up
 from monitoring.records import feed_role, hourly_kwh
 from monitoring.store import (
@@ -97,7 +98,16 @@ class Agreement:
 
 def local_midnight(day: date, timezone: str) -> int:
     """The unix time of local midnight opening `day` in `timezone` (an IANA name)."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=zone(timezone)).timestamp())
+    return exports.local_midnight(day, zone(timezone))
+
+
+def in_force_on(agreements: Sequence[Agreement], day: date) -> Agreement | None:
+    """The agreement among `agreements` (newest first, as `agreements_of` lists them) whose
+    local days hold `day`, or None."""
+    return next(
+        (a for a in agreements if a.first_day <= day and (a.end_day is None or day < a.end_day)),
+        None,
+    )
 
 
 def period_bounds(first_day: date, end_day: date | None, timezone: str) -> tuple[int, int | None]:

@@ -173,13 +173,6 @@ def _installation(database: MonitoringStore, installation_id: str) -> Installati
     )
 
 
-def _midnight(day: date, timezone: str) -> int:
-    """The unix time of `day`'s local midnight in `timezone`."""
-    from zoneinfo import ZoneInfo
-
-    return int(datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(timezone)).timestamp())
-
-
 def _local_day(t: int, timezone: str) -> date:
     from zoneinfo import ZoneInfo
 
@@ -204,19 +197,13 @@ def _end_of(first_day: date, months: int | None, end_day: date | None, default: 
     return end
 
 
-def _in_force(agreements: Sequence[Agreement], day: date) -> Agreement | None:
-    """The agreement in force on `day` (the newest, should two claim it)."""
-    return next(
-        (a for a in agreements if a.first_day <= day and (a.end_day is None or day < a.end_day)),
-        None,
-    )
-
-
 def _period(first_day: date, end_day: date, timezone: str) -> NDArray[np.int64]:
     """The unix start of every real hour from `first_day`'s local midnight to `end_day`'s."""
     import numpy as np
 
-    return np.arange(_midnight(first_day, timezone), _midnight(end_day, timezone), HOUR_S)
+    from monitoring import local_midnight
+
+    return np.arange(local_midnight(first_day, timezone), local_midnight(end_day, timezone), HOUR_S)
 
 
 def _years(period: NDArray[np.int64], timezone: str) -> list[tuple[int, NDArray[np.bool_]]]:
@@ -437,12 +424,12 @@ def _training(
     import numpy as np
 
     from community import MONEY, Problem, estimate_hourly, money_weights
-    from monitoring import AgreementError, installation_hours
+    from monitoring import AgreementError, installation_hours, local_midnight
 
     period = _period(first_day, end_day, site.timezone)
     window = (
-        _midnight(_months_later(first_day, -TRAINING_MONTHS), site.timezone),
-        _midnight(first_day, site.timezone),
+        local_midnight(_months_later(first_day, -TRAINING_MONTHS), site.timezone),
+        local_midnight(first_day, site.timezone),
     )
     try:
         history = installation_hours(database, site.id, *window)
@@ -803,7 +790,7 @@ def agreement_set(
     import numpy as np
 
     from community import DYNAMIC, equal_coefficients, round_coefficients
-    from monitoring import AgreementError, agreements_of, save_agreement
+    from monitoring import AgreementError, agreements_of, in_force_on, save_agreement
 
     if end_day is not None and end_day <= first_day:
         fail(f"--end-day {end_day} is not after --first-day {first_day}")
@@ -820,7 +807,7 @@ def agreement_set(
             if not points:
                 fail(f"installation {installation} has no consumption supply point to share among")
             coefficients = equal_coefficients(len(points))
-        in_force = _in_force(agreements_of(database, site.community_id, site.id), first_day)
+        in_force = in_force_on(agreements_of(database, site.community_id, site.id), first_day)
         try:
             agreement_id = save_agreement(
                 database,
@@ -886,9 +873,9 @@ def _save(
 ) -> tuple[int, int | None]:
     """Store an optimised agreement; its id and the id of the one in force it revises."""
     from community import round_coefficients
-    from monitoring import AgreementError, agreements_of, save_agreement
+    from monitoring import AgreementError, agreements_of, in_force_on, save_agreement
 
-    in_force = _in_force(agreements_of(database, site.community_id, site.id), first_day)
+    in_force = in_force_on(agreements_of(database, site.community_id, site.id), first_day)
     try:
         agreement_id = save_agreement(
             database,
@@ -1109,11 +1096,17 @@ def agreement_revise(
     import numpy as np
 
     from community import DYNAMIC, ENERGY, STATIC, Problem, RuleError, revision_changes
-    from monitoring import AgreementError, agreements_of, coefficients_of
+    from monitoring import (
+        AgreementError,
+        agreements_of,
+        coefficients_of,
+        in_force_on,
+        local_midnight,
+    )
 
     with opened(store) as database:
         site = _installation(database, installation)
-        old = _in_force(agreements_of(database, site.community_id, site.id), first_day)
+        old = in_force_on(agreements_of(database, site.community_id, site.id), first_day)
         if old is None:
             fail(
                 f"no agreement of {installation} is in force on {first_day}: optimise a first "
@@ -1147,7 +1140,7 @@ def agreement_revise(
         problem = training.problem
         hours = np.arange(len(training.period))
         if old.kind != STATIC:
-            index = (training.period - _midnight(old.first_day, site.timezone)) // HOUR_S
+            index = (training.period - local_midnight(old.first_day, site.timezone)) // HOUR_S
             hours = np.flatnonzero(index < len(before))
             before = before[index[hours]]
             after_shown = after[hours]
@@ -1241,14 +1234,14 @@ def _composed_year(
     import numpy as np
 
     from community import DYNAMIC, STATIC, hour_starts
-    from monitoring import AgreementError, agreements_of, coefficients_of
+    from monitoring import AgreementError, agreements_of, coefficients_of, local_midnight
 
     starts = hour_starts(year, site.timezone)
     span = (int(starts[0]), int(starts[-1]) + HOUR_S)
     covering = []
     for a in agreements_of(database, site.community_id, site.id):  # newest first: it wins
-        begins = _midnight(a.first_day, site.timezone)
-        ends = _midnight(a.end_day, site.timezone) if a.end_day is not None else span[1]
+        begins = local_midnight(a.first_day, site.timezone)
+        ends = local_midnight(a.end_day, site.timezone) if a.end_day is not None else span[1]
         if begins < span[1] and ends > span[0]:
             covering.append((a, begins, ends))
     points = tuple(dict.fromkeys(p for a, _, _ in reversed(covering) for p in a.supply_points))
@@ -1289,11 +1282,6 @@ def _composed_year(
 
 def _faults_json(faults: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"line": f.line, "code": f.code, "message": f.message} for f in faults]
-
-
-def _a_year_on(day: date) -> date:
-    """The same day a year on (28 February for a 29th)."""
-    return day.replace(year=day.year + 1, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
 def _print_faults(faults: Sequence[Any], name: str) -> None:
@@ -1469,15 +1457,15 @@ def settlement_command(
     """Each member's month: energy consumed, assigned and used, surplus, bought, money and
     CO2, from what the agreements in force allocated, as CSV."""
     from community import monthly_settlement, settlement_csv
-    from monitoring import AgreementError, installation_allocation
+    from monitoring import AgreementError, installation_allocation, local_midnight
 
     last = last_month or first_month
     if last < first_month:
         fail("--last-month is before --first-month")
     with opened(store) as database:
         site = _installation(database, installation)
-        start = _midnight(first_month, site.timezone)
-        end = _midnight(_months_later(last, 1), site.timezone)
+        start = local_midnight(first_month, site.timezone)
+        end = local_midnight(_months_later(last, 1), site.timezone)
         try:
             allocated = installation_allocation(database, site.id, start, end)
         except AgreementError as exc:
@@ -1551,14 +1539,14 @@ def incentive_command(
     import numpy as np
 
     from community import Plant, incentive
-    from monitoring import AgreementError, installation_hours
+    from monitoring import AgreementError, installation_hours, local_midnight
 
     if last_day < first_day:
         fail("--to is before --from")
     with opened(store) as database:
         site = _installation(database, installation)
-        start = _midnight(first_day, site.timezone)
-        end = _midnight(last_day + timedelta(days=1), site.timezone)
+        start = local_midnight(first_day, site.timezone)
+        end = local_midnight(last_day + timedelta(days=1), site.timezone)
         try:
             hours = installation_hours(database, site.id, start, end)
         except AgreementError as exc:
@@ -1657,7 +1645,7 @@ def evaluate_command(
     optimised one, dynamic allocation) on the days it was optimised on and, with a test
     period, on days it was not: for the community and for each member."""
     from community import MONEY, Problem, RuleError, compare, money_weights
-    from monitoring import AgreementError, installation_hours
+    from monitoring import AgreementError, installation_hours, local_midnight
 
     if train_to < train_from:
         fail("--train-to is before --train-from")
@@ -1669,8 +1657,8 @@ def evaluate_command(
     with opened(store) as database:
         site = _installation(database, installation)
         train_days = (
-            _midnight(train_from, site.timezone),
-            _midnight(train_to + timedelta(days=1), site.timezone),
+            local_midnight(train_from, site.timezone),
+            local_midnight(train_to + timedelta(days=1), site.timezone),
         )
         try:
             train_hours = installation_hours(database, site.id, *train_days)
@@ -1680,8 +1668,8 @@ def evaluate_command(
                 else installation_hours(
                     database,
                     site.id,
-                    _midnight(test_from, site.timezone),
-                    _midnight(test_to + timedelta(days=1), site.timezone),
+                    local_midnight(test_from, site.timezone),
+                    local_midnight(test_to + timedelta(days=1), site.timezone),
                 )
             )
         except AgreementError as exc:
@@ -1701,7 +1689,8 @@ def evaluate_command(
             fail(
                 "coefficients are fixed hour by hour of the year, so the test days must be the "
                 f"train days a year later, and only {known.mean():.0%} of them are: e.g. "
-                f"--test-from {_a_year_on(train_from)} --test-to {_a_year_on(train_to)}"
+                f"--test-from {_months_later(train_from, 12)} "
+                f"--test-to {_months_later(train_to, 12)}"
             )
         train = Problem(points, generation, consumption, weights)
         test = Problem(points, test_hours.generation, test_hours.consumption, weights)
