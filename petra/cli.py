@@ -20,6 +20,7 @@ from rich.markup import escape
 from assets import Genesis, Keypair, chain_id
 from assets.codec import genesis_to_wire
 from assets.keyfile import dump_keys
+from petra.backup_cli import add_backup_command
 from petra.bidstore_cli import bidstore_app
 from petra.community_bench_cli import bench_community_command
 from petra.community_cli import community_app
@@ -41,6 +42,7 @@ from petra.console import (
 )
 from petra.dso_cli import dso_app
 from petra.meter_cli import meter_app
+from petra.migrate_cli import add_migrate_command
 from petra.mixer_cli import mixer_app
 from petra.monitor_cli import monitor_app
 from petra.sim_bench_cli import bench_sim_command
@@ -91,6 +93,15 @@ app.add_typer(community_app, name="community")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 bench_app.command("sim")(bench_sim_command)
+# Every role with a database of its own upgrades it and backs it up the same way.
+for _role_app, _role in (
+    (ledger_app, "ledger"),
+    (dso_app, "dso"),
+    (meter_app, "meter"),
+    (monitor_app, "monitor"),
+):
+    add_migrate_command(_role_app, _role)
+    add_backup_command(_role_app, _role)
 
 
 @bench_app.callback()

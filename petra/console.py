@@ -3,11 +3,16 @@ reading genesis files, key files and passphrases."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -19,6 +24,8 @@ from assets import Genesis, Keypair, Rejected, parse_genesis
 from assets.keyfile import KeyFileError, load_keys
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from service.serving import ServeLimits
 
 # At a terminal an error wraps between words at its width; into a file or a pipe it is one
@@ -60,6 +67,31 @@ LogLevel = Annotated[
 ]
 
 
+LOG_FORMATS = ("text", "json")
+# Environment variables holding secrets: their values are masked in every log line.
+SECRET_ENVS = (PASSPHRASE_ENV, "PETRA_ADMIN_TOKEN", "PETRA_DATADIS_PASSWORD", "PGPASSWORD")
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
+
+
+def _log_format(text: str) -> str:
+    chosen = text.strip().lower()
+    if chosen not in LOG_FORMATS:
+        raise typer.BadParameter(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return chosen
+
+
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="PETRA_LOG_FORMAT",
+        help="How to write the log: text (one line per event) or json (one object per line).",
+        parser=_log_format,
+        metavar="FORMAT",
+    ),
+]
+
+
 class _OneLine(logging.Formatter):
     """`2026-12-05 22:40:01 ledger INFO message`: one line per event, whatever the message
     holds; an exception is named on the same line, its traceback follows only at debug."""
@@ -83,13 +115,59 @@ class _OneLine(logging.Formatter):
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def configure_logging(level: str, role: str) -> None:
+class _JsonLine(logging.Formatter):
+    """`{"time": "2026-12-05T22:40:01.123Z", "role": "ledger", "level": "info", "logger":
+    "petra", "message": "..."}`: one JSON object per line for a log collector; an exception
+    adds `error` (its type and text) and, at debug, `traceback`."""
+
+    def __init__(self, role: str, tracebacks: bool) -> None:
+        super().__init__()
+        self.role = role
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line: dict[str, Any] = {
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
+            "role": self.role,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line["error"] = f"{type(exc).__name__}: {exc}"
+            if self.tracebacks:
+                line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class _NoSecrets(logging.Filter):
+    """Masks what must never reach a log, whichever library wrote the line: the password of a
+    URL (`postgresql://petra:***@db/petra`) and the value of every secret the environment
+    holds (`SECRET_ENVS`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _URL_PASSWORD.sub(r"\1***@", message)
+        for name in SECRET_ENVS:
+            secret = os.environ.get(name)
+            if secret and len(secret) >= 4:
+                masked = masked.replace(secret, "***")
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def configure_logging(level: str, role: str, log_format: str = "text") -> None:
     """Log events at `level` (debug, info, warning or error) and above to standard error, one
-    line each naming `role` (`ledger`, `bidstore`…); the HTTP libraries' own lines only at
-    debug."""
+    line each naming `role` (`ledger`, `bidstore`…), as text or as JSON (`log_format`); the
+    HTTP libraries' own lines only at debug. No line carries a secret (`_NoSecrets`)."""
     handler = logging.StreamHandler(sys.stderr)
     debug = level == "debug"
-    handler.setFormatter(_OneLine(role, tracebacks=debug))
+    formatter = _JsonLine if log_format == "json" else _OneLine
+    handler.setFormatter(formatter(role, tracebacks=debug))
+    handler.addFilter(_NoSecrets())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -182,15 +260,47 @@ def serve_limits() -> ServeLimits:
         fail(str(exc))
 
 
-def serve(app: Any, host: str, port: int, stop: threading.Event | None = None) -> None:
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    stop: threading.Event | None = None,
+    metrics: tuple[CollectorRegistry, str, int] | None = None,
+) -> None:
     """Serve `app` under the limits of `service.serving` until SIGTERM, Ctrl-C or `stop` is
-    set, then return (so the caller's clean-up runs); a failed start is one sentence."""
+    set, then return (so the caller's clean-up runs); a failed start is one sentence.
+    `metrics`: (registry, host, port) to serve the service's metrics on meanwhile (a port of
+    0 serves none)."""
     from service.serving import server
 
+    with serving_metrics(metrics):
+        try:
+            server(app, host, port, serve_limits(), stop).run()
+        except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
+            fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+
+
+@contextlib.contextmanager
+def serving_metrics(metrics: tuple[CollectorRegistry, str, int] | None) -> Iterator[None]:
+    """Serve a registry's metrics at http://host:port/metrics while inside (none when `metrics`
+    is None or its port 0); an address in use is one sentence."""
+    if metrics is None or metrics[2] == 0:
+        yield
+        return
+    from service.metrics import serve_metrics
+
+    registry, host, port = metrics
     try:
-        server(app, host, port, serve_limits(), stop).run()
-    except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
-        fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
+        served = serve_metrics(registry, host, port)
+    except OSError as exc:
+        fail(f"cannot serve the metrics on {host}:{port}: {exc.strerror or exc}")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(f"metrics on {host}: reachable beyond this machine")
+    logging.getLogger("petra").info("metrics on http://%s:%s/metrics", host, served.port)
+    try:
+        yield
+    finally:
+        served.close()
 
 
 def shown_store(url: str) -> str:
