@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The one list of packages is pyproject.toml's [tool.setuptools] packages.
-PACKAGES := $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']))")
+# The one list of packages is pyproject.toml's [tool.setuptools] packages
+# (top-level ones: a sub-package is linted with its package)
+PACKAGES := $(shell $(PYTHON) -c "import tomllib; print(' '.join(p for p in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages'] if '.' not in p))")
 LINT_PATHS := $(PACKAGES) tests
 PYTEST_ARGS ?=
 
@@ -47,6 +48,7 @@ bench: venv
 	$(BIN)/petra bench monitor
 	$(BIN)/petra bench community
 	$(BIN)/petra bench sim
+	$(BIN)/petra bench meter
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

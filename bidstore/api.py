@@ -6,6 +6,8 @@ request signed by one of its two parties. Each request is charged to the request
 its TCP connection (behind Tor: its stream), of its client address unless that is loopback (as
 behind Tor) and of the service (`bidstore.budget`); at most `max_in_flight` run at once.
 Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `BidStore.tick`.
+`/healthz` and `/readyz` (the store follows the ledger, reached lately and caught up) are
+`service.health`'s.
 
 Whatever a body holds, its route answers a refusal (`decode_body`), never a 500. Request bodies
 are described in the OpenAPI document (`bidstore.schemas`) but read raw by their decoders.
@@ -14,7 +16,7 @@ are described in the OpenAPI document (`bidstore.schemas`) but read raw by their
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -32,6 +34,7 @@ from bidstore.budget import Budget, InFlight, OverBudget, Rate, RequestBudgets
 from bidstore.orders import MAX_ORDER_BYTES
 from bidstore.schemas import ORDER, TAKE, TRADE_TRANSFER
 from bidstore.service import BidStore, BidStoreError, decode_body
+from service.health import install_health
 from service.http import bounded_body, error_response, install_error_handlers
 from service.ticker import Ticker
 
@@ -78,9 +81,11 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_health(app, {"ledger": store.ledger_problem})
 
     @app.exception_handler(BidStoreError)
     async def bidstore_error(_: Request, exc: BidStoreError) -> JSONResponse:
+        store.metrics.refused(exc.code)
         return _answer(exc)
 
     budgets = RequestBudgets(
@@ -91,7 +96,9 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     )
     in_flight = InFlight(store.limits.max_in_flight)
 
-    app.add_middleware(Admission, budgets=budgets, in_flight=in_flight)
+    app.add_middleware(
+        Admission, budgets=budgets, in_flight=in_flight, refused=store.metrics.refused
+    )
 
     async def body(request: Request, limit: int) -> bytes:
         too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")
@@ -141,10 +148,17 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         response_model=schemas.PostedOrder,
     )
     async def post_order(request: Request) -> dict[str, Any]:
-        order = store.decode(await body(request, MAX_ORDER_BYTES))
-        if store.indexed(order):  # no ledger call: a thread would cost more than the check
-            return store.post_order(order)
-        return await run_in_threadpool(store.post_order, order)
+        try:
+            order = store.decode(await body(request, MAX_ORDER_BYTES))
+            if store.indexed(order):  # no ledger call: a thread would cost more than the check
+                posted = store.post_order(order)
+            else:
+                posted = await run_in_threadpool(store.post_order, order)
+        except BidStoreError:
+            store.metrics.orders.labels("refused").inc()
+            raise
+        store.metrics.orders.labels("accepted").inc()
+        return posted
 
     @app.get(
         "/v1/orders/{order_id}",
@@ -233,8 +247,15 @@ class Admission:
     in flight before the application sees it. (Starlette's BaseHTTPMiddleware, behind
     `@app.middleware`, costs a task group and memory streams per request.)"""
 
-    def __init__(self, app: ASGIApp, budgets: RequestBudgets, in_flight: InFlight) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        budgets: RequestBudgets,
+        in_flight: InFlight,
+        refused: Callable[[str], None],
+    ) -> None:
         self.app, self.budgets, self.in_flight = app, budgets, in_flight
+        self.refused = refused  # counts each refusal answered here by its code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -243,9 +264,11 @@ class Admission:
         client = scope.get("client")
         over = self.budgets.charge(None if client is None else (client[0], client[1]))
         if over is not None:
+            self.refused("rate_limited")
             await _answer(_rate_limited(over))(scope, receive, send)
             return
         if not self.in_flight.enter():
+            self.refused("busy")
             busy = BidStoreError(503, "busy", "too many requests being handled; retry in 1 s", 1)
             await _answer(busy)(scope, receive, send)
             return

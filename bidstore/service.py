@@ -45,13 +45,16 @@ from bidstore.errors import BidStoreError, decode_body, refusal
 from bidstore.following import LedgerIndex, SpentOutpoints
 from bidstore.intake import ChallengeDesk, Intake
 from bidstore.limits import Intervals, Limits
-from bidstore.orders import Challenges, Order
+from bidstore.metrics import BidStoreMetrics
+from bidstore.orders import Challenges, Order, OrderSide
 from bidstore.trades import Trade, TradeStatus, Trading, fetch_message, trade_id_of
+from ledger import HeadWatch
 from ledger.block_follower import BlockFollower
 from ledger.blocks import SignedHead
 from ledger.client import LedgerClient
 from service.clock import next_boundary, wall_seconds_until
 from service.clock import now as ledger_now
+from service.metrics import new_registry
 
 __all__ = [
     "BidStore",
@@ -73,6 +76,9 @@ class BidStore:
     a finished trade is kept. `wall_clock` returns wall seconds: how long a challenge lives, a
     party's step of a trade, request budgets, which must not shrink on an accelerated clock.
     Call `start` to follow the ledger and `close` to stop.
+
+    `ledger_watch` asks the ledger its head for readiness and the lag metric (by default
+    through a client of its own); `registry` holds the store's metrics (`bidstore.metrics`).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class BidStore:
         limits: Limits | None = None,
         clock: Callable[[], float] = ledger_now,
         wall_clock: Callable[[], float] = time.time,
+        ledger_watch: HeadWatch | None = None,
     ) -> None:
         self.ledger = ledger
         self.genesis = genesis
@@ -119,6 +126,17 @@ class BidStore:
         self.auctions = Auctions(self.book, self.trading, self.intervals, lock, gate_s)
         self._lock = lock
         self.follower: BlockFollower | None = None
+        if ledger_watch is None:
+            ledger_watch = HeadWatch.of_node(ledger.base_url)
+        self.ledger_watch = ledger_watch
+        self.registry = new_registry()
+        self.metrics = BidStoreMetrics(
+            self.registry,
+            open_orders=self.open_by_side,
+            trades_entered=self.trades_entered,
+            indexed=self.indexed_height,
+            watch=ledger_watch,
+        )
 
     @property
     def trades(self) -> dict[bytes, Trade]:
@@ -134,10 +152,45 @@ class BidStore:
             self.ledger, self.genesis, self.on_block, name="bidstore-follower", stream=True
         )
         self.follower.start()
+        self.ledger_watch.start()
 
     def close(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        self.ledger_watch.stop()
+
+    # ------------------------------------------------------------ health and metrics
+
+    def ledger_problem(self) -> str | None:
+        """None while the store follows the ledger, heard lately and caught up (within
+        `ledger.head_watch.MAX_LAG_BLOCKS` of its head), else one sentence: the readiness
+        check."""
+        follower = self.follower
+        if follower is None:
+            return "the store does not follow the ledger yet"
+        if follower.problem is not None:
+            return f"the store stopped following the ledger: {follower.problem}"
+        if follower.last_error is not None:
+            return f"the store cannot follow the ledger: {follower.last_error}"
+        return self.ledger_watch.problem(follower.height)
+
+    def indexed_height(self) -> int | None:
+        """The last block the store followed; None before it follows the ledger."""
+        return None if self.follower is None else self.follower.height
+
+    def open_by_side(self) -> dict[OrderSide, int]:
+        """How many open orders the book holds on each side."""
+        counts = dict.fromkeys(OrderSide, 0)
+        with self._lock:
+            for interval in self.book.intervals():
+                for entry in self.book.view(interval):
+                    counts[entry.side] += 1
+        return counts
+
+    def trades_entered(self) -> dict[TradeStatus, int]:
+        """How many trades entered each status since the store started."""
+        with self._lock:
+            return dict(self.trading.entered)
 
     def now_interval(self) -> int:
         """The interval the clock is in."""

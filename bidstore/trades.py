@@ -140,6 +140,7 @@ class Trading:
         self.held: dict[Outpoint, bytes] = {}  # outpoint -> id of the held order spending it
         self.held_by_owner: Counter[bytes] = Counter()
         self.trades_of_order: dict[bytes, list[bytes]] = {}
+        self.entered: Counter[TradeStatus] = Counter()  # trades that entered each status so far
 
     # ------------------------------------------------------------ chains
 
@@ -187,6 +188,7 @@ class Trading:
         trade_id = trade_id_of(ask.order_id, bid.order_id, match.power_w, match.price)
         trade = Trade(trade_id, ask, bid, terms, chain, since=self.wall_clock())
         self.trades[trade_id] = trade
+        self.entered[TradeStatus.OPEN] += 1
         for order_id in (ask.order_id, bid.order_id):
             self.trades_of_order.setdefault(order_id, []).append(trade_id)
         return trade
@@ -300,8 +302,8 @@ class Trading:
                 )
             if trade.status is TradeStatus.OPEN:
                 trade.since = self.wall_clock()  # the countersigner's turn
+                self._enter(trade, TradeStatus.PROPOSED)
             trade.proposal, trade.txid = raw, decoded.txid
-            trade.status = TradeStatus.PROPOSED
             return self.summary(trade)
 
     def fetch(
@@ -343,12 +345,13 @@ class Trading:
         try:
             check_proposal(tx, trade.terms, trade.ask, trade.bid)
         except OrderRefused:
-            trade.status = TradeStatus.FAILED
+            self._enter(trade, TradeStatus.FAILED)
             log.info("trade %s failed: its assets went elsewhere", trade.trade_id.hex())
             self._let_go(chain, order_id)
             self._end_chain(chain)
             return
-        trade.status, trade.txid = TradeStatus.SETTLED, tx_id
+        self._enter(trade, TradeStatus.SETTLED)
+        trade.txid = tx_id
         ask_left, bid_left = leftovers(trade.terms, trade.ask, trade.bid, tx, tx_id)
         for listing, left in ((trade.ask, ask_left), (trade.bid, bid_left)):
             if left is None:
@@ -367,7 +370,8 @@ class Trading:
                     check_proposal(tx, trade.terms, trade.ask, trade.bid)
                 except OrderRefused:
                     continue
-                trade.status, trade.txid = TradeStatus.SETTLED, tx_id
+                self._enter(trade, TradeStatus.SETTLED)
+                trade.txid = tx_id
 
     def expire(self, now: float, current: int) -> None:
         """At ledger Unix time `now` in interval `current`: expire the unfinished trades of
@@ -378,7 +382,7 @@ class Trading:
         for trade in list(self.trades.values()):
             interval = trade.terms.interval
             if trade.status in UNFINISHED and interval <= current:
-                trade.status = TradeStatus.EXPIRED
+                self._enter(trade, TradeStatus.EXPIRED)
                 trade.chain.trade = None
                 self._end_chain(trade.chain)
             elif trade.status in UNFINISHED and waited_since - trade.since > self.step_timeout_s:
@@ -392,7 +396,7 @@ class Trading:
         `step_timeout_s` pass: let its order go and go on with the chain's next match, so one
         silent party holds nobody else's order hostage. The other party's order stays held:
         in the next match, or back in the book when the chain ends."""
-        trade.status = TradeStatus.ABANDONED
+        self._enter(trade, TradeStatus.ABANDONED)
         late = trade.proposer if trade.proposal is None else trade.countersigner
         log.info("trade %s abandoned: the %s did not act", trade.trade_id.hex(), late.order.side)
         chain = trade.chain
@@ -408,6 +412,10 @@ class Trading:
                 ids.remove(trade.trade_id)
             if not ids:
                 self.trades_of_order.pop(order_id, None)
+
+    def _enter(self, trade: Trade, status: TradeStatus) -> None:
+        trade.status = status
+        self.entered[status] += 1
 
     def unfinished(self) -> int:
         """How many trades are open or proposed."""

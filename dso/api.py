@@ -22,6 +22,7 @@ from assets.schemas import BILL, request_body
 from dso import schemas
 from dso.auth import Permission
 from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService, Throttled
+from service.health import install_health
 from service.http import bounded_body, error_response, install_error_handlers
 
 IntervalQuery = Annotated[schemas.UrlInt | None, Query()]
@@ -39,6 +40,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
+    install_health(app, service.checks())
 
     @app.exception_handler(DsoError)
     async def dso_error(_: Request, exc: DsoError) -> JSONResponse:
@@ -265,7 +267,11 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     )
     async def post_bill(request: Request, response: Response) -> dict[str, Any]:
         too_large = DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
-        raw = await bounded_body(request, MAX_BILL_BYTES, too_large)
+        try:
+            raw = await bounded_body(request, MAX_BILL_BYTES, too_large)
+        except DsoError as exc:  # refused before the service sees it: counted here
+            service.metrics.refusal(exc.code)
+            raise
         result = await asyncio.to_thread(service.intake_bill, raw)
         response.status_code = 201 if result.created else 200
         return {**service.bill_to_wire(result.bill), "duplicate": not result.created}

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from assets import Genesis, Keypair, chain_id
 from dso import controller
 from dso.auth import Permission
@@ -28,13 +30,17 @@ from dso.chainstate import ChainState, IntervalClock
 from dso.errors import MAX_VIEW_INTERVALS, DsoError, Throttled
 from dso.grid import BookSource, GridController
 from dso.ledger_index import DsoLedgerIndex
+from dso.metrics import DsoMetrics
 from dso.operators import Actor, Operators
 from dso.regulation import Regulation, regulation_to_wire
 from dso.store import DsoStore, Operator, Proposal, RegulationRecord, StoredBill
 from dso.throttle import TokenThrottle
+from ledger import HeadWatch
 from ledger.client import LedgerClient
 from ledger.schedule import RegulationSchedule
 from service.clock import now as ledger_now
+from service.health import Check
+from service.metrics import new_registry
 
 __all__ = [
     "MAX_VIEW_INTERVALS",
@@ -88,6 +94,12 @@ class DsoService:
         self.grid = GridController(
             store, self.state, self.regulation, self.follower, self.intervals, book
         )
+        # The ledger's head, asked by a client of its own: a probe or scrape reads what it heard.
+        self.ledger_watch = HeadWatch.of_node(client.base_url)
+        self.registry = new_registry()
+        self.metrics = DsoMetrics(
+            self.registry, store, self.follower, self.state, self.intervals, self.ledger_watch
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -121,6 +133,7 @@ class DsoService:
         """Load the index, follow the ledger, and retry what is pending, in the background."""
         self.follower.replay_index()
         self.follower.start()
+        self.ledger_watch.start()
         loops = (("dso-retry", self._retry_loop), ("dso-controller", self._controller_loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=name, daemon=True)
@@ -130,6 +143,7 @@ class DsoService:
     def close(self) -> None:
         self._stop.set()
         self.follower.stop()
+        self.ledger_watch.stop()
         for thread in self._threads:
             thread.join(timeout=10)
         self.throttle.close()
@@ -145,6 +159,27 @@ class DsoService:
 
     def _controller_loop(self) -> None:
         self.grid.run(self._stop)
+
+    # ------------------------------------------------------------- readiness
+
+    def checks(self) -> dict[str, Check]:
+        """The readiness checks: the store answers, the ledger answers and the index is caught
+        up with it. Each reads what the node already knows: no call to the ledger."""
+        return {"store": self._store_problem, "ledger": self._ledger_problem}
+
+    def _store_problem(self) -> str | None:
+        try:
+            self.store.indexed_height()
+        except SQLAlchemyError as exc:
+            return f"the DSO's store does not answer: {type(exc).__name__}"
+        return None
+
+    def _ledger_problem(self) -> str | None:
+        if self.follower.problem is not None:
+            return f"the ledger index stopped: {self.follower.problem}"
+        if self.follower.last_error is not None:
+            return f"the ledger index cannot read the ledger: {self.follower.last_error}"
+        return self.ledger_watch.problem(self.follower.height)
 
     # ------------------------------------------------------------- the node
 
@@ -248,7 +283,15 @@ class DsoService:
     # ------------------------------------------------------------- bills
 
     def intake_bill(self, raw: bytes) -> IntakeResult:
-        return self.billing.intake_bill(raw)
+        """Take a meter's bill in, counting it (received or refused by code) for the metrics."""
+        try:
+            result = self.billing.intake_bill(raw)
+        except DsoError as exc:
+            self.metrics.refusal(exc.code)
+            raise
+        if result.created:
+            self.metrics.received.inc()
+        return result
 
     def reconcile_bill(self, the_id: bytes) -> StoredBill:
         return self.billing.reconcile_bill(the_id)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -48,12 +49,14 @@ from assets import Outpoint, canonical_json
 from service.database import (
     StoreBusy,
     StoreError,
+    StoreSchema,
     hold_store,
     open_service_database,
     service_meta,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # the meta table's schema, which releases before revisions refuse
+SCHEMA_REVISION = "0002"  # the head of dso/migrations
 _WRITER_LOCK = 0x5045_5452_4144  # "PETRAD": one DSO writer at a time on PostgreSQL
 STORE_ROLE = "DSO"  # the role `hold_store` holds the database as
 GENESIS_HASH = bytes(32)  # the audit chain's first `prev`
@@ -138,6 +141,7 @@ bills = Table(
 )
 Index("dso_bills_by_interval", bills.c.interval)
 Index("dso_bills_by_owner", bills.c.owner, bills.c.interval)
+Index("dso_bills_by_status", bills.c.status)  # the bills counted by status at every scrape
 bill_deposits = Table(
     "dso_bill_deposits",
     metadata,
@@ -205,6 +209,19 @@ _APPEND_ONLY = {
     ],
 }
 
+
+SCHEMA = StoreSchema(
+    metadata,
+    meta,
+    SCHEMA_VERSION,
+    SCHEMA_REVISION,
+    "dso_alembic_version",
+    Path(__file__).with_name("migrations"),
+    "the DSO database",
+    "the DSO",
+    "petra dso migrate",
+    _APPEND_ONLY,
+)
 
 DsoStoreError = StoreError  # the DSO database cannot be used as asked
 
@@ -326,9 +343,7 @@ class DsoStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = open_service_database(
-            url, metadata, meta, SCHEMA_VERSION, "the DSO database", _APPEND_ONLY
-        )
+        self.engine = open_service_database(url, SCHEMA)
         self._write_lock = threading.Lock()
 
     def close(self) -> None:

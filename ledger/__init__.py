@@ -10,6 +10,9 @@ from service.door import lazy_door
 if TYPE_CHECKING:
     from ledger.api import LedgerNode as LedgerNode
     from ledger.api import create_app as create_app
+    from ledger.audit import Finding as Finding
+    from ledger.audit import StoreAudit as StoreAudit
+    from ledger.audit import check_store as check_store
     from ledger.block_follower import BlockFollower as BlockFollower
     from ledger.block_follower import FollowerStopped as FollowerStopped
     from ledger.blocks import SignedHead as SignedHead
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from ledger.client import Submitted as Submitted
     from ledger.client import head_from_wire as head_from_wire
     from ledger.client import head_problem as head_problem
+    from ledger.head_watch import HeadWatch as HeadWatch
     from ledger.issued import StepFunction as StepFunction
     from ledger.ledger import BlockResult as BlockResult
     from ledger.ledger import Ledger as Ledger

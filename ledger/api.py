@@ -12,15 +12,20 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from assets import Code, Outpoint
 from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
 from assets.schemas import TRANSACTION, request_body
 from ledger.blocks import SignedHead
+from ledger.head_watch import HeadWatch
 from ledger.ledger import BlockResult, Ledger
+from ledger.metrics import LedgerMetrics
+from ledger.replica import Follower
 from ledger.schedule import RegulationSchedule
 from ledger.sequencer import InProcessSequencer, SequencerBusy, SequencerClosed, Ticket
 from ledger.store import StoredOutput
+from service.health import Check, install_health
 from service.http import (
     ApiError,
     bounded_body,
@@ -28,6 +33,7 @@ from service.http import (
     install_error_handlers,
     wait_unless_draining,
 )
+from service.metrics import new_registry
 
 MAX_BLOCKS_PER_PAGE = 1_000
 MIN_PREFIX_DIGITS = 4  # a shorter prefix matches too much of a ledger to name a transaction
@@ -116,8 +122,9 @@ async def _queue(sequencer: InProcessSequencer, raw: bytes) -> Ticket:
 
 
 class LedgerNode:
-    """The ledger, its sequencer (none on a replica: `primary` is then where to submit), and
-    the notification of new blocks to streams."""
+    """The ledger, its sequencer (none on a replica: `primary` is then where to submit), the
+    notification of new blocks to streams, and the node's metrics (`registry`) and readiness
+    (`checks`)."""
 
     def __init__(
         self,
@@ -134,13 +141,58 @@ class LedgerNode:
         self.fatal: BaseException | None = None
         self.max_streams = max_streams
         self.streams = 0
+        self.head_watch: HeadWatch | None = None  # a replica's watch of its primary
+        self.registry = new_registry()
+        self.metrics = LedgerMetrics(
+            self.registry, ledger, lambda: self.streams, lambda: self.head_watch
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
         self.sequencer = (
             None
             if primary is not None
-            else InProcessSequencer(ledger, on_block=self._on_block, on_failure=self._on_failure)
+            else InProcessSequencer(
+                ledger,
+                on_block=self._on_block,
+                on_failure=self._on_failure,
+                on_latency=self.metrics.count_block,
+            )
         )
+
+    def watch(self, follower: Follower, head_watch: HeadWatch | None = None) -> None:
+        """On a replica: watch the primary `follower` follows, for readiness (caught up, the
+        primary heard from lately) and the lag metrics; `head_watch` replaces the watch made
+        here (tests). Started at once, stopped by `close`."""
+        self.head_watch = head_watch or HeadWatch.of_node(follower.client.base_url)
+        self.head_watch.start()
+
+    def checks(self) -> dict[str, Check]:
+        """The readiness checks: the store answers; a primary's sequencer runs, a replica
+        follows its primary and is caught up."""
+        checks: dict[str, Check] = {"store": self._store_problem}
+        if self.sequencer is not None:
+            checks["sequencer"] = self._sequencer_problem
+        else:
+            checks["primary"] = self._primary_problem
+        return checks
+
+    def _store_problem(self) -> str | None:
+        try:
+            self.ledger.store.head()
+        except SQLAlchemyError as exc:
+            return f"the ledger's store does not answer: {type(exc).__name__}"
+        return None
+
+    def _sequencer_problem(self) -> str | None:
+        if self.fatal is not None:
+            return f"the ledger stopped after a storage failure: {self.fatal}; restart the node"
+        return None
+
+    def _primary_problem(self) -> str | None:
+        if self.head_watch is None:
+            return f"the replica does not follow its primary {self.primary} yet"
+        head = self.ledger.durable_head
+        return self.head_watch.problem(0 if head is None else head.header.height)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -176,6 +228,8 @@ class LedgerNode:
     def close(self) -> None:
         if self.sequencer is not None:
             self.sequencer.close()
+        if self.head_watch is not None:
+            self.head_watch.stop()
 
 
 def create_app(node: LedgerNode) -> FastAPI:
@@ -195,6 +249,7 @@ def create_app(node: LedgerNode) -> FastAPI:
     )
 
     install_error_handlers(app)
+    install_health(app, node.checks())
 
     @app.post(
         "/v1/transactions",

@@ -78,10 +78,13 @@ class InProcessSequencer:
         workers: int | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         on_failure: Callable[[BaseException], None] | None = None,
+        on_latency: Callable[[BlockResult, float], None] | None = None,
     ) -> None:
         """`clock` gives a block its time, in ledger unix seconds (`service.clock`).
         `on_failure`: called once, from the sequencer's threads, when storage fails and the
-        sequencer stops (a service exits then, so that its supervisor restarts it)."""
+        sequencer stops (a service exits then, so that its supervisor restarts it).
+        `on_latency`: called with each block's result and its latency in seconds, from its
+        first transaction arriving to the block durable (a service's metrics)."""
         self.ledger = ledger
         self.max_block = max_block
         self.max_wait_s = max_wait_s
@@ -91,6 +94,7 @@ class InProcessSequencer:
         self._in_flight = 0  # blocks handed to the pipeline and not yet settled
         self.on_block = on_block
         self.on_failure = on_failure
+        self.on_latency = on_latency
         self._pipeline = BlockPipeline(ledger, workers)
         self._open = _Batch()
         self._sealed: deque[_Batch] = deque()
@@ -172,6 +176,8 @@ class InProcessSequencer:
             self._fail(batch, exc)
             return
         result = appended.result()
+        if self.on_latency is not None:
+            self.on_latency(result, time.monotonic() - batch.opened)
         if self.on_block is not None:
             self.on_block(result)
         batch.block.set_result(result)

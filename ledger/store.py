@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -29,9 +30,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
 from ledger.blocks import BlockHeader, SignedHead
-from service.database import StoreError, create_store_engine
+from service.database import StoreError, StoreSchema, create_store_engine, open_schema
 
-SCHEMA_VERSION = b"4"
+SCHEMA_VERSION = b"5"  # the meta table's schema, which releases before revisions refuse
+SCHEMA_REVISION = "0002"  # the head of ledger/migrations
 # Serialises block writes on PostgreSQL, so that a restarted ledger waits for a COMMIT that a
 # killed one sent before loading the state (the server completes it, however late).
 _WRITER_LOCK = 0x5045_5452_4131  # "PETRA1"
@@ -114,6 +116,19 @@ merkle_nodes = Table(
 )
 
 
+SCHEMA = StoreSchema(
+    metadata,
+    meta,
+    SCHEMA_VERSION,
+    SCHEMA_REVISION,
+    "ledger_alembic_version",
+    Path(__file__).with_name("migrations"),
+    "the ledger's store",
+    "the ledger node",
+    "petra ledger migrate",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTransaction:
     seq: int
@@ -151,18 +166,9 @@ class Store:
         self._insert_sql: dict[str, str] = {}
         try:
             self.engine = create_store_engine(url)
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                version = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
-                if version is None:
-                    conn.execute(meta.insert(), {"key": "schema", "value": SCHEMA_VERSION})
+            open_schema(self.engine, SCHEMA, url)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {url}: {exc.args[0]}") from exc
-        if version is not None and version != SCHEMA_VERSION:
-            raise StoreError(
-                f"store schema {version.decode()} is not {SCHEMA_VERSION.decode()}: "
-                "use a PETra release that knows it"
-            )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -4,8 +4,10 @@ sender, and a read of a pool's events by the peer whose events they are.
 
 Blocking calls (the ledger, relaying) run in threads; long polls are awaited on the event loop
 (`mixer.polls`), at most `POLLS_PER_PEER` per peer and pool, so no peer can hold up another's;
-a ticker thread drives the coordinator's clock (`Coordinator.tick`) while the app runs. The
-OpenAPI document is served at /openapi.json, with the schema of every request body.
+a ticker thread drives the coordinator's clock (`Coordinator.tick`) and its watch asks the
+ledger its head while the app runs. `/healthz` and `/readyz` (the ledger answered lately) are
+`service.health`'s. The OpenAPI document is served at /openapi.json, with the schema of every
+request body.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from assets.schemas import request_body
 from mixer.coordinator import Coordinator, MixerError, parse_forming, parse_poll
 from mixer.polls import long_poll
 from mixer.schemas import ENVELOPE, FORMING_QUERY, JOIN, POLL_QUERY
+from service.health import install_health
 from service.http import bounded_body, draining, error_response, install_error_handlers
 from service.ticker import Ticker
 
@@ -43,10 +46,14 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         running = Ticker(coordinator.tick, TICK_S, "mixer coordinator") if ticker else None
         if running is not None:
             running.start()
+        if coordinator.ledger_watch is not None:
+            coordinator.ledger_watch.start()
         try:
             yield
         finally:
             coordinator.close()
+            if coordinator.ledger_watch is not None:
+                coordinator.ledger_watch.stop()
             if running is not None:
                 running.stop()
 
@@ -59,9 +66,11 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_health(app, {"ledger": coordinator.ledger_problem})
 
     @app.exception_handler(MixerError)
     async def mixer_error(_: Request, exc: MixerError) -> JSONResponse:
+        coordinator.metrics.refusals.labels(exc.code).inc()
         headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.code, exc.message, headers)
 

@@ -35,10 +35,13 @@ from assets import (
     verify,
 )
 from assets.codec import MAX_INT, asset_from_wire, asset_to_wire
-from ledger.client import LedgerClientError, LedgerRejected, Submitted
+from ledger import HeadWatch
+from ledger.client import LedgerClient, LedgerClientError, LedgerRejected, Submitted
 from mixer import protocol
 from mixer.auth import FRESH_S, NONCE_BYTES, join_message, poll_message
+from mixer.metrics import MixerMetrics
 from mixer.protocol import BadMessage, Input, Kind, Message, Phase, Session, decode_message
+from service.metrics import new_registry
 
 log = logging.getLogger("petra.mixer")
 
@@ -286,6 +289,7 @@ class Pool:
     run: Run | None = None  # the live run's bookkeeping
     past: set[str] = field(default_factory=set)  # session ids (hex) of earlier runs
     events: list[Event] = field(default_factory=list)  # event seq n is events[n - 1]
+    started_at: float | None = None  # when its first run began (clock s)
     ended_at: float | None = None
     arriving: int = 0  # messages received for the pool and not yet relayed or refused
     watchers: dict[Callable[[], None], bytes] = field(default_factory=dict)  # wake -> owner
@@ -353,6 +357,11 @@ class Coordinator:
     A pool starts with `max_peers` joined, or `start_s` seconds after its first join with at
     least `min_peers`; a step of the protocol waits at most `timeout_s` seconds; an ended pool
     is forgotten `forget_s` seconds after it ended. `clock` gives unix seconds.
+
+    `ledger_watch` asks the ledger its head for readiness and metrics (by default through a
+    client of its own when `ledger` is a `LedgerClient`; None: not watched), started and
+    stopped by whoever runs the coordinator (`mixer.api`'s lifespan). `registry` holds its
+    metrics (`mixer.metrics`).
     """
 
     def __init__(
@@ -366,6 +375,7 @@ class Coordinator:
         timeout_s: float = 10.0,
         forget_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        ledger_watch: HeadWatch | None = None,
     ) -> None:
         if not 2 <= min_peers <= max_peers <= protocol.MAX_PEERS:
             raise ValueError(
@@ -386,6 +396,26 @@ class Coordinator:
         self._inputs: dict[Outpoint, str] = {}  # input -> its pool, the same
         self._seen: dict[bytes, float] = {}  # join signatures -> when they may be forgotten
         self._closed = False
+        if ledger_watch is None and isinstance(ledger, LedgerClient):
+            ledger_watch = HeadWatch.of_node(ledger.base_url)
+        self.ledger_watch = ledger_watch
+        self.registry = new_registry()
+        self.metrics = MixerMetrics(self.registry, self.pool_counts, ledger_watch)
+
+    def pool_counts(self) -> dict[str, int]:
+        """How many pools the coordinator holds in each state (ended ones until forgotten)."""
+        with self._lock:
+            counts = {str(state): 0 for state in PoolState}
+            for pool in self._pools.values():
+                counts[str(pool.state)] += 1
+            return counts
+
+    def ledger_problem(self) -> str | None:
+        """None while the ledger answered its watch lately (or is not watched), else one
+        sentence: the readiness check of the ledger. The coordinator keeps no copy of the
+        ledger, so it is never behind."""
+        watch = self.ledger_watch
+        return None if watch is None else watch.problem(watch.height)
 
     # ------------------------------------------------------------------ joining
 
@@ -412,6 +442,7 @@ class Coordinator:
                 self._forming[denomination] = pool
                 log.info("pool %s forming", pool.id)
             pool.joined.append(request.input)
+            self.metrics.joins.inc()
             self._owners[request.input.owner] = pool.id
             self._inputs[request.input.outpoint] = pool.id
             answer = {
@@ -690,6 +721,7 @@ class Coordinator:
         return False
 
     def _on_blames(self, pool: Pool, run: Run, blames: list[Message], now: float) -> None:
+        self.metrics.runs.labels("blamed").inc()
         try:
             culprits = protocol.verdict(run.session, blames)
         except Exception:  # peers' evidence is hostile input: a flaw must not strand the pool
@@ -731,15 +763,21 @@ class Coordinator:
                 log.info(
                     "pool %s run %d landed, %d peers", pool.id, run.session.run, run.session.size
                 )
+                self.metrics.runs.labels("landed").inc()
+                if pool.started_at is not None:
+                    self.metrics.round_seconds.observe(max(0.0, now - pool.started_at))
                 self._end(pool, PoolState.LANDED, now)
             elif settled.spent:
+                self.metrics.runs.labels("spent").inc()
                 self._emit(pool, "spent", None, run=run.session.run, peers=list(settled.spent))
                 self._next_run(pool, settled.spent, now)
             elif settled.refused is not None:
+                self.metrics.runs.labels("refused").inc()
                 self._fail(pool, settled.refused, now)
             else:
                 run.attempts += 1
                 if run.attempts >= SUBMIT_ATTEMPTS:
+                    self.metrics.runs.labels("ledger_unavailable").inc()
                     self._fail(pool, "the ledger was unavailable to take the transfer", now)
                 else:
                     run.retry_at = now + RETRY_S
@@ -808,6 +846,7 @@ class Coordinator:
                         2 if pool.arriving else 1
                     ):
                         silent = sorted(run.owed)
+                        self.metrics.runs.labels("timed_out").inc()
                         self._emit(pool, "timeout", None, run=run.session.run, silent=silent)
                         log.info(
                             "pool %s run %d: %d of %d peers silent in %s",
@@ -840,7 +879,7 @@ class Coordinator:
                 now,
             )
             return
-        pool.state = PoolState.RUNNING
+        pool.state, pool.started_at = PoolState.RUNNING, now
         self._begin(pool, Session.of(self.chain, pool.id, FIRST_RUN, pool.asset, pool.joined), now)
 
     def _begin(self, pool: Pool, session: Session, now: float) -> None:
@@ -876,6 +915,7 @@ class Coordinator:
         self._end(pool, PoolState.FAILED, now)
 
     def _end(self, pool: Pool, state: PoolState, now: float) -> None:
+        self.metrics.pools_ended.labels("unstarted" if pool.session is None else str(state)).inc()
         pool.state, pool.ended_at, pool.run = state, now, None
         for item in pool.joined:
             self._owners.pop(item.owner, None)

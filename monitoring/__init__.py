@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from monitoring.samples import Sample as Sample
     from monitoring.samples import sample as sample
     from monitoring.service import MonitorService as MonitorService
+    from monitoring.service import Storing as Storing
     from monitoring.store import STORE_ROLE as STORE_ROLE
     from monitoring.store import MonitoringStore as MonitoringStore
     from monitoring.store import MonitoringStoreError as MonitoringStoreError

@@ -1,8 +1,9 @@
 """The monitoring service's HTTP application: the emoncms-compatible input and feed APIs
 (`monitoring.emoncms`), the pages of members and the public display (`monitoring.pages`), of
 managers (`monitoring.manager_pages`, their sharing agreements in
-`monitoring.agreement_pages`) and of the control centre (`monitoring.control`), all
-over one `MonitorService`."""
+`monitoring.agreement_pages`) and of the control centre (`monitoring.control`), and
+`/healthz` and `/readyz` (`monitoring.metrics.monitor_checks`), all over one
+`MonitorService`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from monitoring.agreement_pages import agreement_router
 from monitoring.control import control_router
 from monitoring.emoncms import emoncms_router
 from monitoring.manager_pages import manager_router
+from monitoring.metrics import monitor_checks
 from monitoring.pages import pages_router
 from monitoring.service import MonitorService
 from monitoring.templating import error_page
+from service.health import install_health
 from service.http import error_response, install_error_handlers
 
 
@@ -43,6 +46,7 @@ def create_app(service: MonitorService, *, docs: bool = False) -> FastAPI:
             return error_response(404, "not_found", message)
         return error_page(request, 404, "not_found", message)
 
+    install_health(app, monitor_checks(service))  # no session: a supervisor has none
     app.include_router(emoncms_router(service))
     app.include_router(pages_router(service))
     app.include_router(manager_router(service))

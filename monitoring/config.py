@@ -1,9 +1,10 @@
 """The monitoring service's configuration: one TOML file (`petra monitor serve --config
 monitor.toml`); `docs/examples/monitor.toml` shows every section, commented.
 
-Sections: `[service]` (store URL, host, port, secure cookies), `[retention]` (raw_days),
-`[[community]]` (id, name, time zone, currency, prices in EUR/kWh, CO2), `[mqtt]` with its
-`[[mqtt.shelly]]` and `[[mqtt.json]]` devices, `[[modbus]]` devices, `[datadis]`.
+Sections: `[service]` (store URL, host, port, secure cookies, log level and format, metrics
+host and port), `[retention]` (raw_days), `[[community]]` (id, name, time zone, currency,
+prices in EUR/kWh, CO2), `[mqtt]` with its `[[mqtt.shelly]]` and `[[mqtt.json]]` devices,
+`[[modbus]]` devices, `[datadis]`.
 
 Every path is relative to the configuration file's folder, whatever folder the service starts
 in: the password files, and the `store` when it is a SQLite URL with a relative path. Every
@@ -38,7 +39,16 @@ MODBUS_KINDS = ("sdm630", "sunspec")
 MODBUS_PORT, MODBUS_DEVICE_ID, MODBUS_INTERVAL_S = 502, 1, 10.0
 DATADIS_URL, DATADIS_HOUR = "https://datadis.es", 6  # its data of a day is complete by morning
 SECTIONS = ("service", "retention", "community", "mqtt", "modbus", "datadis")
-SERVICE_KEYS = ("store", "host", "port", "secure_cookies")
+SERVICE_KEYS = (
+    "store",
+    "host",
+    "port",
+    "secure_cookies",
+    "log_level",
+    "log_format",
+    "metrics_host",
+    "metrics_port",
+)
 RETENTION_KEYS = ("raw_days",)
 COMMUNITY_KEYS = (
     "id",
@@ -77,6 +87,12 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 7460
     secure_cookies: bool = False
+    # Logging and metrics; None: not in the file, the command's flag or default.
+    # `petra monitor serve` checks the words as its flags' own.
+    log_level: str | None = None
+    log_format: str | None = None
+    metrics_host: str | None = None
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +219,14 @@ def _service(table: dict[str, Any], base: Path) -> ServiceConfig:
         host=_str(table, "service", "host", default.host),
         port=_int(table, "service", "port", 1, 65_535, default.port),
         secure_cookies=_bool(table, "service", "secure_cookies", default.secure_cookies),
+        log_level=_str(table, "service", "log_level") if "log_level" in table else None,
+        log_format=_str(table, "service", "log_format") if "log_format" in table else None,
+        metrics_host=_str(table, "service", "metrics_host") if "metrics_host" in table else None,
+        metrics_port=(
+            _int(table, "service", "metrics_port", 0, 65_535, 0)
+            if "metrics_port" in table
+            else None
+        ),
     )
 
 

@@ -994,6 +994,7 @@ class DailyFetch:
         self.client, self.store, self.supplies = client, store, tuple(supplies)
         self.hour, self.tz = hour, tz
         self.last_day: date | None = None
+        self.stored = 0  # samples stored since start, for the metrics
 
     def tick(self) -> None:
         self.due()
@@ -1013,6 +1014,7 @@ class DailyFetch:
         except DatadisError as exc:
             self.store.refuse("datadis", exc.reason, exc.message)
             return None
+        self.stored += summary.stored
         log.info(
             "Datadis: %d samples stored, %d replaced, %d refused from %d supply point(s)",
             summary.stored,

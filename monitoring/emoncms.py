@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.keys import KeyGrant, grant_of, node_communities
+from monitoring.metrics import EMONCMS
 from monitoring.samples import EARLIEST_S, MAX_ABS_VALUE, Refused, Sample, sample
 from monitoring.service import MonitorService
 from monitoring.store import Feed, MonitoringStore, MonitoringStoreError
@@ -633,6 +634,7 @@ def _store_inputs(
             status_code=503,
             headers={"Retry-After": "5"},
         )
+    service.samples.add(EMONCMS, len(samples))
     return PlainTextResponse('{"success": true}' if "fulljson" in params else "ok")
 
 

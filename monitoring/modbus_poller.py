@@ -94,6 +94,7 @@ class ModbusPoller:
         backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
         self.store = store
+        self.stored = 0  # samples written since start, for the metrics
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,6 +174,7 @@ class ModbusPoller:
             return
         try:
             self.store.write(samples, now=now)
+            self.stored += len(samples)
             if not polled.typed:
                 set_kinds_on_first_sight(
                     self.store, {(s.node, s.name): KINDS.get(s.name) for s in samples}

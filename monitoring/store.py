@@ -22,10 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -50,11 +52,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitoring.samples import KINDS, OTHER, Sample
-from service import StoreError, open_service_database, service_meta
+from service import StoreError, StoreSchema, open_service_database, service_meta
 
 log = logging.getLogger("petra.monitoring.store")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # the meta table's schema, which releases before revisions refuse
+SCHEMA_REVISION = "0002"  # the head of monitoring/migrations
 STORE_ROLE = "monitoring"
 QUARTER_S, HOUR_S, DAY_S = 900, 3_600, 86_400
 PERIODS = (QUARTER_S, HOUR_S, DAY_S)  # DAY_S stands for "the community's local day"
@@ -95,7 +98,8 @@ installation = Table(
     Column("community_id", String(64), ForeignKey("mon_community.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("peak_kw", Float, nullable=False),
-    Column("cost_micro", Integer),  # what it cost, for its amortisation
+    # What it cost, for its amortisation: micro-units pass 2**31 at 2,148 EUR (revision 0002).
+    Column("cost_micro", BigInteger),
     Column("commissioned", String(10)),  # ISO date
 )
 
@@ -242,6 +246,19 @@ Index("mon_agreement_installation", agreement.c.installation_id, agreement.c.fir
 Index("mon_session_user", session.c.user_id)
 
 
+SCHEMA = StoreSchema(
+    metadata,
+    meta,
+    SCHEMA_VERSION,
+    SCHEMA_REVISION,
+    "mon_alembic_version",
+    Path(__file__).with_name("migrations"),
+    "the monitoring database",
+    "the monitoring service",
+    "petra monitor migrate",
+)
+
+
 class MonitoringStoreError(StoreError):
     """The store cannot be opened, or a write failed: nothing of it was stored."""
 
@@ -330,9 +347,7 @@ class MonitoringStore:
 
     def __init__(self, url: str, retention: Retention = Retention()) -> None:
         try:
-            self.engine = open_service_database(
-                url, metadata, meta, SCHEMA_VERSION, "the monitoring database"
-            )
+            self.engine = open_service_database(url, SCHEMA)
         except StoreError as exc:
             raise MonitoringStoreError(str(exc)) from exc
         self.retention = retention

@@ -15,8 +15,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from petra.config import ConfiguredCommand, chosen, config_option
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     check_ledger_genesis,
     configure_logging,
     fail,
@@ -46,11 +50,13 @@ if TYPE_CHECKING:
 MAX_STREAMS = 16  # per rendezvous circuit: a client wanting more builds circuits, at a cost
 
 
-@bidstore_app.command("serve")
+@bidstore_app.command("serve", cls=ConfiguredCommand)
 def serve_command(
+    ctx: typer.Context,
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
+    config: Annotated[Path | None, config_option("bidstore")] = None,
     ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
     host: Annotated[
         str, typer.Option(help="The address to listen on: loopback only.")
@@ -114,6 +120,9 @@ def serve_command(
         ),
     ] = None,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9460,
 ) -> None:
     """Serve the bid store under /v1 on loopback: check orders against the ledger, keep the
     book, clear call auctions at their gate, relay trade proposals. Keeps nothing on disk but
@@ -122,7 +131,7 @@ def serve_command(
     from bidstore.service import BidStore, Limits
     from ledger.client import LedgerClient
 
-    configure_logging(log_level, "bidstore")
+    configure_logging(log_level, "bidstore", log_format)
     _, genesis_doc = read_genesis(genesis)
     if host not in LOOPBACK:
         fail(f"the bid store listens on loopback only, not {host}: reach it with --onion")
@@ -153,7 +162,13 @@ def serve_command(
         "bid store on http://%s:%s/v1 (ledger %s, keeping nothing on disk)", host, port, ledger
     )
     try:
-        serve(create_app(store), host, port)
+        serve(
+            create_app(store),
+            host,
+            port,
+            metrics=(store.registry, metrics_host, metrics_port),
+            metrics_by_default=not chosen(ctx, "metrics_port"),
+        )
     finally:
         client.close()
     log.info("stopped")

@@ -24,8 +24,12 @@ from petra.backup_cli import add_backup_command
 from petra.bidstore_cli import bidstore_app
 from petra.community_bench_cli import bench_community_command
 from petra.community_cli import community_app
+from petra.config import ConfiguredCommand, chosen, config_option
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     PassphraseFile,
     configure_logging,
     err,
@@ -36,11 +40,14 @@ from petra.console import (
     read_passphrase,
     serve,
     serve_limits,
+    serving_metrics,
     shown_store,
     warn,
     write_private,
 )
 from petra.dso_cli import dso_app
+from petra.ledger_check_cli import add_check_store_command
+from petra.meter_bench_cli import bench_meter_command
 from petra.meter_cli import meter_app
 from petra.migrate_cli import add_migrate_command
 from petra.mixer_cli import mixer_app
@@ -93,6 +100,7 @@ app.add_typer(community_app, name="community")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 bench_app.command("sim")(bench_sim_command)
+bench_app.command("meter")(bench_meter_command)
 # Every role with a database of its own upgrades it and backs it up the same way.
 for _role_app, _role in (
     (ledger_app, "ledger"),
@@ -102,6 +110,7 @@ for _role_app, _role in (
 ):
     add_migrate_command(_role_app, _role)
     add_backup_command(_role_app, _role)
+add_check_store_command(ledger_app)
 
 
 @bench_app.callback()
@@ -261,7 +270,7 @@ def demo_command() -> None:
         fail(f"the demo went wrong: {exc}")
 
 
-@ledger_app.command("serve")
+@ledger_app.command("serve", cls=ConfiguredCommand)
 def serve_command(
     ctx: typer.Context,
     genesis: Annotated[
@@ -270,6 +279,7 @@ def serve_command(
     keys: Annotated[
         Path, typer.Option(help="The key file holding one of the genesis's sequencer keys.")
     ],
+    config: Annotated[Path | None, config_option("ledger")] = None,
     store: Annotated[
         str, typer.Option(help="The database's SQLAlchemy URL: the ledger's store.")
     ] = ("sqlite:///petra-ledger.sqlite"),
@@ -279,6 +289,9 @@ def serve_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7420,
     passphrase_file: PassphraseFile = None,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9420,
 ) -> None:
     """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks."""
 
@@ -286,7 +299,7 @@ def serve_command(
     from ledger.api import LedgerNode, create_app
     from service.database import StoreError
 
-    configure_logging(log_level, "ledger")
+    configure_logging(log_level, "ledger", log_format)
     genesis_raw, genesis_doc = read_genesis(genesis)
     signing = [
         k
@@ -311,7 +324,14 @@ def serve_command(
         node.ledger.size,
     )
     try:
-        serve(create_app(node), host, port, stop)
+        serve(
+            create_app(node),
+            host,
+            port,
+            stop,
+            metrics=(node.registry, metrics_host, metrics_port),
+            metrics_by_default=not chosen(ctx, "metrics_port"),
+        )
     finally:
         node.close()
     if node.fatal is not None:  # exit non-zero, so that a supervisor restarts the node
@@ -323,13 +343,14 @@ def serve_command(
     log.info("stopped")
 
 
-@ledger_app.command("replicate")
+@ledger_app.command("replicate", cls=ConfiguredCommand)
 def replicate_command(
     ctx: typer.Context,
     primary: Annotated[str, ledger_option(": the primary to follow, e.g. http://host:7420")],
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
+    config: Annotated[Path | None, config_option("replica")] = None,
     store: Annotated[
         str, typer.Option(help="The database's SQLAlchemy URL: the replica's store.")
     ] = ("sqlite:///petra-replica.sqlite"),
@@ -341,6 +362,9 @@ def replicate_command(
         Path, typer.Option(help="Folder to keep the evidence of a divergence in.", file_okay=False)
     ] = Path("petra-evidence"),
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9421,
 ) -> None:
     """Follow a primary: check and re-validate every block, serve the same read API; stop with
     exit code 3 and the evidence on any divergence."""
@@ -351,7 +375,7 @@ def replicate_command(
     from service import serving
     from service.database import StoreError
 
-    configure_logging(log_level, "replica")
+    configure_logging(log_level, "replica", log_format)
     genesis_raw, _ = read_genesis(genesis)
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the replica is reachable beyond this machine")
@@ -365,6 +389,7 @@ def replicate_command(
     stopped: list[BaseException] = []
     client = LedgerClient(primary)
     follower = Follower(node.ledger, client, evidence, on_block=lambda _: node.notify_block())
+    node.watch(follower)  # readiness and the lag metrics: how far behind the primary it is
 
     def follow() -> None:
         try:
@@ -380,9 +405,11 @@ def replicate_command(
         "replica of %s on http://%s:%s/v1 (store %s, tree size %s)",
         *(primary, host, port, shown_store(store), node.ledger.size),
     )
-    thread.start()
+    metrics = (node.registry, metrics_host, metrics_port)
     try:
-        server.run()
+        with serving_metrics(metrics, by_default=not chosen(ctx, "metrics_port")):
+            thread.start()
+            server.run()
     except SystemExit:  # uvicorn's own exit code on a failed start would read as a divergence
         fail(f"cannot serve on {host}:{port}: the address is in use or not this machine's")
     finally:

@@ -69,7 +69,15 @@ LogLevel = Annotated[
 
 LOG_FORMATS = ("text", "json")
 # Environment variables holding secrets: their values are masked in every log line.
-SECRET_ENVS = (PASSPHRASE_ENV, "PETRA_ADMIN_TOKEN", "PETRA_DATADIS_PASSWORD", "PGPASSWORD")
+SECRET_ENVS = (
+    PASSPHRASE_ENV,
+    "PETRA_ADMIN_TOKEN",
+    "PETRA_DSO_TOKEN",
+    "PETRA_DATADIS_PASSWORD",
+    "PGPASSWORD",
+)
+# Secrets read from files (a passphrase, a broker's password): masked as the environment's are.
+_SECRETS_READ: set[str] = set()
 _URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
 
 
@@ -92,6 +100,43 @@ LogFormat = Annotated[
 ]
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MetricsHost = Annotated[
+    str,
+    typer.Option(
+        "--metrics-host",
+        help="The address to serve the Prometheus metrics on (loopback unless told).",
+    ),
+]
+MetricsPort = Annotated[
+    int,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="The port to serve the Prometheus metrics on at /metrics (0: none).",
+    ),
+]
+
+
+def mask_in_logs(secret: str) -> None:
+    """Never write `secret` (read from a file: a passphrase, a password) in a log line."""
+    if len(secret) >= 4:  # a shorter one would mask ordinary words
+        _SECRETS_READ.add(secret)
+
+
+def masked(text: str) -> str:
+    """`text` without what must never reach a log: the password of a URL
+    (`postgresql://petra:***@db/petra`), the value of every secret the environment holds
+    (`SECRET_ENVS`) and every secret read from a file (`mask_in_logs`)."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    secrets = [os.environ.get(name) for name in SECRET_ENVS] + sorted(_SECRETS_READ)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
 class _OneLine(logging.Formatter):
     """`2026-12-05 22:40:01 ledger INFO message`: one line per event, whatever the message
     holds; an exception is named on the same line, its traceback follows only at debug."""
@@ -105,13 +150,13 @@ class _OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if self.tracebacks:
-            return super().format(record)
+            return masked(super().format(record))
         record.message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             record.message += f" ({type(exc).__name__}: {exc})"
         record.asctime = self.formatTime(record, self.datefmt)
-        line = self.formatMessage(record)
+        line = masked(self.formatMessage(record))
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
@@ -132,30 +177,25 @@ class _JsonLine(logging.Formatter):
             "role": self.role,
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": masked(record.getMessage()),
         }
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            line["error"] = f"{type(exc).__name__}: {exc}"
+            line["error"] = masked(f"{type(exc).__name__}: {exc}")
             if self.tracebacks:
-                line["traceback"] = self.formatException(record.exc_info)
+                line["traceback"] = masked(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class _NoSecrets(logging.Filter):
-    """Masks what must never reach a log, whichever library wrote the line: the password of a
-    URL (`postgresql://petra:***@db/petra`) and the value of every secret the environment
-    holds (`SECRET_ENVS`)."""
+    """Masks what must never reach a log (`masked`) in every record, whichever library wrote
+    it; the formatters mask the exception they add too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _URL_PASSWORD.sub(r"\1***@", message)
-        for name in SECRET_ENVS:
-            secret = os.environ.get(name)
-            if secret and len(secret) >= 4:
-                masked = masked.replace(secret, "***")
-        if masked != message:
-            record.msg, record.args = masked, None
+        hidden = masked(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
         return True
 
 
@@ -191,7 +231,9 @@ def read_passphrase(path: Path | None) -> bytes | None:
     """The passphrase from `path` (first line) or the environment; None when neither is given."""
     if path is not None:
         lines = path.read_bytes().splitlines()
-        return lines[0] if lines else b""
+        passphrase = lines[0] if lines else b""
+        mask_in_logs(passphrase.decode("utf-8", "replace"))
+        return passphrase
     value = os.environ.get(PASSPHRASE_ENV)
     return value.encode() if value is not None else None
 
@@ -266,14 +308,16 @@ def serve(
     port: int,
     stop: threading.Event | None = None,
     metrics: tuple[CollectorRegistry, str, int] | None = None,
+    *,
+    metrics_by_default: bool = False,
 ) -> None:
     """Serve `app` under the limits of `service.serving` until SIGTERM, Ctrl-C or `stop` is
     set, then return (so the caller's clean-up runs); a failed start is one sentence.
     `metrics`: (registry, host, port) to serve the service's metrics on meanwhile (a port of
-    0 serves none)."""
+    0 serves none); `metrics_by_default` as `serving_metrics` takes it."""
     from service.serving import server
 
-    with serving_metrics(metrics):
+    with serving_metrics(metrics, by_default=metrics_by_default):
         try:
             server(app, host, port, serve_limits(), stop).run()
         except SystemExit:  # uvicorn's own exit on a failed start, with no sentence of ours
@@ -281,9 +325,13 @@ def serve(
 
 
 @contextlib.contextmanager
-def serving_metrics(metrics: tuple[CollectorRegistry, str, int] | None) -> Iterator[None]:
+def serving_metrics(
+    metrics: tuple[CollectorRegistry, str, int] | None, *, by_default: bool = False
+) -> Iterator[None]:
     """Serve a registry's metrics at http://host:port/metrics while inside (none when `metrics`
-    is None or its port 0); an address in use is one sentence."""
+    is None or its port 0). An address in use is one sentence and exit 2, unless the port is
+    the role's default (`by_default`: nobody chose it), which warns and serves no metrics: a
+    second service on one machine still runs."""
     if metrics is None or metrics[2] == 0:
         yield
         return
@@ -293,8 +341,12 @@ def serving_metrics(metrics: tuple[CollectorRegistry, str, int] | None) -> Itera
     try:
         served = serve_metrics(registry, host, port)
     except OSError as exc:
-        fail(f"cannot serve the metrics on {host}:{port}: {exc.strerror or exc}")
-    if host not in ("127.0.0.1", "::1", "localhost"):
+        if not by_default:
+            fail(f"cannot serve the metrics on {host}:{port}: {exc.strerror or exc}")
+        warn(f"metrics not served: port {port} is in use; set --metrics-port")
+        yield
+        return
+    if host not in LOOPBACK:
         warn(f"metrics on {host}: reachable beyond this machine")
     logging.getLogger("petra").info("metrics on http://%s:%s/metrics", host, served.port)
     try:

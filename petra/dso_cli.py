@@ -20,8 +20,12 @@ from rich.table import Table
 
 from assets.keyfile import is_sealed
 from dso.client import DEFAULT_URL, DsoClient, DsoClientError
+from petra.config import ConfiguredCommand, chosen, config_option
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     PassphraseFile,
     check_ledger_genesis,
     configure_logging,
@@ -348,7 +352,7 @@ def admin_recover(
         typer.echo(token)
 
 
-@dso_app.command("serve")
+@dso_app.command("serve", cls=ConfiguredCommand)
 def serve_command(
     ctx: typer.Context,
     genesis: Annotated[
@@ -362,6 +366,7 @@ def serve_command(
             dir_okay=False,
         ),
     ],
+    config: Annotated[Path | None, config_option("dso")] = None,
     ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
     store: Annotated[str, typer.Option(help="The database's SQLAlchemy URL: the DSO database.")] = (
         "sqlite:///petra-dso.sqlite"
@@ -376,6 +381,9 @@ def serve_command(
     ] = None,
     passphrase_file: PassphraseFile = None,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9430,
 ) -> None:
     """Serve the DSO admin API under /v1 (docs/dso-api.md), following the ledger."""
 
@@ -385,7 +393,7 @@ def serve_command(
     from dso.store import STORE_ROLE, DsoStore, DsoStoreError
     from ledger.client import LedgerClient
 
-    configure_logging(log_level, "dso")
+    configure_logging(log_level, "dso", log_format)
     _, genesis_doc = read_genesis(genesis)
     # Read first, so a damaged file or a wrong passphrase is named as such, not as "in clear".
     found = read_keys(keys, passphrase_file)
@@ -411,7 +419,13 @@ def serve_command(
     shown = shown_store(store)
     log.info("DSO node on http://%s:%s/v1 (database %s, ledger %s)", host, port, shown, ledger)
     try:
-        serve(create_app(service, docs=docs), host, port)
+        serve(
+            create_app(service, docs=docs),
+            host,
+            port,
+            metrics=(service.registry, metrics_host, metrics_port),
+            metrics_by_default=not chosen(ctx, "metrics_port"),
+        )
     finally:
         service.close()
         client.close()

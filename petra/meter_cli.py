@@ -12,8 +12,12 @@ from rich.console import Console
 
 from assets import Keypair, Output
 from assets.keyfile import dump_keys, is_sealed
+from petra.config import log_and_metrics
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     PassphraseFile,
     configure_logging,
     err,
@@ -92,10 +96,18 @@ def keygen_command(
 def run_command(
     ctx: typer.Context,
     config: Annotated[
-        Path, typer.Option(help="The meter's TOML configuration.", exists=True, dir_okay=False)
+        Path,
+        typer.Option(
+            help="The meter's TOML configuration; the options below override its keys.",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     passphrase_file: PassphraseFile = None,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9440,
 ) -> None:
     """Run the meter: read its sources, follow the ledger, bill the DSO every interval and
     serve its owner's API on loopback (docs/architecture.md, "The smart meter")."""
@@ -106,13 +118,15 @@ def run_command(
     from smartmeter.node import MeterNode
     from smartmeter.store import MeterStoreError
 
-    configure_logging(log_level, "meter")
-    if log_level != "debug":  # a line per failed connection; the sources say it once, in words
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         settings = load_config(config)
     except ConfigError as exc:
         fail(f"{config}: {exc}")
+    log_metrics = log_and_metrics(ctx, config, "meter", settings)
+    configure_logging(log_metrics.log_level, "meter", log_metrics.log_format)
+    # pymodbus logs a line per failed connection; the sources say it once, in words.
+    if log_metrics.log_level != "debug":
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     # Held first: before the meter replays its readings or follows the ledger.
     hold_store_for(ctx, settings.store, "meter", "petra meter run")
     _, genesis = read_genesis(settings.genesis)
@@ -149,7 +163,13 @@ def run_command(
         settings.dso,
     )
     try:
-        serve(node.app(), "127.0.0.1", port)
+        serve(
+            node.app(),
+            "127.0.0.1",
+            port,
+            metrics=(node.registry, log_metrics.metrics_host, log_metrics.metrics_port),
+            metrics_by_default=log_metrics.metrics_by_default,
+        )
     finally:
         node.stop()
     logging.getLogger("petra").info("stopped")

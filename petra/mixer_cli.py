@@ -8,8 +8,12 @@ from typing import Annotated
 
 import typer
 
+from petra.config import ConfiguredCommand, chosen, config_option
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     check_ledger_genesis,
     configure_logging,
     fail,
@@ -25,11 +29,13 @@ mixer_app = typer.Typer(
 log = logging.getLogger("petra")
 
 
-@mixer_app.command("serve")
+@mixer_app.command("serve", cls=ConfiguredCommand)
 def serve_command(
+    ctx: typer.Context,
     genesis: Annotated[
         Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
     ],
+    config: Annotated[Path | None, config_option("mixer")] = None,
     ledger: Annotated[str, typer.Option(help="The ledger's URL.")] = "http://127.0.0.1:7420",
     min_peers: Annotated[
         int, typer.Option(min=2, max=256, help="Peers a pool needs to start at its deadline.")
@@ -48,6 +54,9 @@ def serve_command(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 7450,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9450,
 ) -> None:
     """Serve the coordinator under /v1: form pools, relay messages, enforce timeouts, submit
     each finished transfer to the ledger. Keeps nothing on disk."""
@@ -57,7 +66,7 @@ def serve_command(
     from mixer.api import create_app
     from mixer.coordinator import Coordinator
 
-    configure_logging(log_level, "mixer")
+    configure_logging(log_level, "mixer", log_format)
     _, genesis_doc = read_genesis(genesis)
     if min_peers > max_peers:
         fail(f"--min-peers ({min_peers}) must not exceed --max-peers ({max_peers})")
@@ -79,7 +88,13 @@ def serve_command(
         *(host, port, ledger, min_peers, max_peers),
     )
     try:
-        serve(create_app(coordinator), host, port)
+        serve(
+            create_app(coordinator),
+            host,
+            port,
+            metrics=(coordinator.registry, metrics_host, metrics_port),
+            metrics_by_default=not chosen(ctx, "metrics_port"),
+        )
     finally:
         client.close()
     log.info("stopped")

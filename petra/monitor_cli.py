@@ -9,17 +9,22 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from petra.config import log_and_metrics
 from petra.console import (
+    LogFormat,
     LogLevel,
+    MetricsHost,
+    MetricsPort,
     configure_logging,
     fail,
     hold_store_for,
+    mask_in_logs,
     serve,
     shown_store,
     warn,
@@ -28,6 +33,9 @@ from petra.vocabulary import json_option, money_argument
 
 if TYPE_CHECKING:
     from monitoring.config import MonitorConfig
+    from monitoring.datadis import DailyFetch
+    from monitoring.mqtt_ingest import MqttIngest
+    from monitoring.service import Storing
     from monitoring.store import MonitoringStore
 
 log = logging.getLogger("petra")
@@ -117,6 +125,9 @@ def serve_command(
     ] = None,
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = 9470,
 ) -> None:
     """Serve the monitoring pages and the emoncms-compatible APIs, and ingest what the
     configuration names: MQTT topics, Modbus devices, Datadis."""
@@ -124,8 +135,15 @@ def serve_command(
     from monitoring.service import MonitorService
     from monitoring.store import STORE_ROLE, MonitoringStore, MonitoringStoreError, Retention
 
-    configure_logging(log_level, "monitor")
     settings = _config(config)
+    log_metrics = log_and_metrics(ctx, config, "service", settings and settings.service)
+    configure_logging(log_metrics.log_level, "monitor", log_metrics.log_format)
+    for password in (
+        settings and settings.mqtt and settings.mqtt.password,
+        settings and settings.datadis and settings.datadis.password,
+    ):
+        if password:
+            mask_in_logs(password)
     url = store or (settings.service.store if settings else DEFAULT_STORE)
     listen = host or (settings.service.host if settings else "127.0.0.1")
     on_port = port or (settings.service.port if settings else DEFAULT_PORT)
@@ -142,12 +160,22 @@ def serve_command(
         if settings is not None:
             _apply_communities(database, settings)
         folder = config.parent if config is not None else Path.cwd()
-        running.enter_context(_ingesting(database, settings, folder))
+        ingests = running.enter_context(_ingesting(database, settings, folder))
+        mqtt = ingests.pop("mqtt", None)
         service = MonitorService(
-            database, secure_cookies=settings.service.secure_cookies if settings else False
+            database,
+            secure_cookies=settings.service.secure_cookies if settings else False,
+            mqtt=cast("MqttIngest | None", mqtt),
+            ingests=ingests,
         )
         log.info("monitoring on http://%s:%s/ (database %s)", listen, on_port, shown_store(url))
-        serve(create_app(service, docs=docs), listen, on_port)
+        serve(
+            create_app(service, docs=docs),
+            listen,
+            on_port,
+            metrics=(service.registry, log_metrics.metrics_host, log_metrics.metrics_port),
+            metrics_by_default=log_metrics.metrics_by_default,
+        )
     log.info("stopped")
 
 
@@ -178,39 +206,45 @@ def _apply_communities(database: MonitoringStore, settings: MonitorConfig) -> No
 @contextmanager
 def _ingesting(
     database: MonitoringStore, settings: MonitorConfig | None, config_folder: Path
-) -> Iterator[None]:
+) -> Iterator[dict[str, Storing]]:
     """The ingestion the configuration names, running until the block ends, and the daily
-    pruning of raw samples the retention lets go."""
+    pruning of raw samples the retention lets go; yields each ingestion by its path (`mqtt`,
+    `modbus`, `datadis`), for the metrics and the readiness."""
     from monitoring.modbus_poller import ModbusPoller
     from monitoring.mqtt_ingest import MqttIngest
     from service.ticker import Ticker
 
+    running: dict[str, Storing] = {}
     with ExitStack() as stack:
         if settings is not None and settings.mqtt is not None:
             ingest = MqttIngest(database, settings.mqtt)
+            running["mqtt"] = ingest
             ingest.start()
             stack.callback(ingest.close)
             log.info("reading MQTT from %s:%s", settings.mqtt.host, settings.mqtt.port)
         if settings is not None and settings.modbus:
             poller = ModbusPoller(database, settings.modbus)
+            running["modbus"] = poller
             poller.start()
             stack.callback(poller.close)
             log.info("polling %d Modbus device(s)", len(settings.modbus))
         if settings is not None and settings.datadis is not None:
-            stack.enter_context(_datadis_daily(database, settings, config_folder))
+            running["datadis"] = stack.enter_context(
+                _datadis_daily(database, settings, config_folder)
+            )
         if database.retention.raw_days is not None:
             pruning = Ticker(
                 lambda: log.info("pruned %d raw samples", database.prune()), 3_600.0, "pruning"
             )
             pruning.start()
             stack.callback(pruning.stop)
-        yield
+        yield running
 
 
 @contextmanager
 def _datadis_daily(
     database: MonitoringStore, settings: MonitorConfig, folder: Path
-) -> Iterator[None]:
+) -> Iterator[DailyFetch]:
     """The daily Datadis fetch of `[datadis]`, its answers cached in `datadis-cache/` beside
     the configuration, in the first community's time zone (Spain's mainland by default)."""
     from monitoring.datadis import DailyFetch, DatadisClient
@@ -228,7 +262,7 @@ def _datadis_daily(
     ticker.start()
     log.info("fetching Datadis daily from %02d:00 (%s)", datadis.hour, tz.key)
     try:
-        yield
+        yield job
     finally:
         ticker.stop()
         client.close()

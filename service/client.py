@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -55,6 +57,14 @@ def retry_after_s(response: httpx.Response, cap_s: float | None = None) -> float
     return float(value) if cap_s is None else min(float(value), cap_s)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context of the process's clients, as httpx makes it by default (verifying
+    servers against certifi's authorities): each context loads them (about 1 MB), and a
+    daemon on a small board holds a client per service it talks to."""
+    return httpx.create_ssl_context()
+
+
 class ServiceClient:
     """The base of every PETra client: one HTTP connection pool to a service at `base_url`
     (a trailing `/v1` may be given or not), its requests under `prefix`, closed by `close` or
@@ -78,6 +88,7 @@ class ServiceClient:
             proxy=proxy,
             timeout=timeout_s,
             transport=transport,
+            verify=tls_context(),
         )
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """A service's own database: the engine (SQLite made durable and private, PostgreSQL with a
-healthy pool), its schema-version table, opening it with its tables and version checked, and
-holding it for one process (`hold_store`). Every store (the ledger's, the DSO's, a meter's)
+healthy pool), its schema (`StoreSchema`: the tables, the revision of its migrations),
+opening it at that revision or refusing it with the command that migrates it, and holding it
+for one process (`hold_store`). Every store (the ledger's, the DSO's, a meter's)
 opens its database here."""
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,18 @@ from sqlalchemy import (
     Column,
     Engine,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 
@@ -42,14 +45,20 @@ class StoreBusy(StoreError):
     """Another process holds the store (`hold_store`); the message names it."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # durable: a committed block survives power loss
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB: the hot index pages stay in memory
-    cursor.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints
-    cursor.close()
+SQLITE_CACHE_MIB = 256  # per connection: a ledger's hot index pages stay in memory
+
+
+def _sqlite_pragmas(cache_mib: int) -> Callable[[Any, ConnectionPoolEntry], None]:
+    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # durable: a committed block survives power loss
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # KiB when negative
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints
+        cursor.close()
+
+    return on_connect
 
 
 def create_private_file(path: Path) -> None:
@@ -63,14 +72,15 @@ def create_private_file(path: Path) -> None:
         raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
 
 
-def create_store_engine(url: str) -> Engine:
-    """An engine for `url`: SQLite made durable, PostgreSQL with a healthy pool."""
+def create_store_engine(url: str, sqlite_cache_mib: int = SQLITE_CACHE_MIB) -> Engine:
+    """An engine for `url`: SQLite made durable, each connection caching up to
+    `sqlite_cache_mib` MiB of pages; PostgreSQL with a healthy pool."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
             create_private_file(Path(parsed.database))
         engine = create_engine(url)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_cache_mib))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
@@ -85,33 +95,137 @@ def service_meta(prefix: str, metadata: MetaData) -> Table:
     )
 
 
-def open_service_database(
-    url: str,
-    metadata: MetaData,
-    meta: Table,
-    version: str,
-    what: str,
-    setup: Mapping[str, Sequence[str]] | None = None,
-) -> Engine:
-    """The engine of a service's own database (the DSO's, a meter's): its tables created, the
-    `setup` statements of its dialect run, and its schema version checked (or recorded, when
-    new). StoreError names `what` when it cannot be opened or is of another schema."""
-    try:
-        engine = create_store_engine(url)
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            for statement in (setup or {}).get(engine.dialect.name, ()):
-                conn.execute(text(statement))
-            found = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
-            if found is None:
-                conn.execute(meta.insert(), {"key": "schema", "value": version})
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open {what} at {url}: {exc.args[0]}") from exc
-    if found is not None and found != version:
-        engine.dispose()
-        raise StoreError(
-            f"{what} schema {found} is not {version}: use a PETra release that knows it"
+PREDATES_REVISIONS = "before revisions"  # what `store_revision` says of a store from before
+_REVISION_DIGITS = 4  # revision ids are zero-padded sequence numbers: "0001", "0002"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSchema:
+    """A role's store at this release's schema, and how to name it to an operator.
+
+    `revision` is the head of the role's migrations (the folder `migrations`), kept as a
+    constant so that opening a store imports no alembic; `version_table` is where alembic keeps
+    the store's revision, one per role (`<prefix>_alembic_version`), so roles can share one
+    PostgreSQL database; `version` is the `schema` value of the meta table at `revision`, which
+    releases from before migrations check and refuse. `setup` holds the statements (triggers)
+    of each dialect that a new database gets beside its tables. `sqlite_cache_mib`: the page
+    cache of each SQLite connection (a meter on a small board keeps it small)."""
+
+    metadata: MetaData
+    meta: Table
+    version: str | bytes
+    revision: str
+    version_table: str
+    migrations: Path
+    what: str  # "the DSO database"
+    service: str  # what to stop while migrating: "the DSO"
+    command: str  # "petra dso migrate"
+    setup: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    sqlite_cache_mib: int = SQLITE_CACHE_MIB
+
+
+class SchemaOutdated(StoreError):
+    """The store is at an older schema revision than this release's: `migrate` upgrades it."""
+
+
+def version_table(schema: StoreSchema) -> Table:
+    """The table alembic records the store's revision in, as alembic itself declares it."""
+    name = schema.version_table
+    return Table(
+        name,
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+    )
+
+
+def store_revision(conn: Connection, schema: StoreSchema) -> str | None:
+    """The store's schema revision (its version table's), `PREDATES_REVISIONS` for a store
+    written before migrations (a schema in its meta table, no revision), None for a database
+    that holds no such store yet."""
+    inspector = inspect(conn)
+    if inspector.has_table(schema.version_table):
+        found = conn.scalar(select(version_table(schema).c.version_num))
+        if found is not None:
+            return str(found)
+    if not inspector.has_table(schema.meta.name):
+        return None
+    meta = schema.meta
+    found = conn.scalar(select(meta.c.value).where(meta.c.key == "schema"))
+    return None if found is None else PREDATES_REVISIONS
+
+
+def check_revision(found: str | None, schema: StoreSchema, url: str) -> None:
+    """Refuse a store not at this release's revision, naming what to do: SchemaOutdated (with
+    the `migrate` command to run) for an older one, StoreError for a newer one."""
+    if found is None or found == schema.revision:
+        return
+    shown = make_url(url).render_as_string(hide_password=True)
+    if found == PREDATES_REVISIONS or _older(found, schema.revision):
+        where = (
+            "predates schema revisions"
+            if found == PREDATES_REVISIONS
+            else f"is at schema revision {found}"
         )
+        raise SchemaOutdated(
+            f"{schema.what} at {shown} {where} (this release needs {schema.revision}): "
+            f"stop {schema.service} and run `{schema.command} --store {shown}`"
+        )
+    raise StoreError(
+        f"{schema.what} at {shown} is at schema revision {found}, which this release does not "
+        f"know (it needs {schema.revision}): a newer PETra release wrote it; use that release"
+    )
+
+
+def _older(found: str, revision: str) -> bool:
+    """Whether revision id `found` comes before `revision` (both zero-padded numbers)."""
+    return found.isdigit() and len(found) == _REVISION_DIGITS and found < revision
+
+
+def open_schema(engine: Engine, schema: StoreSchema, url: str) -> None:
+    """Check that the store behind `engine` is at this release's schema revision; an empty
+    database gets the tables of that revision, stamped with it. StoreError (SchemaOutdated when
+    `migrate` helps) otherwise; SQLAlchemyError when the database cannot be read."""
+    with engine.begin() as conn:
+        found = store_revision(conn, schema)
+    if found is None:
+        try:
+            _create(engine, schema)
+        except IntegrityError:  # another process created it meanwhile: read what it wrote
+            with engine.begin() as conn:
+                found = store_revision(conn, schema)
+    check_revision(found, schema, url)
+
+
+def _create(engine: Engine, schema: StoreSchema) -> None:
+    """The tables of the head revision, its setup, and its revision recorded with the meta
+    schema in one last transaction: a store stamped is a store complete."""
+    revisions = version_table(schema)
+    schema.metadata.create_all(engine)
+    revisions.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        for statement in schema.setup.get(engine.dialect.name, ()):
+            conn.execute(text(statement))
+        conn.execute(revisions.insert(), {"version_num": schema.revision})
+        conn.execute(schema.meta.insert(), {"key": "schema", "value": schema.version})
+
+
+def open_service_database(url: str, schema: StoreSchema) -> Engine:
+    """The engine of a service's own database (the DSO's, a meter's): created at this
+    release's schema revision when empty, refused (StoreError naming `schema.what`, and the
+    command to run when it is older) when at another revision."""
+    try:
+        engine = create_store_engine(url, schema.sqlite_cache_mib)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open {schema.what} at {url}: {exc.args[0]}") from exc
+    try:
+        open_schema(engine, schema, url)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open {schema.what} at {url}: {exc.args[0]}") from exc
+    except StoreError:
+        engine.dispose()
+        raise
     return engine
 
 

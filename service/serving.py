@@ -42,6 +42,7 @@ request_log = logging.getLogger("petra.requests")
 MAX_LOGGED_PATH = 200  # characters of a path written to the log; a longer one is cut
 
 RETRY_AFTER_S = 1
+PROBES = ("/healthz", "/readyz")  # `service.health`'s routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,9 @@ class RequestLog:
         finally:
             took_ms = (time.perf_counter() - began) * 1000
             method, path = scope["method"], logged_path(scope)
-            request_log.info("%s %s %s %.1f ms", method, path, status or "-", took_ms)
+            # A supervisor probes every few seconds: an answered probe is worth a line at debug
+            level = logging.DEBUG if path in PROBES and status == 200 else logging.INFO
+            request_log.log(level, "%s %s %s %.1f ms", method, path, status or "-", took_ms)
 
 
 def logged_path(scope: Scope) -> str:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from simulation.agents import Policy as Policy
     from simulation.agents import forecast_from_history as forecast_from_history
     from simulation.agents import policy_for as policy_for
+    from simulation.bench.meter import MeterBenchError as MeterBenchError
+    from simulation.bench.meter import run_meter_bench as run_meter_bench
     from simulation.bench.monitor import MonitorBenchError as MonitorBenchError
     from simulation.bench.monitor import run_monitor_bench as run_monitor_bench
     from simulation.bench.sim import SimBenchResult as SimBenchResult

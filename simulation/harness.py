@@ -574,7 +574,10 @@ class Community:
     def _serve(self, name: str, probe: str, *args: str, port: int | None = None) -> str:
         port = port if port is not None else next(self._ports)
         log_path = self.folder / "nodes" / f"{name}.log"
-        process = start_petra(*args, "--port", str(port), log=log_path, env=self.env)
+        # No metrics: a community's services share one machine and would race for a port.
+        process = start_petra(
+            *args, "--port", str(port), "--metrics-port", "0", log=log_path, env=self.env
+        )
         url = f"http://127.0.0.1:{port}"
         node = Node(name, process, log_path, url)
         self.nodes.append(node)
@@ -688,7 +691,7 @@ class Community:
             f'ledger = "{self.url("ledger")}"\ndso = "{self.url("dso")}"\n'
             f'store = "{self._meter_store(plan.name, folder)}"\n'
             f"closing_delay_s = {closing_delay}\ncredit_line = 1000000000\n"
-            f"api_port = {home.api_port}\n\n"
+            f"api_port = {home.api_port}\nmetrics_port = 0\n\n"
             + ("" if self.broker is None else publish_section(self.broker, plan) + "\n")
             + "\n".join(sources)
         )

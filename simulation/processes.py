@@ -151,7 +151,8 @@ class PetraProcess:
 
 class LedgerProcess(PetraProcess):
     """`petra ledger serve` on a free loopback port over the `genesis` and `keys` files and
-    the store at `store_url`."""
+    the store at `store_url`, its metrics on `metrics_port` (0: none, as many nodes may share
+    one machine)."""
 
     def __init__(
         self,
@@ -163,12 +164,15 @@ class LedgerProcess(PetraProcess):
         env: Mapping[str, str] | None = None,
         unset: Collection[str] = ("PETRA_PASSPHRASE",),
         error: type[Exception] = NotServing,
+        metrics_port: int = 0,
     ) -> None:
         port = free_port()
+        self.metrics_port = metrics_port
         super().__init__(
             [
                 *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
                 *("--store", store_url, "--port", str(port)),
+                *("--metrics-port", str(metrics_port)),
             ],
             log,
             f"http://{HOST}:{port}",

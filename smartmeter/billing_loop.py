@@ -162,6 +162,7 @@ class BillSender:
         self.client = client
         self.first_retry_s = first_retry_s
         self.max_retry_s = max_retry_s
+        self.delivered = 0  # bills the DSO took since this sender was made
 
     def send_due(self, limit: int = 100) -> SendOutcome:
         """Post each bill whose next attempt is due (at most `limit`), oldest first."""
@@ -181,6 +182,7 @@ class BillSender:
                 continue
             self.store.delivered(message.id)
             delivered += 1
+            self.delivered += 1
         return SendOutcome(delivered, retrying, parked)
 
     def _refused(self, message: OutboxMessage, exc: DsoClientError) -> bool:

@@ -12,6 +12,10 @@ store = "sqlite:///meter.sqlite"  # readings, issues, deposit addresses, bills, 
 closing_delay_s = 60              # how long after an interval ends its bill is closed
 credit_line = 50000000            # FA the owner may withdraw beyond what it paid, micro-units
 api_port = 7440                   # the owner's local API, on loopback only
+log_level = "info"                # optional: debug | info | warning | error ($PETRA_LOG_LEVEL wins)
+log_format = "text"               # optional: text | json ($PETRA_LOG_FORMAT wins)
+metrics_host = "127.0.0.1"        # optional: where the Prometheus metrics are served
+metrics_port = 9440               # optional: 0 serves none
 
 [publish]                         # optional: readings for the monitoring layer, emoncms-style
 host = "127.0.0.1"
@@ -89,6 +93,10 @@ METER_KEYS = (
     "closing_delay_s",
     "credit_line",
     "api_port",
+    "log_level",
+    "log_format",
+    "metrics_host",
+    "metrics_port",
 )
 PUBLISH_KEYS = ("host", "port", "node", "base_topic")
 # The keys each kind of source reads; an MQTT source's also depend on its format.
@@ -155,6 +163,12 @@ class MeterConfig:
     api_port: int
     sources: tuple[SourceConfig, ...]
     publish: PublishConfig | None = None
+    # The daemon's logging and metrics; None: not in the file, the command's flag or default.
+    # `petra meter run` checks the words as its flags' own.
+    log_level: str | None = None
+    log_format: str | None = None
+    metrics_host: str | None = None
+    metrics_port: int | None = None
 
 
 def load_config(path: Path) -> MeterConfig:
@@ -209,7 +223,19 @@ def parse_config(document: dict[str, Any], base: Path) -> MeterConfig:
         api_port=_int(meter, "meter.api_port", "api_port", 1, 65_535, 7440),
         sources=parsed,
         publish=_publish(document["publish"]) if "publish" in document else None,
+        log_level=_optional_str(meter, "log_level"),
+        log_format=_optional_str(meter, "log_format"),
+        metrics_host=_optional_str(meter, "metrics_host"),
+        metrics_port=(
+            _int(meter, "meter.metrics_port", "metrics_port", 0, 65_535, 0)
+            if "metrics_port" in meter
+            else None
+        ),
     )
+
+
+def _optional_str(meter: dict[str, Any], key: str) -> str | None:
+    return _str(meter, f"meter.{key}", key) if key in meter else None
 
 
 def _publish(value: Any) -> PublishConfig:

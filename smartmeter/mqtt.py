@@ -627,10 +627,23 @@ class MqttPublisher(_Connection):
         self._base_topic = base_topic
         self._client = _client(broker, client_id)
         self._client.on_publish = self._acknowledged
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._link = threading.Event()  # set while the broker has accepted the connection
         # Message ids awaiting the broker's PUBACK, and PUBACKs that beat `publish` returning.
         self._unacknowledged: set[int] = set()
         self._acknowledged_early: set[int] = set()
         self._lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has accepted the connection and not lost it since."""
+        return self._link.is_set()
+
+    def close(self) -> None:
+        """Disconnect (unsent messages are dropped) and stop the network thread."""
+        super().close()
+        self._link.clear()
 
     def publish_input(self, node: str, key: str, value: float) -> None:
         """Publish one input as `<base>/<node>/<key>`, a plain number (in the input's unit)."""
@@ -666,6 +679,29 @@ class MqttPublisher(_Connection):
                 self._acknowledged_early.discard(info.mid)
             else:
                 self._unacknowledged.add(info.mid)
+
+    def _connected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            logger.warning("MQTT broker refused the publisher's connection: %s", reason_code)
+            return
+        self._link.set()
+
+    def _disconnected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._link.clear()
 
     def _acknowledged(
         self,

@@ -5,7 +5,9 @@ together over one database.
   closing interval energies (`smartmeter.sources`);
 - the `MeterLedgerIndex`, following the ledger for the meter's regulations, issues and deposits
   (`smartmeter.ledger_index`);
-- the owner's signed API (`smartmeter.api`), served by the caller on loopback;
+- the owner's signed API (`smartmeter.api`), served by the caller on loopback, with
+  `/healthz` and `/readyz`; the daemon's metrics in `MeterNode.registry` (`smartmeter.metrics`),
+  and a `HeadWatch` asking the ledger its head now and then, for the readiness;
 - the loop (`MeterNode.tick`, every `tick_s` and when a bill falls due by the ledger clock):
   close the bills that are due and queue them
   (`close_due_bills`), send the queue to the DSO (`BillSender`), and publish new readings for
@@ -33,14 +35,18 @@ from fastapi import FastAPI
 
 from assets import Genesis, Keypair, chain_id
 from dso.client import DsoClient
+from ledger import HeadWatch
 from ledger.client import LedgerClient
 from service.clock import next_boundary, wall_seconds_until
 from service.clock import now as ledger_now
+from service.health import install_health
+from service.metrics import new_registry
 from smartmeter.api import OwnerService, create_app
 from smartmeter.billing_loop import BillSender, close_due_bills
 from smartmeter.config import MeterConfig, PublishConfig, SourceConfig
 from smartmeter.energy import MeterConfig as EnergyConfig
 from smartmeter.ledger_index import MeterLedgerIndex
+from smartmeter.metrics import meter_checks, register_meter_metrics
 from smartmeter.mqtt import Broker, MqttPublisher
 from smartmeter.sources import SourceRunner
 from smartmeter.store import MeterStore, StoredReading
@@ -51,6 +57,9 @@ TICK_S = 1.0  # how often the loop closes bills, sends them and publishes readin
 PUBLISHED = "published_readings"  # named state: the last reading seq the broker acknowledged
 PUBLISH_BATCH = 500  # readings published per tick at most
 PUBLISH_WAIT_S = 5.0  # how long a tick waits for the broker's acknowledgements
+# How often the ledger is asked its head, for the readiness (a meter's index follows the ledger's
+# stream: this only tells a quiet ledger from a lost one, so it may be rare on a small board).
+LEDGER_HEAD_EVERY_S = 10.0
 _SEED_PERSON = b"PETRA-dep-seed-1"  # BLAKE2b personalisation of the deposit seed: 16 bytes
 
 
@@ -92,12 +101,18 @@ class ReadingPublisher:
         self._cursor = int(store.get_state(PUBLISHED) or 0)
         self._in_flight: int | None = None  # seq of the last reading published, not acknowledged
         self._messages = 0  # messages published for the readings in flight
+        self.published = 0  # messages the broker acknowledged since start
 
     def start(self) -> None:
         self.publisher.start()
 
     def close(self) -> None:
         self.publisher.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has the publisher's connection now."""
+        return self.publisher.connected
 
     @property
     def cursor(self) -> int:
@@ -123,6 +138,7 @@ class ReadingPublisher:
             return 0
         self._cursor, self._in_flight = self._in_flight, None
         self.store.put_state(PUBLISHED, self._cursor)
+        self.published += self._messages
         return self._messages
 
 
@@ -144,8 +160,10 @@ class MeterNode:
     """The daemon's parts for `config`, on the chain of `genesis`, signing with `meter_key`.
 
     `start()` starts the sources, the ledger index and the loop; `app()` is the owner's API to serve
-    on loopback; `stop()` ends them all and closes the database. `clock` gives ledger unix
-    seconds (`service.clock`): readings' stamps, intervals, when a bill falls due.
+    on loopback, with `/healthz` and `/readyz`; `stop()` ends them all and closes the database.
+    `registry` holds the daemon's metrics (`smartmeter.metrics`), to serve on a port of their
+    own. `clock` gives ledger unix seconds (`service.clock`): readings' stamps, intervals, when
+    a bill falls due.
     """
 
     def __init__(
@@ -173,6 +191,8 @@ class MeterNode:
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
         self._told_interval: int | None = None  # the interval the ledger's height was told in
+        self.registry = new_registry()
+        register_meter_metrics(self.registry, self)
 
     def _build(
         self,
@@ -213,13 +233,18 @@ class MeterNode:
             if config.publish is None
             else ReadingPublisher(self.store, config.publish, f"petra-{config.meter}-publisher")
         )
+        self.ledger_watch = HeadWatch.of_node(config.ledger, LEDGER_HEAD_EVERY_S)
 
     def app(self) -> FastAPI:
-        """The owner's API; serve it on loopback only."""
-        return create_app(self.desk)
+        """The owner's API and the daemon's health (`smartmeter.metrics.meter_checks`); serve
+        it on loopback only."""
+        app = create_app(self.desk)
+        install_health(app, meter_checks(self))
+        return app
 
     def start(self) -> None:
         self.ledger_index.start()
+        self.ledger_watch.start()
         for runner in self.runners:
             runner.start()
         if self.publisher is not None:
@@ -293,6 +318,7 @@ class MeterNode:
         if self.publisher is not None:
             self.publisher.close()
         self.ledger_index.stop()
+        self.ledger_watch.stop()
         self.dso.close()
         self.ledger.close()
         self.store.close()

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.clock import now as ledger_now
@@ -68,6 +69,21 @@ CHECKPOINT_VERSION = 1
 REPLAY_PAGE = 1_000  # stored readings read per query while replaying
 CLOSED_LINES = 3  # intervals closed at once logged a line each; more, in one line
 J_PER_KWH = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFigures:
+    """What a source did since its runner started, for the meter's metrics and readiness:
+    readings stored with values, errors (a poll the device did not answer, a frame or payload
+    refused, a reading the interval meter refused), intervals closed by status
+    (`IntervalStatus` values), when it last stored a reading with values (ledger unix seconds;
+    the runner's start until its first), and whether its device or broker answers now."""
+
+    readings: int
+    errors: int
+    intervals: Mapping[str, int]
+    last_reading_at: float
+    connected: bool
 
 
 class Reader(Protocol):
@@ -185,6 +201,9 @@ class SourceRunner:
             name: None if name in reported else 0.0 for name in ("import_wh", "export_wh")
         }
         self._seq = 0
+        self._readings = self._errors = 0
+        self._intervals: Counter[str] = Counter()  # closed by this runner, by status
+        self._last_reading_at = clock()
         self._meter = self._restore(energy)
         self._replay()
         if mqtt_format is not None:
@@ -259,31 +278,41 @@ class SourceRunner:
         )
         with self._lock:
             seq = self._store.add_reading(self.name, at, import_wh, export_wh, power_w, problem)
-            self._feed(StoredReading(seq, self.name, at, import_wh, export_wh, power_w, problem))
+            stored = StoredReading(seq, self.name, at, import_wh, export_wh, power_w, problem)
+            accepted = self._feed(stored)
+            if problem is None:
+                self._readings += 1
+                # When it was read: an MQTT sample's own time may lag behind.
+                self._last_reading_at = self._clock()
+            if problem is not None or not accepted:
+                self._errors += 1
 
-    def _feed(self, stored: StoredReading) -> None:
+    def _feed(self, stored: StoredReading) -> bool:
+        """Give a stored reading to the meter: False if the meter refused it."""
         self._seq = stored.seq
         if stored.import_wh is None and stored.export_wh is None and stored.power_w is None:
             # A refused frame: the meter refuses a NaN reading and marks its interval suspect.
             marker = f"{self.name}: {stored.problem}"
             self._meter.add(CounterReading(stored.at, math.nan, math.nan, source=marker))
-            return
+            return False
         for name, value in (("import_wh", stored.import_wh), ("export_wh", stored.export_wh)):
             if value is not None:
                 self._counters[name] = value
         imported, exported = self._counters["import_wh"], self._counters["export_wh"]
         if imported is None or exported is None:
-            return  # a counter not heard of yet: no reading to take deltas from
+            return True  # a counter not heard of yet: no reading to take deltas from
         outcome = self._meter.add(CounterReading(stored.at, imported, exported, source=self.name))
         if not outcome.accepted:
             problem = f"refused by the interval meter ({outcome.code}): {outcome.reason}"
             logger.warning("%s: reading %d at %s %s", self.name, stored.seq, stored.at, problem)
             self._store.refuse_reading(stored.seq, problem)
+        return outcome.accepted
 
     def _close(self, now: float | None) -> None:
         closed = self._meter.close(now)
         if closed:
             self._store.close_intervals(self.name, closed, self._checkpoint())
+            self._intervals.update(str(interval.status) for interval in closed)
             _tell_closed(self.name, closed)
 
     # -- Modbus
@@ -301,6 +330,8 @@ class SourceRunner:
         try:
             sample = reader.read()
         except DeviceUnavailable as error:
+            with self._lock:
+                self._errors += 1
             if self._unavailable_since is None:
                 self._unavailable_since = self._backoff_clock()
                 logger.warning("%s: %s", self.name, error)
@@ -333,6 +364,25 @@ class SourceRunner:
     def wait_connected(self, timeout_s: float) -> bool:
         """Whether an MQTT source is subscribed within `timeout_s` seconds (Modbus: True)."""
         return self._mqtt is None or self._mqtt.wait_connected(timeout_s)
+
+    @property
+    def follows_broker(self) -> bool:
+        """Whether the source is fed by an MQTT broker (else it polls a Modbus device)."""
+        return self._mqtt is not None
+
+    def figures(self) -> SourceFigures:
+        """What the source did since the runner started, and whether it is connected now: an
+        MQTT source to its broker (subscribed), a Modbus source to its device (it answered the
+        last poll)."""
+        connected = self._unavailable_since is None if self._mqtt is None else self._mqtt.connected
+        with self._lock:
+            return SourceFigures(
+                self._readings,
+                self._errors,
+                dict(self._intervals),
+                self._last_reading_at,
+                connected,
+            )
 
     # -- the thread
 

@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import (
@@ -39,10 +40,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from service.database import StoreError, open_service_database, service_meta
+from service.database import StoreError, StoreSchema, open_service_database, service_meta
 from smartmeter.energy import IntervalEnergy, IntervalStatus
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # the meta table's schema, which releases before revisions refuse
+SCHEMA_REVISION = "0002"  # the head of smartmeter/migrations
 
 metadata = MetaData()
 
@@ -72,6 +74,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("delivered_ms", BigInteger),
 )
+Index("meter_outbox_queued", outbox.c.kind, outbox.c.delivered_ms)  # bills queued, per scrape
 state = Table(
     "meter_state",
     metadata,
@@ -117,6 +120,20 @@ STATUS_ORDER = (
     IntervalStatus.PARTIAL,
     IntervalStatus.SUSPECT,
     IntervalStatus.MISSING,
+)
+
+
+SCHEMA = StoreSchema(
+    metadata,
+    meta,
+    SCHEMA_VERSION,
+    SCHEMA_REVISION,
+    "meter_alembic_version",
+    Path(__file__).with_name("migrations"),
+    "the meter's database",
+    "the meter daemon",
+    "petra meter migrate",
+    sqlite_cache_mib=8,  # a small board: a month of readings is a few MiB
 )
 
 
@@ -178,9 +195,7 @@ class MeterStore:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.engine = open_service_database(
-                url, metadata, meta, SCHEMA_VERSION, "the meter's database"
-            )
+            self.engine = open_service_database(url, SCHEMA)
         except StoreError as exc:
             raise MeterStoreError(str(exc)) from exc
 

@@ -1,8 +1,8 @@
 """The layout of DESIGN.md section 2, as far as import-linter cannot see it (`make lint` runs
 the layer contracts of pyproject.toml):
 
-- one list of packages: the packages on disk are those pyproject.toml builds, and the import
-  contracts cover every one of them;
+- one list of packages: the packages on disk are those pyproject.toml builds (sub-packages
+  too, or a wheel would leave them out), and the import contracts cover every one of them;
 - every package's `__init__.py` is its door: a docstring and an `__all__` of what other
   packages may use;
 - a package takes from another only what that one's door offers, never a private name.
@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
+BUILT: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
+PACKAGES = [p for p in BUILT if "." not in p]  # the top-level packages: the layers
 
 
 def test_one_list_of_packages() -> None:
@@ -31,6 +32,13 @@ def test_one_list_of_packages() -> None:
     )
     assert sorted(PACKAGES) == on_disk
     assert sorted(PYPROJECT["tool"]["importlinter"]["root_packages"]) == sorted(PACKAGES)
+    # A wheel ships only the packages listed: every sub-package must be, or it is left out.
+    nested = sorted(
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for package in PACKAGES
+        for p in (ROOT / package).glob("*/**/__init__.py")
+    )
+    assert sorted(p for p in BUILT if "." in p) == nested
 
 
 @pytest.mark.parametrize("package", PACKAGES)

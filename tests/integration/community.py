@@ -150,6 +150,7 @@ def _bidstore(
     log, port = tmp / "bidstore.log", free_port()
     args = ["bidstore", "serve", "--genesis", str(tmp / "genesis.json"), "--ledger"]
     args += [dso.ledger_url, "--port", str(port), "--rate", "1000", "--burst", "1000"]
+    args += ["--metrics-port", "0"]  # none: the tests' services share one machine
     if tor is not None:
         args += ["--onion", "--tor-control", str(tor.control_port)]
     process = start_petra(*args, log=log)

@@ -1,0 +1,3 @@
+"""The schema revisions of the ledger's store, one module each (`rNNNN_<what it does>.py`),
+applied by `petra <role> migrate` through alembic; the head is the store module's
+`SCHEMA_REVISION`."""
