@@ -85,7 +85,7 @@ class ServiceConfig:
 
     store: str = "sqlite:///petra-monitor.sqlite"
     host: str = "127.0.0.1"
-    port: int = 7460
+    port: int = 7470
     secure_cookies: bool = False
     # Logging and metrics; None: not in the file, the command's flag or default.
     # `petra monitor serve` checks the words as its flags' own.

@@ -4,15 +4,13 @@ taken without stopping the service nor holding its store."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from petra.console import err, fail, shown_store
+from petra.config import store_given
+from petra.console import fail, lazy_progress, shown_store
 
 SHOW_PROGRESS_AFTER_S = 1.0  # a quick copy prints no bar
 
@@ -46,9 +44,11 @@ def add_backup_command(app: typer.Typer, role: str) -> None:
         through pg_dump --format=custom. Restore: docs/operations.md."""
         from service.backup import BackupError, backup_store
 
-        url = _store_url(role, store, config)
+        url = store_given(role, store, config, "copy")
         try:
-            with _progress_bar(f"copying the {role} store") as progress:
+            with lazy_progress(
+                f"copying the {role} store", "pages", lambda s, _: s > SHOW_PROGRESS_AFTER_S
+            ) as progress:
                 copy = backup_store(
                     url,
                     to,
@@ -74,21 +74,6 @@ def add_backup_command(app: typer.Typer, role: str) -> None:
     app.command("backup")(backup_command)
 
 
-def _store_url(role: str, store: str | None, config: Path | None) -> str:
-    """The store named by --store or by the role's configuration, exactly one of them."""
-    if (store is None) == (config is None):
-        fail("give the store to copy: --store URL or --config FILE (one of them)")
-    if store is not None:
-        return store
-    from petra.config import store_in_config
-
-    assert config is not None
-    try:
-        return store_in_config(role, config)
-    except ValueError as exc:
-        fail(str(exc))
-
-
 def _revision_table(role: str) -> str:
     """Where the role's store keeps its schema revision (its `StoreSchema`'s version table)."""
     import importlib
@@ -96,36 +81,6 @@ def _revision_table(role: str) -> str:
     from petra.migrate_cli import ROLE_STORES
 
     return str(importlib.import_module(ROLE_STORES[role].module).SCHEMA.version_table)
-
-
-@contextmanager
-def _progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback (pages copied, pages in all) that shows a bar on standard error
-    once the copy has taken longer than `SHOW_PROGRESS_AFTER_S`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    started = time.monotonic()
-    bar = Progress(
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "pages",
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = bar.add_task(description, total=None)
-
-    def progress(copied: int, total: int) -> None:
-        if not bar.live.is_started and time.monotonic() - started > SHOW_PROGRESS_AFTER_S:
-            bar.start()
-        bar.update(task, completed=copied, total=total)
-
-    try:
-        yield progress
-    finally:
-        if bar.live.is_started:  # else stopping prints an empty line
-            bar.stop()
 
 
 def _size(size_bytes: int) -> str:

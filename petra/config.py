@@ -130,6 +130,20 @@ def log_and_metrics(ctx: typer.Context, path: Path | None, where: str, file: Any
     )
 
 
+def store_given(role: str, store: str | None, config: Path | None, to: str) -> str:
+    """The store a command is to `to` (migrate, copy): `--store`'s URL, else the one the
+    role's configuration file names; exactly one of them, else one sentence and exit 2."""
+    if (store is None) == (config is None):
+        fail(f"give the store to {to}: --store URL or --config FILE (one of them)")
+    if store is not None:
+        return store
+    assert config is not None
+    try:
+        return store_in_config(role, config)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def store_in_config(role: str, path: Path) -> str:
     """The store URL a role's TOML configuration at `path` names (relative SQLite paths made
     absolute against the file's folder, as the role itself reads them). ValueError, naming the

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -215,6 +215,39 @@ def configure_logging(level: str, role: str, log_format: str = "text") -> None:
     root.setLevel(level.upper())
     for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+@contextlib.contextmanager
+def lazy_progress(
+    description: str, unit: str, show: Callable[[float, int], bool]
+) -> Iterator[Callable[[int, int], None]]:
+    """A callback `(done, total)` for long work that draws a bar on standard error once
+    `show(seconds since start, total)` says the work is worth one (a quick job prints
+    nothing); the bar leaves no trace when done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    started = time.monotonic()
+    bar = Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        unit,
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task(description, total=None)
+
+    def progress(done: int, total: int) -> None:
+        if not bar.live.is_started and show(time.monotonic() - started, total):
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if bar.live.is_started:  # else stopping prints an empty line
+            bar.stop()
 
 
 def fail(message: str) -> NoReturn:

@@ -4,15 +4,13 @@ ledger's rules and check it against a head kept by `petra ledger audit` (`ledger
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from petra.console import err, fail, read_genesis, shown_store
+from petra.console import err, fail, lazy_progress, read_genesis, shown_store
 
 SHOW_PROGRESS_FROM_BLOCKS = 200  # a short store prints no bar
 
@@ -65,7 +63,9 @@ def check_store_command(
     except StoreError as exc:
         fail(str(exc))
     try:
-        with _block_bar() as block_done:
+        with lazy_progress(
+            "replaying blocks", "blocks", lambda _, last: last >= SHOW_PROGRESS_FROM_BLOCKS
+        ) as block_done:
             audit: StoreAudit = check_store(opened, genesis_doc, kept, block_done)
     except StoreError as exc:
         fail(str(exc))
@@ -117,31 +117,3 @@ def _refuse_missing_sqlite(store: str) -> None:
     name = url.database or ":memory:"
     if url.get_backend_name() == "sqlite" and name != ":memory:" and not Path(name).is_file():
         fail(f"there is no store at {name}")
-
-
-@contextmanager
-def _block_bar() -> Iterator[Callable[[int, int], None]]:
-    """A `block_done(height, last_height)` callback that shows a bar on standard error for
-    stores of `SHOW_PROGRESS_FROM_BLOCKS` blocks or more."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress(
-        "replaying blocks",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = bar.add_task("replay", total=None)
-
-    def block_done(height: int, last_height: int) -> None:
-        if not bar.live.is_started and last_height >= SHOW_PROGRESS_FROM_BLOCKS:
-            bar.start()
-        bar.update(task, completed=height, total=last_height)
-
-    try:
-        yield block_done
-    finally:
-        if bar.live.is_started:  # else stopping prints an empty line
-            bar.stop()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from petra.config import store_given
 from petra.console import fail, hold_store_for, shown_store
 
 if TYPE_CHECKING:
@@ -65,24 +66,9 @@ def add_migrate_command(app: typer.Typer, role: str) -> None:
             typer.Option("--sql", help="Print the SQL that would run, for a DBA; change nothing."),
         ] = False,
     ) -> None:
-        url = _store_url(role, store, config)
+        url = store_given(role, store, config, "migrate")
         hold_store_for(ctx, url, where.holder, f"petra {role} migrate")
         _migrate_store(url, _schema(where), dry_run=dry_run, sql=sql)
-
-
-def _store_url(role: str, store: str | None, config: Path | None) -> str:
-    """The store `--store` names, else the one the role's configuration file names."""
-    if (store is None) == (config is None):
-        fail("give the store to migrate: either --store URL or --config FILE")
-    if store is not None:
-        return store
-    from petra.config import store_in_config
-
-    assert config is not None
-    try:
-        return store_in_config(role, config)
-    except ValueError as exc:
-        fail(str(exc))
 
 
 def _schema(where: RoleStore) -> "StoreSchema":

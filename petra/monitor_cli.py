@@ -42,7 +42,7 @@ log = logging.getLogger("petra")
 out = Console(soft_wrap=True)
 
 DEFAULT_STORE = "sqlite:///petra-monitor.sqlite"
-DEFAULT_PORT = 7460
+DEFAULT_PORT = 7470
 
 monitor_app = typer.Typer(
     help="The monitoring layer: ingestion, the emoncms-compatible APIs and the web pages.",

@@ -124,7 +124,7 @@ def run_command(
             day = settings.start.date().isoformat()
             console.print("The monitoring pages of this run (its day is", day + "):")
             console.print(f"  petra monitor serve --config {pages}", soft_wrap=True)
-            console.print("  then open http://127.0.0.1:7460/ and log in as one of")
+            console.print("  then open http://127.0.0.1:7470/ and log in as one of")
             console.print(f"  {pages.parent / 'logins.txt'}", soft_wrap=True)
     if not outcome.record.complete:
         err.print(f"stopped early: the partial report is in {outcome.folder}")

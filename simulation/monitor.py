@@ -23,7 +23,7 @@ from simulation.profiles import HomePlan
 
 COMMUNITY = "sim"
 MANAGER = "manager"
-PAGES_PORT = 7460  # `petra monitor serve`'s default, for opening the pages after the run
+PAGES_PORT = 7470  # `petra monitor serve`'s default, for opening the pages after the run
 
 
 class MonitorSetupError(Exception):

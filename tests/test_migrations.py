@@ -280,7 +280,8 @@ def test_migrate_refuses_a_store_in_use(tmp_path: Path) -> None:
 def test_migrate_needs_one_store(tmp_path: Path) -> None:
     result = run("meter", "migrate")
     assert result.exit_code == 2
-    assert "either --store URL or --config FILE" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "give the store to migrate: --store URL or --config FILE" in said
 
 
 def test_a_store_from_before_revisions_with_other_tables_is_not_stamped(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
 
     assert config.service.store == f"sqlite:///{tmp_path}/petra-monitor.sqlite"
-    assert (config.service.host, config.service.port) == ("127.0.0.1", 7460)
+    assert (config.service.host, config.service.port) == ("127.0.0.1", 7470)
     assert config.service.secure_cookies is False
     assert config.retention.raw_days is None
     assert (config.communities, config.mqtt, config.modbus, config.datadis) == ((), None, (), None)

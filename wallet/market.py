@@ -485,18 +485,23 @@ def proposals(wallet: Wallet, *, store: BidStoreClient | None = None) -> list[di
     heard: dict[str, str] = {}
     fetched: dict[str, dict[str, Any]] = {}
     with _store(wallet, store) as client:
-        for oid, record in orders.items():
-            if record["status"] not in LIVE_ORDERS:
-                continue
+
+        def hear(oid: str) -> list[str]:
+            """Ask the store about order `oid`: its trades (none once it is gone)."""
             try:
                 answer = client.order(oid)
             except BidStoreClientError as exc:
                 if exc.code != "unknown_order":
                     raise
                 heard[oid] = "done"
-                continue
+                return []
             heard[oid] = answer["status"]
-            for tid in answer["trades"]:
+            return list(answer["trades"])
+
+        for oid, record in orders.items():
+            if record["status"] not in LIVE_ORDERS:
+                continue
+            for tid in hear(oid):
                 if tid not in data.get("trades", {}):
                     trades[tid] = oid
         for tid, oid in trades.items():
@@ -507,6 +512,11 @@ def proposals(wallet: Wallet, *, store: BidStoreClient | None = None) -> list[di
                 if exc.code != "unknown_trade":
                     raise
                 fetched[tid] = {"order": oid, "status": "forgotten"}
+        # A trade that ended after its order was heard let the order go meanwhile (back in
+        # the book, or done): ask again, so the wallet never keeps the order as trading.
+        for oid in {f["order"] for f in fetched.values() if f["status"] in ENDED}:
+            if heard.get(oid) == "trading":
+                hear(oid)
     wallet.refresh()  # after the store: what it let go has settled, or never will
     with wallet.edit() as contents:
         _settle(wallet, contents, heard, fetched)

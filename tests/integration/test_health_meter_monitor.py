@@ -4,8 +4,9 @@ the ledger node process stops, and ready again when they return on the same port
 
 The meter is `petra meter run` as its own process, over a ledger node process; its one source
 is an MQTT submeter with a wide `max_gap_s`, so only the links move its readiness. The
-monitoring service runs here under uvicorn (`monitoring_harness.served`), its metrics served
-on their own port and parsed by prometheus-client's text parser."""
+monitoring service is `petra monitor serve --config`, reading MQTT from the same kind of
+broker. Both services' metrics are scraped from their own ports and parsed by
+prometheus-client's text parser."""
 
 from __future__ import annotations
 
@@ -23,17 +24,9 @@ from waiting import wait_until
 
 from assets import Keypair
 from assets.keyfile import dump_keys
-from monitoring.api import create_app
-from monitoring.config import MqttSettings
-from monitoring.mqtt_ingest import MqttIngest
-from monitoring.service import MonitorService
-from monitoring.store import MonitoringStore
-from service.metrics import serve_metrics
 from simulation.broker import Mosquitto, mosquitto_executable
 from simulation.processes import free_port, start_petra, stop, wait_serving
 from simulation.scenario import Scenario
-
-from .monitoring_harness import served
 
 pytestmark = pytest.mark.slow
 
@@ -201,31 +194,43 @@ def test_the_meters_readiness_follows_its_broker_and_its_ledger(
 def test_the_monitors_readiness_and_metrics_follow_its_broker(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    store = MonitoringStore(f"sqlite:///{tmp_path / 'monitor.sqlite'}")
-    settings = MqttSettings(host=broker.host, port=broker.port, client_id="petra-monitor-health")
-    ingest = MqttIngest(store, settings, min_backoff_s=1, max_backoff_s=2)
-    service = MonitorService(store, mqtt=ingest)
-    metrics = serve_metrics(service.registry, "127.0.0.1", 0)
-    ingest.start()
+    port, metrics_port = free_port(), free_port()
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[service]\nstore = "sqlite:///monitor.sqlite"\nport = {port}\n'
+        f"metrics_port = {metrics_port}\n\n"
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        'client_id = "petra-monitor-health"\n'
+    )
+    log = tmp_path / "monitor.log"
+    process = start_petra("monitor", "serve", "--config", str(config), log=log)
+    url = f"http://127.0.0.1:{port}"
 
     def broker_connected() -> float:
-        text = httpx.get(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            if family.name == "petra_monitor_broker_connected":
-                return family.samples[0].value
-        raise AssertionError("no petra_monitor_broker_connected in the scrape")
+        return scrape(f"http://127.0.0.1:{metrics_port}")[sample("petra_monitor_broker_connected")]
 
     try:
-        with served(create_app(service)) as url:
-            wait_ready(url, "the monitoring service")
-            assert broker_connected() == 1
-            broker.stop(kill=True)
-            wait_unready(url, "broker", f"{broker.host}:{broker.port}", "the monitoring service")
-            assert broker_connected() == 0
-            broker.start()
-            wait_ready(url, "the monitoring service with its broker back")
-            assert broker_connected() == 1
+        wait_serving(url, process, log, probe="/healthz", what="the monitoring service")
+        wait_ready(url, "the monitoring service")
+        assert broker_connected() == 1
+        broker.stop(kill=True)
+        wait_unready(url, "broker", f"{broker.host}:{broker.port}", "the monitoring service")
+        assert broker_connected() == 0
+        broker.start()
+        wait_ready(url, "the monitoring service with its broker back")
+        assert broker_connected() == 1
+        paho.mqtt.publish.single(
+            "emon/house/import_kwh", "1.5", hostname=broker.host, port=broker.port
+        )
+        wait_until(
+            lambda: (
+                scrape(f"http://127.0.0.1:{metrics_port}").get(
+                    sample("petra_monitor_samples_total", via="mqtt"), 0
+                )
+                >= 1
+            ),
+            WAIT_S,
+            "the MQTT sample counted",
+        )
     finally:
-        ingest.close()
-        metrics.close()
-        store.close()
+        stop(process)

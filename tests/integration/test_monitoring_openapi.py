@@ -44,12 +44,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         store.close()
 
 
-def _with_key(case: Case, key: str) -> None:
-    """Put the real key wherever the generated request sends an `apikey`."""
+def _with_key(case: Case, key: str) -> bool:
+    """Put the real key wherever the generated request sends an `apikey`; whether it sends
+    one."""
+    sent = False
     if isinstance(case.query, dict) and "apikey" in case.query:
         case.query["apikey"] = key
+        sent = True
     if isinstance(case.body, dict) and "apikey" in case.body:
         case.body["apikey"] = key
+        sent = True
+    return sent
 
 
 def _assert_error_shape(body: Any, what: str) -> None:
@@ -64,10 +69,10 @@ def _assert_error_shape(body: Any, what: str) -> None:
 @pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda mode: mode.value)
 def test_generated_requests_get_no_server_error(served: Served, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", served.app)
-    stored: list[str] = []
+    authorized: list[str] = []
 
     def check(case: Case) -> None:
-        _with_key(case, served.key)
+        keyed = _with_key(case, served.key)
         what = f"{case.method.upper()} {case.formatted_path} {case.as_curl_command()}"
         try:
             answer = case.call(timeout=30)
@@ -78,9 +83,11 @@ def test_generated_requests_get_no_server_error(served: Served, mode: Generation
             return
         if answer.status_code >= 400 and answer.status_code != 405:
             _assert_error_shape(answer.json(), what)
-        elif case.operation.path.startswith("/input/") and answer.text == "ok":
-            stored.append(what)
+        if keyed and answer.status_code != 401:
+            authorized.append(what)
 
     fuzz(schema, mode, check, at_least=EMONCMS_OPERATIONS, examples=EXAMPLES_PER_OPERATION)
     if mode is GenerationMode.POSITIVE:
-        assert stored, "no generated input was ever stored: the key never reached the routes"
+        # Which generated inputs are stored depends on hypothesis's examples, which change
+        # with the code loaded; that the key got the requests past authentication does not.
+        assert authorized, "no request with the key passed authentication: it never reached them"
