@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from assets.rejections import Code, Rejected
 
 _encoder = json.JSONEncoder(
@@ -112,5 +114,13 @@ def _check_unicode(value: Any) -> None:
 
 
 def encode_parsed(value: Any) -> bytes:
-    """Canonical bytes of a value that `parse_json` produced (so it holds no floats)."""
-    return _encoder.encode(value).encode("utf-8")
+    """Canonical bytes of a value that `parse_json` produced (so it holds no floats).
+
+    orjson writes the same bytes as the canonical encoder for every value it accepts (sorted
+    by code point, the same escapes; tests/test_canonical_orjson.py), several times faster;
+    what it refuses (an integer beyond 64 bits, a lone surrogate) the canonical encoder
+    writes or refuses as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _encoder.encode(value).encode("utf-8")

@@ -86,6 +86,8 @@ class Transfer:
     type: Literal["transfer"] = "transfer"
 
     def __post_init__(self) -> None:
+        if len(self.signatures) < 2:  # most transfers: nothing to order, and this runs on each
+            return
         ordered = tuple(sorted(self.signatures, key=lambda s: s.public_key))
         if ordered != self.signatures:
             object.__setattr__(self, "signatures", ordered)

@@ -11,6 +11,8 @@ Blocking calls (the ledger, signatures) run in threads; a ticker thread drives `
 
 Whatever a body holds, its route answers a refusal (`decode_body`), never a 500. Request bodies
 are described in the OpenAPI document (`bidstore.schemas`) but read raw by their decoders.
+Orders and their challenges, most of a store's requests, are served by `OrderRoutes` ahead of
+FastAPI.
 """
 
 from __future__ import annotations
@@ -35,11 +37,22 @@ from bidstore.orders import MAX_ORDER_BYTES
 from bidstore.schemas import ORDER, TAKE, TRADE_TRANSFER
 from bidstore.service import BidStore, BidStoreError, decode_body
 from service.health import install_health
-from service.http import bounded_body, error_response, install_error_handlers
+from service.http import (
+    ApiError,
+    bounded_asgi_body,
+    bounded_body,
+    error_response,
+    extend_openapi,
+    install_error_handlers,
+    send_error,
+    send_json,
+)
 from service.ticker import Ticker
 
 MAX_TAKE_BYTES = MAX_ORDER_BYTES + 256  # the taker's order and the resting order's id
 MAX_CHALLENGES = 100  # challenges one request may take
+ORDERS_PATH = "/v1/orders"
+CHALLENGES_PATH = "/v1/challenges"
 TICK_S = 0.25
 
 Id = Annotated[str, Path(pattern=HEX32, description="64 lowercase hex digits")]
@@ -79,6 +92,8 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         lifespan=lifespan,
+        # no OpenTelemetry here (metrics are Prometheus'): not even its per-request look-ups
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     install_health(app, {"ledger": store.ledger_problem})
@@ -96,9 +111,11 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     )
     in_flight = InFlight(store.limits.max_in_flight)
 
+    app.add_middleware(OrderRoutes, store=store, budgets=budgets)  # inside Admission
     app.add_middleware(
         Admission, budgets=budgets, in_flight=in_flight, refused=store.metrics.refused
     )
+    _document_order_route(app)
 
     async def body(request: Request, limit: int) -> bytes:
         too_large = BidStoreError(413, "too_large", f"a body here is at most {limit} bytes")
@@ -129,36 +146,10 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
             int, Query(ge=1, le=MAX_CHALLENGES, description="How many; each costs a request.")
         ] = 1,
     ) -> dict[str, Any]:
-        if count > budgets.most:
-            raise BidStoreError(
-                400, "bad_request", f"count is at most {budgets.most} here (a request burst)"
-            )
-        if count > 1:  # Admission charged the request one: the rest of its count
-            client = request.client
-            over = budgets.charge(None if client is None else (client.host, client.port), count - 1)
-            if over is not None:
-                raise _rate_limited(over)
-        return store.challenge(count)
-
-    @app.post(
-        "/v1/orders",
-        status_code=201,
-        summary="Post an ask or a bid (its canonical, signed wire)",
-        openapi_extra=request_body(ORDER),
-        response_model=schemas.PostedOrder,
-    )
-    async def post_order(request: Request) -> dict[str, Any]:
-        try:
-            order = store.decode(await body(request, MAX_ORDER_BYTES))
-            if store.indexed(order):  # no ledger call: a thread would cost more than the check
-                posted = store.post_order(order)
-            else:
-                posted = await run_in_threadpool(store.post_order, order)
-        except BidStoreError:
-            store.metrics.orders.labels("refused").inc()
-            raise
-        store.metrics.orders.labels("accepted").inc()
-        return posted
+        client = request.client
+        return _challenges(
+            store, budgets, count, None if client is None else (client.host, client.port)
+        )
 
     @app.get(
         "/v1/orders/{order_id}",
@@ -240,6 +231,126 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         return await run_in_threadpool(store.propose, bytes.fromhex(trade_id), raw)
 
     return app
+
+
+class OrderRoutes:
+    """Pure ASGI middleware serving the order path without FastAPI's per-request work
+    (routing, dependencies, validating and encoding the answer through its model), with the
+    answers, refusals and metrics of docs/bidstore-api.md as the FastAPI routes gave them:
+
+    - `POST /v1/orders`, and 405 to another method on that path, as FastAPI would;
+    - `POST /v1/challenges` with no query or a plain `count` in range; any other query goes on
+      to the FastAPI route, whose validation answers it.
+
+    Every other request goes on to `app`."""
+
+    def __init__(self, app: ASGIApp, store: BidStore, budgets: RequestBudgets) -> None:
+        self.app, self.store, self.budgets = app, store, budgets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else None
+        if path == CHALLENGES_PATH and scope["method"] == "POST":
+            count = _plain_count(scope["query_string"])
+            client = scope.get("client")
+            if count is not None:
+                connection = None if client is None else (client[0], client[1])
+                try:
+                    answer = _challenges(self.store, self.budgets, count, connection)
+                except BidStoreError as exc:
+                    await self.refuse(exc, scope, receive, send)
+                    return
+                await send_json(send, 201, answer)
+                return
+        if path != ORDERS_PATH:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if scope["method"] != "POST":
+                raise ApiError(405, "bad_request", "Method Not Allowed", {"Allow": "POST"})
+            posted = await self.post_order(scope, receive)
+        except ApiError as exc:  # the method, or a client gone before its body ended
+            await send_error(send, exc)
+            return
+        except BidStoreError as exc:
+            self.store.metrics.orders.labels("refused").inc()
+            await self.refuse(exc, scope, receive, send)
+            return
+        self.store.metrics.orders.labels("accepted").inc()
+        await send_json(send, 201, posted)
+
+    async def refuse(self, exc: BidStoreError, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer `exc` as the app's handler of `BidStoreError` does."""
+        self.store.metrics.refused(exc.code)
+        await _answer(exc)(scope, receive, send)
+
+    async def post_order(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """The order in the request's body checked and opened: what the book shows of it."""
+        too_large = BidStoreError(
+            413, "too_large", f"a body here is at most {MAX_ORDER_BYTES} bytes"
+        )
+        order = self.store.decode(
+            await bounded_asgi_body(scope, receive, MAX_ORDER_BYTES, too_large)
+        )
+        if self.store.indexed(order.order):  # no ledger call: a thread costs more than it
+            return self.store.post_order(order)
+        return await run_in_threadpool(self.store.post_order, order)
+
+
+def _plain_count(query: bytes) -> int | None:
+    """The count of challenges a query string asks for: 1 if none, the count of a lone
+    `count=N` with N from 1 to `MAX_CHALLENGES`; None for anything else."""
+    if not query:
+        return 1
+    name, _, value = query.partition(b"=")
+    if name != b"count" or not value.isdigit() or len(value) > 3:
+        return None
+    count = int(value)
+    return count if 1 <= count <= MAX_CHALLENGES else None
+
+
+def _challenges(
+    store: BidStore, budgets: RequestBudgets, count: int, client: tuple[str, int] | None
+) -> dict[str, Any]:
+    """`count` fresh challenges for the TCP connection `client`, which `Admission` charged one
+    request: the rest of the count is charged here (429 `rate_limited` if over budget)."""
+    if count > budgets.most:
+        raise BidStoreError(
+            400, "bad_request", f"count is at most {budgets.most} here (a request burst)"
+        )
+    if count > 1:
+        over = budgets.charge(client, count - 1)
+        if over is not None:
+            raise _rate_limited(over)
+    return store.challenge(count)
+
+
+def _document_order_route(app: FastAPI) -> None:
+    """Add `POST /v1/orders`, which `OrderRoutes` serves, to the OpenAPI document."""
+
+    def extend(document: dict[str, Any]) -> None:
+        answer = schemas.PostedOrder
+        document["paths"][ORDERS_PATH] = {
+            "post": {
+                "summary": "Post an ask or a bid (its canonical, signed wire)",
+                "operationId": "post_order_v1_orders_post",
+                **request_body(ORDER),
+                "responses": {
+                    "201": {
+                        "description": "Successful Response",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{answer.__name__}"}
+                            }
+                        },
+                    }
+                },
+            }
+        }
+        document["components"]["schemas"][answer.__name__] = answer.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+
+    extend_openapi(app, extend)
 
 
 class Admission:

@@ -10,6 +10,7 @@ that asks for N things at once (N challenges) costs N.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 from collections import OrderedDict
@@ -97,6 +98,7 @@ class TokenBuckets(Generic[Key]):
             self._buckets.popitem(last=False)
 
 
+@functools.lru_cache(maxsize=4096)  # every request asks, of few distinct hosts
 def is_loopback(host: str) -> bool:
     """Whether `host` is 127.0.0.0/8 or ::1 (also IPv4-mapped); a name is not."""
     try:

@@ -6,6 +6,7 @@ checks)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import threading
 from typing import Any
@@ -17,8 +18,8 @@ from bidstore.limits import Intervals, Limits
 from bidstore.orders import (
     Challenges,
     ChallengesFull,
+    Decoded,
     Listing,
-    Order,
     OrderRefused,
     OrderSide,
     check_order,
@@ -84,14 +85,17 @@ class Intake:
         self.limits = limits
 
     @staticmethod
-    def decode(raw: bytes) -> Order:
-        """The order in `raw`, its shape and signature checked; BidStoreError if not. Pure."""
-        return decode_body("order", decode_order, raw)
+    def decode(raw: bytes) -> Decoded:
+        """The order in `raw` and its id, its shape and signature checked; BidStoreError if
+        not. Pure."""
+        order = decode_body("order", decode_order, raw)
+        return Decoded(order, hashlib.sha256(raw).digest())
 
-    def checked(self, raw: bytes | Order) -> Listing:
+    def checked(self, raw: bytes | Decoded) -> Listing:
         """The listing of the order in `raw` (or already decoded), checked against the ledger;
         BidStoreError if not."""
-        order = self.decode(raw) if isinstance(raw, bytes) else raw
+        decoded = self.decode(raw) if isinstance(raw, bytes) else raw
+        order = decoded.order
         try:
             listing = check_order(
                 order,
@@ -99,6 +103,7 @@ class Intake:
                 interval_s=self.intervals.genesis.interval_s,
                 now_interval=self.intervals.now_interval(),
                 challenge_ok=self.desk.redeem,
+                known_id=decoded.order_id,
             )
         except OrderRefused as exc:
             raise refusal(exc) from None
@@ -129,7 +134,7 @@ class Intake:
                 "unfinished trades",
             )
 
-    def post_order(self, raw: bytes | Order) -> dict[str, Any]:
+    def post_order(self, raw: bytes | Decoded) -> dict[str, Any]:
         """Open the order in `raw` (its canonical wire, or decoded by `decode`); what the book
         shows of it."""
         listing = self.checked(raw)

@@ -118,6 +118,15 @@ class Listing:
     inputs: tuple[Output, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An order `decode_order` took off the wire, with its id: the SHA-256 of the bytes it came
+    in, which are its canonical encoding, so no encoding it again to hash it."""
+
+    order: Order
+    order_id: bytes
+
+
 Lookup = Callable[[Outpoint], tuple[Output, bool] | None]
 """The ledger's word on an outpoint: its output and whether it is spent, or None if unknown."""
 
@@ -170,8 +179,12 @@ def order_id(order: Order) -> bytes:
 
 def order_message(order: Order) -> bytes:
     """The bytes `owner` signs: the domain and the SHA-256 of the unsigned wire."""
-    digest = hashlib.sha256(canonical_json(order_to_wire(order, signed=False))).digest()
-    return signing_message(ORDER_TYPE, digest)
+    return _signed_bytes(canonical_json(order_to_wire(order, signed=False)))
+
+
+def _signed_bytes(unsigned: bytes) -> bytes:
+    """The bytes an owner signs for the canonical unsigned wire `unsigned`."""
+    return signing_message(ORDER_TYPE, hashlib.sha256(unsigned).digest())
 
 
 def sign_order(order: Order, key: Keypair) -> Order:
@@ -180,7 +193,8 @@ def sign_order(order: Order, key: Keypair) -> Order:
 
 
 def decode_order(raw: bytes) -> Order:
-    """The order in `raw`, its canonical encoding with a valid owner's signature.
+    """The order in `raw`, its canonical encoding with a valid owner's signature (so its id
+    is the SHA-256 of `raw`).
 
     Raises OrderRefused(`malformed` | `bad_signature`).
     """
@@ -197,7 +211,9 @@ def decode_order(raw: bytes) -> Order:
         raise OrderRefused(
             "malformed", "not canonical JSON (keys sorted, no spaces, lowercase hex)"
         )
-    if not verify(order.owner, order_message(order), order.signature):
+    # the parsed wire is the order's own (its encoding is `raw`): no rebuilding it to sign
+    unsigned = encode_parsed({key: value for key, value in wire.items() if key != "signature"})
+    if not verify(order.owner, _signed_bytes(unsigned), order.signature):
         raise OrderRefused("bad_signature", "the signature does not verify under owner")
     return order
 
@@ -243,8 +259,10 @@ def check_order(
     interval_s: int,
     now_interval: int,
     challenge_ok: Callable[[bytes], bool],
+    known_id: bytes | None = None,
 ) -> Listing:
     """Check a decoded order against the ledger and the store's challenges; its listing.
+    `known_id`: the order's id if known (`Decoded`), else it is computed.
 
     The challenge is redeemed before any ledger lookup, so a replayed order costs the ledger
     nothing. Raises OrderRefused(`interval_passed` | `bad_challenge` | `unknown_asset` |
@@ -268,25 +286,28 @@ def check_order(
         if spent:
             raise OrderRefused("spent", f"{where} is already spent")
         inputs.append(output)
+    identity = order_id(order) if known_id is None else known_id
     if order.side is OrderSide.ASK:
-        return _ask_listing(order, tuple(inputs))
-    return _bid_listing(order, tuple(inputs), interval_s)
+        return _ask_listing(order, identity, tuple(inputs))
+    return _bid_listing(order, identity, tuple(inputs), interval_s)
 
 
 def _single_interval(asset: Epa | Eca, interval: int) -> bool:
     return asset.start == interval and asset.end == interval
 
 
-def _ask_listing(order: Order, inputs: tuple[Output, ...]) -> Listing:
+def _ask_listing(order: Order, identity: bytes, inputs: tuple[Output, ...]) -> Listing:
     (epa,) = (o.asset for o in inputs)  # decoding allows one outpoint for an ask
     if not isinstance(epa, Epa) or not _single_interval(epa, order.interval):
         raise OrderRefused(
             "wrong_asset", f"an ask spends one EPA for interval {order.interval} alone"
         )
-    return Listing(order, order_id(order), epa.power, 0, inputs)
+    return Listing(order, identity, epa.power, 0, inputs)
 
 
-def _bid_listing(order: Order, inputs: tuple[Output, ...], interval_s: int) -> Listing:
+def _bid_listing(
+    order: Order, identity: bytes, inputs: tuple[Output, ...], interval_s: int
+) -> Listing:
     ecas = [o.asset for o in inputs if isinstance(o.asset, Eca)]
     fas = [o.asset for o in inputs if isinstance(o.asset, Fa)]
     if (
@@ -306,7 +327,7 @@ def _bid_listing(order: Order, inputs: tuple[Output, ...], interval_s: int) -> L
         raise OrderRefused(
             "underfunded", f"FA of {funds} micro-units is below the {owed} that {power} W owes"
         )
-    return Listing(order, order_id(order), power, funds, inputs)
+    return Listing(order, identity, power, funds, inputs)
 
 
 # ---------------------------------------------------------------- challenges

@@ -46,7 +46,7 @@ from bidstore.following import LedgerIndex, SpentOutpoints
 from bidstore.intake import ChallengeDesk, Intake
 from bidstore.limits import Intervals, Limits
 from bidstore.metrics import BidStoreMetrics
-from bidstore.orders import Challenges, Order, OrderSide
+from bidstore.orders import Challenges, Decoded, Order, OrderSide
 from bidstore.trades import Trade, TradeStatus, Trading, fetch_message, trade_id_of
 from ledger import HeadWatch
 from ledger.block_follower import BlockFollower
@@ -249,8 +249,9 @@ class BidStore:
         return self.desk.issue(count)
 
     @staticmethod
-    def decode(raw: bytes) -> Order:
-        """The order in `raw`, its shape and signature checked; BidStoreError if not. Pure."""
+    def decode(raw: bytes) -> Decoded:
+        """The order in `raw` and its id, its shape and signature checked; BidStoreError if
+        not. Pure."""
         return Intake.decode(raw)
 
     def indexed(self, order: Order) -> bool:
@@ -258,7 +259,7 @@ class BidStore:
         the ledger, so it need not leave the event loop."""
         return self.index.indexed(order)
 
-    def post_order(self, raw: bytes | Order) -> dict[str, Any]:
+    def post_order(self, raw: bytes | Decoded) -> dict[str, Any]:
         return self.intake.post_order(raw)
 
     def order(self, order_id: bytes) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The DSO node's index of the ledger: it follows the ledger node block by block
 (`ledger.block_follower.BlockFollower`, which checks every head) and keeps, in the DSO database,
-each block's time and every issue and regulation, which is what billing reconciliation, the
-views and the controller read."""
+each block's time and every transaction: the issues and regulations the schedule, the views and
+the controller read, and the transfers whose outputs bills list as deposits, which billing
+reconciliation reads here rather than asking the ledger node twice per deposit."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class DsoLedgerIndex(BlockFollower):
 
     def replay_index(self) -> None:
         """Feed what the database already indexed to `on_transaction` (at start-up)."""
-        for stored in self.store.chain_transactions():
+        for stored in self.store.chain_transactions(type_=("issue", "regulate")):
             tx = trusted_transaction(stored.body)
             assert isinstance(tx, Issue | Regulate)
             self.on_transaction(stored, tx)
@@ -42,22 +43,25 @@ class DsoLedgerIndex(BlockFollower):
     def _index(self, head: SignedHead, raws: list[bytes]) -> None:
         header = head.header
         first_seq = header.tree_size - len(raws)
+        interval = self.genesis.interval_at(header.time)
+        indexed: list[ChainTransaction] = []
         kept: list[tuple[ChainTransaction, Issue | Regulate]] = []
         for offset, raw in enumerate(raws):
             tx = trusted_transaction(raw)
+            meter: str | None = None
+            span: tuple[int | None, int | None] = (None, None)
+            if isinstance(tx, Issue):
+                meter = tx.meter
+                epa = [o.asset for o in tx.outputs if isinstance(o.asset, Epa)]
+                if epa:
+                    span = (min(a.start for a in epa), max(a.end for a in epa))
+            stored = ChainTransaction(
+                *(first_seq + offset, transaction_id(tx), header.height, tx.type, meter, raw),
+                *(interval, *span),
+            )
+            indexed.append(stored)
             if isinstance(tx, Issue | Regulate):
-                meter: str | None = None
-                span: tuple[int | None, int | None] = (None, None)
-                if isinstance(tx, Issue):
-                    meter = tx.meter
-                    epa = [o.asset for o in tx.outputs if isinstance(o.asset, Epa)]
-                    if epa:
-                        span = (min(a.start for a in epa), max(a.end for a in epa))
-                stored = ChainTransaction(
-                    *(first_seq + offset, transaction_id(tx), header.height, tx.type, meter, raw),
-                    *(self.genesis.interval_at(header.time), *span),
-                )
                 kept.append((stored, tx))
-        self.store.index_block(header.height, header.time, header.tree_size, [s for s, _ in kept])
+        self.store.index_block(header.height, header.time, header.tree_size, indexed)
         for stored, tx in kept:
             self.on_transaction(stored, tx)

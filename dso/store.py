@@ -3,7 +3,7 @@
 It holds what the ledger does not: operators and their hashed tokens, the append-only audit log,
 the regulations this node signed and what became of them, meter owners and default limits,
 bills and their reconciliation, controller settings and proposals, and an index of the ledger's
-blocks, issues and regulations that the follower keeps.
+blocks and transactions that the follower keeps.
 
 The audit log is append-only twice over: database triggers refuse UPDATE and DELETE, and each
 entry carries the SHA-256 of the previous one, so `verify_audit` finds a row changed behind the
@@ -16,7 +16,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -159,7 +160,10 @@ chain_blocks = Table(
     Column("tree_size", BigInteger, nullable=False),
 )
 chain_transactions = Table(
-    "dso_chain_transactions",  # the issues and regulations on the ledger, in ledger order
+    # Every transaction on the ledger, in ledger order: issues and regulations for the
+    # schedule and the forecast, transfers for the deposits bills list (a database indexed
+    # before transfers were kept has none of the earlier ones: those are read from the ledger).
+    "dso_chain_transactions",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("txid", LargeBinary(32), nullable=False, unique=True),
@@ -232,6 +236,16 @@ class NodeRunning(StoreBusy):
 
 class Conflict(Exception):
     """A row that must be unique exists already (an operator name, a bill for an interval)."""
+
+
+@contextmanager
+def _reading(engine: Any, conn: Connection | None) -> Iterator[Connection]:
+    """`conn` itself (to read within its transaction), or a connection of its own."""
+    if conn is not None:
+        yield conn
+        return
+    with engine.connect() as own:
+        yield own
 
 
 def now_ms() -> int:
@@ -326,6 +340,15 @@ class ChainTransaction:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexedTransaction:
+    """A transaction as the index holds it: its block's height and time (unix seconds)."""
+
+    height: int
+    time: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Proposal:
     id: int
     interval: int
@@ -349,6 +372,26 @@ class DsoStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def _mark(self) -> str:
+        """The driver's positional parameter marker, for the SQL of the intake written by hand:
+        a batch of bills reads and writes through the driver, without building statements."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def _marks(self, values: Collection[Any]) -> str:
+        return ", ".join(self._mark for _ in values)
+
+    @staticmethod
+    def _rows(conn: Connection, sql: str, values: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
+        """The rows `sql` reads, through the driver, as plain tuples."""
+        return conn.exec_driver_sql(sql, tuple(values)).all()
+
+    def _insert_sql(self, table: Table) -> str:
+        """INSERT of every column of `table`, values given as tuples in the columns' order."""
+        quote = self.engine.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(c.name) for c in table.c)
+        return f"INSERT INTO {table.name} ({columns}) VALUES ({self._marks(list(table.c))})"
+
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction. Writers take turns, within this process and (on PostgreSQL)
@@ -356,6 +399,10 @@ class DsoStore:
         with self._write_lock, self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
+            elif self.engine.dialect.name == "sqlite":
+                # pysqlite begins no transaction before a savepoint, whose release would then
+                # commit (and sync) on its own: begin one, so the whole block commits once.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
     @contextmanager
@@ -570,6 +617,13 @@ class DsoStore:
             )
         return owner
 
+    def owners_of(self, conn: Connection, meters: set[str]) -> dict[str, str | None]:
+        """The owners of those of `meters` that have one recorded, within `conn`."""
+        if not meters:
+            return {}
+        sql = f"SELECT meter, owner FROM {meter_owners.name} WHERE meter IN ({self._marks(meters)})"
+        return dict(self._rows(conn, sql, sorted(meters)))
+
     def meter_owners(self) -> dict[str, tuple[str | None, bool]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(meter_owners)).all()
@@ -612,14 +666,48 @@ class DsoStore:
                 f"meter {bill.meter} has another bill for interval {bill.interval}"
             ) from None
 
+    def add_bills(
+        self, conn: Connection, new: Sequence[tuple[StoredBill, Sequence[Outpoint]]]
+    ) -> None:
+        """Store new bills at once, within `conn`'s transaction; the caller checked, under the
+        writer's turn, that none is stored and no meter has another for the same interval."""
+        if not new:
+            return
+        conn.exec_driver_sql(self._insert_sql(bills), [_bill_tuple(bill) for bill, _ in new])
+        listed = [
+            (d.txid, d.index, b.id, b.meter, b.interval) for b, deposits in new for d in deposits
+        ]
+        if listed:
+            conn.exec_driver_sql(self._insert_sql(bill_deposits), listed)
+
+    def bills_of_intervals(
+        self, conn: Connection, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], StoredBill]:
+        """The stored bills of these (meter, interval), within `conn`'s transaction."""
+        if not keys:
+            return {}
+        # Two lists rather than pairs, which SQLite would answer by scanning every bill: the
+        # unique index on (meter, interval) finds the rows, and the pairs not asked are dropped.
+        meters = sorted({meter for meter, _ in keys})
+        intervals = sorted({interval for _, interval in keys})
+        sql = (
+            f"{_BILL_ROWS} WHERE meter IN ({self._marks(meters)}) "
+            f'AND "interval" IN ({self._marks(intervals)})'
+        )
+        wanted = set(keys)
+        found = (_bill_of_row(row) for row in self._rows(conn, sql, [*meters, *intervals]))
+        return {(b.meter, b.interval): b for b in found if (b.meter, b.interval) in wanted}
+
     def bill(self, bill_id: bytes) -> StoredBill | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(bills).where(bills.c.id == bill_id)).first()
         return None if row is None else _stored_bill(row)
 
-    def bill_for(self, meter: str, interval: int) -> StoredBill | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
+    def bill_for(
+        self, meter: str, interval: int, conn: Connection | None = None
+    ) -> StoredBill | None:
+        with _reading(self.engine, conn) as reader:
+            row = reader.execute(
                 select(bills).where(bills.c.meter == meter, bills.c.interval == interval)
             ).first()
         return None if row is None else _stored_bill(row)
@@ -651,18 +739,45 @@ class DsoStore:
 
     def set_bill_status(self, bill_id: bytes, status: str, discrepancies: list[Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(bills)
-                .where(bills.c.id == bill_id)
-                .values(status=status, discrepancies=json.dumps(discrepancies))
-            )
+            self.settle_bills(conn, [(bill_id, status, discrepancies)])
 
-    def claims(self, outpoints: Sequence[Outpoint], other_than: bytes) -> dict[Outpoint, list[Any]]:
+    def settle_bills(
+        self, conn: Connection, settled: Sequence[tuple[bytes, str, list[Any]]]
+    ) -> None:
+        """Record each (bill id, status, discrepancies) within `conn`'s transaction."""
+        if not settled:
+            return
+        conn.execute(
+            update(bills)
+            .where(bills.c.id == bindparam("bill_id"))
+            .values(status=bindparam("new_status"), discrepancies=bindparam("found")),
+            [
+                {"bill_id": the_id, "new_status": status, "found": json.dumps(found)}
+                for the_id, status, found in settled
+            ],
+        )
+
+    def listings(
+        self, conn: Connection, txids: Sequence[bytes]
+    ) -> dict[Outpoint, list[tuple[bytes, str, int]]]:
+        """For each output of `txids` that stored bills list, (bill, meter, interval) of each."""
+        found: dict[Outpoint, list[tuple[bytes, str, int]]] = {}
+        sql = (
+            f'SELECT tx, "index", bill, meter, "interval" FROM {bill_deposits.name} '
+            f"WHERE tx IN ({self._marks(txids)})"
+        )
+        for tx, index, bill, meter, interval in self._rows(conn, sql, txids):
+            found.setdefault(Outpoint(bytes(tx), index), []).append((bytes(bill), meter, interval))
+        return found
+
+    def claims(
+        self, outpoints: Sequence[Outpoint], other_than: bytes, conn: Connection | None = None
+    ) -> dict[Outpoint, list[Any]]:
         """For each outpoint, the (meter, interval) of the other bills that list it."""
         found: dict[Outpoint, list[Any]] = {}
-        with self.engine.connect() as conn:
+        with _reading(self.engine, conn) as reader:
             for outpoint in outpoints:
-                rows = conn.execute(
+                rows = reader.execute(
                     select(bill_deposits.c.meter, bill_deposits.c.interval).where(
                         bill_deposits.c.tx == outpoint.txid,
                         bill_deposits.c.index == outpoint.index,
@@ -702,11 +817,16 @@ class DsoStore:
         return {r.height: r.time for r in rows}
 
     def chain_transactions(
-        self, type_: str | None = None, meter: str | None = None, max_height: int | None = None
+        self,
+        type_: str | Sequence[str] | None = None,
+        meter: str | None = None,
+        max_height: int | None = None,
     ) -> Iterator[ChainTransaction]:
         query = select(chain_transactions).order_by(chain_transactions.c.seq)
-        if type_ is not None:
+        if isinstance(type_, str):
             query = query.where(chain_transactions.c.type == type_)
+        elif type_ is not None:
+            query = query.where(chain_transactions.c.type.in_(list(type_)))
         if meter is not None:
             query = query.where(chain_transactions.c.meter == meter)
         if max_height is not None:
@@ -715,7 +835,41 @@ class DsoStore:
             for row in conn.execute(query):
                 yield _chain_transaction(row)
 
-    def issues_counting(self, meter: str, interval: int, max_height: int) -> list[ChainTransaction]:
+    def indexed_transactions(
+        self, conn: Connection, txids: Sequence[bytes]
+    ) -> dict[bytes, IndexedTransaction]:
+        """The transactions among `txids` the index holds, with their block's time."""
+        if not txids:
+            return {}
+        sql = (
+            f"SELECT t.txid, t.height, b.time, t.body FROM {chain_transactions.name} t "
+            f"JOIN {chain_blocks.name} b ON b.height = t.height "
+            f"WHERE t.txid IN ({self._marks(txids)})"
+        )
+        return {
+            bytes(txid): IndexedTransaction(height, time_, bytes(body))
+            for txid, height, time_, body in self._rows(conn, sql, txids)
+        }
+
+    def issues_of(
+        self, conn: Connection, meters: Sequence[str], first: int, last: int, max_height: int
+    ) -> list[ChainTransaction]:
+        """The issues of `meters` up to `max_height` that can count in a bill of an interval
+        from `first` to `last` (see `issues_counting`), in ledger order."""
+        if not meters:
+            return []
+        m = self._mark
+        sql = (
+            f"{_CHAIN_ROWS} WHERE type = 'issue' AND meter IN ({self._marks(meters)}) "
+            f'AND height <= {m} AND ("interval" BETWEEN {m} AND {m} '
+            f"OR (epa_first <= {m} AND epa_last >= {m})) ORDER BY seq"
+        )
+        values = (*meters, max_height, first, last, last, first)
+        return [_chain_of_row(row) for row in self._rows(conn, sql, values)]
+
+    def issues_counting(
+        self, meter: str, interval: int, max_height: int, conn: Connection | None = None
+    ) -> list[ChainTransaction]:
         """The meter's issues up to `max_height` that can count in a bill of `interval`: those
         with EPA covering it and those in a block of it (their FA)."""
         table = chain_transactions
@@ -732,8 +886,8 @@ class DsoStore:
             )
             .order_by(table.c.seq)
         )
-        with self.engine.connect() as conn:
-            return [_chain_transaction(r) for r in conn.execute(query)]
+        with _reading(self.engine, conn) as reader:
+            return [_chain_transaction(r) for r in reader.execute(query)]
 
     # ------------------------------------------------------------- proposals
 
@@ -805,6 +959,58 @@ def _bill_row(bill: StoredBill) -> dict[str, Any]:
     row = {f: getattr(bill, f) for f in StoredBill.__slots__}
     row["discrepancies"] = json.dumps(bill.discrepancies)
     return row
+
+
+def _select(fields: Sequence[str], table: Table) -> str:
+    """SELECT of `fields` (quoted: "interval" is a word of SQL) from `table`."""
+    columns = ", ".join(f'"{f}"' for f in fields)
+    return f"SELECT {columns} FROM {table.name}"
+
+
+# A bill and an indexed transaction, the columns in their dataclasses' order.
+_BILL_ROWS = _select(StoredBill.__slots__, bills)
+_CHAIN_ROWS = _select(ChainTransaction.__slots__, chain_transactions)
+
+
+def _chain_of_row(row: Sequence[Any]) -> ChainTransaction:
+    """An indexed transaction from a row of `_CHAIN_ROWS`."""
+    seq, txid, height, type_, meter, body, interval, epa_first, epa_last = row
+    return ChainTransaction(
+        seq, bytes(txid), height, type_, meter, bytes(body), interval, epa_first, epa_last
+    )
+
+
+def _bill_tuple(bill: StoredBill) -> tuple[Any, ...]:
+    """A bill's row as `_insert_sql` takes it (the table's columns are the dataclass's)."""
+    return (
+        bill.id,
+        bill.meter,
+        bill.interval,
+        bill.owner,
+        bill.closed_height,
+        bill.amount,
+        bill.body,
+        bill.received_ms,
+        bill.status,
+        json.dumps(bill.discrepancies),
+    )
+
+
+def _bill_of_row(row: Sequence[Any]) -> StoredBill:
+    """A bill from a row of `_BILL_ROWS`."""
+    the_id, meter, interval, owner, closed_height, amount, body, received_ms, status, found = row
+    return StoredBill(
+        bytes(the_id),
+        meter,
+        interval,
+        owner,
+        closed_height,
+        amount,
+        bytes(body),
+        received_ms,
+        status,
+        json.loads(found),
+    )
 
 
 def _stored_bill(row: Any) -> StoredBill:

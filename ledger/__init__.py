@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from ledger.audit import Finding as Finding
     from ledger.audit import StoreAudit as StoreAudit
     from ledger.audit import check_store as check_store
+    from ledger.batch import MAX_BATCH as MAX_BATCH
+    from ledger.batch import MAX_BATCH_BYTES as MAX_BATCH_BYTES
+    from ledger.batch import NDJSON as NDJSON
+    from ledger.batch import encode_batch as encode_batch
     from ledger.block_follower import BlockFollower as BlockFollower
     from ledger.block_follower import FollowerStopped as FollowerStopped
     from ledger.blocks import SignedHead as SignedHead
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from ledger.schedule import Prices as Prices
     from ledger.schedule import RegulationSchedule as RegulationSchedule
     from ledger.sequencer import InProcessSequencer as InProcessSequencer
+    from ledger.sequencer import SequencerBusy as SequencerBusy
     from ledger.store import Store as Store
 
 __all__, __getattr__ = lazy_door(__name__, __file__)

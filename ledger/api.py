@@ -7,19 +7,23 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from assets import Code, Outpoint
 from assets.codec import MAX_INT, MAX_OUTPUTS, MAX_TX_BYTES, asset_to_wire, genesis_to_wire
 from assets.schemas import TRANSACTION, request_body
+from ledger.batch import MAX_BATCH, MAX_BATCH_BYTES, NDJSON, split_batch
 from ledger.blocks import SignedHead
 from ledger.head_watch import HeadWatch
-from ledger.ledger import BlockResult, Ledger
+from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.metrics import LedgerMetrics
 from ledger.replica import Follower
 from ledger.schedule import RegulationSchedule
@@ -28,9 +32,12 @@ from ledger.store import StoredOutput
 from service.health import Check, install_health
 from service.http import (
     ApiError,
-    bounded_body,
+    bounded_asgi_body,
     draining,
+    extend_openapi,
     install_error_handlers,
+    send_error,
+    send_json,
     wait_unless_draining,
 )
 from service.metrics import new_registry
@@ -46,6 +53,9 @@ MAX_STREAMS = 256  # block streams served at once; readers beyond are told to co
 BUSY_WAIT_S = 2.0  # how long a submission waits for room in a full sequencer
 BUSY_POLL_S = 0.01
 RETRY_AFTER_S = 1
+SUBMIT_PATH = "/v1/transactions"
+BATCH_PATH = "/v1/transactions/batch"
+Queued = TypeVar("Queued", Ticket, list[Ticket])
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +109,15 @@ def regulation_to_wire(schedule: RegulationSchedule, interval: int) -> dict[str,
     }
 
 
-async def _queue(sequencer: InProcessSequencer, raw: bytes) -> Ticket:
-    """Queue `raw` without ever blocking the event loop: while the ledger is behind, wait
-    for room up to `BUSY_WAIT_S`, then answer 503 `busy` with `Retry-After` (the transaction
-    was not queued, so sending it again is safe)."""
+async def _queue(queue: Callable[[], Queued]) -> Queued:
+    """Queue with `queue` (a sequencer's `submit` or `submit_many`, not waiting) without ever
+    blocking the event loop: while the ledger is behind, wait for room up to `BUSY_WAIT_S`,
+    then answer 503 `busy` with `Retry-After` (nothing was queued, so sending it again is
+    safe)."""
     waited = 0.0
     while True:
         try:
-            return sequencer.submit(raw, wait=False)
+            return queue()
         except SequencerClosed as exc:
             raise ApiError(503, "unavailable", str(exc)) from None
         except SequencerBusy:
@@ -119,6 +130,15 @@ async def _queue(sequencer: InProcessSequencer, raw: bytes) -> Ticket:
                 ) from None
         await asyncio.sleep(BUSY_POLL_S)
         waited += BUSY_POLL_S
+
+
+def _outcome_to_wire(outcome: Outcome, result: BlockResult) -> dict[str, Any]:
+    """An accepted transaction's answer, or a rejected one's error object."""
+    if outcome.code is not None:
+        txid = None if outcome.txid is None else outcome.txid.hex()
+        return {"error": {"code": outcome.code.value, "message": outcome.message, "txid": txid}}
+    assert outcome.txid is not None and result.head is not None
+    return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
 
 
 class LedgerNode:
@@ -148,6 +168,7 @@ class LedgerNode:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
+        self._durable: dict[Future[BlockResult], asyncio.Future[BlockResult]] = {}
         self.sequencer = (
             None
             if primary is not None
@@ -197,6 +218,26 @@ class LedgerNode:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._new_block = asyncio.Event()
+
+    async def durable(self, ticket: Ticket) -> BlockResult:
+        """The result of `ticket`'s block once durable (raised: why it could not be stored).
+        Every request waiting on one block is woken by one call into the loop, not one each."""
+        block = ticket.block
+        waiting = self._durable.get(block)
+        if waiting is None:
+            loop = asyncio.get_running_loop()
+            waiting = self._durable[block] = loop.create_future()
+            block.add_done_callback(lambda done: loop.call_soon_threadsafe(self._settled, done))
+        return await asyncio.shield(waiting)  # one request cancelled leaves the others waiting
+
+    def _settled(self, block: Future[BlockResult]) -> None:  # the event loop
+        waiting = self._durable.pop(block)
+        failure = block.exception()
+        if failure is not None:
+            waiting.set_exception(failure)
+            waiting.exception()  # retrieved here: a block nobody waits on any more is no error
+        else:
+            waiting.set_result(block.result())
 
     def _on_failure(self, exc: BaseException) -> None:  # the sequencer's threads
         self.fatal = exc
@@ -250,30 +291,8 @@ def create_app(node: LedgerNode) -> FastAPI:
 
     install_error_handlers(app)
     install_health(app, node.checks())
-
-    @app.post(
-        "/v1/transactions",
-        summary="Submit a transaction; answers once its block is durable",
-        openapi_extra=request_body(TRANSACTION),
-    )
-    async def submit(request: Request) -> dict[str, Any]:
-        too_large = _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
-        raw = await bounded_body(request, MAX_TX_BYTES, too_large)
-        if node.sequencer is None:
-            raise _tx_error(503, "read_only", f"this node is a replica: submit to {node.primary}")
-        ticket = await _queue(node.sequencer, raw)
-        try:
-            result = await asyncio.wrap_future(ticket.block)
-        except Exception as exc:
-            raise ApiError(
-                503, "unavailable", f"the ledger could not store the block: {exc}"
-            ) from None
-        outcome = result.outcomes[ticket.index]
-        if outcome.code is not None:
-            status = _STATUS.get(outcome.code, 422)
-            raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
-        assert outcome.txid is not None and result.head is not None
-        return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
+    app.add_middleware(SubmissionRoutes, node=node)
+    _document_submissions(app)
 
     @app.get("/v1/transactions", summary="The ids of the transactions starting with a prefix")
     def transactions_by_prefix(prefix: str) -> dict[str, Any]:
@@ -427,3 +446,115 @@ def create_app(node: LedgerNode) -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+class SubmissionRoutes:
+    """A pure ASGI middleware serving the two submission routes, `POST /v1/transactions` and
+    `POST /v1/transactions/batch`, before FastAPI's routing, validation and encoding (a
+    submission is most of a node's requests); every other request goes on to `app`. Answers
+    and errors are those of docs/api.md, byte for byte."""
+
+    def __init__(self, app: ASGIApp, node: LedgerNode) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            try:
+                if path == SUBMIT_PATH:
+                    await send_json(send, 200, await self.submit(scope, receive))
+                    return
+                if path == BATCH_PATH:
+                    await send_json(send, 200, await self.submit_batch(scope, receive))
+                    return
+            except ApiError as exc:
+                await send_error(send, exc)
+                return
+        await self.app(scope, receive, send)
+
+    async def submit(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """One transaction: its answer once its block is durable, or its rejection raised."""
+        too_large = _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
+        raw = await bounded_asgi_body(scope, receive, MAX_TX_BYTES, too_large)
+        sequencer = self._sequencer()
+        ticket = await _queue(partial(sequencer.submit, raw, wait=False))
+        result = await self._durable(ticket)
+        outcome = result.outcomes[ticket.index]
+        if outcome.code is not None:
+            status = _STATUS.get(outcome.code, 422)
+            raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
+        return _outcome_to_wire(outcome, result)
+
+    async def submit_batch(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """A batch (`ledger.batch`): each transaction's answer or error object, in order, once
+        every block holding one is durable. A transaction over `MAX_TX_BYTES` is refused
+        `too_large` alone, as a single submission of it would be."""
+        too_large = ApiError(
+            413,
+            "too_large",
+            f"a batch holds at most {MAX_BATCH} transactions and {MAX_BATCH_BYTES} bytes: split it",
+        )
+        raws = split_batch(await bounded_asgi_body(scope, receive, MAX_BATCH_BYTES, too_large))
+        if not raws:
+            raise ApiError(400, "bad_request", "the batch holds no transaction")
+        if len(raws) > MAX_BATCH:
+            raise too_large
+        sequencer = self._sequencer()
+        fitting = [raw for raw in raws if len(raw) <= MAX_TX_BYTES]
+        tickets = iter(await _queue(partial(sequencer.submit_many, fitting, wait=False)))
+        oversized = {
+            "error": {
+                "code": Code.TOO_LARGE.value,
+                "message": f"the body is over {MAX_TX_BYTES} bytes",
+                "txid": None,
+            }
+        }
+        results: list[dict[str, Any]] = []
+        for raw in raws:
+            if len(raw) > MAX_TX_BYTES:
+                results.append(oversized)
+                continue
+            ticket = next(tickets)
+            result = await self._durable(ticket)
+            results.append(_outcome_to_wire(result.outcomes[ticket.index], result))
+        return {"results": results}
+
+    def _sequencer(self) -> InProcessSequencer:
+        if self.node.sequencer is None:
+            raise _tx_error(
+                503, "read_only", f"this node is a replica: submit to {self.node.primary}"
+            )
+        return self.node.sequencer
+
+    async def _durable(self, ticket: Ticket) -> BlockResult:
+        try:
+            return await self.node.durable(ticket)
+        except Exception as exc:
+            raise ApiError(
+                503, "unavailable", f"the ledger could not store the block: {exc}"
+            ) from None
+
+
+def _document_submissions(app: FastAPI) -> None:
+    """Add the two submission routes `SubmissionRoutes` serves to the OpenAPI document."""
+
+    def extend(document: dict[str, Any]) -> None:
+        answered = {"200": {"description": "Every transaction's outcome once durable"}}
+        document["paths"].setdefault(SUBMIT_PATH, {})["post"] = {
+            "summary": "Submit a transaction; answers once its block is durable",
+            "operationId": "submit_v1_transactions_post",
+            **request_body(TRANSACTION),
+            "responses": {"200": {"description": "Accepted, once its block is durable"}},
+        }
+        document["paths"][BATCH_PATH] = {
+            "post": {
+                "summary": f"Submit up to {MAX_BATCH} transactions, one per line (NDJSON)",
+                "operationId": "submit_batch_v1_transactions_batch_post",
+                # described, not typed: OpenAPI tools have no serializer for NDJSON
+                "description": f"Body ({NDJSON}): one transaction's canonical JSON per line.",
+                "responses": answered,
+            }
+        }
+
+    extend_openapi(app, extend)

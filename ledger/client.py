@@ -3,8 +3,9 @@
 Reads return parsed values (signed heads, raw transaction bytes, proofs); getters return None
 for what the node does not have. Idempotent GETs are retried with bounded, jittered exponential
 backoff; a submission is retried only when the connection failed, and a retry that comes back
-`duplicate` is confirmed on the ledger and returned as accepted. The `prove_*` and
-`verified_*` helpers check proofs locally (RFC 9162) and trust nothing the node says.
+`duplicate` is confirmed on the ledger and returned as accepted (`submit_many` likewise, for
+each transaction of a batch). The `prove_*` and `verified_*` helpers check proofs locally
+(RFC 9162) and trust nothing the node says.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -30,8 +31,9 @@ from assets import (
 from assets.codec import genesis_from_wire, tx_from_wire
 from assets.codec import txid as transaction_id
 from ledger import merkle
+from ledger.batch import NDJSON, chunks, encode_batch
 from ledger.blocks import BlockHeader, SignedHead
-from service.client import PROTOCOL, ServiceClient, refusal, retry_after_s
+from service.client import PROTOCOL, Refusal, ServiceClient, refusal, retry_after_s
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
@@ -240,6 +242,60 @@ class LedgerClient(ServiceClient):
         cannot be reached after the retries or answers 503. A retry after a lost answer that
         comes back `duplicate` is confirmed with `transaction` and returned as accepted.
         """
+        response, lost_answer = self._post_until_queued("/transactions", raw, "application/json")
+        if response.status_code == 503:
+            raise LedgerUnavailable(f"the ledger node at {self.base_url} is unavailable")
+        try:
+            answer = _answer(response)
+        except LedgerRejected as rejected:
+            if rejected.code is Code.DUPLICATE and lost_answer:
+                return self._confirm(rejected.txid or _local_txid(raw), rejected)
+            raise
+        return Submitted(
+            _hex_field(answer, "txid", 32),
+            _field(answer, "seq", int),
+            _field(answer, "height", int),
+        )
+
+    def submit_many(self, raws: Sequence[bytes]) -> list[Submitted | LedgerRejected]:
+        """Submit transactions (canonical JSON bytes) through the batch route, in batches of at
+        most `ledger.batch.MAX_BATCH`, in order; returns once every block holding one is
+        durable, each one's outcome in order: `Submitted`, or `LedgerRejected` with its code.
+
+        A batch is retried as `submit` retries one transaction (unsent, or `busy`: nothing of
+        it was queued); after a lost answer, an entry that comes back `duplicate` is confirmed
+        with `transaction` and returned as accepted. Raises `LedgerUnavailable` as `submit`
+        does, `LedgerError` when the node refuses a batch itself (`too_large`, `read_only`).
+        """
+        outcomes: list[Submitted | LedgerRejected] = []
+        for batch in chunks(raws):
+            outcomes.extend(self._submit_batch(batch))
+        return outcomes
+
+    def _submit_batch(self, raws: Sequence[bytes]) -> list[Submitted | LedgerRejected]:
+        response, lost_answer = self._post_until_queued(
+            "/transactions/batch", encode_batch(raws), NDJSON
+        )
+        refused = refusal(response)
+        if refused is not None:
+            _raise_refused_batch(refused)
+        entries = _field(_json(response.content), "results", list)
+        if len(entries) != len(raws):
+            raise LedgerProtocolError(
+                f"the node answered {len(entries)} results to a batch of {len(raws)}"
+            )
+        return [
+            self._batch_outcome(entry, raw, lost_answer)
+            for entry, raw in zip(entries, raws, strict=True)
+        ]
+
+    def _post_until_queued(
+        self, path: str, body: bytes, content_type: str
+    ) -> tuple[httpx.Response, bool]:
+        """POST `body` to `path` until the node takes it in: again while it could not be sent or
+        the node answered 503 `busy` (nothing of it was queued), until `retries` run out
+        (`LedgerUnavailable`). The answer, and whether an earlier attempt was sent and may have
+        been taken without an answer coming back."""
         lost_answer = False
         last = ""
         for attempt in range(self.retries + 1):
@@ -247,32 +303,47 @@ class LedgerClient(ServiceClient):
                 self._pause(attempt)
             try:
                 response = self._http.post(
-                    "/transactions", content=raw, headers={"Content-Type": "application/json"}
+                    path, content=body, headers={"Content-Type": content_type}
                 )
             except httpx.TransportError as exc:
                 # A request that was sent may have been accepted even though no answer came.
                 lost_answer = lost_answer or not isinstance(exc, httpx.ConnectError)
                 last = f"cannot reach the ledger node at {self.base_url}: {exc}"
                 continue
-            if response.status_code == 503:
-                refused = refusal(response)
-                if refused is not None and refused.code == "busy":  # nothing was queued
-                    last = f"the ledger node at {self.base_url} is busy"
-                    time.sleep(retry_after_s(response, self.backoff_cap_s) or 1.0)
-                    continue
-                raise LedgerUnavailable(f"the ledger node at {self.base_url} is unavailable")
-            try:
-                answer = _answer(response)
-            except LedgerRejected as rejected:
-                if rejected.code is Code.DUPLICATE and lost_answer:
-                    return self._confirm(rejected.txid or _local_txid(raw), rejected)
-                raise
-            return Submitted(
-                _hex_field(answer, "txid", 32),
-                _field(answer, "seq", int),
-                _field(answer, "height", int),
-            )
+            refused = refusal(response) if response.status_code == 503 else None
+            if refused is not None and refused.code == "busy":  # nothing was queued
+                last = f"the ledger node at {self.base_url} is busy"
+                time.sleep(retry_after_s(response, self.backoff_cap_s) or 1.0)
+                continue
+            return response, lost_answer
         raise LedgerUnavailable(f"{last} (after {self.retries + 1} attempts)")
+
+    def _batch_outcome(
+        self, entry: Any, raw: bytes, lost_answer: bool
+    ) -> Submitted | LedgerRejected:
+        """One entry of a batch's answer; a `duplicate` after a lost answer is confirmed."""
+        error = entry.get("error") if isinstance(entry, Mapping) else None
+        if error is None:
+            return Submitted(
+                _hex_field(entry, "txid", 32),
+                _field(entry, "seq", int),
+                _field(entry, "height", int),
+            )
+        code = _field(error, "code", str)
+        if code not in _REJECTION_CODES:
+            raise LedgerProtocolError(f"a batch entry carries {code!r}, not a rejection code")
+        raw_txid = error.get("txid")
+        rejected = LedgerRejected(
+            Code(code),
+            str(error.get("message", "")),
+            None if raw_txid is None else _unhex(raw_txid, "txid", 32),
+        )
+        if rejected.code is Code.DUPLICATE and lost_answer:
+            try:
+                return self._confirm(rejected.txid or _local_txid(raw), rejected)
+            except LedgerRejected as unconfirmed:
+                return unconfirmed
+        return rejected
 
     def _confirm(self, txid: bytes | None, rejected: LedgerRejected) -> Submitted:
         """The earlier, unanswered attempt's acceptance, read back from the ledger."""
@@ -562,6 +633,16 @@ def _answer(response: httpx.Response) -> Any:
     if code == "not_found":
         raise NotFound(message)
     raise LedgerError(response.status_code, code, message)
+
+
+def _raise_refused_batch(refused: Refusal) -> NoReturn:
+    """A refusal of a whole batch raised as its exception (none of it was queued, or the
+    node stopped)."""
+    if refused.code == PROTOCOL:
+        raise LedgerProtocolError(refused.message)
+    if refused.code == "unavailable":
+        raise LedgerUnavailable(f"the ledger node is unavailable: {refused.message}")
+    raise LedgerError(refused.status, refused.code, refused.message)
 
 
 def _unless_refused(exc: LedgerClientError) -> None:

@@ -18,16 +18,16 @@ from assets import (
     Genesis,
     Issue,
     Keypair,
-    Outpoint,
     Regulate,
     Rejected,
     Transfer,
+    accepted_transaction,
     chain_id,
     decode_transaction,
     parse_genesis,
 )
 from assets.canonical import canonical_json
-from assets.codec import MAX_INT, MAX_OUTPUTS, genesis_to_wire, trusted_transaction
+from assets.codec import MAX_INT, MAX_OUTPUTS, genesis_to_wire
 from ledger import merkle, rules
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.state import BlockView, LedgerState
@@ -190,19 +190,17 @@ class Ledger:
         # is then in the snapshot, in the store, or both, never in neither.
         with self._unwritten_lock:
             unwritten = list(self._unwritten)
-        view = BlockView(
-            self.state,
-            self.store.known_txids([d.txid for d in decoded]),
-            self.store.outputs(
-                {
-                    i
-                    for d in decoded
-                    if isinstance(d.tx, Transfer)
-                    for i in d.tx.inputs
-                    if i.index < MAX_OUTPUTS  # no output has a larger index: unknown_input
-                }
-            ),
+        known, stored = self.store.prefetch(
+            [d.txid for d in decoded],
+            {
+                (i.txid, i.index)
+                for d in decoded
+                if isinstance(d.tx, Transfer)
+                for i in d.tx.inputs
+                if i.index < MAX_OUTPUTS  # no output has a larger index: unknown_input
+            },
         )
+        view = BlockView(self.state, known, stored)
         for block in unwritten:
             view.record_block(block)
         return self._build(statics, view, now, time, source_offset, expected)
@@ -245,18 +243,19 @@ class Ledger:
                 continue
             seq = self.tree.size
             tx = item.tx
+            txid = item.txid
             created = (
                 []
                 if isinstance(tx, Regulate)
-                else [(Outpoint(item.txid, n), o) for n, o in enumerate(tx.outputs)]
+                else [((txid, n), o) for n, o in enumerate(tx.outputs)]
             )
-            spent = list(tx.inputs) if isinstance(tx, Transfer) else []
-            write.spends.extend((outpoint, view.created_seq(outpoint), seq) for outpoint in spent)
+            spent = [(i.txid, i.index) for i in tx.inputs] if isinstance(tx, Transfer) else []
+            write.spends.extend((key, view.created_seq(key), seq) for key in spent)
             view.record(item.txid, seq, created, spent)
             self._apply_state(tx, seq)
             leaf = merkle.leaf_hash(item.raw)
             write.transactions.append(StoredTransaction(seq, item.txid, tx.type, item.raw, leaf))
-            write.outputs.extend((outpoint, o, seq) for outpoint, o in created)
+            write.outputs.extend((key, o, seq) for key, o in created)
             write.nodes.extend(self.tree.append(leaf))
             outcomes.append(Outcome(item.txid, None, seq=seq))
         refused = next((o for o in outcomes if not o.accepted), None)
@@ -311,7 +310,7 @@ class Ledger:
 def _trusted(raw: bytes, tx_id: bytes) -> Decoded | Rejected:
     """A transaction the static checks accepted, or its refusal if it cannot be read again."""
     try:
-        return Decoded(trusted_transaction(raw), tx_id, raw)
+        return Decoded(accepted_transaction(raw), tx_id, raw)
     except Exception as exc:  # the static checks decoded it: a fault here refuses it alone
         log.exception("transaction %s passed the static checks but not decoding", tx_id.hex())
         return Rejected(Code.MALFORMED, unchecked(exc), tx_id)

@@ -19,7 +19,6 @@ from assets import (
     Fa,
     Genesis,
     Issue,
-    Outpoint,
     Output,
     Regulate,
     Rejected,
@@ -31,6 +30,7 @@ from assets import (
 from assets.codec import MAX_OUTPUTS
 from ledger.issued import StepFunction
 from ledger.schedule import MeterStatus
+from ledger.store import OutputKey
 
 ENERGY_KINDS = (AssetKind.EPA, AssetKind.ECA)
 
@@ -39,8 +39,8 @@ class LedgerView(Protocol):
     """What the dynamic checks read: the ledger as it stands before the transaction."""
 
     def has_transaction(self, txid: bytes) -> bool: ...
-    def output(self, outpoint: Outpoint) -> Output | None: ...
-    def is_spent(self, outpoint: Outpoint) -> bool: ...
+    def output(self, key: OutputKey) -> Output | None: ...
+    def is_spent(self, key: OutputKey) -> bool: ...
     def meter_at(self, meter: str, interval: int) -> MeterStatus | None: ...
     def meter_pieces(
         self, meter: str, start: int, end: int
@@ -100,23 +100,24 @@ def check_transfer(view: LedgerView, decoded: Decoded) -> list[Output]:
     tx = decoded.tx
     assert isinstance(tx, Transfer)
     spent: list[Output] = []
-    seen: set[Outpoint] = set()
+    seen: set[OutputKey] = set()
     # 1. every input exists and nothing on the ledger (or before it in this block) spent it
     for outpoint in tx.inputs:
-        output = view.output(outpoint) if outpoint.index < MAX_OUTPUTS else None
+        key = (outpoint.txid, outpoint.index)
+        output = view.output(key) if outpoint.index < MAX_OUTPUTS else None
         if output is None:
             raise Rejected(
                 Code.UNKNOWN_INPUT,
                 f"input {outpoint.txid.hex()}:{outpoint.index} does not exist on the ledger",
                 decoded.txid,
             )
-        if outpoint in seen or view.is_spent(outpoint):
+        if key in seen or view.is_spent(key):
             raise Rejected(
                 Code.DOUBLE_SPEND,
                 f"input {outpoint.txid.hex()}:{outpoint.index} is already spent",
                 decoded.txid,
             )
-        seen.add(outpoint)
+        seen.add(key)
         spent.append(output)
     # 2. the signers are exactly the owners of the inputs (signatures verified statically)
     owners = {o.address for o in spent}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +24,7 @@ from service.clock import now as ledger_now
 DEFAULT_MAX_BLOCK = 2_000
 DEFAULT_MAX_WAIT_S = 0.05
 DEFAULT_MAX_QUEUED_BLOCKS = 4
-DEFAULT_MAX_IN_FLIGHT = 2  # one block building while one is written
+DEFAULT_MAX_IN_FLIGHT = 1  # group commit: one block appended while the next one gathers
 
 
 @dataclass(eq=False)
@@ -49,6 +49,11 @@ class Ticket:
 class Sequencer(Protocol):
     def submit(self, raw: bytes) -> Ticket:
         """Queue `raw`; its ticket resolves once its block is durable."""
+        ...
+
+    def submit_many(self, raws: Sequence[bytes]) -> list[Ticket]:
+        """Queue all of `raws` in order, or none; each ticket resolves once its block is
+        durable."""
         ...
 
     def close(self) -> None:
@@ -109,23 +114,39 @@ class InProcessSequencer:
         """Queue `raw`. While the ledger is behind, wait for room, or with `wait` False raise
         `SequencerBusy` at once (an event loop must never block here)."""
         with self._changed:
-            while len(self._sealed) >= self.max_queued_blocks and not self._stopped():
-                if not wait:
-                    raise SequencerBusy("the ledger is behind: submit again shortly")
-                self._changed.wait()  # back-pressure: the ledger is behind
-            if self._stopped():
-                raise SequencerClosed(
-                    "the sequencer has stopped"
-                    + (f" after a storage failure: {self._failure}" if self._failure else "")
-                )
-            batch = self._open
-            if not batch.raws:
-                batch.opened = time.monotonic()
-                self._changed.notify_all()  # starts the wait for this block
-            batch.raws.append(raw)
-            if len(batch.raws) >= self.max_block:
-                self._seal()
-            return Ticket(batch.block, len(batch.raws) - 1)
+            self._await_room(wait)
+            return self._queue(raw)
+
+    def submit_many(self, raws: Sequence[bytes], wait: bool = True) -> list[Ticket]:
+        """Queue every one of `raws`, in order and next to each other, or none: while the
+        ledger is behind, wait for room, or with `wait` False raise `SequencerBusy` at once.
+        The room asked for is that of one submission: a batch may fill further blocks."""
+        with self._changed:
+            self._await_room(wait)
+            return [self._queue(raw) for raw in raws]
+
+    def _await_room(self, wait: bool) -> None:
+        """Return once a submission may be queued (lock held)."""
+        while len(self._sealed) >= self.max_queued_blocks and not self._stopped():
+            if not wait:
+                raise SequencerBusy("the ledger is behind: submit again shortly")
+            self._changed.wait()  # back-pressure: the ledger is behind
+        if self._stopped():
+            raise SequencerClosed(
+                "the sequencer has stopped"
+                + (f" after a storage failure: {self._failure}" if self._failure else "")
+            )
+
+    def _queue(self, raw: bytes) -> Ticket:
+        """Append `raw` to the open block, sealing it once full (lock held)."""
+        batch = self._open
+        if not batch.raws:
+            batch.opened = time.monotonic()
+            self._changed.notify_all()  # starts the wait for this block
+        batch.raws.append(raw)
+        if len(batch.raws) >= self.max_block:
+            self._seal()
+        return Ticket(batch.block, len(batch.raws) - 1)
 
     def _stopped(self) -> bool:
         return self._closing or self._failure is not None

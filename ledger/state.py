@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from assets import AssetKind, Fa, Issue, Outpoint, Output, Regulate
+from assets import AssetKind, Fa, Issue, Output, Regulate
 from ledger.issued import StepFunction
 from ledger.schedule import MeterStatus, RegulationSchedule
-from ledger.store import BlockWrite, StoredOutput
+from ledger.store import BlockWrite, OutputKey, OutputRow
 
 _NOTHING_ISSUED = StepFunction()
 
@@ -49,35 +49,34 @@ class BlockView:
         self,
         state: LedgerState,
         known_txids: set[bytes],
-        stored: dict[Outpoint, StoredOutput],
+        stored: dict[OutputKey, OutputRow],
     ) -> None:
+        """`known_txids`: transaction ids on the ledger (at least those of the block);
+        `stored`: the stored outputs among the block's inputs (`Store.prefetch`)."""
         self._state = state
         self._known = known_txids
         self._stored = stored
         self._new_txids: set[bytes] = set()
-        self._new_outputs: dict[Outpoint, tuple[Output, int]] = {}  # with the creating seq
-        self._spent: set[Outpoint] = set()
+        self._new_outputs: dict[OutputKey, tuple[Output, int]] = {}  # with the creating seq
+        self._spent: set[OutputKey] = set()
 
     def has_transaction(self, txid: bytes) -> bool:
         return txid in self._known or txid in self._new_txids
 
-    def output(self, outpoint: Outpoint) -> Output | None:
-        new = self._new_outputs.get(outpoint)
-        if new is not None:
-            return new[0]
-        stored = self._stored.get(outpoint)
-        return None if stored is None else stored.output
+    def output(self, key: OutputKey) -> Output | None:
+        found = self._new_outputs.get(key) or self._stored.get(key)
+        return None if found is None else found[0]
 
-    def created_seq(self, outpoint: Outpoint) -> int:
-        """The log position of the transaction that created `outpoint` (which exists)."""
-        new = self._new_outputs.get(outpoint)
-        return new[1] if new is not None else self._stored[outpoint].seq
+    def created_seq(self, key: OutputKey) -> int:
+        """The log position of the transaction that created output `key` (which exists)."""
+        new = self._new_outputs.get(key)
+        return new[1] if new is not None else self._stored[key][1]
 
-    def is_spent(self, outpoint: Outpoint) -> bool:
-        if outpoint in self._spent:
+    def is_spent(self, key: OutputKey) -> bool:
+        if key in self._spent:
             return True
-        stored = self._stored.get(outpoint)
-        return stored is not None and stored.spent_by is not None
+        stored = self._stored.get(key)
+        return stored is not None and stored[2] is not None
 
     def meter_at(self, meter: str, interval: int) -> MeterStatus | None:
         return self._state.schedule.meter_at(meter, interval)
@@ -96,18 +95,18 @@ class BlockView:
     def record_block(self, block: BlockWrite) -> None:
         """A block built before this one and not yet in the store."""
         self._new_txids.update(t.txid for t in block.transactions)
-        self._new_outputs.update((o, (output, seq)) for o, output, seq in block.outputs)
-        self._spent.update(outpoint for outpoint, _, _ in block.spends)
+        self._new_outputs.update((key, (output, seq)) for key, output, seq in block.outputs)
+        self._spent.update(key for key, _, _ in block.spends)
 
     def record(
         self,
         txid: bytes,
         seq: int,
-        created: Iterable[tuple[Outpoint, Output]],
-        spent: Iterable[Outpoint],
+        created: Iterable[tuple[OutputKey, Output]],
+        spent: Iterable[OutputKey],
     ) -> None:
         """An accepted transaction at log position `seq`: later ones in the block see its id,
         outputs and spends."""
         self._new_txids.add(txid)
-        self._new_outputs.update((outpoint, (output, seq)) for outpoint, output in created)
+        self._new_outputs.update((key, (output, seq)) for key, output in created)
         self._spent.update(spent)

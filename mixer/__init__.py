@@ -1,6 +1,7 @@
 """The mixer: CoinShuffle with blame (protocol.py), its coordinator (coordinator.py, served by
 api.py, its long polls awaited in polls.py, its request schemas in schemas.py) and its client
-(client.py); what a peer signs for the coordinator is auth.py's.
+(client.py, over one keep-alive connection: transport.py); what a peer signs for the
+coordinator is auth.py's.
 
 Its door: the names below are what other packages may use; each is loaded from its module
 on first use (`service.door`)."""

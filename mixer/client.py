@@ -46,6 +46,7 @@ from mixer.protocol import (
     Session,
     decode_message,
 )
+from mixer.transport import KeepAliveTransport
 from service.client import PROTOCOL, ServiceClient, refusal, retry_after_s
 
 log = logging.getLogger("petra.mixer.client")
@@ -176,7 +177,11 @@ class MixClient(ServiceClient):
         transport: httpx.BaseTransport | None = None,
         wait_s: int = WAIT_S,
     ) -> None:
-        super().__init__(coordinator_url, timeout_s=wait_s + 10.0, transport=transport)
+        super().__init__(
+            coordinator_url,
+            timeout_s=wait_s + 10.0,
+            transport=KeepAliveTransport() if transport is None else transport,
+        )
         self.ledger = ledger
         self.chain = chain
         self.key = key

@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol
+
+import orjson
 
 from assets import (
     Asset,
@@ -247,8 +250,16 @@ class Event:
 
     def __post_init__(self) -> None:
         if not self.encoded:
-            encoded = json.dumps(self.wire, separators=(",", ":")).encode()
-            object.__setattr__(self, "encoded", encoded)
+            object.__setattr__(self, "encoded", _compact_json(self.wire))
+
+
+def _compact_json(wire: Mapping[str, Any]) -> bytes:
+    """`wire` as compact JSON; orjson for speed, the standard encoder for what it refuses (an
+    integer beyond 64 bits in a blame's evidence)."""
+    try:
+        return orjson.dumps(wire)
+    except TypeError:
+        return json.dumps(wire, separators=(",", ":")).encode()
 
 
 @dataclass(eq=False)
@@ -260,6 +271,8 @@ class Run:
     owed_since: float
     relayed: dict[bytes, Message] = field(default_factory=dict)  # by message id, in order
     reached: dict[bytes, tuple[set[bytes], int]] = field(default_factory=dict)  # id -> owners, seq
+    complete: set[bytes] = field(default_factory=set)  # ids every peer they were for received
+    senders: dict[Kind, set[int]] = field(default_factory=dict)  # who sent each kind so far
     transfer: Transfer | None = None  # signed by every peer: its fate is the ledger's
     settling: bool = False  # a thread is submitting `transfer`
     attempts: int = 0
@@ -268,13 +281,18 @@ class Run:
     def heard(self) -> list[Message]:
         """Messages every peer they were meant for received (all others, but for a shuffle):
         what a peer told only some peers is owed to the rest."""
-        everyone = {p.owner for p in self.session.peers}
         return [
-            m
-            for key, m in self.relayed.items()
-            if m.kind is Kind.SHUFFLE
-            or self.reached[key][0] | {self.session.peers[m.sender].owner} >= everyone
+            m for key, m in self.relayed.items() if m.kind is Kind.SHUFFLE or key in self.complete
         ]
+
+    def reach(self, key: bytes, message: Message, reached: set[bytes], seq: int) -> None:
+        """Note that the message `key` reached the owners `reached`, in event `seq`."""
+        self.reached[key] = (reached, seq)
+        if (
+            key not in self.complete
+            and len(reached | {self.session.peers[message.sender].owner}) == self.session.size
+        ):
+            self.complete.add(key)
 
 
 @dataclass(eq=False)
@@ -287,18 +305,16 @@ class Pool:
     state: PoolState = PoolState.FORMING
     session: Session | None = None  # the latest run's
     run: Run | None = None  # the live run's bookkeeping
+    owners: set[bytes] = field(default_factory=set)  # the owners of `joined`
     past: set[str] = field(default_factory=set)  # session ids (hex) of earlier runs
     events: list[Event] = field(default_factory=list)  # event seq n is events[n - 1]
     started_at: float | None = None  # when its first run began (clock s)
     ended_at: float | None = None
     arriving: int = 0  # messages received for the pool and not yet relayed or refused
     watchers: dict[Callable[[], None], bytes] = field(default_factory=dict)  # wake -> owner
+    lingering: set[Callable[[], None]] = field(default_factory=set)  # watchers gathering a kind
     polls: dict[bytes, list[float]] = field(default_factory=dict)  # owner -> open polls' ends
     nonces: dict[bytes, dict[bytes, float]] = field(default_factory=dict)  # owner -> until
-
-    @property
-    def owners(self) -> set[bytes]:
-        return {i.owner for i in self.joined}
 
 
 def phase_of(session: Session, heard: Iterable[Message]) -> Phase:
@@ -442,6 +458,7 @@ class Coordinator:
                 self._forming[denomination] = pool
                 log.info("pool %s forming", pool.id)
             pool.joined.append(request.input)
+            pool.owners.add(request.input.owner)
             self.metrics.joins.inc()
             self._owners[request.input.owner] = pool.id
             self._inputs[request.input.outpoint] = pool.id
@@ -540,11 +557,21 @@ class Coordinator:
             if pool is None:
                 return
             pool.watchers.pop(wake, None)
+            pool.lingering.discard(wake)
             open_ends = pool.polls.get(peer, [])
             if ends in open_ends:
                 open_ends.remove(ends)
             if not open_ends:
                 pool.polls.pop(peer, None)
+
+    def linger(self, pool_id: str, wake: Callable[[], None]) -> None:
+        """The open poll of `wake` holds messages of kinds every peer sends and waits for more
+        of them: from now on it is woken only by an event that could end its wait (the last
+        message of a gathered kind, or an event of any other type), not by each one."""
+        with self._lock:
+            pool = self._pools.get(pool_id)
+            if pool is not None and wake in pool.watchers:
+                pool.lingering.add(wake)
 
     def events(self, pool_id: str, peer: bytes, after: int) -> dict[str, Any]:
         """`{"events", "next"}`: the events of the pool for `peer` after seq `after`, now."""
@@ -635,7 +662,16 @@ class Coordinator:
 
     def post(self, pool_id: str, wire: Any) -> int:
         """Relay the message of a POST .../messages body (parsed JSON) to the peers of the
-        pool's current run it is for; its event's seq."""
+        pool's current run it is for, and submit the transfer it makes whole; its event's seq."""
+        seq, settle = self.relay(pool_id, wire)
+        if settle is not None:
+            settle()
+        return seq
+
+    def relay(self, pool_id: str, wire: Any) -> tuple[int, Callable[[], None] | None]:
+        """`post` up to the ledger: the event's seq, and the submission of the transfer the
+        message made whole (None if it made none), which blocks on the ledger (an event loop
+        runs it in a thread)."""
         message_wire, to = _envelope(wire)
         with self._lock:
             run = self._live_run(self._pool(pool_id), message_wire)
@@ -659,9 +695,7 @@ class Coordinator:
                 raise MixerError(409, "stale_run", "the run this message is of has ended")
             seq = self._relay(pool, run, message, audience)
             settle = self._after_relay(pool, run, message)
-        if settle:
-            self._settle(pool, run)
-        return seq
+        return seq, (partial(self._settle, pool, run) if settle else None)
 
     def _live_run(self, pool: Pool, message: Mapping[str, Any]) -> Run:
         if pool.state is PoolState.FORMING:
@@ -689,12 +723,13 @@ class Coordinator:
                     f"peer {message.sender} sent {MAX_VERSIONS} {message.kind} messages already",
                 )
             run.relayed[key] = message
+            run.senders.setdefault(message.kind, set()).add(message.sender)
             known = (set(), 0)
         reached, seq = known
         new = audience - reached
         if new or not seq:
             seq = self._emit(pool, "message", frozenset(new), message=message.to_wire()).seq
-        run.reached[key] = (reached | new, seq)
+        run.reach(key, message, reached | new, seq)
         return seq
 
     def _after_relay(self, pool: Pool, run: Run, message: Message) -> bool:
@@ -927,10 +962,22 @@ class Coordinator:
         seq = len(pool.events) + 1
         event = Event(seq, audience, {"seq": seq, "type": kind, **fields})
         pool.events.append(event)
+        gathering = _gathering(pool, fields.get("message"))
         for wake, owner in pool.watchers.items():
-            if audience is None or owner in audience:
+            if (audience is None or owner in audience) and not (
+                gathering and wake in pool.lingering
+            ):
                 wake()
         return event
+
+
+def _gathering(pool: Pool, message: Any) -> bool:
+    """Whether `message` (an event's, if any) is of a kind every peer sends one of and some
+    peers' messages of that kind are still to come: no lingering poll ends for it."""
+    run = pool.run
+    if run is None or not isinstance(message, dict) or message.get("kind") not in GATHERED:
+        return False
+    return len(run.senders.get(Kind(message["kind"]), ())) < run.session.size
 
 
 def _more_coming(pool: Pool, found: list[Event]) -> bool:
@@ -945,10 +992,7 @@ def _more_coming(pool: Pool, found: list[Event]) -> bool:
         if event.wire.get("type") != "message" or not isinstance(message, dict):
             return False
         kinds.add(message.get("kind"))
-    senders: dict[str, set[int]] = {}
-    for message in run.relayed.values():
-        senders.setdefault(str(message.kind), set()).add(message.sender)
     return all(
-        kind in {str(k) for k in GATHERED} and len(senders.get(str(kind), ())) < run.session.size
+        kind in GATHERED and len(run.senders.get(Kind(kind), ())) < run.session.size
         for kind in kinds
     )

@@ -39,6 +39,7 @@ correctly, and it blames only what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections import Counter
@@ -49,6 +50,7 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.public
+import orjson
 
 from assets import Asset, Keypair, Outpoint, Output, Rejected, Signature, Transfer, canonical_json
 from assets.canonical import parse_json
@@ -216,12 +218,24 @@ class Message:
         return {**self.unsigned_wire(), "signature": self.signature.hex()}
 
     def encode(self) -> bytes:
-        return canonical_json(self.to_wire())
+        return _canonical(self.to_wire(), self.kind)
 
     def signed_bytes(self) -> bytes:
         return signing_message(
-            MESSAGE_TYPE, hashlib.sha256(canonical_json(self.unsigned_wire())).digest()
+            MESSAGE_TYPE, hashlib.sha256(_canonical(self.unsigned_wire(), self.kind)).digest()
         )
+
+
+def _canonical(wire: dict[str, Any], kind: Kind) -> bytes:
+    """`canonical_json(wire)` of a message of `kind`. orjson with sorted keys writes the same
+    bytes for strings, integers, lists, objects and null (tests/test_mixer_encoding.py), which
+    is all a message but a blame holds (`_check_body`); a blame's evidence may hold anything
+    (a float, which canonical JSON refuses), so it takes the canonical encoder, as does an
+    integer beyond 64 bits, which orjson refuses."""
+    if kind is not Kind.BLAME:
+        with contextlib.suppress(TypeError):
+            return orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)
+    return canonical_json(wire)
 
 
 def sign_message(
@@ -348,10 +362,22 @@ def seal(address: bytes, eks: Sequence[bytes]) -> bytes:
 
 def peel(ciphertext: bytes, dk: bytes) -> bytes | None:
     """One layer off `ciphertext` with secret key `dk`; None if it is not sealed for it."""
+    return peel_all([ciphertext], dk)[0]
+
+
+def peel_all(ciphertexts: Sequence[bytes], dk: bytes) -> list[bytes | None]:
+    """`peel` of each of `ciphertexts`, deriving the key pair of `dk` once for all of them."""
     try:
-        return nacl.public.SealedBox(nacl.public.PrivateKey(dk)).decrypt(ciphertext)
+        box = nacl.public.SealedBox(nacl.public.PrivateKey(dk))
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return None
+        return [None] * len(ciphertexts)
+    opened: list[bytes | None] = []
+    for ciphertext in ciphertexts:
+        try:
+            opened.append(box.decrypt(ciphertext))
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            opened.append(None)
+    return opened
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -415,6 +441,7 @@ class Peer:
         self._blames: dict[int, Message] = {}
         self._agreed = False
         self._unchecked: set[bytes] = set()  # ids of messages taken with their signature unchecked
+        self._onion: bytes | None = None  # `output` sealed for the later peers, made once
 
     # -- the messages this peer sends
 
@@ -475,7 +502,10 @@ class Peer:
         if self.index == 0:
             return self._shuffle([])
         waiting = self._received.get((self.index - 1, Kind.SHUFFLE))
-        return self._take_shuffle(waiting[0]) if waiting else []
+        if waiting:
+            return self._take_shuffle(waiting[0])
+        self.onion()  # sealed while the earlier peers shuffle, not in this peer's own turn
+        return []
 
     def _on_shuffle(self, message: Message) -> list[Message]:
         if message.sender != self.index - 1 or self.phase is not Phase.SHUFFLE:
@@ -490,15 +520,22 @@ class Peer:
             )
         if len(set(ciphertexts)) != len(ciphertexts):
             return self._blame(f"peer {message.sender} passed a ciphertext twice")
-        peeled = [peel(c, bytes(self._ephemeral)) for c in ciphertexts]
+        peeled = peel_all(ciphertexts, bytes(self._ephemeral))
         opened = [p for p in peeled if p is not None]
         if len(opened) != len(peeled):
             return self._blame("a ciphertext I got does not open with my key")
         return self._shuffle(opened)
 
+    def onion(self) -> bytes:
+        """This peer's output sealed for peers N-1, ..., index+1 (the outermost layer for the
+        next peer), made once every key is announced and kept for its step of the shuffle."""
+        if self._onion is None:
+            later = [self._eks[n] for n in range(self.index + 1, self.session.size)][::-1]
+            self._onion = seal(self.output, later)
+        return self._onion
+
     def _shuffle(self, peeled: list[bytes]) -> list[Message]:
-        later = [self._eks[n] for n in range(self.index + 1, self.session.size)][::-1]
-        items = [*peeled, seal(self.output, later)]
+        items = [*peeled, self.onion()]
         if len(set(items)) != len(items):
             return self._blame("two of the ciphertexts I peeled are the same")
         self.rng.shuffle(items)
@@ -758,8 +795,8 @@ def _replay(
         if i not in dks and i > 0:
             return  # a silent peer: nothing more can be replayed
         peeled: list[tuple[bytes, int]] = []
-        for ciphertext, creator in previous:
-            opened = peel(ciphertext, dks[i])
+        opening = peel_all([ciphertext for ciphertext, _ in previous], dks[i]) if previous else []
+        for (_, creator), opened in zip(previous, opening, strict=True):
             if opened is None:
                 culprits.setdefault(creator, f"made a ciphertext that peer {i} cannot open")
                 return

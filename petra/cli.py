@@ -445,8 +445,9 @@ def bench_ledger_command(
         bool,
         typer.Option(
             "--http",
-            help="Transfers/s submitted over HTTP by 32 clients to `petra ledger serve` on "
-            "loopback, against the in-process rate of the same run, with p50/p99 latency.",
+            help="Transfers/s submitted over HTTP to `petra ledger serve` on loopback, one "
+            "per request by 32 clients (with p50/p99 latency) and in batches, against the "
+            "in-process rate of the same run.",
         ),
     ] = False,
     count: Annotated[
@@ -490,8 +491,8 @@ def bench_dso_command(
     ] = 16,
 ) -> None:
     """Interval bills one DSO node takes in and reconciles per second, against the ledger
-    node's rate for the reads reconciling one bill makes, one run; and so how many meters one
-    DSO node can bill at 900 s intervals."""
+    node's rate for one read per bill, one run; and so how many meters one DSO node can bill
+    at 900 s intervals."""
     from service.database import StoreError
     from simulation.bench import dso as dso_bench
 

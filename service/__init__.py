@@ -53,10 +53,14 @@ if TYPE_CHECKING:
     from service.health import readiness as readiness
     from service.http import DRAINING as DRAINING
     from service.http import ApiError as ApiError
+    from service.http import bounded_asgi_body as bounded_asgi_body
     from service.http import bounded_body as bounded_body
     from service.http import draining as draining
     from service.http import error_response as error_response
+    from service.http import extend_openapi as extend_openapi
     from service.http import install_error_handlers as install_error_handlers
+    from service.http import send_error as send_error
+    from service.http import send_json as send_json
     from service.http import wait_unless_draining as wait_unless_draining
     from service.metrics import MetricsServer as MetricsServer
     from service.metrics import ReadAtScrape as ReadAtScrape

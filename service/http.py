@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("petra.service.http")
 
@@ -50,6 +52,51 @@ def error_response(
         status_code=status,
         headers=headers,
     )
+
+
+async def send_json(
+    send: Send, status: int, document: Any, headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer `document` as JSON from a pure ASGI route: the bytes `JSONResponse` sends
+    (compact, UTF-8), encoded by orjson, without a framework's per-request work."""
+    body = orjson.dumps(document)
+    raw_headers = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, exc: ApiError) -> None:
+    """Answer `exc` in the common error shape from a pure ASGI route, as
+    `install_error_handlers` answers it from a FastAPI one."""
+    headers = dict(exc.headers)
+    if exc.code == "unauthorized":
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    error = {"code": exc.code, "message": exc.message, **exc.extra}
+    await send_json(send, exc.status, {"error": error}, headers)
+
+
+async def bounded_asgi_body(
+    scope: Scope, receive: Receive, limit: int, too_large: Exception
+) -> bytes:
+    """`bounded_body` for a pure ASGI route: the body, refused with `too_large` as soon as it
+    is known to exceed `limit` bytes, from its Content-Length or while it streams."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_large
+    raw = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "bad_request", "the client hung up before its body ended")
+        raw += message.get("body", b"")
+        if len(raw) > limit:
+            raise too_large
+        if not message.get("more_body", False):
+            return bytes(raw)
 
 
 async def bounded_body(request: Request, limit: int, too_large: Exception) -> bytes:
@@ -123,3 +170,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def internal(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal", "the service failed to answer; its log has why")
+
+
+def extend_openapi(app: FastAPI, extend: Callable[[dict[str, Any]], None]) -> None:
+    """Have `extend` add to `app`'s OpenAPI document, once, when it is first generated: what a
+    route served ahead of FastAPI (a lean ASGI layer) is, as FastAPI would have described it."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            extend(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -296,7 +296,8 @@ def server(
         RequestLog(in_flight),
         host=host,
         port=port,
-        http=_protocol(limits),
+        http=_protocol(limits),  # httptools' C parser
+        loop="uvloop",  # named, not left to "auto": the event loop is most of a request's cost
         log_config=None,  # the process's one format, not uvicorn's
         log_level=log_level,
         access_log=False,  # `RequestLog` writes one line per request, without the address

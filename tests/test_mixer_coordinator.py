@@ -760,3 +760,24 @@ def test_settings_are_checked(ledger: FakeLedger) -> None:
     for least, most in ((1, 50), (5, 4), (3, 257)):
         with pytest.raises(ValueError):
             Coordinator(ledger, CHAIN, min_peers=least, max_peers=most)
+
+
+def test_a_lingering_poll_is_woken_by_the_last_message_of_its_kind_only(
+    ledger: FakeLedger, clock: Clock
+) -> None:
+    coordinator = coordinator_of(ledger, clock, max_peers=3)
+    wallets = make_wallets(ledger, 3)
+    pool = join_all(coordinator, wallets)
+    wakes = {"lingering": 0, "waiting": 0}
+    owner = wallets[0].key.public_key
+    lingering = lambda: wakes.update(lingering=wakes["lingering"] + 1)  # noqa: E731
+    waiting = lambda: wakes.update(waiting=wakes["waiting"] + 1)  # noqa: E731
+    coordinator._pools[pool].watchers.update({lingering: owner, waiting: owner})
+    coordinator.linger(pool, lingering)
+    announces = []
+    for wallet in wallets:
+        (start,) = coordinator.events(pool, wallet.key.public_key, 0)["events"]
+        announces += wallet.handle(start, pool)
+    for n, announce in enumerate(announces, start=1):
+        coordinator.post(pool, {"message": announce.to_wire(), "to": None})
+        assert wakes == {"lingering": n // len(wallets), "waiting": n}

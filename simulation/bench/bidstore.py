@@ -17,7 +17,9 @@ The baseline is the ledger reads one order's check would make without that index
 /v1/outputs/{tx}/{index}, 1.5 per order), made by the same threads: `ratio` above 1 is what
 the index buys over asking the ledger. It is a rate of the same machine in the same run. The
 two take turns, in rounds, so that this machine's drifting speed weighs on both alike; the
-three processes share its cores.
+three processes share its cores. The client threads speak HTTP/1.1 through the standard
+library's `http.client`, one keep-alive connection each (`_drive`): httpx cost the bench more
+CPU per request than the store spends checking an order, on the cores the store runs on.
 
 With Tor, a private Tor network (`TorNetwork`: 3 authorities, 3 relays, a client) is started in
 a temporary directory, the store is published on it as an onion service (`publish_onion`), and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -37,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +53,8 @@ from assets import Authorization, Eca, Epa, Fa, Keypair, Outpoint, encode_transa
 from assets.model import Output
 from bidstore.orders import Order, OrderSide, encode_order, payment, sign_order
 from ledger.client import LedgerClient, LedgerClientError
-from simulation.bench.ledger_http import HttpBenchError, drive, percentile, progress_bar
+from simulation.bench.ledger_http import HttpBenchError, percentile, progress_bar
+from simulation.bench.load import drive, exchange, http_connection
 from simulation.processes import LedgerProcess, PetraProcess, free_port
 from simulation.scenario import Scenario, pay
 
@@ -201,32 +206,33 @@ class BidStoreProcess(PetraProcess):
         )
 
 
-def _read_assets(client: httpx.Client, order: _Funded) -> str | None:
+def _read_assets(connection: http.client.HTTPConnection, order: _Funded) -> str | None:
     """The ledger reads the store's check of `order` makes: each asset's output."""
     for asset in order.assets:
         path = f"/v1/outputs/{asset.txid.hex()}/{asset.index}"
-        answer = client.get(path)
-        if answer.status_code != 200:
-            return f"the ledger node answered {path} with {answer.status_code} {answer.text}"
+        status, body = exchange(connection, "GET", path)
+        if status != 200:
+            return f"the ledger node answered {path} with {status} {body.decode(errors='replace')}"
     return None
 
 
 _spare = threading.local()  # each client thread's challenges not used yet
 
 
-def _post_order(client: httpx.Client, order: _Funded) -> str | None:
+def _post_order(connection: http.client.HTTPConnection, order: _Funded) -> str | None:
     """Sign `order` over a fresh challenge (taken `CHALLENGES_AT_ONCE` at a time, as a wallet
     posting several orders would) and post it; why it failed, or None."""
     spare: list[str] = getattr(_spare, "challenges", [])
     if not spare:
-        answer = client.post("/v1/challenges", params={"count": CHALLENGES_AT_ONCE})
-        if answer.status_code != 201:
-            return f"the bid store answered a challenge with {answer.status_code} {answer.text}"
-        spare = _spare.challenges = list(answer.json()["challenges"])
+        status, body = exchange(connection, "POST", f"/v1/challenges?count={CHALLENGES_AT_ONCE}")
+        if status != 201:
+            text = body.decode(errors="replace")
+            return f"the bid store answered a challenge with {status} {text}"
+        spare = _spare.challenges = list(json.loads(body)["challenges"])
     raw = order.signed(bytes.fromhex(spare.pop()))
-    answer = client.post("/v1/orders", content=raw, headers=_JSON)
-    if answer.status_code != 201:
-        return f"the bid store refused an order: {answer.status_code} {answer.text}"
+    status, body = exchange(connection, "POST", "/v1/orders", raw)
+    if status != 201:
+        return f"the bid store refused an order: {status} {body.decode(errors='replace')}"
     return None
 
 
@@ -246,10 +252,10 @@ def _take_turns(
         reads = progress.add_task(f"baseline: ledger reads ({clients} clients)", total=len(orders))
         posts = progress.add_task(f"posting orders ({clients} clients)", total=len(orders))
 
-        def ticking(task: TaskID) -> Callable[[], None]:
+        def ticking(task: TaskID) -> Callable[[object], None]:
             lock = threading.Lock()
 
-            def tick() -> None:
+            def tick(_: object) -> None:
                 with lock:
                     progress.advance(task)
 
@@ -258,9 +264,23 @@ def _take_turns(
         rounds = min(ROUNDS, len(orders))
         for n in range(rounds):
             part = orders[n * len(orders) // rounds : (n + 1) * len(orders) // rounds]
-            seconds, _ = drive(ledger_url, part, clients, _read_assets, ticking(reads))
+            seconds, _ = drive(
+                partial(http_connection, ledger_url),
+                part,
+                clients,
+                _read_assets,
+                ticking(reads),
+                BidStoreBenchError,
+            )
             read_s += seconds
-            seconds, round_trips = drive(store_url, part, clients, _post_order, ticking(posts))
+            seconds, round_trips = drive(
+                partial(http_connection, store_url),
+                part,
+                clients,
+                _post_order,
+                ticking(posts),
+                BidStoreBenchError,
+            )
             post_s += seconds
             latencies.extend(round_trips)
     return read_s, post_s, latencies
@@ -500,7 +520,7 @@ def _report(result: BidStoreBench, as_json: bool, console: Console) -> None:
     table.add_row(
         f"orders checked and accepted/s ({result.asks:,} asks, {result.bids:,} bids)",
         f"{result.bids_per_s:,.0f}",
-        f"{result.ratio:.3f} (goal >= 1,000/s)",
+        f"{result.ratio:.3f} (goal >= 1,500/s)",
     )
     table.add_row("order latency p50 (loopback)", f"{result.p50_ms:,.1f} ms", "")
     table.add_row("order latency p99 (loopback)", f"{result.p99_ms:,.1f} ms", "")

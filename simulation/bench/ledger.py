@@ -25,7 +25,7 @@ from ledger.sequencer import InProcessSequencer
 from ledger.store import Store
 from simulation.scenario import Scenario, pay
 
-CHAINS = 4_096  # funding outputs; each starts a chain of transfers
+CHAINS = 16_384  # funding outputs; each starts a chain of transfers
 OWNERS = 256  # keys that own the chains' outputs
 AMOUNT = 1_000_000  # micro-units moved by every transfer
 MAIN_WINDOW = 100_000  # transfers over which commit_tps is measured

@@ -1,13 +1,18 @@
 """`petra bench ledger --http`: transfers per second submitted over HTTP by concurrent clients
-on loopback, against the in-process rate of the same transfers in the same run, with the
-submission latency.
+on loopback, one by one and in batches, against the in-process rate of the same transfers in
+the same run, with the single submission's latency.
 
 One run: N pre-signed single-input single-output transfers (`simulation.bench.ledger.generate`)
 are committed through `InProcessSequencer` into a temporary SQLite store; then `petra ledger
 serve` is started as a separate process over a fresh temporary store, funded over HTTP the same
-way,
-and `clients` concurrent clients submit the same N transfers, each waiting for its answer.
-The clients and the server share this machine's cores.
+way, and `clients` keep-alive connections submit the same N transfers one per request
+(`POST /v1/transactions`), each waiting for its answer; then a second fresh node takes the same
+N transfers in batches of `BATCH` (`POST /v1/transactions/batch`) from `BATCH_CLIENTS`
+connections. Every answer is checked: every transfer accepted.
+
+The load generator is lean, as wrk is: plain sockets speaking keep-alive HTTP/1.1, one thread
+per connection, one request in flight each, so that it costs far less CPU than the node it
+measures on the cores they share (32 httpx clients cost about as much as the node itself).
 """
 
 from __future__ import annotations
@@ -16,32 +21,37 @@ import gc
 import json
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from assets import Authorization, Keypair, encode_transaction
+from ledger.batch import NDJSON, encode_batch
 from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.sequencer import InProcessSequencer
 from ledger.store import Store
 from simulation.bench.ledger import Head, _fund, generate
+from simulation.bench.load import LeanConnection, drive
 from simulation.processes import LedgerProcess
 from simulation.scenario import Scenario
 
 DEFAULT_COUNT = 40_000
 CLIENTS = 32
 INTERVAL_S = 1  # one-second intervals: a regulation is in force a second or two after it lands
-_JSON = {"content-type": "application/json"}
-Item = TypeVar("Item")
 REQUEST_TIMEOUT_S = 60
+# Batches in flight times their size stays below half the bench's chains (`CHAINS`), so that a
+# transfer's predecessor in its chain is durable before it is sent; enough of them in flight to
+# keep every stage of the node's pipeline busy, as the in-process run's queue does.
+BATCH = 500
+BATCH_CLIENTS = 16
 
 
 class HttpBenchError(Exception):
@@ -53,9 +63,13 @@ class HttpBench:
     http_tps: float
     inprocess_tps: float
     ratio: float
+    batch_tps: float
+    batch_ratio: float
     p50_ms: float
     p99_ms: float
     clients: int
+    batch_size: int
+    batch_clients: int
     transactions: int
     cores: int
     store: str
@@ -153,78 +167,47 @@ def _funding(scenario: Scenario, meter: Keypair, tmp: Path) -> tuple[list[Head],
         ledger.store.close()
 
 
-def drive(
-    url: str,
-    items: Sequence[Item],
-    clients: int,
-    send: Callable[[httpx.Client, Item], str | None],
-    tick: Callable[[], None] = lambda: None,
+def _submit(connection: LeanConnection, raw: bytes) -> str | None:
+    """Post one transfer; why it was not accepted, or None."""
+    status, body = connection.post("/v1/transactions", raw, "application/json")
+    if status != 200 or not isinstance(orjson.loads(body).get("seq"), int):
+        return f"the node refused a benchmark transfer: {status} {body.decode()}"
+    return None
+
+
+def _submit_batch(connection: LeanConnection, raws: Sequence[bytes]) -> str | None:
+    """Post one batch; why not every transfer of it was accepted, or None."""
+    status, body = connection.post("/v1/transactions/batch", encode_batch(raws), NDJSON)
+    if status != 200:
+        return f"the node refused a benchmark batch: {status} {body.decode()}"
+    results = orjson.loads(body)["results"]
+    refused = [r for r in results if not isinstance(r.get("seq"), int)]
+    if len(results) != len(raws) or refused:
+        return f"the node did not accept every transfer of a batch: {refused[:1] or results[:1]}"
+    return None
+
+
+def _serve_and_post(
+    scenario: Scenario,
+    meter: Keypair,
+    issues: Sequence[bytes],
+    folder: Path,
+    post: Callable[[str], tuple[float, list[float]]],
 ) -> tuple[float, list[float]]:
-    """`send` every item in order from `clients` threads, each with its own keep-alive
-    `httpx.Client` and one item in flight; (wall seconds, each item's round trip in seconds).
-    `send` returns why an item failed, or None; the first failure stops every thread
-    (HttpBenchError). `tick` is called after each item, for progress. Threads drive a node
-    harder than `httpx.AsyncClient` tasks on one event loop did on 2 cores (about 420 against
-    290 transfers/s, with lower latency)."""
-    feed = iter(items)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    failures: list[str] = []
-    ready = threading.Barrier(clients + 1)
-
-    def client_thread() -> None:
-        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
-            try:
-                client.get("/")  # connect outside the clock; any answer will do
-            finally:
-                ready.wait()
-            mine: list[float] = []
-            try:
-                while not failures:
-                    with lock:
-                        item = next(feed, None)
-                    if item is None:
-                        break
-                    sent = time.perf_counter()
-                    failure = send(client, item)
-                    mine.append(time.perf_counter() - sent)
-                    if failure is not None:
-                        failures.append(failure)
-                        break
-                    tick()
-            except httpx.HTTPError as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
-            with lock:
-                latencies.extend(mine)
-
-    threads = [
-        threading.Thread(target=client_thread, name=f"bench-client-{n}", daemon=True)
-        for n in range(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    if failures:
-        raise HttpBenchError(failures[0])
-    return elapsed, latencies
-
-
-def _latencies_over_http(
-    url: str, raws: Sequence[bytes], clients: int, tick: Callable[[], None]
-) -> tuple[float, list[float]]:
-    """Submit `raws` in order from `clients` threads: (wall seconds, each round trip)."""
-
-    def submit(client: httpx.Client, raw: bytes) -> str | None:
-        answer = client.post("/v1/transactions", content=raw, headers=_JSON)
-        if answer.status_code != 200:
-            return f"the node refused a benchmark transfer: {answer.status_code} {answer.text}"
-        return None
-
-    return drive(url, raws, clients, submit, tick)
+    """Start `petra ledger serve` over a fresh store in `folder`, fund it over HTTP, then
+    `post(url)`; the node is stopped after."""
+    folder.mkdir()
+    node = LedgerProcess.of_scenario(scenario, folder, error=HttpBenchError)
+    try:
+        node.wait_until_serving()
+        _fund_over_http(node.url, scenario, meter, issues)
+        return post(node.url)
+    except HttpBenchError as exc:
+        if node.process.poll() is not None:
+            raise HttpBenchError(f"{exc}; the node exited: {node.log_tail()}") from None
+        raise
+    finally:
+        node.stop()
 
 
 def run_http_bench(
@@ -246,35 +229,62 @@ def run_http_bench(
         with progress_bar("committing in-process", as_json, console) as progress:
             inprocess = _inprocess_rate(scenario, meter, raws, tmp, progress)
         console.print("Starting `petra ledger serve` on loopback and funding it over HTTP...")
-        node = LedgerProcess.of_scenario(scenario, tmp, error=HttpBenchError)
-        try:
-            node.wait_until_serving()
-            _fund_over_http(node.url, scenario, meter, issues)
-            with progress_bar(f"submitting over HTTP ({clients} clients)", as_json, console) as bar:
-                task = bar.add_task("http", total=len(raws))
-                elapsed, latencies = _latencies_over_http(
-                    node.url, raws, clients, lambda: bar.advance(task)
-                )
-        except HttpBenchError as exc:
-            if node.process.poll() is not None:
-                raise HttpBenchError(f"{exc}; the node exited: {node.log_tail()}") from None
-            raise
-        finally:
-            node.stop()
+        with progress_bar(f"submitting over HTTP ({clients} clients)", as_json, console) as bar:
+            task = bar.add_task("http", total=len(raws))
+            elapsed, latencies = _serve_and_post(
+                scenario,
+                meter,
+                issues,
+                tmp / "single",
+                lambda url: drive(
+                    partial(LeanConnection, url),
+                    raws,
+                    clients,
+                    _submit,
+                    lambda _: bar.advance(task),
+                    HttpBenchError,
+                ),
+            )
+        batches = [raws[n : n + BATCH] for n in range(0, len(raws), BATCH)]
+        console.print("Starting a fresh node for the batched submissions...")
+        with progress_bar(f"submitting batches of {BATCH}", as_json, console) as bar:
+            task = bar.add_task("batch", total=len(raws))
+            batch_elapsed, _ = _serve_and_post(
+                scenario,
+                meter,
+                issues,
+                tmp / "batch",
+                lambda url: drive(
+                    partial(LeanConnection, url),
+                    batches,
+                    BATCH_CLIENTS,
+                    _submit_batch,
+                    lambda batch: bar.advance(task, len(batch)),
+                    HttpBenchError,
+                ),
+            )
     http_tps, inprocess_tps = round(len(raws) / elapsed, 1), round(inprocess, 1)
+    batch_tps = round(len(raws) / batch_elapsed, 1)
     ordered = sorted(latencies)
     result = HttpBench(
         http_tps=http_tps,
         inprocess_tps=inprocess_tps,
-        ratio=round(http_tps / inprocess_tps, 3),  # of the printed rates, so it can be checked
+        # of the printed rates, so that they can be checked
+        ratio=round(http_tps / inprocess_tps, 3),
+        batch_tps=batch_tps,
+        batch_ratio=round(batch_tps / inprocess_tps, 3),
         p50_ms=round(1000 * percentile(ordered, 0.50), 2),
         p99_ms=round(1000 * percentile(ordered, 0.99), 2),
         clients=clients,
         transactions=len(raws),
+        batch_size=BATCH,
+        batch_clients=BATCH_CLIENTS,
         cores=cores,
         store="sqlite",
         note=(
-            f"{clients} client threads (httpx, keep-alive, one request in flight each) share "
+            f"a lean load generator (plain sockets, keep-alive HTTP/1.1, one thread and one "
+            f"request in flight per connection): {clients} connections posting one transfer "
+            f"each, then {BATCH_CLIENTS} posting batches of {BATCH} to a fresh node; it shares "
             f"the same {cores} cores with the node's process"
         ),
     )
@@ -296,9 +306,15 @@ def _report(result: HttpBench, as_json: bool, console: Console) -> None:
         "1.000",
     )
     table.add_row(
-        f"committed transfers/s over HTTP ({result.clients} clients, loopback)",
+        f"committed transfers/s over HTTP ({result.clients} clients, one per request)",
         f"{result.http_tps:,.0f}",
-        f"{result.ratio:.3f} (goal >= 0.5)",
+        f"{result.ratio:.3f} (goal >= 0.3)",
+    )
+    table.add_row(
+        f"committed transfers/s over HTTP ({result.batch_clients} clients, batches of "
+        f"{result.batch_size})",
+        f"{result.batch_tps:,.0f}",
+        f"{result.batch_ratio:.3f} (goal >= 0.8)",
     )
     table.add_row("submission latency p50", f"{result.p50_ms:,.1f} ms", "")
     table.add_row("submission latency p99", f"{result.p99_ms:,.1f} ms", "")

@@ -4,10 +4,16 @@ bytes each peer posts, against a baseline measured in the same run.
 One run: `petra ledger serve` in its own process over a temporary SQLite store, on a chain of
 one-second intervals; a regulation authorizes one meter, which issues N equal FA outputs to N
 fresh keys. For each N, `petra mixer serve` starts in its own process with `--min-peers` and
-`--max-peers` N, and N `MixClient`s, one thread each in this process, join at once. `seconds`
-is the full shuffle to a landed transfer: from the first peer seeing the pool start until
-every peer has seen the transfer on the ledger paying its output; the table also shows the
-time from before the first join (the coordinator checks each join on the ledger).
+`--max-peers` N, and N `MixClient`s join at once. `seconds` is the full shuffle to a landed
+transfer: from the first peer seeing the pool start until every peer has seen the transfer on
+the ledger paying its output; the table also shows the time from before the first join (the
+coordinator checks each join on the ledger).
+
+The peers run in as many worker processes as the machine has cores (`WORKERS`), each with its
+share of the peers as threads, started and warmed (imports, a ledger connection) before the
+clock starts: real wallets are one process each on machines of their own, and 50 peers as
+threads of one process would be serialised by its one interpreter lock, which no two wallets
+share.
 
 The baseline is the protocol's floor on this machine: one run is a chain of N + 3 messages
 each waiting for the one before (the announcements, then N - 1 shuffles and the final list,
@@ -21,12 +27,16 @@ ledger's block.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import queue
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -46,6 +56,8 @@ START_S = 10  # the pool's start deadline; it starts at once with N peers
 STEP_TIMEOUT_S = 20  # the coordinator's per-step timeout: no honest peer of the bench is slow
 MIX_TIMEOUT_S = 300
 BENCH_METER = "bench-mixer-meter"
+WORKERS = os.cpu_count() or 1  # processes the peers run in, each with its share as threads
+WORKER_START_S = 60.0  # how long a worker process may take to start and warm up
 
 
 class MixerBenchError(Exception):
@@ -142,6 +154,94 @@ def mix_all(clients: Sequence[MixClient]) -> tuple[float, list[MixResult]]:
     return seconds, [r for r in results if r is not None]
 
 
+@dataclass(frozen=True)
+class Share:
+    """The peers one worker process mixes: each owner's key seed and input."""
+
+    coordinator_url: str
+    ledger_url: str
+    chain: bytes
+    seeds: tuple[bytes, ...]
+    outpoints: tuple[Outpoint, ...]
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """One peer's mix as a worker reports it: `time.perf_counter()` readings (one clock for
+    every process of the machine) when its first run started and when it saw the transfer
+    land, and the bytes it posted."""
+
+    started: float
+    finished: float
+    bytes_sent: int
+
+
+def mix_share(share: Share, ready: Any, go: Any, results: Any) -> None:
+    """A worker process: make the share's clients, warm up, put None on `ready`, wait for
+    `go`, mix them all at once as threads and put `(list of Mixed, error or None)` on
+    `results`."""
+    mixed: list[Mixed] = []
+    error: str | None = None
+    with LedgerClient(share.ledger_url, timeout_s=60) as ledger:
+        clients = [
+            MixClient(
+                share.coordinator_url,
+                ledger,
+                share.chain,
+                Keypair(seed),
+                outpoint,
+                DENOMINATION,
+                timeout_s=MIX_TIMEOUT_S,
+            )
+            for seed, outpoint in zip(share.seeds, share.outpoints, strict=True)
+        ]
+        try:
+            ledger.head()  # a connection to the ledger, open before the clock starts
+            ready.put(None)
+            go.wait()
+            _, results_of = mix_all(clients)
+            mixed = [Mixed(r.started, r.finished, r.bytes_sent) for r in results_of]
+        except Exception as exc:  # reported by the parent, which would otherwise wait for it
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            for client in clients:
+                client.close()
+    results.put((mixed, error))
+
+
+def mix_in_workers(shares: Sequence[Share]) -> tuple[float, list[Mixed]]:
+    """Mix every share in a worker process of its own, all at once once every worker is
+    warm; (wall seconds from before the first join until the last peer saw the transfer pay
+    it, each peer's mix)."""
+    context = multiprocessing.get_context("spawn")  # no copy of this process's threads
+    ready, results, go = context.Queue(), context.Queue(), context.Event()
+    workers = [
+        context.Process(target=mix_share, args=(share, ready, go, results), daemon=True)
+        for share in shares
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in workers:
+            ready.get(timeout=WORKER_START_S)
+        start = time.perf_counter()
+        go.set()
+        mixed: list[Mixed] = []
+        for _ in workers:
+            share_mixed, error = results.get(timeout=MIX_TIMEOUT_S)
+            if error is not None:
+                raise MixerBenchError(f"a worker's peers did not mix: {error}")
+            mixed.extend(share_mixed)
+    except queue.Empty:
+        raise MixerBenchError("a worker process did not start or finish in time") from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+    return max(m.finished for m in mixed) - start, mixed
+
+
 def _baseline(url: str, round_trips: int) -> float:
     """Seconds for `round_trips` sequential GETs to the coordinator on one connection."""
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -169,30 +269,25 @@ def _one_size(
         try:
             coordinator.wait_until_serving()
             baseline = _baseline(coordinator.url, 2 * (peers + 3))
-            clients = [
-                MixClient(
+            workers = min(WORKERS, peers)
+            shares = [
+                Share(
                     coordinator.url,
-                    ledger,
+                    ledger_url,
                     scenario.chain,
-                    owner,
-                    outpoint,
-                    DENOMINATION,
-                    timeout_s=MIX_TIMEOUT_S,
+                    tuple(owner.seed for owner in owners[n::workers]),
+                    tuple(outpoints[n::workers]),
                 )
-                for owner, outpoint in zip(owners, outpoints, strict=True)
+                for n in range(workers)
             ]
-            try:
-                seconds, results = mix_all(clients)
-            finally:
-                for client in clients:
-                    client.close()
+            seconds, mixed = mix_in_workers(shares)
         finally:
             coordinator.stop()
     return MixBench(
         peers=peers,
-        seconds=round(max(r.finished for r in results) - min(r.started for r in results), 3),
+        seconds=round(max(m.finished for m in mixed) - min(m.started for m in mixed), 3),
         join_seconds=round(seconds, 3),
-        bytes_per_peer=round(sum(r.bytes_sent for r in results) / len(results)),
+        bytes_per_peer=round(sum(m.bytes_sent for m in mixed) / len(mixed)),
         baseline_s=baseline,
     )
 
@@ -238,7 +333,8 @@ def _report(measured: Sequence[MixBench], as_json: bool, console: Console) -> No
     table = Table(
         title="petra bench mixer",
         caption="baseline: 2 (N + 3) sequential round trips to the coordinator, the protocol's "
-        "chain of dependent messages, measured in the same run; all on loopback",
+        f"chain of dependent messages, measured in the same run; all on loopback, the peers "
+        f"as threads of {WORKERS} worker processes (one per core)",
     )
     table.add_column("peers", justify="right")
     table.add_column("mix (start to landed)", justify="right")
