@@ -35,11 +35,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     bindparam,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -235,17 +233,7 @@ class NodeRunning(StoreBusy):
 
 
 class Conflict(Exception):
-    """A row that must be unique exists already (an operator name, a bill for an interval)."""
-
-
-@contextmanager
-def _reading(engine: Any, conn: Connection | None) -> Iterator[Connection]:
-    """`conn` itself (to read within its transaction), or a connection of its own."""
-    if conn is not None:
-        yield conn
-        return
-    with engine.connect() as own:
-        yield own
+    """A row that must be unique exists already (an operator name)."""
 
 
 def now_ms() -> int:
@@ -642,30 +630,6 @@ class DsoStore:
 
     # ------------------------------------------------------------- bills
 
-    def add_bill(self, conn: Connection, bill: StoredBill, deposits: Sequence[Outpoint]) -> None:
-        """Store a new bill; Conflict if the meter has another bill for that interval."""
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(bills), _bill_row(bill))
-                if deposits:
-                    conn.execute(
-                        insert(bill_deposits),
-                        [
-                            {
-                                "tx": d.txid,
-                                "index": d.index,
-                                "bill": bill.id,
-                                "meter": bill.meter,
-                                "interval": bill.interval,
-                            }
-                            for d in deposits
-                        ],
-                    )
-        except IntegrityError:
-            raise Conflict(
-                f"meter {bill.meter} has another bill for interval {bill.interval}"
-            ) from None
-
     def add_bills(
         self, conn: Connection, new: Sequence[tuple[StoredBill, Sequence[Outpoint]]]
     ) -> None:
@@ -701,15 +665,6 @@ class DsoStore:
     def bill(self, bill_id: bytes) -> StoredBill | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(bills).where(bills.c.id == bill_id)).first()
-        return None if row is None else _stored_bill(row)
-
-    def bill_for(
-        self, meter: str, interval: int, conn: Connection | None = None
-    ) -> StoredBill | None:
-        with _reading(self.engine, conn) as reader:
-            row = reader.execute(
-                select(bills).where(bills.c.meter == meter, bills.c.interval == interval)
-            ).first()
         return None if row is None else _stored_bill(row)
 
     def bills(
@@ -768,24 +723,6 @@ class DsoStore:
         )
         for tx, index, bill, meter, interval in self._rows(conn, sql, txids):
             found.setdefault(Outpoint(bytes(tx), index), []).append((bytes(bill), meter, interval))
-        return found
-
-    def claims(
-        self, outpoints: Sequence[Outpoint], other_than: bytes, conn: Connection | None = None
-    ) -> dict[Outpoint, list[Any]]:
-        """For each outpoint, the (meter, interval) of the other bills that list it."""
-        found: dict[Outpoint, list[Any]] = {}
-        with _reading(self.engine, conn) as reader:
-            for outpoint in outpoints:
-                rows = reader.execute(
-                    select(bill_deposits.c.meter, bill_deposits.c.interval).where(
-                        bill_deposits.c.tx == outpoint.txid,
-                        bill_deposits.c.index == outpoint.index,
-                        bill_deposits.c.bill != other_than,
-                    )
-                ).all()
-                if rows:
-                    found[outpoint] = [(r.meter, r.interval) for r in rows]
         return found
 
     # ------------------------------------------------------------- the ledger index
@@ -855,7 +792,8 @@ class DsoStore:
         self, conn: Connection, meters: Sequence[str], first: int, last: int, max_height: int
     ) -> list[ChainTransaction]:
         """The issues of `meters` up to `max_height` that can count in a bill of an interval
-        from `first` to `last` (see `issues_counting`), in ledger order."""
+        from `first` to `last` (those with EPA covering one of them, and those in a block of
+        one: their FA), in ledger order."""
         if not meters:
             return []
         m = self._mark
@@ -866,28 +804,6 @@ class DsoStore:
         )
         values = (*meters, max_height, first, last, last, first)
         return [_chain_of_row(row) for row in self._rows(conn, sql, values)]
-
-    def issues_counting(
-        self, meter: str, interval: int, max_height: int, conn: Connection | None = None
-    ) -> list[ChainTransaction]:
-        """The meter's issues up to `max_height` that can count in a bill of `interval`: those
-        with EPA covering it and those in a block of it (their FA)."""
-        table = chain_transactions
-        query = (
-            select(table)
-            .where(
-                table.c.type == "issue",
-                table.c.meter == meter,
-                table.c.height <= max_height,
-                or_(
-                    table.c.interval == interval,
-                    and_(table.c.epa_first <= interval, table.c.epa_last >= interval),
-                ),
-            )
-            .order_by(table.c.seq)
-        )
-        with _reading(self.engine, conn) as reader:
-            return [_chain_transaction(r) for r in reader.execute(query)]
 
     # ------------------------------------------------------------- proposals
 

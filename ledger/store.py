@@ -315,15 +315,6 @@ class Store:
             self._chain = chain_id(parse_genesis(raw))
         return self._chain
 
-    def known_txids(self, txids: Collection[bytes]) -> set[bytes]:
-        """Which of `txids` are on the ledger."""
-        with self.engine.connect() as conn:
-            return {
-                bytes(row[0])
-                for chunk in _chunks(list(txids))
-                for row in self._select_in(conn, "SELECT txid FROM transactions", "txid", chunk)
-            }
-
     def outputs(self, outpoints: Collection[Outpoint]) -> dict[Outpoint, StoredOutput]:
         """The outputs among `outpoints` that exist, with whether and by what they were spent."""
         # Keyed by plain tuples, which hash in C: a block looks up thousands of rows here, and

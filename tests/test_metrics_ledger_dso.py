@@ -289,7 +289,7 @@ def test_the_dsos_figures_move_with_bills_taken_in_and_refused(
     stored = dso.store.bills(0, 1_000)
     with dso.store.writing() as conn:  # a bill the reconciliation flagged, kept as it would be
         flagged = dataclasses.replace(stored[0], id=bytes(32), interval=9, status="flagged")
-        dso.store.add_bill(conn, flagged, [])
+        dso.store.add_bills(conn, [(flagged, [])])
     after = scrape(dso.registry)
     assert figure(after, "petra_dso_bills_received_total") == 1
     for code in refused:
