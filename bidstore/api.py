@@ -38,6 +38,7 @@ from bidstore.schemas import ORDER, TAKE, TRADE_TRANSFER
 from bidstore.service import BidStore, BidStoreError, decode_body
 from service.health import install_health
 from service.http import (
+    NO_TELEMETRY,
     ApiError,
     bounded_asgi_body,
     bounded_body,
@@ -92,8 +93,7 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         lifespan=lifespan,
-        # no OpenTelemetry here (metrics are Prometheus'): not even its per-request look-ups
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
     install_health(app, {"ledger": store.ledger_problem})
@@ -233,6 +233,10 @@ def create_app(store: BidStore, *, run: bool = True, docs: bool = True) -> FastA
     return app
 
 
+def _order_too_large() -> BidStoreError:
+    return BidStoreError(413, "too_large", f"a body here is at most {MAX_ORDER_BYTES} bytes")
+
+
 class OrderRoutes:
     """Pure ASGI middleware serving the order path without FastAPI's per-request work
     (routing, dependencies, validating and encoding the answer through its model), with the
@@ -285,11 +289,8 @@ class OrderRoutes:
 
     async def post_order(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """The order in the request's body checked and opened: what the book shows of it."""
-        too_large = BidStoreError(
-            413, "too_large", f"a body here is at most {MAX_ORDER_BYTES} bytes"
-        )
         order = self.store.decode(
-            await bounded_asgi_body(scope, receive, MAX_ORDER_BYTES, too_large)
+            await bounded_asgi_body(scope, receive, MAX_ORDER_BYTES, _order_too_large)
         )
         if self.store.indexed(order.order):  # no ledger call: a thread costs more than it
             return self.store.post_order(order)

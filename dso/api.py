@@ -26,6 +26,7 @@ from dso.auth import Permission
 from dso.service import MAX_VIEW_INTERVALS, Actor, DsoError, DsoService, Throttled
 from service.health import install_health
 from service.http import (
+    NO_TELEMETRY,
     ApiError,
     bounded_asgi_body,
     error_response,
@@ -52,6 +53,7 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
     install_health(app, service.checks())
@@ -418,6 +420,10 @@ def create_app(service: DsoService, *, docs: bool = False) -> FastAPI:
     return app
 
 
+def _bill_too_large() -> DsoError:
+    return DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
+
+
 class BillRoutes:
     """Pure ASGI middleware serving `POST /v1/bills`, a meter's bill (most of a DSO node's
     requests), without FastAPI's per-request work (its `http` middleware, routing, and
@@ -434,9 +440,8 @@ class BillRoutes:
         if scope["type"] != "http" or scope["path"] != BILLS_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        too_large = DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
         try:
-            raw = await bounded_asgi_body(scope, receive, MAX_BILL_BYTES, too_large)
+            raw = await bounded_asgi_body(scope, receive, MAX_BILL_BYTES, _bill_too_large)
         except DsoError as exc:  # refused before the service sees it: counted here
             self.service.metrics.refusal(exc.code)
             await send_error(send, ApiError(exc.status, exc.code, exc.message))

@@ -31,6 +31,7 @@ from ledger.sequencer import InProcessSequencer, SequencerBusy, SequencerClosed,
 from ledger.store import StoredOutput
 from service.health import Check, install_health
 from service.http import (
+    NO_TELEMETRY,
     ApiError,
     bounded_asgi_body,
     draining,
@@ -287,6 +288,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         version="1",
         description="Submit transactions, read the ledger, and audit it with Merkle proofs.",
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
     )
 
     install_error_handlers(app)
@@ -448,6 +450,18 @@ def create_app(node: LedgerNode) -> FastAPI:
     return app
 
 
+def _tx_too_large() -> ApiError:
+    return _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
+
+
+def _batch_too_large() -> ApiError:
+    return ApiError(
+        413,
+        "too_large",
+        f"a batch holds at most {MAX_BATCH} transactions and {MAX_BATCH_BYTES} bytes: split it",
+    )
+
+
 class SubmissionRoutes:
     """A pure ASGI middleware serving the two submission routes, `POST /v1/transactions` and
     `POST /v1/transactions/batch`, before FastAPI's routing, validation and encoding (a
@@ -475,8 +489,7 @@ class SubmissionRoutes:
 
     async def submit(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """One transaction: its answer once its block is durable, or its rejection raised."""
-        too_large = _tx_error(413, "too_large", f"the body is over {MAX_TX_BYTES} bytes")
-        raw = await bounded_asgi_body(scope, receive, MAX_TX_BYTES, too_large)
+        raw = await bounded_asgi_body(scope, receive, MAX_TX_BYTES, _tx_too_large)
         sequencer = self._sequencer()
         ticket = await _queue(partial(sequencer.submit, raw, wait=False))
         result = await self._durable(ticket)
@@ -490,16 +503,13 @@ class SubmissionRoutes:
         """A batch (`ledger.batch`): each transaction's answer or error object, in order, once
         every block holding one is durable. A transaction over `MAX_TX_BYTES` is refused
         `too_large` alone, as a single submission of it would be."""
-        too_large = ApiError(
-            413,
-            "too_large",
-            f"a batch holds at most {MAX_BATCH} transactions and {MAX_BATCH_BYTES} bytes: split it",
+        raws = split_batch(
+            await bounded_asgi_body(scope, receive, MAX_BATCH_BYTES, _batch_too_large)
         )
-        raws = split_batch(await bounded_asgi_body(scope, receive, MAX_BATCH_BYTES, too_large))
         if not raws:
             raise ApiError(400, "bad_request", "the batch holds no transaction")
         if len(raws) > MAX_BATCH:
-            raise too_large
+            raise _batch_too_large()
         sequencer = self._sequencer()
         fitting = [raw for raw in raws if len(raw) <= MAX_TX_BYTES]
         tickets = iter(await _queue(partial(sequencer.submit_many, fitting, wait=False)))

@@ -7,6 +7,8 @@ in one database transaction: it is there entirely or not at all. Rows are never 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
@@ -37,16 +40,25 @@ SCHEMA_VERSION = b"5"  # the meta table's schema, which releases before revision
 SCHEMA_REVISION = "0002"  # the head of ledger/migrations
 # Serialises block writes on PostgreSQL, so that a restarted ledger waits for a COMMIT that a
 # killed one sent before loading the state (the server completes it, however late).
+log = logging.getLogger(__name__)
 _WRITER_LOCK = 0x5045_5452_4131  # "PETRA1"
 _CHUNK = 500  # bound parameters per IN (...) query
 # Bound parameters per query of a block's prefetch: one query for a block of thousands (both
 # SQLite, 32,766, and PostgreSQL, 65,535, take more), the index probed in sorted order.
 _PREFETCH_CHUNK = 16_000
 TXID_SIZE = 32
-# WAL pages between automatic checkpoints of the ledger's SQLite store (service default:
-# 10,000). A block dirties a random page of the txid index per transaction; a larger WAL
-# copies each such page back once for several blocks (3 µs less CPU per transaction at 10^6).
-_WAL_CHECKPOINT_PAGES = 50_000
+# The ledger's SQLite store is checkpointed by a thread of its own (`_Checkpointer`), never
+# inside a block's commit: at 10^6 transactions a checkpoint copies back tens of megabytes of
+# the txid index (a block dirties a random page of it per transaction) and syncs the file, and
+# the writer used to stall for it, a third of the rate over the second it fell in.
+CHECKPOINT_EVERY_S = 0.5  # how often the checkpointer looks at what was written
+# Transactions written between passive checkpoints: each copies back the pages they dirtied,
+# and a page dirtied by several blocks is copied once (more often costs CPU the blocks need).
+CHECKPOINT_TRANSACTIONS = 20_000
+CHECKPOINT_AT_LEAST_S = 30.0  # and at least this often while any block is written
+# WAL pages past which the checkpointer also restarts the WAL (briefly holding writers back
+# while it copies what they wrote meanwhile), so that it does not grow without end.
+_WAL_RESTART_PAGES = 50_000
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 metadata = MetaData()
@@ -183,12 +195,16 @@ class Store:
         try:
             self.engine = create_store_engine(url)
             if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _checkpoint_less_often)
+                event.listen(self.engine, "connect", _no_checkpoint_in_commits)
             open_schema(self.engine, SCHEMA, url)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {url}: {exc.args[0]}") from exc
+        self._checkpointer: _Checkpointer | None = None
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self.engine.dispose()
 
     # ------------------------------------------------------------- genesis
@@ -213,6 +229,10 @@ class Store:
     ) -> None:
         """Append one block atomically: all of it is durable when this returns, or none of it."""
         header = head.header
+        if self._checkpointer is None and _sqlite_file(self.engine):
+            self._checkpointer = _Checkpointer(self.engine)
+        if self._checkpointer is not None:
+            self._checkpointer.written += len(block.transactions)
         with self.engine.begin() as conn:
             self._lock_writers(conn)
             self._insert(
@@ -443,8 +463,60 @@ class Store:
         return bytes(value)
 
 
-def _checkpoint_less_often(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+def _sqlite_file(engine: Engine) -> bool:
+    """Whether `engine` is a SQLite database in a file (one in memory has no WAL)."""
+    database = engine.url.database or ""
+    return (
+        engine.dialect.name == "sqlite"
+        and database not in ("", ":memory:")
+        and ("mode=memory" not in str(engine.url))
+    )
+
+
+def _no_checkpoint_in_commits(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")  # `_Checkpointer` does it
+
+
+class _Checkpointer:
+    """Checkpoints a SQLite store's WAL from a thread of its own, beside the writer, once
+    `CHECKPOINT_TRANSACTIONS` were written or `CHECKPOINT_AT_LEAST_S` after any was: a passive
+    checkpoint copies back what is committed without holding anyone back (SQLite runs it
+    without the interpreter lock); once the WAL holds more than
+    `_WAL_RESTART_PAGES` pages, a restarting one then copies the little written meanwhile and
+    lets the next block start the WAL over (writers wait for it through their busy timeout).
+    A failure is logged and tried again: until then the WAL only grows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.written = 0  # transactions written since the last checkpoint (by the writer)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        waited = 0.0
+        while not self._stop.wait(CHECKPOINT_EVERY_S):
+            waited += CHECKPOINT_EVERY_S
+            if not self.written or (
+                self.written < CHECKPOINT_TRANSACTIONS and waited < CHECKPOINT_AT_LEAST_S
+            ):
+                continue
+            self.written, waited = 0, 0.0  # a block counted twice or not at all moves nothing
+            try:
+                self.checkpoint()
+            except SQLAlchemyError as exc:
+                log.warning("the ledger's WAL could not be checkpointed: %s", exc.args[0])
+
+    def checkpoint(self) -> None:
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            busy, pages = int(row[0]), int(row[1])  # and row[2], the pages copied back
+            if not busy and pages > _WAL_RESTART_PAGES:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:

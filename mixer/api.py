@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,6 +36,7 @@ from mixer.polls import long_poll
 from mixer.schemas import ENVELOPE, FORMING_QUERY, JOIN, POLL_QUERY
 from service.health import install_health
 from service.http import (
+    NO_TELEMETRY,
     bounded_asgi_body,
     bounded_body,
     draining,
@@ -81,6 +83,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
     install_health(app, {"ledger": coordinator.ledger_problem})
@@ -193,7 +196,7 @@ class PeerRoutes:
         coordinator = self.coordinator
         with coordinator.arriving(pool):  # from the first byte: its timeout waits for it
             raw = await bounded_asgi_body(
-                scope, receive, MAX_BODY_BYTES, _too_large(MAX_BODY_BYTES)
+                scope, receive, MAX_BODY_BYTES, partial(_too_large, MAX_BODY_BYTES)
             )
             if len(raw) > RELAY_ON_LOOP_BYTES:
                 return await run_in_threadpool(_post, coordinator, pool, raw)

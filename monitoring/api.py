@@ -19,7 +19,7 @@ from monitoring.pages import pages_router
 from monitoring.service import MonitorService
 from monitoring.templating import error_page
 from service.health import install_health
-from service.http import error_response, install_error_handlers
+from service.http import NO_TELEMETRY, error_response, install_error_handlers
 
 
 def create_app(service: MonitorService, *, docs: bool = False) -> FastAPI:
@@ -32,6 +32,7 @@ def create_app(service: MonitorService, *, docs: bool = False) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
     app.state.monitor = service  # what the session dependencies (`monitoring.auth`) read

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from service.health import install_health as install_health
     from service.health import readiness as readiness
     from service.http import DRAINING as DRAINING
+    from service.http import NO_TELEMETRY as NO_TELEMETRY
     from service.http import ApiError as ApiError
     from service.http import bounded_asgi_body as bounded_asgi_body
     from service.http import bounded_body as bounded_body

@@ -20,6 +20,10 @@ from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("petra.service.http")
 
+# FastAPI's own OpenTelemetry hooks, off: PETra's metrics are Prometheus' (`service.metrics`),
+# and left on they look the providers up on every request (a tenth of a busy node's loop).
+# `Any`: older FastAPI releases in the pinned range take it as an extra, unnamed setting.
+NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 _STARLETTE_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "bad_request"}
 
 
@@ -80,13 +84,14 @@ async def send_error(send: Send, exc: ApiError) -> None:
 
 
 async def bounded_asgi_body(
-    scope: Scope, receive: Receive, limit: int, too_large: Exception
+    scope: Scope, receive: Receive, limit: int, too_large: Callable[[], Exception]
 ) -> bytes:
-    """`bounded_body` for a pure ASGI route: the body, refused with `too_large` as soon as it
-    is known to exceed `limit` bytes, from its Content-Length or while it streams."""
+    """`bounded_body` for a pure ASGI route: the body, refused with `too_large()` as soon as
+    it is known to exceed `limit` bytes, from its Content-Length or while it streams (made
+    only then: a hot route answers thousands of bodies that fit)."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_large
+            raise too_large()
     raw = bytearray()
     while True:
         message = await receive()
@@ -94,7 +99,7 @@ async def bounded_asgi_body(
             raise ApiError(400, "bad_request", "the client hung up before its body ended")
         raw += message.get("body", b"")
         if len(raw) > limit:
-            raise too_large
+            raise too_large()
         if not message.get("more_body", False):
             return bytes(raw)
 

@@ -55,7 +55,7 @@ from assets.codec import METER_ID, asset_from_wire, output_to_wire, trusted_tran
 from assets.signing import signing_message, verify
 from ledger.client import LedgerClient, LedgerClientError, LedgerRejected
 from service.clock import now as ledger_now
-from service.http import ApiError, bounded_body, install_error_handlers
+from service.http import NO_TELEMETRY, ApiError, bounded_body, install_error_handlers
 from smartmeter.billing_loop import BILL_KIND, bill_key
 from smartmeter.issuing import WithdrawalRefused
 from smartmeter.ledger_index import HANDED_OUT, MeterLedgerIndex
@@ -418,7 +418,9 @@ def create_app(node: OwnerService) -> FastAPI:
     """The owner's API over `node`; serve it on loopback only."""
     if METER_ID.fullmatch(node.meter_id) is None:
         raise ValueError(f"{node.meter_id!r} is not a meter id")
-    app = FastAPI(title="PETra smart meter (owner)", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="PETra smart meter (owner)", docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+    )
     install_error_handlers(app)
     too_large = ApiError(413, "too_large", f"a request is at most {MAX_BODY} bytes")
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 from assets import Keypair, bill_of_interval, encode_bill, sign_bill
 from dso.client import DsoClient, DsoClientError
+from ledger.block_follower import FollowerStopped
+from ledger.client import LedgerClientError
 from smartmeter.energy import IntervalStatus
 from smartmeter.ledger_index import MeterLedgerIndex
 from smartmeter.store import MeterStore, OutboxMessage
@@ -77,9 +79,14 @@ def close_due_bills(
     interval; pass them, or a source removed from the configuration holds back every
     `missing` interval after its last one).
 
-    Bills count the ledger as the ledger index has it (`closed_height` = its height). Nothing
-    is billed while the ledger index has stopped on a bad block or cannot read the ledger: a bill
-    closed on a stale view would leave out the interval's issues and deposits.
+    Bills count the ledger as it stands when they close: before closing any, the ledger index
+    catches up with the ledger in this thread (one read when it is current), and `closed_height`
+    is its height then. A block is stamped when it is made, so every block of an interval that
+    ended `closing_delay_s` ago is on the ledger by then; a streamed index that lags (a loaded
+    machine, a stream being re-opened) would otherwise close the bill without it, and an FA
+    deposit of that interval would be counted in no bill at all. Nothing is billed while the
+    ledger index has stopped on a bad block or cannot read the ledger: a bill closed on a stale
+    view would leave out the interval's issues and deposits.
     """
     if ledger_index.problem is not None or ledger_index.last_error is not None:
         log.warning(
@@ -96,6 +103,11 @@ def close_due_bills(
         if first is None:
             return []
     if last < first:
+        return []
+    try:
+        ledger_index.poll()
+    except (LedgerClientError, FollowerStopped) as exc:
+        log.warning("not closing bills: the ledger index cannot catch up (%s)", exc)
         return []
     if sources is None:
         sources = store.interval_sources()

@@ -158,6 +158,39 @@ def test_a_closed_interval_is_billed_once_delivered_and_reconciled(meter: Meter)
     assert len(dso_bills(dso)) == 1
 
 
+def test_a_bill_closes_on_the_ledger_as_it_stands_not_on_a_lagging_index(
+    meter: Meter, tmp_path: Path
+) -> None:
+    """An index that has not seen the interval's blocks (a stream that lags or is re-opening)
+    catches up before the bill closes: the FA issued in the interval is billed, not lost."""
+    meter.ledger_index.stop()
+    index_store = MeterStore(f"sqlite:///{tmp_path / 'behind.sqlite'}")
+    meter.ledger_index = MeterLedgerIndex(
+        LedgerClient(meter.dso.ledger_url), index_store, meter.dso.scenario.genesis, METER, SEED
+    )
+    assert meter.ledger_index.height == 0  # it has read nothing yet
+    meter.close_the_bill()
+    index_store.close()
+    [queued] = meter.store.due("bill")
+    bill = decode_bill(queued.body)
+    assert bill.fa_issued == 5_000
+    assert bill.closed_height >= meter.ledger_index.issues()[0].height
+
+
+def test_no_bill_closes_while_the_ledger_cannot_be_read(meter: Meter) -> None:
+    meter.ledger_index.stop()
+    meter.ledger_index = MeterLedgerIndex(
+        LedgerClient(f"http://127.0.0.1:{free_port()}", timeout_s=2, retries=0),
+        meter.store,
+        meter.dso.scenario.genesis,
+        METER,
+        SEED,
+    )
+    wait_until(lambda: time.time() >= meter.bill_due_at(), WAIT_S, "the bill to be due")
+    assert meter.close_bills() == []
+    assert meter.store.due("bill") == []
+
+
 def test_an_unreachable_dso_delays_the_bill_until_it_is_back(meter: Meter) -> None:
     dso, key = meter.dso, bill_key(METER, meter.interval)
     meter.close_the_bill()
