@@ -34,7 +34,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assets import Eca, Epa, Fa, Outpoint, Output, chain_id, parse_genesis
 from ledger.blocks import BlockHeader, SignedHead
-from service.database import StoreError, StoreSchema, create_store_engine, open_schema
+from service.database import (
+    BUSY_TIMEOUT_MS,
+    StoreError,
+    StoreSchema,
+    create_store_engine,
+    open_schema,
+)
 
 SCHEMA_VERSION = b"5"  # the meta table's schema, which releases before revisions refuse
 SCHEMA_REVISION = "0002"  # the head of ledger/migrations
@@ -59,6 +65,7 @@ CHECKPOINT_AT_LEAST_S = 30.0  # and at least this often while any block is writt
 # WAL pages past which the checkpointer also restarts the WAL (briefly holding writers back
 # while it copies what they wrote meanwhile), so that it does not grow without end.
 _WAL_RESTART_PAGES = 50_000
+_RESTART_WAIT_MS = 100  # the longest a restarting checkpoint holds writers back
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 metadata = MetaData()
@@ -483,7 +490,8 @@ class _Checkpointer:
     checkpoint copies back what is committed without holding anyone back (SQLite runs it
     without the interpreter lock); once the WAL holds more than
     `_WAL_RESTART_PAGES` pages, a restarting one then copies the little written meanwhile and
-    lets the next block start the WAL over (writers wait for it through their busy timeout).
+    lets the next block start the WAL over (writers wait for it, `_RESTART_WAIT_MS` at most:
+    past that it gives up until next time).
     A failure is logged and tried again: until then the WAL only grows."""
 
     def __init__(self, engine: Engine) -> None:
@@ -512,7 +520,13 @@ class _Checkpointer:
             row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
             busy, pages = int(row[0]), int(row[1])  # and row[2], the pages copied back
             if not busy and pages > _WAL_RESTART_PAGES:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+                # writers wait while it is pending: a reader that holds the WAL longer (a
+                # backup) makes it give up after a moment, and it is tried again next time
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self._stop.set()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from service.clock import now as now
     from service.clock import parse_clock as parse_clock
     from service.clock import wall_seconds_until as wall_seconds_until
+    from service.database import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
     from service.database import PREDATES_REVISIONS as PREDATES_REVISIONS
     from service.database import SchemaOutdated as SchemaOutdated
     from service.database import StoreBusy as StoreBusy

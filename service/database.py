@@ -46,6 +46,7 @@ class StoreBusy(StoreError):
 
 
 SQLITE_CACHE_MIB = 256  # per connection: a ledger's hot index pages stay in memory
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite connection waits for a lock
 
 
 def _sqlite_pragmas(cache_mib: int) -> Callable[[Any, ConnectionPoolEntry], None]:
@@ -53,7 +54,7 @@ def _sqlite_pragmas(cache_mib: int) -> Callable[[Any, ConnectionPoolEntry], None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # durable: a committed block survives power loss
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # KiB when negative
         cursor.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints
         cursor.close()

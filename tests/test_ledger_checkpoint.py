@@ -20,20 +20,32 @@ from simulation.scenario import Scenario, pay
 BLOCKS = 30
 
 
-def write_blocks(path: Path) -> Ledger:
-    """A ledger at `path` with a regulation and `BLOCKS` blocks of issues."""
-    scenario = Scenario()
-    meter = Keypair.generate()
-    ledger = Ledger(Store(f"sqlite:///{path}"), scenario.genesis, scenario.sequencer)
-    authorize = Authorization("meter-1", meter.public_key, 10_000, 10_000)
-    regulation = encode_transaction(scenario.regulate(0, authorize=[authorize]))
-    assert ledger.append_block([regulation], scenario.time_in(0)).outcomes[0].accepted
-    nonces = itertools.count(1)
-    for _ in range(BLOCKS):
+class Blocks:
+    """A ledger at `path` with a regulation and `BLOCKS` blocks of issues; `more()` appends
+    one more."""
+
+    def __init__(self, path: Path) -> None:
+        self.scenario = Scenario()
+        self.meter = Keypair.generate()
+        self.nonces = itertools.count(1)
+        self.ledger = Ledger(
+            Store(f"sqlite:///{path}"), self.scenario.genesis, self.scenario.sequencer
+        )
+        authorize = Authorization("meter-1", self.meter.public_key, 10_000, 10_000)
+        regulation = encode_transaction(self.scenario.regulate(0, authorize=[authorize]))
+        assert self.ledger.append_block([regulation], self.scenario.time_in(0)).outcomes[0].accepted
+        for _ in range(BLOCKS):
+            self.more()
+
+    def more(self) -> None:
         outputs = [pay(Fa(1_000), Keypair.generate()) for _ in range(20)]
-        issue = encode_transaction(scenario.issue("meter-1", meter, next(nonces), outputs))
-        assert ledger.append_block([issue], scenario.time_in(1)).outcomes[0].accepted
-    return ledger
+        issue = self.scenario.issue("meter-1", self.meter, next(self.nonces), outputs)
+        block = self.ledger.append_block([encode_transaction(issue)], self.scenario.time_in(1))
+        assert block.outcomes[0].accepted
+
+
+def write_blocks(path: Path) -> Ledger:
+    return Blocks(path).ledger
 
 
 def test_no_commit_checkpoints(tmp_path: Path) -> None:
@@ -71,3 +83,27 @@ def test_nothing_is_copied_back_before_the_thresholds(
     with pytest.raises(pytest.fail.Exception):
         wait_until(lambda: os.path.getsize(path) > written, 0.5, "a checkpoint")
     ledger.store.close()
+
+
+def wal_pages(ledger: Ledger) -> int:
+    """The WAL's length in pages, as a passive checkpoint reports it."""
+    with ledger.store.engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()[1])
+
+
+def test_a_long_wal_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `_WAL_RESTART_PAGES`, the checkpointer also restarts the WAL (a passive checkpoint
+    that copied everything lets the next writer start over too, but not one that a writer
+    outran): the next block is written from its start, and the connection waits for locks as
+    long as before."""
+    blocks = Blocks(tmp_path / "l.sqlite")
+    grown = wal_pages(blocks.ledger)
+    checkpointer = blocks.ledger.store._checkpointer
+    assert checkpointer is not None
+    monkeypatch.setattr(store, "_WAL_RESTART_PAGES", 0)
+    checkpointer.checkpoint()
+    blocks.more()
+    assert 0 < wal_pages(blocks.ledger) < grown
+    with blocks.ledger.store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    blocks.ledger.store.close()
