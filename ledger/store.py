@@ -44,9 +44,9 @@ from service.database import (
 
 SCHEMA_VERSION = b"5"  # the meta table's schema, which releases before revisions refuse
 SCHEMA_REVISION = "0002"  # the head of ledger/migrations
+log = logging.getLogger(__name__)
 # Serialises block writes on PostgreSQL, so that a restarted ledger waits for a COMMIT that a
 # killed one sent before loading the state (the server completes it, however late).
-log = logging.getLogger(__name__)
 _WRITER_LOCK = 0x5045_5452_4131  # "PETRA1"
 _CHUNK = 500  # bound parameters per IN (...) query
 # Bound parameters per query of a block's prefetch: one query for a block of thousands (both
@@ -486,13 +486,13 @@ def _no_checkpoint_in_commits(dbapi_connection: Any, _record: Any) -> None:
 
 class _Checkpointer:
     """Checkpoints a SQLite store's WAL from a thread of its own, beside the writer, once
-    `CHECKPOINT_TRANSACTIONS` were written or `CHECKPOINT_AT_LEAST_S` after any was: a passive
-    checkpoint copies back what is committed without holding anyone back (SQLite runs it
-    without the interpreter lock); once the WAL holds more than
-    `_WAL_RESTART_PAGES` pages, a restarting one then copies the little written meanwhile and
-    lets the next block start the WAL over (writers wait for it, `_RESTART_WAIT_MS` at most:
-    past that it gives up until next time).
-    A failure is logged and tried again: until then the WAL only grows."""
+    `CHECKPOINT_TRANSACTIONS` were written or `CHECKPOINT_AT_LEAST_S` after any was.
+
+    A passive checkpoint copies back what is committed without holding anyone back (SQLite
+    runs it without the interpreter lock). Once the WAL holds more than `_WAL_RESTART_PAGES`
+    pages, a restarting one then copies the little written meanwhile and lets the next block
+    start the WAL over; writers wait for it `_RESTART_WAIT_MS` at most, past which it gives up
+    until next time. A failure is logged and tried again: until then the WAL only grows."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
