@@ -40,6 +40,7 @@ from service.database import (
     StoreSchema,
     create_store_engine,
     open_schema,
+    sqlite_file,
 )
 
 SCHEMA_VERSION = b"5"  # the meta table's schema, which releases before revisions refuse
@@ -207,6 +208,7 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {url}: {exc.args[0]}") from exc
         self._checkpointer: _Checkpointer | None = None
+        self._checkpoints = sqlite_file(url) is not None  # a WAL to checkpoint, once written
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -236,9 +238,9 @@ class Store:
     ) -> None:
         """Append one block atomically: all of it is durable when this returns, or none of it."""
         header = head.header
-        if self._checkpointer is None and _sqlite_file(self.engine):
-            self._checkpointer = _Checkpointer(self.engine)
-        if self._checkpointer is not None:
+        if self._checkpoints:
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self.engine)
             self._checkpointer.written += len(block.transactions)
         with self.engine.begin() as conn:
             self._lock_writers(conn)
@@ -468,16 +470,6 @@ class Store:
         if value is None:
             raise KeyError((level, index))
         return bytes(value)
-
-
-def _sqlite_file(engine: Engine) -> bool:
-    """Whether `engine` is a SQLite database in a file (one in memory has no WAL)."""
-    database = engine.url.database or ""
-    return (
-        engine.dialect.name == "sqlite"
-        and database not in ("", ":memory:")
-        and ("mode=memory" not in str(engine.url))
-    )
 
 
 def _no_checkpoint_in_commits(dbapi_connection: Any, _record: Any) -> None:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from service.database import open_schema as open_schema
     from service.database import open_service_database as open_service_database
     from service.database import service_meta as service_meta
+    from service.database import sqlite_file as sqlite_file
     from service.database import store_revision as store_revision
     from service.database import version_table as version_table
     from service.door import door_names as door_names

@@ -73,13 +73,23 @@ def create_private_file(path: Path) -> None:
         raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database, or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:" or "mode=memory" in url:
+        return None
+    return Path(parsed.database)
+
+
 def create_store_engine(url: str, sqlite_cache_mib: int = SQLITE_CACHE_MIB) -> Engine:
     """An engine for `url`: SQLite made durable, each connection caching up to
     `sqlite_cache_mib` MiB of pages; PostgreSQL with a healthy pool."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
-            create_private_file(Path(parsed.database))
+    if make_url(url).get_backend_name() == "sqlite":
+        file = sqlite_file(url)
+        if file is not None:
+            create_private_file(file)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas(sqlite_cache_mib))
         return engine
