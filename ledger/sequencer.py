@@ -1,10 +1,12 @@
 """Ordering: the one interface through which transactions reach the ledger in order.
 
 The validator never knows which sequencer feeds it. `InProcessSequencer` orders submissions
-in arrival order and cuts blocks by group commit: at once while fewer than `max_in_flight`
-blocks are being appended, otherwise when the block holds `max_block` transactions or its
-oldest has waited `max_wait_s`. A lone submission never waits, and under load blocks grow
-by themselves. A replicated log can stand behind the same interface later.
+in arrival order and cuts blocks by group commit: while fewer than `max_in_flight` blocks are
+being appended, once the block holds as many transactions as the last one (those answered
+together come back together), or none arrived for `quiet_s`, or it has waited `linger_s`;
+otherwise when the block holds `max_block` transactions or its oldest has waited
+`max_wait_s`. A lone submission after a lone one never waits, and under load blocks grow by
+themselves. A replicated log can stand behind the same interface later.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ DEFAULT_MAX_BLOCK = 2_000
 DEFAULT_MAX_WAIT_S = 0.05
 DEFAULT_MAX_QUEUED_BLOCKS = 4
 DEFAULT_MAX_IN_FLIGHT = 1  # group commit: one block appended while the next one gathers
+# While the pipeline is idle, the open block waits for as many transactions as the last block
+# held, unless none arrived for DEFAULT_QUIET_S or it has waited DEFAULT_LINGER_S: the clients
+# answered together come back together, and a block cut at the first of them would leave the
+# rest to pay a block of their own (its commit, its sync, its signed head).
+DEFAULT_QUIET_S = 0.001
+DEFAULT_LINGER_S = 0.003
 
 
 @dataclass(eq=False)
 class _Batch:
     raws: list[bytes] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
+    last: float = 0.0  # when its latest transaction arrived
     block: Future[BlockResult] = field(default_factory=Future)
 
 
@@ -84,24 +93,31 @@ class InProcessSequencer:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         on_failure: Callable[[BaseException], None] | None = None,
         on_latency: Callable[[BlockResult, float], None] | None = None,
+        quiet_s: float = DEFAULT_QUIET_S,
+        linger_s: float = DEFAULT_LINGER_S,
     ) -> None:
         """`clock` gives a block its time, in ledger unix seconds (`service.clock`).
         `on_failure`: called once, from the sequencer's threads, when storage fails and the
         sequencer stops (a service exits then, so that its supervisor restarts it).
         `on_latency`: called with each block's result and its latency in seconds, from its
-        first transaction arriving to the block durable (a service's metrics)."""
+        first transaction arriving to the block durable (a service's metrics). `quiet_s`,
+        `linger_s`: how long an idle pipeline's next block waits for the rest of the last
+        block's count, from its latest arrival and from its first."""
         self.ledger = ledger
         self.max_block = max_block
         self.max_wait_s = max_wait_s
         self.clock = clock
         self.max_queued_blocks = max_queued_blocks
         self.max_in_flight = max_in_flight
+        self.quiet_s = quiet_s
+        self.linger_s = linger_s
         self._in_flight = 0  # blocks handed to the pipeline and not yet settled
         self.on_block = on_block
         self.on_failure = on_failure
         self.on_latency = on_latency
         self._pipeline = BlockPipeline(ledger, workers)
         self._open = _Batch()
+        self._expected = 1  # the last block's size: how many are likely to come back
         self._sealed: deque[_Batch] = deque()
         self._changed = threading.Condition()
         self._closing = False
@@ -140,12 +156,15 @@ class InProcessSequencer:
     def _queue(self, raw: bytes) -> Ticket:
         """Append `raw` to the open block, sealing it once full (lock held)."""
         batch = self._open
+        batch.last = time.monotonic()
         if not batch.raws:
-            batch.opened = time.monotonic()
+            batch.opened = batch.last
             self._changed.notify_all()  # starts the wait for this block
         batch.raws.append(raw)
         if len(batch.raws) >= self.max_block:
             self._seal()
+        elif len(batch.raws) == self._expected:
+            self._changed.notify_all()  # as many as the last block: an idle pipeline takes it
         return Ticket(batch.block, len(batch.raws) - 1)
 
     def _stopped(self) -> bool:
@@ -153,6 +172,7 @@ class InProcessSequencer:
 
     def _seal(self) -> None:
         """Close the open batch (lock held)."""
+        self._expected = len(self._open.raws)
         self._sealed.append(self._open)
         self._open = _Batch()
         self._changed.notify_all()
@@ -166,10 +186,18 @@ class InProcessSequencer:
                     self._changed.notify_all()  # room for submitters
                     return batch
                 if self._open.raws:
-                    left = self._open.opened + self.max_wait_s - time.monotonic()
-                    if left <= 0 or self._closing or self._in_flight < self.max_in_flight:
+                    now = time.monotonic()
+                    left = self._open.opened + self.max_wait_s - now
+                    if left <= 0 or self._closing:
                         self._seal()
                         continue
+                    if self._in_flight < self.max_in_flight:
+                        quiet = self._open.last + self.quiet_s - now
+                        linger = self._open.opened + self.linger_s - now
+                        if quiet <= 0 or linger <= 0 or len(self._open.raws) >= self._expected:
+                            self._seal()
+                            continue
+                        left = min(left, quiet, linger)
                     self._changed.wait(left)
                 elif self._closing:
                     return None

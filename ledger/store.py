@@ -362,18 +362,25 @@ class Store:
         self, txids: Collection[bytes], inputs: Collection[OutputKey]
     ) -> tuple[set[bytes], dict[OutputKey, OutputRow]]:
         """What a block's build reads, in one query: which of `txids` (and of the inputs'
-        transactions) are on the ledger, and the outputs among `inputs` that exist."""
-        wanted = set(inputs)
+        transactions) are on the ledger, and the outputs among `inputs` that exist. Only the
+        outputs asked for are read: spending one output of an issue of hundreds reads one row."""
+        # (txid, index) pairs; index -1 (no output has it) asks only whether the txid is known
+        pairs = list(dict.fromkeys([*((txid, -1) for txid in txids), *inputs]))
         known: set[bytes] = set()
         found: dict[OutputKey, OutputRow] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list({*txids, *(txid for txid, _ in wanted)}), _PREFETCH_CHUNK):
-                for row in self._select_in(conn, _PREFETCH_ROWS, "t.txid", chunk):
+            for chunk in _chunks(pairs, _PREFETCH_CHUNK // 2):
+                row_marks = f"({self._mark}, {self._mark})"
+                sql = (
+                    f"WITH wanted(txid, idx) AS (VALUES {', '.join([row_marks] * len(chunk))}) "
+                    f"{_PREFETCH_ROWS}"
+                )
+                values = tuple(value for pair in chunk for value in pair)
+                for row in conn.exec_driver_sql(sql, values).all():
                     txid = bytes(row[0])
                     known.add(txid)
-                    key = (txid, row[1])
-                    if key in wanted:
-                        found[key] = (_output(row), row[2], row[9])
+                    if row[1] is not None:
+                        found[(txid, row[1])] = (_output(row), row[2], row[9])
         return known, found
 
     def _select_in(
@@ -537,11 +544,13 @@ _OUTPUT_ROWS = (
     "JOIN transactions t ON t.seq = o.seq "
     'LEFT JOIN spends s ON s.seq = o.seq AND s."index" = o."index"'
 )
-# The same columns for transactions by id, with or without outputs (a regulation has none).
+# The same columns for the (txid, index) pairs of a `wanted` table: a row for each wanted
+# transaction on the ledger, with the wanted output if it has one (a regulation has none).
 _PREFETCH_ROWS = (
     'SELECT t.txid, o."index", o.seq, o.address, o.kind, o.power, o.start_interval, '
-    "o.end_interval, o.amount, s.spender FROM transactions t "
-    "LEFT JOIN outputs o ON o.seq = t.seq "
+    "o.end_interval, o.amount, s.spender FROM wanted w "
+    "JOIN transactions t ON t.txid = w.txid "
+    'LEFT JOIN outputs o ON o.seq = t.seq AND o."index" = w.idx '
     'LEFT JOIN spends s ON s.seq = o.seq AND s."index" = o."index"'
 )
 

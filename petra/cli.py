@@ -446,13 +446,22 @@ def bench_ledger_command(
         typer.Option(
             "--http",
             help="Transfers/s submitted over HTTP to `petra ledger serve` on loopback, one "
-            "per request by 32 clients (with p50/p99 latency) and in batches, against the "
-            "in-process rate of the same run.",
+            "per request by --clients clients (with p50/p99 latency) and in batches, against "
+            "the in-process rate of the same run.",
         ),
     ] = False,
     count: Annotated[
         int, typer.Option(min=1, help="With --http: how many transfers each way.")
     ] = 40_000,
+    clients: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1_024,
+            help="With --http: connections posting one transfer at a time, each waiting for "
+            "its answer.",
+        ),
+    ] = 32,
 ) -> None:
     """Committed transfers per second against Ed25519 verifications per second, one run."""
     from service.database import StoreError
@@ -464,7 +473,9 @@ def bench_ledger_command(
         if store is not None:
             fail("--store does not apply to --http: both runs use temporary SQLite files")
         try:
-            ledger_http.run_http_bench(as_json=as_json, count=count, console=console)
+            ledger_http.run_http_bench(
+                as_json=as_json, count=count, console=console, clients=clients
+            )
         except (ledger_http.HttpBenchError, StoreError) as exc:
             fail(str(exc))
         return

@@ -15,12 +15,14 @@ from bench_run import (
 )
 
 TRANSACTIONS = 3000
+CLIENTS = 8
 
 
 @pytest.mark.slow
 def test_bench_ledger_http_measures_every_transfer_it_commits() -> None:
-    run = bench_json("ledger", "--http", "--count", str(TRANSACTIONS))
+    run = bench_json("ledger", "--http", "--count", str(TRANSACTIONS), "--clients", str(CLIENTS))
     figures = run.figures
+    assert figures["clients"] == CLIENTS
     # The documented figures: every transfer was acknowledged by the node.
     assert_positive(figures, ("http_tps", "inprocess_tps", "ratio", "p50_ms", "p99_ms"))
     assert figures["transactions"] == TRANSACTIONS
