@@ -5,6 +5,9 @@ on loopback. Every method answers the store's JSON as the API documents it (a `d
 `challenge` (its 32 bytes) and `signed_order` (an `Order`); every refusal raises
 `BidStoreClientError` with the store's code and sentence, a transport failure with the code
 `unreachable`. A 429 is raised, never waited out: `retry_after_s` says when to come back.
+Through Tor, a request that failed before it left (a circuit that could not be built) is tried
+again on a new circuit, up to `TOR_ATTEMPTS` times; one that may have reached the store never
+is.
 
 Settling a trade takes three steps, one per party and the ledger:
 
@@ -22,6 +25,7 @@ trade's inputs and that what leaves its hands is the trade's paid outputs and ch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,6 +44,13 @@ from service.client import ServiceClient, refusal
 
 DIRECT_TIMEOUT_S = 10.0
 TOR_TIMEOUT_S = 120.0  # a first request to an onion service builds several circuits
+# Through Tor, a circuit to the onion service can fail before the request leaves (SOCKS "TTL
+# expired", "host unreachable"): nothing was sent, so the request is tried again, on a new
+# circuit, this many times in all, after these pauses.
+TOR_ATTEMPTS = 3
+TOR_RETRY_PAUSES_S = (0.5, 1.0)
+# The failures that happen before a request is sent: retrying them cannot send it twice.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)
 
 Answer = dict[str, Any]
 
@@ -103,10 +114,17 @@ class BidStoreClient(ServiceClient):
     ) -> Answer:
         """The JSON object the store answers `method path`; raises `BidStoreClientError`."""
         sent = {"Content-Type": "application/json", **(headers or {})}
-        try:
-            answer = self._http.request(method, path, content=content, headers=sent)
-        except httpx.TransportError as exc:
-            raise BidStoreClientError("unreachable", self._unreachable(exc)) from None
+        attempts = 1 if self.tor_socks is None else TOR_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                answer = self._http.request(method, path, content=content, headers=sent)
+                break
+            except NOT_SENT as exc:
+                if attempt + 1 == attempts:
+                    raise BidStoreClientError("unreachable", self._unreachable(exc)) from None
+                time.sleep(TOR_RETRY_PAUSES_S[min(attempt, len(TOR_RETRY_PAUSES_S) - 1)])
+            except httpx.TransportError as exc:  # perhaps sent: never sent again
+                raise BidStoreClientError("unreachable", self._unreachable(exc)) from None
         try:
             document = answer.json()
         except ValueError:
