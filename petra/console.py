@@ -3,10 +3,14 @@ reading genesis files, key files and passphrases."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import sys
 import tempfile
@@ -199,22 +203,63 @@ class _NoSecrets(logging.Filter):
         return True
 
 
+class _Handed(logging.handlers.QueueHandler):
+    """Hands each record to the log's writer thread as it is, its message merged with its
+    arguments (they may change once the caller goes on) and its exception kept for the
+    formatter (the standard `QueueHandler` formats it away)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(level: str, role: str, log_format: str = "text") -> None:
     """Log events at `level` (debug, info, warning or error) and above to standard error, one
     line each naming `role` (`ledger`, `bidstore`…), as text or as JSON (`log_format`); the
-    HTTP libraries' own lines only at debug. No line carries a secret (`_NoSecrets`)."""
+    HTTP libraries' own lines only at debug. No line carries a secret (`_NoSecrets`).
+
+    Lines are formatted and written by a thread of their own, in the order logged: a service
+    logs a line per request, and doing it on the event loop cost each request about 20 µs.
+    What is logged before the process exits is written at its exit (`flush_logs`); a process
+    killed outright may lose its last lines."""
+    global _writer
+    stop_logging()
     handler = logging.StreamHandler(sys.stderr)
     debug = level == "debug"
     formatter = _JsonLine if log_format == "json" else _OneLine
     handler.setFormatter(formatter(role, tracebacks=debug))
     handler.addFilter(_NoSecrets())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _writer = logging.handlers.QueueListener(records, handler)
+    _writer.start()
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_Handed(records))
     root.setLevel(level.upper())
     for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def flush_logs() -> None:
+    """Return once every line logged so far is written."""
+    if _writer is not None:
+        _writer.stop()
+        _writer.start()
+
+
+@atexit.register
+def stop_logging() -> None:
+    """Write every line logged so far, and stop the log's writer thread (at exit, or before
+    the log is configured again)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
 
 
 @contextlib.contextmanager

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,7 +327,45 @@ def logged(
 ) -> list[str]:
     console.configure_logging(level, "ledger", log_format)
     write(logging.getLogger("petra.test"))
+    console.flush_logs()
     return capsys.readouterr().err.splitlines()
+
+
+def test_lines_from_every_thread_are_written_each_in_its_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def write(log: logging.Logger) -> None:
+        def many(name: str) -> None:
+            for n in range(300):
+                log.info("%s %d", name, n)
+
+        threads = [threading.Thread(target=many, args=(f"t{k}",)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    lines = logged(capsys, "text", write)
+
+    for k in range(4):
+        mine = [line.rsplit(" ", 2)[1:] for line in lines if f" t{k} " in line]
+        assert mine == [[f"t{k}", str(n)] for n in range(300)]
+
+
+def test_what_a_process_logged_is_written_when_it_exits() -> None:
+    script = (
+        "import logging\n"
+        "from petra.console import configure_logging\n"
+        "configure_logging('info', 'ledger')\n"
+        "for n in range(2000): logging.getLogger('petra.test').info('line %d', n)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert [line.rsplit(" ", 1)[1] for line in done.stderr.splitlines()] == [
+        str(n) for n in range(2000)
+    ]
 
 
 def test_a_json_log_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,9 +10,10 @@ way, and `clients` keep-alive connections submit the same N transfers one per re
 N transfers in batches of `BATCH` (`POST /v1/transactions/batch`) from `BATCH_CLIENTS`
 connections. Every answer is checked: every transfer accepted.
 
-The load generator is lean, as wrk is: plain sockets speaking keep-alive HTTP/1.1, one thread
-per connection, one request in flight each, so that it costs far less CPU than the node it
-measures on the cores they share (32 httpx clients cost about as much as the node itself).
+The load generator is lean, as wrk is (`simulation.bench.load.drive_posts`): plain sockets
+speaking keep-alive HTTP/1.1, one request in flight on each, all served by one thread, so that
+it costs far less CPU than the node it measures on the cores they share (32 httpx clients cost
+about as much as the node itself; 32 threads of plain sockets, a fifth of its rate).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -39,7 +39,7 @@ from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.sequencer import InProcessSequencer
 from ledger.store import Store
 from simulation.bench.ledger import Head, _fund, generate
-from simulation.bench.load import LeanConnection, drive
+from simulation.bench.load import drive_posts
 from simulation.processes import LedgerProcess
 from simulation.scenario import Scenario
 
@@ -167,17 +167,15 @@ def _funding(scenario: Scenario, meter: Keypair, tmp: Path) -> tuple[list[Head],
         ledger.store.close()
 
 
-def _submit(connection: LeanConnection, raw: bytes) -> str | None:
-    """Post one transfer; why it was not accepted, or None."""
-    status, body = connection.post("/v1/transactions", raw, "application/json")
+def _accepted(raw: bytes, status: int, body: bytes) -> str | None:
+    """Why a single post's answer is not an acceptance, or None."""
     if status != 200 or not isinstance(orjson.loads(body).get("seq"), int):
         return f"the node refused a benchmark transfer: {status} {body.decode()}"
     return None
 
 
-def _submit_batch(connection: LeanConnection, raws: Sequence[bytes]) -> str | None:
-    """Post one batch; why not every transfer of it was accepted, or None."""
-    status, body = connection.post("/v1/transactions/batch", encode_batch(raws), NDJSON)
+def _all_accepted(raws: Sequence[bytes], status: int, body: bytes) -> str | None:
+    """Why a batch's answer does not accept every transfer of it, or None."""
     if status != 200:
         return f"the node refused a benchmark batch: {status} {body.decode()}"
     results = orjson.loads(body)["results"]
@@ -236,11 +234,14 @@ def run_http_bench(
                 meter,
                 issues,
                 tmp / "single",
-                lambda url: drive(
-                    partial(LeanConnection, url),
+                lambda url: drive_posts(
+                    url,
+                    "/v1/transactions",
+                    "application/json",
                     raws,
                     clients,
-                    _submit,
+                    bytes,
+                    _accepted,
                     lambda _: bar.advance(task),
                     HttpBenchError,
                 ),
@@ -254,11 +255,14 @@ def run_http_bench(
                 meter,
                 issues,
                 tmp / "batch",
-                lambda url: drive(
-                    partial(LeanConnection, url),
+                lambda url: drive_posts(
+                    url,
+                    "/v1/transactions/batch",
+                    NDJSON,
                     batches,
                     BATCH_CLIENTS,
-                    _submit_batch,
+                    encode_batch,
+                    _all_accepted,
                     lambda batch: bar.advance(task, len(batch)),
                     HttpBenchError,
                 ),
@@ -282,8 +286,8 @@ def run_http_bench(
         cores=cores,
         store="sqlite",
         note=(
-            f"a lean load generator (plain sockets, keep-alive HTTP/1.1, one thread and one "
-            f"request in flight per connection): {clients} connections posting one transfer "
+            f"a lean load generator (plain sockets, keep-alive HTTP/1.1, one request in flight "
+            f"per connection, one thread for all): {clients} connections posting one transfer "
             f"each, then {BATCH_CLIENTS} posting batches of {BATCH} to a fresh node; it shares "
             f"the same {cores} cores with the node's process"
         ),

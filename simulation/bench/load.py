@@ -1,16 +1,18 @@
-"""The benches' load generator: closed-loop clients, one thread, one keep-alive HTTP/1.1
-connection and one request in flight each, every answer checked by the caller.
+"""The benches' load generator: closed-loop clients, one keep-alive HTTP/1.1 connection and
+one request in flight each, every answer checked by the caller.
 
 The clients share the machine's cores with the services they measure, so they must cost far
 less than those services (as wrk does): a full client library (httpx) spent as much CPU per
-request as a node spends on the request itself. `http.client` serves the benches that read
-and post; `LeanConnection`, which speaks only what a POST and its answer need, the ledger's
-submissions, thousands a second.
+request as a node spends on the request itself. `drive` gives each client a thread and
+`http.client`, for the benches that read and post hundreds a second; `drive_posts` serves
+the ledger's submissions, thousands a second, from one thread waiting on every connection
+and speaking only what a POST and its answer need.
 """
 
 from __future__ import annotations
 
 import http.client
+import selectors
 import socket
 import threading
 import time
@@ -50,47 +52,127 @@ def exchange(
     return answer.status, answer.read()
 
 
-class LeanConnection:
-    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol to post a body
-    and read its answer (status and body, by Content-Length)."""
+class _Post:
+    """One of `drive_posts`'s connections: its socket, what it has still to send, what it has
+    received of the answer, and the item in flight with when it was sent."""
 
-    def __init__(self, url: str) -> None:
-        where = urlsplit(url)
-        host = where.hostname or "127.0.0.1"
-        self.host = host
-        self.socket = socket.create_connection((host, where.port), timeout=REQUEST_TIMEOUT_S)
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
+    __slots__ = ("item", "received", "sent", "socket", "unsent")
 
-    def post(self, path: str, body: bytes, content_type: str = JSON) -> tuple[int, bytes]:
-        """(status, body) of the answer to POST `body` to `path`."""
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        self.socket.sendall(head.encode() + body)
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            self._receive()
-        lines = self.buffer[:end].split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        lengths = [int(line[15:]) for line in lines[1:] if line[:15].lower() == b"content-length:"]
-        length = lengths[0] if lengths else None
-        if length is None:
-            raise ConnectionError(f"an answer of status {status} came without a Content-Length")
-        start = end + 4
-        while len(self.buffer) < start + length:
-            self._receive()
-        answer, self.buffer = self.buffer[start : start + length], self.buffer[start + length :]
-        return status, answer
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.unsent = b""
+        self.received = b""
+        self.item: object = None
+        self.sent = 0.0
 
-    def _receive(self) -> None:
-        chunk = self.socket.recv(1 << 20)
-        if not chunk:
-            raise ConnectionResetError("the server closed the connection")
-        self.buffer += chunk
 
-    def close(self) -> None:
-        self.socket.close()
+def _answer(received: bytes) -> tuple[int, bytes] | None:
+    """(status, body) of the HTTP/1.1 answer `received` holds, or None while it is incomplete.
+    The body is delimited by Content-Length: the services measured always send one."""
+    end = received.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = received[:end].split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    lengths = [int(line[15:]) for line in lines[1:] if line[:15].lower() == b"content-length:"]
+    if not lengths:
+        raise ConnectionError(f"an answer of status {status} came without a Content-Length")
+    start = end + 4
+    if len(received) < start + lengths[0]:
+        return None
+    if len(received) > start + lengths[0]:
+        raise ConnectionError("the server answered more than the one request in flight")
+    return status, received[start:]
+
+
+def drive_posts(
+    url: str,
+    path: str,
+    content_type: str,
+    items: Sequence[Item],
+    clients: int,
+    body: Callable[[Item], bytes],
+    check: Callable[[Item, int, bytes], str | None],
+    tick: Callable[[Item], None],
+    error: type[Exception],
+) -> tuple[float, list[float]]:
+    """POST `body(item)` to `path` for every item, in order, from `clients` keep-alive
+    connections (made before the clock starts) with one request in flight each, all served by
+    one thread waiting on them together (epoll), as wrk does: a thread per connection would
+    spend the cores the service needs on switching between them. (wall seconds, each item's
+    round trip in seconds). `check(item, status, answer)` returns why an item failed, or None; the
+    first failure, or a connection's, stops the run and is raised as `error`. `tick` follows
+    each item."""
+    where = urlsplit(url)
+    host = where.hostname or "127.0.0.1"
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+    feed = iter(items)
+    latencies: list[float] = []
+    selector = selectors.DefaultSelector()
+    posts: list[_Post] = []
+    try:
+        try:
+            for _ in range(clients):
+                sock = socket.create_connection((host, where.port), timeout=REQUEST_TIMEOUT_S)
+                posts.append(_Post(sock))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+        except OSError as exc:
+            raise error(f"cannot connect the bench's clients: {exc}") from None
+
+        def send_next(post: _Post) -> None:
+            item = next(feed, None)
+            if item is None:
+                selector.unregister(post.socket)
+                return
+            content = body(item)
+            post.item, post.received = item, b""
+            post.unsent = f"{head}Content-Length: {len(content)}\r\n\r\n".encode() + content
+            post.sent = time.perf_counter()
+            write(post)
+
+        def write(post: _Post) -> None:
+            post.unsent = post.unsent[post.socket.send(post.unsent) :]
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if post.unsent else 0)
+            if selector.get_key(post.socket).events != wanted:
+                selector.modify(post.socket, wanted, post)
+
+        for post in posts:
+            selector.register(post.socket, selectors.EVENT_READ, post)
+        start = time.perf_counter()
+        try:
+            for post in posts:
+                send_next(post)
+            while selector.get_map():
+                ready = selector.select(REQUEST_TIMEOUT_S)
+                if not ready:
+                    raise error(f"no answer came within {REQUEST_TIMEOUT_S} s")
+                for key, events in ready:
+                    post = key.data
+                    if events & selectors.EVENT_WRITE:
+                        write(post)
+                    if not events & selectors.EVENT_READ:
+                        continue
+                    chunk = post.socket.recv(1 << 20)
+                    if not chunk:
+                        raise ConnectionResetError("the server closed the connection")
+                    post.received += chunk
+                    answer = _answer(post.received)
+                    if answer is None:
+                        continue
+                    latencies.append(time.perf_counter() - post.sent)
+                    failure = check(post.item, *answer)
+                    if failure is not None:
+                        raise error(failure)
+                    tick(post.item)
+                    send_next(post)
+        except (OSError, ValueError) as exc:
+            raise error(f"{type(exc).__name__}: {exc}") from None
+        return time.perf_counter() - start, latencies
+    finally:
+        selector.close()
+        for post in posts:
+            post.socket.close()
 
 
 def drive(
