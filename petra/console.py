@@ -32,9 +32,19 @@ if TYPE_CHECKING:
 
     from service.serving import ServeLimits
 
+
+class _AfterTheLog(Console):
+    """Standard error's console: what it prints follows every log line logged before it (a
+    service's log lines are written by a thread of their own, `configure_logging`)."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        flush_logs()
+        super().print(*objects, **options)
+
+
 # At a terminal an error wraps between words at its width; into a file or a pipe it is one
 # line whatever its length, for logs and programs to read whole.
-err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+err = _AfterTheLog(stderr=True, soft_wrap=not sys.stderr.isatty())
 PASSPHRASE_ENV = "PETRA_PASSPHRASE"
 
 PassphraseFile = Annotated[

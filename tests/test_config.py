@@ -352,6 +352,20 @@ def test_lines_from_every_thread_are_written_each_in_its_order(
         assert mine == [[f"t{k}", str(n)] for n in range(300)]
 
 
+def test_an_error_printed_follows_every_line_logged_before_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    console.configure_logging("info", "ledger")
+    for n in range(20_000):  # far more than the log's thread writes in the meantime
+        logging.getLogger("petra.test").info("line %d", n)
+    console.err.print("error: the last word")
+
+    lines = capsys.readouterr().err.splitlines()
+
+    assert lines[-1] == "error: the last word"
+    assert len(lines) == 20_001
+
+
 def test_what_a_process_logged_is_written_when_it_exits() -> None:
     script = (
         "import logging\n"
