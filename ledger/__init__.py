@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ledger.client import head_problem as head_problem
     from ledger.head_watch import HeadWatch as HeadWatch
     from ledger.issued import StepFunction as StepFunction
+    from ledger.jetstream import JetStreamSequencer as JetStreamSequencer
     from ledger.ledger import BlockResult as BlockResult
     from ledger.ledger import Ledger as Ledger
     from ledger.ledger import Outcome as Outcome
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from ledger.schedule import RegulationSchedule as RegulationSchedule
     from ledger.sequencer import InProcessSequencer as InProcessSequencer
     from ledger.sequencer import SequencerBusy as SequencerBusy
+    from ledger.sequencer import SequencerUnavailable as SequencerUnavailable
     from ledger.store import Store as Store
 
 __all__, __getattr__ = lazy_door(__name__, __file__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -27,7 +27,14 @@ from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.metrics import LedgerMetrics
 from ledger.replica import Follower
 from ledger.schedule import RegulationSchedule
-from ledger.sequencer import InProcessSequencer, SequencerBusy, SequencerClosed, Ticket
+from ledger.sequencer import (
+    InProcessSequencer,
+    Sequencer,
+    SequencerBusy,
+    SequencerClosed,
+    SequencerUnavailable,
+    Ticket,
+)
 from ledger.store import StoredOutput
 from service.health import Check, install_health
 from service.http import (
@@ -153,9 +160,14 @@ class LedgerNode:
         primary: str | None = None,
         on_fatal: Callable[[], None] = lambda: None,
         max_streams: int = MAX_STREAMS,
+        nats_servers: Sequence[str] = (),
+        node_name: str = "",
+        nats_replicas: int = 3,
     ) -> None:
         """`on_fatal`: called once storage failed and the sequencer stopped; the process
-        should then exit non-zero, so that its supervisor restarts it."""
+        should then exit non-zero, so that its supervisor restarts it. `nats_servers`: order
+        through the chain's JetStream stream on these servers (`ledger.jetstream`), as the
+        node `node_name`, its stream replicated `nats_replicas` times; else in-process."""
         self.ledger = ledger
         self.primary = primary
         self.on_fatal = on_fatal
@@ -170,16 +182,25 @@ class LedgerNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
         self._durable: dict[Future[BlockResult], asyncio.Future[BlockResult]] = {}
-        self.sequencer = (
-            None
-            if primary is not None
-            else InProcessSequencer(
+        self.sequencer: Sequencer | None = None
+        if nats_servers:
+            from ledger.jetstream import JetStreamSequencer  # loads nats-py only when asked
+
+            self.sequencer = JetStreamSequencer(
+                ledger,
+                nats_servers,
+                node_name,
+                replicas=nats_replicas,
+                on_block=self._on_block,
+                on_failure=self._on_failure,
+            )
+        elif primary is None:
+            self.sequencer = InProcessSequencer(
                 ledger,
                 on_block=self._on_block,
                 on_failure=self._on_failure,
                 on_latency=self.metrics.count_block,
             )
-        )
 
     def watch(self, follower: Follower, head_watch: HeadWatch | None = None) -> None:
         """On a replica: watch the primary `follower` follows, for readiness (caught up, the
@@ -530,7 +551,7 @@ class SubmissionRoutes:
             results.append(_outcome_to_wire(result.outcomes[ticket.index], result))
         return {"results": results}
 
-    def _sequencer(self) -> InProcessSequencer:
+    def _sequencer(self) -> Sequencer:
         if self.node.sequencer is None:
             raise _tx_error(
                 503, "read_only", f"this node is a replica: submit to {self.node.primary}"
@@ -540,6 +561,10 @@ class SubmissionRoutes:
     async def _durable(self, ticket: Ticket) -> BlockResult:
         try:
             return await self.node.durable(ticket)
+        except SequencerUnavailable as exc:
+            raise ApiError(
+                503, "unavailable", f"{exc}: submit it again", headers={"Retry-After": "1"}
+            ) from None
         except Exception as exc:
             raise ApiError(
                 503, "unavailable", f"the ledger could not store the block: {exc}"

@@ -56,13 +56,13 @@ class Ticket:
 
 
 class Sequencer(Protocol):
-    def submit(self, raw: bytes) -> Ticket:
-        """Queue `raw`; its ticket resolves once its block is durable."""
+    def submit(self, raw: bytes, wait: bool = True) -> Ticket:
+        """Queue `raw`; its ticket resolves once its block is durable. While the ledger is
+        behind, wait for room, or with `wait` False raise `SequencerBusy`."""
         ...
 
-    def submit_many(self, raws: Sequence[bytes]) -> list[Ticket]:
-        """Queue all of `raws` in order, or none; each ticket resolves once its block is
-        durable."""
+    def submit_many(self, raws: Sequence[bytes], wait: bool = True) -> list[Ticket]:
+        """Queue all of `raws` in order; each ticket resolves once its block is durable."""
         ...
 
     def close(self) -> None:
@@ -72,6 +72,11 @@ class Sequencer(Protocol):
 
 class SequencerClosed(Exception):
     """The sequencer no longer takes submissions."""
+
+
+class SequencerUnavailable(Exception):
+    """The ordering service did not confirm a transaction (a replicated log without a quorum
+    in time). Submitting it again is safe: the log keeps a transaction once, by its txid."""
 
 
 class SequencerBusy(Exception):

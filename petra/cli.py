@@ -47,6 +47,7 @@ from petra.console import (
 )
 from petra.dso_cli import dso_app
 from petra.ledger_check_cli import add_check_store_command
+from petra.ledger_cluster_cli import cluster_app
 from petra.meter_bench_cli import bench_meter_command
 from petra.meter_cli import meter_app
 from petra.migrate_cli import add_migrate_command
@@ -89,6 +90,7 @@ bench_app = typer.Typer(
     help="Benchmarks, printed as ratios against baselines of the same run.", no_args_is_help=True
 )
 app.add_typer(ledger_app, name="ledger")
+ledger_app.add_typer(cluster_app, name="cluster")
 app.add_typer(dso_app, name="dso")
 app.add_typer(meter_app, name="meter")
 app.add_typer(mixer_app, name="mixer")
@@ -292,10 +294,23 @@ def serve_command(
     log_format: LogFormat = "text",
     metrics_host: MetricsHost = "127.0.0.1",
     metrics_port: MetricsPort = 9420,
+    nats: Annotated[
+        str,
+        typer.Option(
+            help="Order through the chain's NATS JetStream stream on these servers "
+            "(nats://host:port, comma-separated) instead of in this process.",
+        ),
+    ] = "",
+    nats_replicas: Annotated[
+        int,
+        typer.Option(min=1, max=5, help="How many servers keep the chain's stream (with --nats)."),
+    ] = 3,
 ) -> None:
-    """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks."""
+    """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks:
+    in this process, or with --nats through a replicated stream that every node of the chain
+    applies (docs/architecture.md, "The replicated ledger")."""
 
-    from ledger import open_ledger
+    from ledger import SequencerUnavailable, open_ledger
     from ledger.api import LedgerNode, create_app
     from service.database import StoreError
 
@@ -313,9 +328,17 @@ def serve_command(
     hold_store_for(ctx, store, "ledger", "petra ledger serve")
     stop = threading.Event()
     try:
-        node = LedgerNode(open_ledger(store, genesis_raw, signing[0]), on_fatal=stop.set)
+        node = LedgerNode(
+            open_ledger(store, genesis_raw, signing[0]),
+            on_fatal=stop.set,
+            nats_servers=[url.strip() for url in nats.split(",") if url.strip()],
+            node_name=f"seq-{signing[0].public_key.hex()[:16]}",
+            nats_replicas=nats_replicas,
+        )
     except StoreError as exc:
         fail(str(exc))
+    except (SequencerUnavailable, ValueError) as exc:
+        fail(f"cannot order through NATS at {nats}: {exc}")
     log.info(
         "ledger node on http://%s:%s/v1 (store %s, tree size %s)",
         host,

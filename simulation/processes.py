@@ -152,7 +152,7 @@ class PetraProcess:
 class LedgerProcess(PetraProcess):
     """`petra ledger serve` on a free loopback port over the `genesis` and `keys` files and
     the store at `store_url`, its metrics on `metrics_port` (0: none, as many nodes may share
-    one machine)."""
+    one machine); ordering through the NATS servers `nats` if any."""
 
     def __init__(
         self,
@@ -165,6 +165,7 @@ class LedgerProcess(PetraProcess):
         unset: Collection[str] = ("PETRA_PASSPHRASE",),
         error: type[Exception] = NotServing,
         metrics_port: int = 0,
+        nats: Sequence[str] = (),
     ) -> None:
         port = free_port()
         self.metrics_port = metrics_port
@@ -173,6 +174,7 @@ class LedgerProcess(PetraProcess):
                 *("ledger", "serve", "--genesis", str(genesis), "--keys", str(keys)),
                 *("--store", store_url, "--port", str(port)),
                 *("--metrics-port", str(metrics_port)),
+                *(("--nats", ",".join(nats)) if nats else ()),
             ],
             log,
             f"http://{HOST}:{port}",

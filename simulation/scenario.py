@@ -33,6 +33,7 @@ class Scenario:
     dso: Keypair = field(default_factory=Keypair.generate)
     sequencer: Keypair = field(default_factory=Keypair.generate)
     name: str = "PETra test community"
+    cosequencers: tuple[Keypair, ...] = ()  # the other nodes of a replicated ledger
     interval_s: int = 900
     epoch: int = DEFAULT_EPOCH
     currency: str = "EUR"
@@ -46,7 +47,7 @@ class Scenario:
             self.epoch,
             self.currency,
             (self.dso.public_key,),
-            (self.sequencer.public_key,),
+            tuple(k.public_key for k in (self.sequencer, *self.cosequencers)),
         )
 
     @property

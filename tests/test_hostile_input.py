@@ -234,7 +234,7 @@ def test_back_pressure_is_a_503_with_retry_after_and_reads_go_on(tmp_path: Path)
     scenario = Scenario()
     ledger = open_ledger(f"sqlite:///{tmp_path}/l.sqlite", scenario.genesis_raw, scenario.sequencer)
     node = LedgerNode(ledger)
-    assert node.sequencer is not None
+    assert isinstance(node.sequencer, InProcessSequencer)
     node.sequencer.max_queued_blocks = 0  # as if the ledger were behind
     with TestClient(create_app(node)) as client:
         answers: list[Any] = []

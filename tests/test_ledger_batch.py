@@ -16,7 +16,7 @@ import ledger.api
 import ledger.batch
 from assets import Authorization, Code, Fa, Keypair, Outpoint, Transaction, encode_transaction
 from assets.codec import MAX_TX_BYTES
-from ledger import Ledger, LedgerNode, create_app
+from ledger import InProcessSequencer, Ledger, LedgerNode, create_app
 from ledger.batch import MAX_BATCH, MAX_BATCH_BYTES, NDJSON, encode_batch, split_batch
 from ledger.client import LedgerClient, LedgerError, LedgerRejected, Submitted
 from ledger.store import Store
@@ -173,7 +173,7 @@ def test_an_empty_batch_is_a_bad_request(http: TestClient, body: bytes) -> None:
 def test_a_full_sequencer_queues_none_of_a_batch_and_answers_busy(
     http: TestClient, node: LedgerNode, community: Community, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert node.sequencer is not None
+    assert isinstance(node.sequencer, InProcessSequencer)
     monkeypatch.setattr(ledger.api, "BUSY_WAIT_S", 0.05)
     node.sequencer.max_queued_blocks = 0  # as if the ledger were behind
     try:

@@ -29,7 +29,7 @@ from assets import (
 from dso.api import create_app as create_dso_app
 from dso.service import DsoService
 from dso.store import DsoStore
-from ledger import Ledger
+from ledger import InProcessSequencer, Ledger
 from ledger.api import LedgerNode, create_app
 from ledger.blocks import BlockHeader, SignedHead
 from ledger.client import LedgerClient, LedgerUnavailable
@@ -168,7 +168,8 @@ def test_a_primary_is_ready_until_its_store_fails_or_its_sequencer_stops(
             assert answer.json()["error"]["checks"]["store"].startswith(
                 "the ledger's store does not answer"
             )
-        assert node.sequencer is not None and node.sequencer.on_failure is not None
+        assert isinstance(node.sequencer, InProcessSequencer)
+        assert node.sequencer.on_failure is not None
         node.sequencer.on_failure(OSError("no space left on device"))
         answer = http.get("/readyz")
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"

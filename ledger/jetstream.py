@@ -1,0 +1,400 @@
+"""Ordering by a replicated log (DESIGN.md section 6): a NATS JetStream stream per chain.
+
+Every ledger node of a chain consumes the chain's stream from its start and applies it
+through the same rules, so every node reaches the same blocks, state and roots, byte for
+byte. The stream holds two kinds of message, in one total order:
+
+- `petra.<chain>.tx`: a transaction, published by whichever node a client submitted it to,
+  once it passed the static checks there; its `Nats-Msg-Id` is its txid, so that a client
+  retrying through another node within the duplicate window adds nothing to the stream.
+- `petra.<chain>.cut`: `{"time": T}`, which closes the block of every transaction since the
+  previous cut. The block's time is the later of T and the previous block's: the ledger's
+  clock never goes backwards, whatever a node's clock says.
+
+Cuts are published by one node at a time, the holder of a lease in a JetStream key-value
+bucket that expires `lease_s` after its holder stops renewing it; any node takes it over
+then. The lease is for efficiency only: two nodes cutting at once make more, smaller blocks,
+never different ones, since every node applies the stream in its order (and a cut after the
+same transaction as another is the same message: `Nats-Msg-Id` `cut-<seq>`).
+
+A submitter is answered once its transaction's block is durable here. The node keeps the
+outcomes of the last `RECENT_OUTCOMES` stream messages, to answer a submission that the stream
+found a duplicate of one already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+from nats.js.kv import KeyValue
+
+from assets import Code
+from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.pipeline import BlockPipeline
+from ledger.sequencer import SequencerClosed, SequencerUnavailable, Ticket
+from ledger.static import check_batch
+from service.clock import now as ledger_now
+
+REPLICAS = 3
+DUPLICATE_WINDOW_S = 600.0  # longer than any client's retries (BidStoreClient, LedgerClient)
+LEASE_S = 2.0  # a silent lease holder is replaced this long after its last renewal
+CUT_LINGER_S = 0.005  # how long the cutter lets a block gather after its first transaction
+MAX_BLOCK = 2_000  # the cutter cuts at once when this many wait
+PUBLISH_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 30.0
+RECENT_OUTCOMES = 100_000
+LEASE_KEY = "cutter"
+
+log = logging.getLogger(__name__)
+
+
+def stream_name(chain: bytes) -> str:
+    return f"PETRA-{chain.hex()}"
+
+
+def lease_bucket(chain: bytes) -> str:
+    return f"PETRA-CUT-{chain.hex()}"
+
+
+def tx_subject(chain: bytes) -> str:
+    return f"petra.{chain.hex()}.tx"
+
+
+def cut_subject(chain: bytes) -> str:
+    return f"petra.{chain.hex()}.cut"
+
+
+class JetStreamSequencer:
+    """Orders a chain's submissions through its JetStream stream and applies the stream to
+    `ledger` (the `Sequencer` interface). `servers`: the cluster's client URLs; `name`: this
+    node's name in the lease (unique in the cluster)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        servers: Sequence[str],
+        name: str,
+        replicas: int = REPLICAS,
+        clock: Callable[[], float] = ledger_now,
+        on_block: Callable[[BlockResult], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        workers: int | None = None,
+        lease_s: float = LEASE_S,
+        linger_s: float = CUT_LINGER_S,
+        max_block: int = MAX_BLOCK,
+    ) -> None:
+        self.ledger = ledger
+        self.chain = ledger.chain
+        self.servers = list(servers)
+        self.name = name
+        self.replicas = replicas
+        self.clock = clock
+        self.on_block = on_block
+        self.on_failure = on_failure
+        self.lease_s = lease_s
+        self.linger_s = linger_s
+        self.max_block = max_block
+        self.holds_lease = False
+        self._pipeline = BlockPipeline(ledger, workers)
+        self._block_time = ledger.time
+        self._applied_through = ledger.store.source_offset() or 0
+        if ledger.head is not None and ledger.store.source_offset() is None:
+            raise ValueError("the store holds blocks from another source than a stream")
+        self._gathering: list[tuple[int, bytes]] = []  # (stream sequence, transaction)
+        self._last_tx_seq = 0
+        self._cut_timer: asyncio.TimerHandle | None = None
+        self._pending: dict[int, list[Future[BlockResult]]] = {}
+        self._recent: OrderedDict[int, BlockResult] = OrderedDict()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ledger-jetstream", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._call(self._start(), CONNECT_TIMEOUT_S)
+        except BaseException:
+            self._stop_loop()
+            self._pipeline.close()
+            raise
+
+    # ------------------------------------------------------------------ the loop's side
+
+    def _call(self, coroutine: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        self._nc = await nats.connect(
+            self.servers,
+            name=f"petra-ledger-{self.name}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            allow_reconnect=True,
+        )
+        self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+        await self._ensure_stream()
+        self._kv = await self._ensure_bucket()
+        self._subscription = await self._js.subscribe(
+            f"petra.{self.chain.hex()}.>",
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            config=api.ConsumerConfig(opt_start_seq=self._applied_through + 1),
+            cb=self._on_message,
+        )
+        self._lease_task = self._loop.create_task(self._keep_lease())
+
+    async def _ensure_stream(self) -> None:
+        config = api.StreamConfig(
+            name=stream_name(self.chain),
+            subjects=[f"petra.{self.chain.hex()}.>"],
+            storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            retention=api.RetentionPolicy.LIMITS,
+        )
+        await _until_ready(lambda: self._js.add_stream(config))
+
+    async def _ensure_bucket(self) -> KeyValue:
+        config = api.KeyValueConfig(
+            bucket=lease_bucket(self.chain),
+            history=1,
+            ttl=self.lease_s,
+            storage=api.StorageType.FILE,
+            replicas=self.replicas,
+        )
+        return await _until_ready(lambda: self._js.create_key_value(config))  # type: ignore[no-any-return]
+
+    async def _on_message(self, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        kind = msg.subject.rsplit(".", 1)[1]
+        if kind == "tx":
+            self._gathering.append((seq, msg.data))
+            self._last_tx_seq = seq
+            self._plan_cut()
+        elif kind == "cut":
+            self._close_block(seq, msg.data)
+
+    def _close_block(self, cut_seq: int, body: bytes) -> None:
+        if self._cut_timer is not None and not self._gathering:
+            self._cut_timer.cancel()
+            self._cut_timer = None
+        gathered, self._gathering = self._gathering, []
+        if not gathered:
+            return  # a cut after a cut: no block
+        try:
+            cut_time = int(json.loads(body)["time"])
+        except (ValueError, KeyError, TypeError):
+            cut_time = self._block_time  # a malformed cut closes the block at the last time
+        self._block_time = max(self._block_time, cut_time)
+        seqs = [seq for seq, _ in gathered]
+        try:
+            block = self._pipeline.submit([raw for _, raw in gathered], self._block_time, cut_seq)
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        block.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(self._applied, seqs, cut_seq, done)
+        )
+
+    def _applied(self, seqs: list[int], cut_seq: int, block: Future[BlockResult]) -> None:
+        failure = block.exception()
+        if failure is not None:
+            self._fail(failure)
+            return
+        result = block.result()
+        for seq, outcome in zip(seqs, result.outcomes, strict=True):
+            answer = BlockResult(result.head, [outcome])
+            self._recent[seq] = answer
+            for waiting in self._pending.pop(seq, ()):
+                waiting.set_result(answer)
+        while len(self._recent) > RECENT_OUTCOMES:
+            self._recent.popitem(last=False)
+        self._applied_through = cut_seq
+        if self.on_block is not None:
+            self.on_block(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        first = self._failure is None
+        self._failure = exc
+        for waiting in [f for fs in self._pending.values() for f in fs]:
+            if not waiting.done():
+                waiting.set_exception(exc)
+        self._pending.clear()
+        if first and self.on_failure is not None:
+            self.on_failure(exc)
+
+    def _plan_cut(self) -> None:
+        if not self.holds_lease or not self._gathering or self._failure is not None:
+            return
+        if len(self._gathering) >= self.max_block:
+            self._cut_now()
+        elif self._cut_timer is None:
+            self._cut_timer = self._loop.call_later(self.linger_s, self._cut_now)
+
+    def _cut_now(self) -> None:
+        if self._cut_timer is not None:
+            self._cut_timer.cancel()
+            self._cut_timer = None
+        if self._gathering:
+            self._loop.create_task(self._publish_cut(self._last_tx_seq))
+
+    async def _publish_cut(self, after: int) -> None:
+        body = json.dumps({"time": int(self.clock())}).encode()
+        try:
+            await self._js.publish(
+                cut_subject(self.chain),
+                body,
+                stream=stream_name(self.chain),
+                headers={"Nats-Msg-Id": f"cut-{after}"},
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("could not publish a block cut: %s; trying again", exc)
+            await asyncio.sleep(0.1)
+            if self._gathering and not self._closing:
+                self._cut_now()
+
+    async def _keep_lease(self) -> None:
+        """Take the cutter's lease when free, renew it while held (every quarter of its
+        life), and let it go at close."""
+        revision: int | None = None
+        renewed = 0.0
+        while not self._closing:
+            now = self._loop.time()
+            try:
+                if revision is None:
+                    revision = await self._kv.create(LEASE_KEY, self.name.encode())
+                    log.info("this node cuts the blocks of chain %s", self.chain.hex()[:16])
+                else:
+                    revision = await self._kv.update(LEASE_KEY, self.name.encode(), last=revision)
+                renewed = now
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if revision is not None:
+                    log.info("another node took the lease to cut blocks")
+                revision = None
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.debug("the lease could not be renewed: %s", exc)
+                if revision is not None and now - renewed > self.lease_s / 2:
+                    revision = None  # others may take it over soon: stop cutting
+            held = revision is not None
+            if held and not self.holds_lease:
+                self.holds_lease = True
+                self._plan_cut()
+            self.holds_lease = held
+            await asyncio.sleep(self.lease_s / 4)
+        if revision is not None:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self._kv.delete(LEASE_KEY, last=revision)
+
+    async def _publish(self, raw: bytes, answer: Future[BlockResult]) -> None:
+        verdict = check_batch(self.ledger.genesis, [raw])[0]
+        if verdict.code is not None:
+            outcome = Outcome(verdict.txid, verdict.code, verdict.message)
+            answer.set_result(BlockResult(None, [outcome]))
+            return
+        assert verdict.txid is not None
+        try:
+            ack = await self._js.publish(
+                tx_subject(self.chain),
+                raw,
+                stream=stream_name(self.chain),
+                headers={"Nats-Msg-Id": verdict.txid.hex()},
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            answer.set_exception(
+                SequencerUnavailable(f"the chain's stream did not take the transaction: {exc}")
+            )
+            return
+        if self._failure is not None:
+            answer.set_exception(self._failure)
+        elif ack.seq <= self._applied_through:
+            self._answer_applied(ack.seq, verdict.txid, answer)
+        else:
+            self._pending.setdefault(ack.seq, []).append(answer)
+
+    def _answer_applied(self, seq: int, txid: bytes, answer: Future[BlockResult]) -> None:
+        """Answer a submission the stream already held and this node already applied."""
+        known = self._recent.get(seq)
+        if known is not None:
+            answer.set_result(known)
+            return
+        stored = self.ledger.store.transaction(txid)
+        head = (
+            None
+            if stored is None or stored.height is None
+            else self.ledger.store.block(stored.height)
+        )
+        if stored is not None and head is not None:
+            answer.set_result(BlockResult(head, [Outcome(txid, None, "", stored.seq)]))
+        else:
+            message = "the transaction was judged long ago and is not on the ledger"
+            answer.set_result(BlockResult(None, [Outcome(txid, Code.DUPLICATE, message)]))
+
+    # -------------------------------------------------------------- the callers' side
+
+    def submit(self, raw: bytes, wait: bool = True) -> Ticket:
+        """Publish `raw` to the chain's stream; its ticket resolves once its block is durable
+        here (raised: `SequencerUnavailable` if the stream did not take it)."""
+        if self._closing or self._failure is not None:
+            raise SequencerClosed(
+                "the sequencer has stopped"
+                + (f" after a storage failure: {self._failure}" if self._failure else "")
+            )
+        answer: Future[BlockResult] = Future()
+        asyncio.run_coroutine_threadsafe(self._publish(raw, answer), self._loop)
+        return Ticket(answer, 0)
+
+    def submit_many(self, raws: Sequence[bytes], wait: bool = True) -> list[Ticket]:
+        return [self.submit(raw, wait) for raw in raws]
+
+    @property
+    def applied_through(self) -> int:
+        """The stream sequence of the last cut applied here."""
+        return self._applied_through
+
+    def close(self) -> None:
+        """Stop consuming and let the lease go; blocks already cut are finished."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._call(self._shutdown(), CONNECT_TIMEOUT_S)
+        self._stop_loop()
+        self._pipeline.close()
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._lease_task
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self._nc.drain()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+async def _until_ready(make: Callable[[], Any], timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
+    """`await make()`, again while the cluster has no JetStream leader yet (just started)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await make()
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SequencerUnavailable(f"the NATS cluster is not ready: {exc}") from None
+            await asyncio.sleep(0.25)

