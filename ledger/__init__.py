@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ledger.client import Submitted as Submitted
     from ledger.client import head_from_wire as head_from_wire
     from ledger.client import head_problem as head_problem
+    from ledger.client import quorum_problem as quorum_problem
     from ledger.head_watch import HeadWatch as HeadWatch
     from ledger.issued import StepFunction as StepFunction
     from ledger.jetstream import JetStreamSequencer as JetStreamSequencer
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ledger.sequencer import InProcessSequencer as InProcessSequencer
     from ledger.sequencer import SequencerBusy as SequencerBusy
     from ledger.sequencer import SequencerUnavailable as SequencerUnavailable
+    from ledger.sequencer import Ticket as Ticket
     from ledger.store import Store as Store
 
 __all__, __getattr__ = lazy_door(__name__, __file__)

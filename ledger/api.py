@@ -23,7 +23,7 @@ from assets.schemas import TRANSACTION, request_body
 from ledger.batch import MAX_BATCH, MAX_BATCH_BYTES, NDJSON, split_batch
 from ledger.blocks import SignedHead
 from ledger.head_watch import HeadWatch
-from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
 from ledger.metrics import LedgerMetrics
 from ledger.replica import Follower
 from ledger.schedule import RegulationSchedule
@@ -228,8 +228,17 @@ class LedgerNode:
 
     def _sequencer_problem(self) -> str | None:
         if self.fatal is not None:
-            return f"the ledger stopped after a storage failure: {self.fatal}; restart the node"
+            return f"{self.why_stopped()}; restart the node"
         return None
+
+    def why_stopped(self) -> str:
+        """Why the node stopped (after `on_fatal`), in one sentence."""
+        if isinstance(self.fatal, Divergence):
+            return (
+                f"the ledger stopped: its history diverges from the chain's other nodes "
+                f"({self.fatal.reason}); the evidence is in its log"
+            )
+        return f"the ledger stopped after a storage failure: {self.fatal}"
 
     def _primary_problem(self) -> str | None:
         if self.head_watch is None:
@@ -263,7 +272,7 @@ class LedgerNode:
 
     def _on_failure(self, exc: BaseException) -> None:  # the sequencer's threads
         self.fatal = exc
-        log.critical("the ledger stopped after a storage failure: %s", exc, exc_info=exc)
+        log.critical("%s", self.why_stopped(), exc_info=exc)
         self.on_fatal()
 
     def _on_block(self, _: BlockResult) -> None:  # the ledger's writer thread
@@ -283,6 +292,17 @@ class LedgerNode:
         event = self._new_block
         with suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
+
+    def cosignatures(self, head: SignedHead) -> list[dict[str, str]]:
+        """The other sequencers' signatures on `head`'s header that this node gathered (a
+        replicated ledger's nodes each sign the heads they compute; none in-process)."""
+        gathered = getattr(self.sequencer, "cosignatures", None)
+        if gathered is None:
+            return []
+        return [
+            {"sequencer_key": h.sequencer_key.hex(), "signature": h.signature.hex()}
+            for h in gathered(head.header.height)
+        ]
 
     def block_wire(self, head: SignedHead) -> dict[str, Any]:
         bodies = self.ledger.store.block_transactions(head)
@@ -362,7 +382,7 @@ def create_app(node: LedgerNode) -> FastAPI:
         current = store.head()
         if current is None:
             raise ApiError(404, "not_found", "the ledger has no block yet")
-        return current.to_wire()
+        return {**current.to_wire(), "cosignatures": node.cosignatures(current)}
 
     @app.get("/v1/blocks/{height}", summary="A block: its signed head and transactions")
     def block(height: Annotated[int, Path(ge=1, le=MAX_INT)]) -> dict[str, Any]:

