@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ledger.block_follower import BlockFollower as BlockFollower
     from ledger.block_follower import FollowerStopped as FollowerStopped
     from ledger.blocks import SignedHead as SignedHead
+    from ledger.chains import chain_path as chain_path
+    from ledger.chains import create_chains_app as create_chains_app
     from ledger.client import LedgerClient as LedgerClient
     from ledger.client import LedgerClientError as LedgerClientError
     from ledger.client import LedgerProtocolError as LedgerProtocolError
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from ledger.schedule import RegulationSchedule as RegulationSchedule
     from ledger.sequencer import InProcessSequencer as InProcessSequencer
     from ledger.sequencer import SequencerBusy as SequencerBusy
+    from ledger.sequencer import SequencerClosed as SequencerClosed
     from ledger.sequencer import SequencerUnavailable as SequencerUnavailable
     from ledger.sequencer import Ticket as Ticket
     from ledger.store import Store as Store

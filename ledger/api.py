@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,7 +24,7 @@ from assets.schemas import TRANSACTION, request_body
 from ledger.batch import MAX_BATCH, MAX_BATCH_BYTES, NDJSON, split_batch
 from ledger.blocks import SignedHead
 from ledger.head_watch import HeadWatch
-from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
+from ledger.ledger import BlockResult, Ledger, Outcome
 from ledger.metrics import LedgerMetrics
 from ledger.replica import Follower
 from ledger.schedule import RegulationSchedule
@@ -34,6 +35,7 @@ from ledger.sequencer import (
     SequencerClosed,
     SequencerUnavailable,
     Ticket,
+    why_stopped,
 )
 from ledger.store import StoredOutput
 from service.health import Check, install_health
@@ -163,11 +165,13 @@ class LedgerNode:
         nats_servers: Sequence[str] = (),
         node_name: str = "",
         nats_replicas: int = 3,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         """`on_fatal`: called once storage failed and the sequencer stopped; the process
         should then exit non-zero, so that its supervisor restarts it. `nats_servers`: order
         through the chain's JetStream stream on these servers (`ledger.jetstream`), as the
-        node `node_name`, its stream replicated `nats_replicas` times; else in-process."""
+        node `node_name`, its stream replicated `nats_replicas` times; else in-process.
+        `registry`: where its metrics go (default: a registry of its own)."""
         self.ledger = ledger
         self.primary = primary
         self.on_fatal = on_fatal
@@ -175,7 +179,7 @@ class LedgerNode:
         self.max_streams = max_streams
         self.streams = 0
         self.head_watch: HeadWatch | None = None  # a replica's watch of its primary
-        self.registry = new_registry()
+        self.registry = new_registry() if registry is None else registry
         self.metrics = LedgerMetrics(
             self.registry, ledger, lambda: self.streams, lambda: self.head_watch
         )
@@ -193,6 +197,7 @@ class LedgerNode:
                 replicas=nats_replicas,
                 on_block=self._on_block,
                 on_failure=self._on_failure,
+                on_latency=self.metrics.count_block,
             )
         elif primary is None:
             self.sequencer = InProcessSequencer(
@@ -229,16 +234,11 @@ class LedgerNode:
     def _sequencer_problem(self) -> str | None:
         if self.fatal is not None:
             return f"{self.why_stopped()}; restart the node"
-        return None
+        return None if self.sequencer is None else self.sequencer.problem()
 
     def why_stopped(self) -> str:
         """Why the node stopped (after `on_fatal`), in one sentence."""
-        if isinstance(self.fatal, Divergence):
-            return (
-                f"the ledger stopped: its history diverges from the chain's other nodes "
-                f"({self.fatal.reason}); the evidence is in its log"
-            )
-        return f"the ledger stopped after a storage failure: {self.fatal}"
+        return why_stopped(self.fatal)
 
     def _primary_problem(self) -> str | None:
         if self.head_watch is None:

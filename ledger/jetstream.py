@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -45,7 +46,7 @@ from ledger.blocks import SignedHead
 from ledger.client import LedgerProtocolError, head_from_wire
 from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
-from ledger.sequencer import SequencerClosed, SequencerUnavailable, Ticket
+from ledger.sequencer import SequencerClosed, SequencerUnavailable, Ticket, why_stopped
 from ledger.static import check_batch
 from service.clock import now as ledger_now
 
@@ -57,6 +58,7 @@ MAX_BLOCK = 2_000  # the cutter cuts at once when this many wait
 PUBLISH_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 30.0
 RECENT_OUTCOMES = 100_000
+KEPT_REJECTIONS = 100_000  # the most rejections kept by txid for the duplicate window
 LEASE_KEY = "cutter"
 KEPT_HEADS = 10_000  # heights whose co-signatures a node keeps in memory, to serve and judge
 
@@ -75,9 +77,19 @@ def heads_stream(chain: bytes) -> str:
     return f"PETRA-HEADS-{chain.hex()}"
 
 
+def heads_subjects(chain: bytes) -> str:
+    """Every subject of the chain's heads stream."""
+    return f"petra-heads.{chain.hex()}.>"
+
+
 def head_subject(chain: bytes, height: int, key: bytes) -> str:
     """Where the node signing with `key` publishes its head at `height` (one message each)."""
     return f"petra-heads.{chain.hex()}.{height}.{key.hex()}"
+
+
+def chain_subjects(chain: bytes) -> str:
+    """Every subject of the chain's stream (its transactions and cuts)."""
+    return f"petra.{chain.hex()}.>"
 
 
 def tx_subject(chain: bytes) -> str:
@@ -102,6 +114,7 @@ class JetStreamSequencer:
         clock: Callable[[], float] = ledger_now,
         on_block: Callable[[BlockResult], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        on_latency: Callable[[BlockResult, float], None] | None = None,
         workers: int | None = None,
         lease_s: float = LEASE_S,
         linger_s: float = CUT_LINGER_S,
@@ -115,25 +128,32 @@ class JetStreamSequencer:
         self.clock = clock
         self.on_block = on_block
         self.on_failure = on_failure
+        self.on_latency = on_latency  # each block and the seconds from its first message here
         self.lease_s = lease_s
         self.linger_s = linger_s
         self.max_block = max_block
         self.holds_lease = False
         self._pipeline = BlockPipeline(ledger, workers)
         self._block_time = ledger.time
-        self._applied_through = ledger.store.source_offset() or 0
-        if ledger.head is not None and ledger.store.source_offset() is None:
+        offset = ledger.store.source_offset()
+        if ledger.head is not None and offset is None:
             raise ValueError("the store holds blocks from another source than a stream")
+        self._applied_through = offset or 0
         self._gathering: list[tuple[int, bytes]] = []  # (stream sequence, transaction)
+        self._gathering_since = 0.0  # when the first of them arrived (monotonic)
         self._last_tx_seq = 0
         self._cut_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, list[Future[BlockResult]]] = {}
         self._recent: OrderedDict[int, BlockResult] = OrderedDict()
+        # rejections by txid, for the stream's duplicate window: a resubmission within it is
+        # not judged again (the stream drops it) and is answered from here
+        self._rejected: OrderedDict[bytes, tuple[float, BlockResult]] = OrderedDict()
         # the other nodes' signed heads, by height and key (signatures checked)
         self._heads: OrderedDict[int, dict[bytes, SignedHead]] = OrderedDict()
         self._dissent: set[tuple[int, bytes]] = set()  # (height, key) already reported
         self._failure: BaseException | None = None
         self._closing = False
+        self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ledger-jetstream", daemon=True
@@ -161,39 +181,36 @@ class JetStreamSequencer:
             allow_reconnect=True,
         )
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
-        await self._ensure_stream()
+        await self._ensure_stream(  # the chain's transactions and cuts, in one order
+            name=stream_name(self.chain),
+            subjects=[chain_subjects(self.chain)],
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        await self._ensure_stream(  # the nodes' signed heads: one per height and node
+            name=heads_stream(self.chain),
+            subjects=[heads_subjects(self.chain)],
+            max_msgs_per_subject=1,
+        )
         self._kv = await self._ensure_bucket()
         self._subscription = await self._js.subscribe(
-            f"petra.{self.chain.hex()}.>",
+            chain_subjects(self.chain),
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             config=api.ConsumerConfig(opt_start_seq=self._applied_through + 1),
             cb=self._on_message,
         )
-        await _until_ready(
-            lambda: self._js.add_stream(
-                api.StreamConfig(
-                    name=heads_stream(self.chain),
-                    subjects=[f"petra-heads.{self.chain.hex()}.>"],
-                    storage=api.StorageType.FILE,
-                    num_replicas=self.replicas,
-                    max_msgs_per_subject=1,
-                )
-            )
-        )
         self._heads_subscription = await self._js.subscribe(
-            f"petra-heads.{self.chain.hex()}.>", ordered_consumer=True, cb=self._on_head
+            heads_subjects(self.chain), ordered_consumer=True, cb=self._on_head
         )
         self._lease_task = self._loop.create_task(self._keep_lease())
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, **settings: Any) -> None:
+        """Create a stream of this node's file storage and replicas (kept when it exists)."""
         config = api.StreamConfig(
-            name=stream_name(self.chain),
-            subjects=[f"petra.{self.chain.hex()}.>"],
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
             retention=api.RetentionPolicy.LIMITS,
+            **settings,
         )
         await _until_ready(lambda: self._js.add_stream(config))
 
@@ -211,6 +228,8 @@ class JetStreamSequencer:
         seq = msg.metadata.sequence.stream
         kind = msg.subject.rsplit(".", 1)[1]
         if kind == "tx":
+            if not self._gathering:
+                self._gathering_since = time.monotonic()
             self._gathering.append((seq, msg.data))
             self._last_tx_seq = seq
             self._plan_cut()
@@ -220,7 +239,7 @@ class JetStreamSequencer:
     def _close_block(self, cut_seq: int, body: bytes) -> None:
         if self._failure is not None:
             return  # stopped: nothing more is applied
-        if self._cut_timer is not None and not self._gathering:
+        if self._cut_timer is not None:  # this cut closes what the timer was to close
             self._cut_timer.cancel()
             self._cut_timer = None
         gathered, self._gathering = self._gathering, []
@@ -231,29 +250,41 @@ class JetStreamSequencer:
         except (ValueError, KeyError, TypeError):
             cut_time = self._block_time  # a malformed cut closes the block at the last time
         self._block_time = max(self._block_time, cut_time)
-        seqs = [seq for seq, _ in gathered]
+        seqs, opened = [seq for seq, _ in gathered], self._gathering_since
         try:
             block = self._pipeline.submit([raw for _, raw in gathered], self._block_time, cut_seq)
         except BaseException as exc:
             self._fail(exc)
             return
         block.add_done_callback(
-            lambda done: self._loop.call_soon_threadsafe(self._applied, seqs, cut_seq, done)
+            lambda done: self._loop.call_soon_threadsafe(self._applied, seqs, cut_seq, done, opened)
         )
 
-    def _applied(self, seqs: list[int], cut_seq: int, block: Future[BlockResult]) -> None:
+    def _applied(
+        self, seqs: list[int], cut_seq: int, block: Future[BlockResult], opened: float
+    ) -> None:
         failure = block.exception()
         if failure is not None:
             self._fail(failure)
             return
         result = block.result()
+        if self.on_latency is not None:
+            self.on_latency(result, time.monotonic() - opened)
+        now = self._loop.time()
         for seq, outcome in zip(seqs, result.outcomes, strict=True):
             answer = BlockResult(result.head, [outcome])
             self._recent[seq] = answer
+            if outcome.code is not None and outcome.txid is not None:
+                self._rejected[outcome.txid] = (now, BlockResult(None, [outcome]))
             for waiting in self._pending.pop(seq, ()):
                 waiting.set_result(answer)
         while len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
+        while self._rejected and (
+            len(self._rejected) > KEPT_REJECTIONS
+            or next(iter(self._rejected.values()))[0] < now - DUPLICATE_WINDOW_S
+        ):
+            self._rejected.popitem(last=False)
         self._applied_through = cut_seq
         if result.head is not None:
             self._loop.create_task(self._publish_head(result.head))
@@ -345,10 +376,7 @@ class JetStreamSequencer:
     def _fail(self, exc: BaseException) -> None:
         first = self._failure is None
         self._failure = exc
-        for waiting in [f for fs in self._pending.values() for f in fs]:
-            if not waiting.done():
-                waiting.set_exception(exc)
-        self._pending.clear()
+        self._raise_pending(exc)
         if first and self.on_failure is not None:
             self.on_failure(exc)
 
@@ -410,7 +438,7 @@ class JetStreamSequencer:
                 self._plan_cut()
             self.holds_lease = held
             await asyncio.sleep(self.lease_s / 4)
-        if revision is not None:
+        if revision is not None and self._nc.is_connected:  # else it expires on its own
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await self._kv.delete(LEASE_KEY, last=revision)
 
@@ -452,10 +480,17 @@ class JetStreamSequencer:
             if stored is None or stored.height is None
             else self.ledger.store.block(stored.height)
         )
+        rejected = self._rejected.get(txid)
         if stored is not None and head is not None:
             answer.set_result(BlockResult(head, [Outcome(txid, None, "", stored.seq)]))
-        else:
-            message = "the transaction was judged long ago and is not on the ledger"
+        elif rejected is not None:
+            answer.set_result(rejected[1])
+        else:  # rejected before this node last started
+            minutes = round(DUPLICATE_WINDOW_S / 60)
+            message = (
+                f"the transaction was submitted and rejected in the last {minutes} minutes; "
+                f"it is not on the ledger: submit it again after that to have it judged afresh"
+            )
             answer.set_result(BlockResult(None, [Outcome(txid, Code.DUPLICATE, message)]))
 
     # -------------------------------------------------------------- the callers' side
@@ -464,10 +499,7 @@ class JetStreamSequencer:
         """Publish `raw` to the chain's stream; its ticket resolves once its block is durable
         here (raised: `SequencerUnavailable` if the stream did not take it)."""
         if self._closing or self._failure is not None:
-            raise SequencerClosed(
-                "the sequencer has stopped"
-                + (f" after a storage failure: {self._failure}" if self._failure else "")
-            )
+            raise SequencerClosed(why_stopped(self._failure))
         answer: Future[BlockResult] = Future()
         asyncio.run_coroutine_threadsafe(self._publish(raw, answer), self._loop)
         return Ticket(answer, 0)
@@ -480,28 +512,74 @@ class JetStreamSequencer:
         """The stream sequence of the last cut applied here."""
         return self._applied_through
 
+    def problem(self) -> str | None:
+        """Why this node cannot order submissions now: it lost the NATS cluster (it is
+        reconnecting), or it stopped consuming the chain's stream."""
+        if self._closing:
+            return "the node is closing its connection to the NATS cluster"
+        if not self._nc.is_connected:
+            servers = ", ".join(self.servers)
+            return f"the node is not connected to the NATS cluster ({servers}): reconnecting"
+        return None
+
+    def abandon(self) -> None:
+        """Drop the connection to the cluster at once, as a crash would: no more cuts, lease
+        renewals or heads from this node, its lease left to expire (fault drills, the
+        benchmark's failover). `close` still stops its threads."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._call(self._nc.close(), PUBLISH_TIMEOUT_S)
+        # every submission waiting here unconfirmed: its client sends it again to another
+        # node, where the stream holds it once
+        gone = SequencerUnavailable("the node left the cluster before its block was applied")
+        self._loop.call_soon_threadsafe(self._raise_pending, gone)
+
+    def _raise_pending(self, exc: BaseException) -> None:
+        """Answer every submission waiting for its block with `exc` (the loop's thread)."""
+        for waiting in [f for fs in self._pending.values() for f in fs]:
+            if not waiting.done():
+                waiting.set_exception(exc)
+        self._pending.clear()
+
     def close(self) -> None:
         """Stop consuming and let the lease go; blocks already cut are finished."""
-        if self._closing:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = self._closing = True
         with contextlib.suppress(Exception):
             self._call(self._shutdown(), CONNECT_TIMEOUT_S)
         self._stop_loop()
         self._pipeline.close()
 
     async def _shutdown(self) -> None:
-        with contextlib.suppress(Exception):
+        if not self._nc.is_connected:
+            self._lease_task.cancel()  # its request would only wait out its timeout
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._lease_task
         for subscription in (self._subscription, self._heads_subscription):
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         with contextlib.suppress(Exception):
-            await self._nc.drain()
+            if self._nc.is_connected:
+                await self._nc.drain()
+            else:  # cut off from the cluster: nothing to flush, no reason to wait for it
+                await self._nc.close()
 
     def _stop_loop(self) -> None:
+        """Stop the loop's thread once every task left on it (the NATS client's) ended."""
+        with contextlib.suppress(Exception):
+            self._call(_settle(), PUBLISH_TIMEOUT_S)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
+
+
+async def _settle() -> None:
+    """Cancel every other task of the running loop and wait until they ended."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 async def _until_ready(make: Callable[[], Any], timeout_s: float = CONNECT_TIMEOUT_S) -> Any:

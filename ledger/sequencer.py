@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger.ledger import BlockResult, Ledger, Outcome
+from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
 from service.clock import now as ledger_now
 
@@ -65,6 +65,11 @@ class Sequencer(Protocol):
         """Queue all of `raws` in order; each ticket resolves once its block is durable."""
         ...
 
+    def problem(self) -> str | None:
+        """Why the sequencer cannot order submissions now, for the node's readiness; None
+        when it can."""
+        ...
+
     def close(self) -> None:
         """Commit what is queued, then stop."""
         ...
@@ -72,6 +77,19 @@ class Sequencer(Protocol):
 
 class SequencerClosed(Exception):
     """The sequencer no longer takes submissions."""
+
+
+def why_stopped(failure: BaseException | None) -> str:
+    """Why a sequencer stopped (`failure`: what stopped it, None when it was closed), in one
+    sentence a node's operator can act on."""
+    if failure is None:
+        return "the sequencer has stopped"
+    if isinstance(failure, Divergence):
+        return (
+            f"the ledger stopped: its history diverges from the chain's other nodes "
+            f"({failure.reason}); the evidence is in its log"
+        )
+    return f"the ledger stopped after a storage failure: {failure}"
 
 
 class SequencerUnavailable(Exception):
@@ -153,10 +171,7 @@ class InProcessSequencer:
                 raise SequencerBusy("the ledger is behind: submit again shortly")
             self._changed.wait()  # back-pressure: the ledger is behind
         if self._stopped():
-            raise SequencerClosed(
-                "the sequencer has stopped"
-                + (f" after a storage failure: {self._failure}" if self._failure else "")
-            )
+            raise SequencerClosed(why_stopped(self._failure))
 
     def _queue(self, raw: bytes) -> Ticket:
         """Append `raw` to the open block, sealing it once full (lock held)."""
@@ -250,6 +265,9 @@ class InProcessSequencer:
                 waiting.block.set_exception(exc)
         if first and self.on_failure is not None:
             self.on_failure(exc)
+
+    def problem(self) -> str | None:
+        return None  # a failure reaches the node through `on_failure`
 
     def close(self) -> None:
         """Commit what is queued, then stop."""

@@ -61,6 +61,7 @@ from petra.wallet_cli import wallet_app
 
 if TYPE_CHECKING:
     from ledger import SignedHead
+    from ledger.api import LedgerNode
 
 log = logging.getLogger("petra")
 app = typer.Typer(
@@ -279,15 +280,26 @@ def demo_command() -> None:
 def serve_command(
     ctx: typer.Context,
     genesis: Annotated[
-        Path, typer.Option(help="The genesis JSON file.", exists=True, dir_okay=False)
+        list[Path],
+        typer.Option(
+            help="The genesis JSON file of the chain to follow; repeat it to follow several "
+            "chains in this process (each then served under /chains/<chain id>/v1).",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     keys: Annotated[
-        Path, typer.Option(help="The key file holding one of the genesis's sequencer keys.")
+        Path,
+        typer.Option(help="The key file holding one of the sequencer keys of each genesis."),
     ],
     config: Annotated[Path | None, config_option("ledger")] = None,
     store: Annotated[
-        str, typer.Option(help="The database's SQLAlchemy URL: the ledger's store.")
-    ] = ("sqlite:///petra-ledger.sqlite"),
+        list[str] | None,
+        typer.Option(
+            help="The database's SQLAlchemy URL: the ledger's store (default "
+            "sqlite:///petra-ledger.sqlite); one per --genesis, in the same order.",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="The address to listen on (loopback unless told).")] = (
         "127.0.0.1"
     ),
@@ -311,62 +323,101 @@ def serve_command(
 ) -> None:
     """Serve the ledger over HTTP under /v1 (docs/api.md), ordering submissions into blocks:
     in this process, or with --nats through a replicated stream that every node of the chain
-    applies (docs/architecture.md, "The replicated ledger")."""
+    applies (docs/architecture.md, "The replicated ledger"). Given several --genesis, follow
+    each chain, every one under /chains/<chain id>/v1 (GET /chains lists them)."""
 
-    from ledger import SequencerUnavailable, open_ledger
-    from ledger.api import LedgerNode, create_app
+    from ledger import (
+        LedgerNode,
+        SequencerUnavailable,
+        chain_path,
+        create_chains_app,
+        open_ledger,
+    )
+    from service import labelled_registry, new_registry
     from service.database import StoreError
 
     configure_logging(log_level, "ledger", log_format)
-    genesis_raw, genesis_doc = read_genesis(genesis)
-    signing = [
-        k
-        for k in read_keys(keys, passphrase_file).values()
-        if k.public_key in genesis_doc.sequencer_keys
-    ]
-    if not signing:
-        fail(f"{keys} holds none of the genesis's sequencer keys: the node could not sign heads")
+    stores = store or ["sqlite:///petra-ledger.sqlite"]
+    if len(stores) != len(genesis):
+        fail(
+            f"give one --store per --genesis, in the same order: {len(genesis)} genesis "
+            f"file(s), {len(stores)} store(s)"
+        )
+    held = read_keys(keys, passphrase_file).values()
+    chains: list[tuple[bytes, Keypair, str]] = []
+    for path, url in zip(genesis, stores, strict=True):
+        genesis_raw, genesis_doc = read_genesis(path)
+        signing = [k for k in held if k.public_key in genesis_doc.sequencer_keys]
+        if not signing:
+            fail(f"{keys} holds none of the sequencer keys of {path}: the node could not sign")
+        chains.append((genesis_raw, signing[0], url))
+    if len(set(stores)) != len(stores):
+        fail("two chains cannot share a store: give each --genesis a --store of its own")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the node is reachable beyond this machine")
-    hold_store_for(ctx, store, "ledger", "petra ledger serve")
+    for url in stores:
+        hold_store_for(ctx, url, "ledger", "petra ledger serve")
     stop = threading.Event()
+    nodes: list[LedgerNode] = []
     try:
-        node = LedgerNode(
-            open_ledger(store, genesis_raw, signing[0]),
-            on_fatal=stop.set,
-            nats_servers=[url.strip() for url in nats.split(",") if url.strip()],
-            node_name=f"seq-{signing[0].public_key.hex()[:16]}",
-            nats_replicas=nats_replicas,
-        )
+        for genesis_raw, signing_key, url in chains:
+            nodes.append(
+                LedgerNode(
+                    open_ledger(url, genesis_raw, signing_key),
+                    on_fatal=stop.set,
+                    nats_servers=[u.strip() for u in nats.split(",") if u.strip()],
+                    node_name=f"seq-{signing_key.public_key.hex()[:16]}",
+                    nats_replicas=nats_replicas,
+                    registry=None if len(chains) == 1 else new_registry(process=False),
+                )
+            )
+        app = create_chains_app(nodes)
     except StoreError as exc:
+        _close_all(nodes)
         fail(str(exc))
     except (SequencerUnavailable, ValueError) as exc:
-        fail(f"cannot order through NATS at {nats}: {exc}")
-    log.info(
-        "ledger node on http://%s:%s/v1 (store %s, tree size %s)",
-        host,
-        port,
-        shown_store(store),
-        node.ledger.size,
+        _close_all(nodes)
+        fail(f"cannot order through NATS at {nats}: {exc}" if nats else str(exc))
+    for node, url in zip(nodes, stores, strict=True):
+        log.info(
+            "ledger node on http://%s:%s%s/v1 (store %s, tree size %s)",
+            host,
+            port,
+            "" if len(nodes) == 1 else chain_path(node),
+            shown_store(url),
+            node.ledger.size,
+        )
+    registry = (
+        nodes[0].registry
+        if len(nodes) == 1
+        else labelled_registry("chain", {n.ledger.chain.hex(): n.registry for n in nodes})
     )
     try:
         serve(
-            create_app(node),
+            app,
             host,
             port,
             stop,
-            metrics=(node.registry, metrics_host, metrics_port),
+            metrics=(registry, metrics_host, metrics_port),
             metrics_by_default=not chosen(ctx, "metrics_port"),
         )
     finally:
-        node.close()
-    if node.fatal is not None:  # exit non-zero, so that a supervisor restarts the node
+        _close_all(nodes)
+    stopped = [node for node in nodes if node.fatal is not None]
+    for node in stopped:  # exit non-zero, so that a supervisor restarts the node
+        chain = "" if len(nodes) == 1 else f"chain {node.ledger.chain.hex()[:16]}: "
         err.print(
-            f"[red]error:[/red] {escape(node.why_stopped())}; nothing unwritten was kept, "
-            f"restart the node"
+            f"[red]error:[/red] {chain}{escape(node.why_stopped())}; nothing unwritten was "
+            f"kept, restart the node"
         )
+    if stopped:
         raise typer.Exit(1)
     log.info("stopped")
+
+
+def _close_all(nodes: list[LedgerNode]) -> None:
+    for node in nodes:
+        node.close()
 
 
 @ledger_app.command("replicate", cls=ConfiguredCommand)

@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from typer._click.core import Context, ParameterSource  # typer exports none of these three
@@ -208,16 +208,29 @@ def _defaults(ctx: typer.Context, path: Path, table: str) -> dict[str, Any]:
         param = options.get(key)
         if param is None or param.name is None:
             fail(f"{where}: unknown key{_nearest(key, options)}; the keys are {', '.join(options)}")
-        text = _text(value)
-        if text is None:
-            fail(f"{where} must be one value, not a table or a list")
-        if param.type_descriptor.is_path:
-            text = str(base / text)  # an absolute path stays as it is
-        elif key == "store":
-            text = _store_url(text, base)
-        _converted(ctx, param, text, where)
-        defaults[param.name] = text
+        if param.multiple:  # an option given once per item: a list, or one value
+            items = value if isinstance(value, list) else [value]
+            defaults[param.name] = [_default(ctx, param, key, v, base, where) for v in items]
+        else:
+            defaults[param.name] = _default(ctx, param, key, value, base, where)
     return defaults
+
+
+def _default(
+    ctx: typer.Context, param: TyperOption, key: str, value: object, base: Path, where: str
+) -> str:
+    """One value of the file as the option's default, spelled as on the command line (a
+    relative path, and a SQLite store's, taken from the file's folder `base`)."""
+    text = _text(value)
+    if text is None:
+        fail(f"{where} must be one value, not a table or a list")
+    items = get_args(param.type_descriptor.annotation) if param.multiple else ()
+    if param.type_descriptor.is_path or items[:1] == (Path,):
+        text = str(base / text)  # an absolute path stays as it is
+    elif key == "store":
+        text = _store_url(text, base)
+    _converted(ctx, param, text, where)
+    return text
 
 
 def _document(path: Path) -> dict[str, Any]:
@@ -234,7 +247,7 @@ def _converted(ctx: typer.Context, param: TyperOption, text: str, where: str) ->
     """`text` as option `param` converts it from the command line; one sentence and exit 2,
     naming `where`, if it cannot."""
     try:
-        return param.process_value(ctx, text)
+        return param.process_value(ctx, [text] if param.multiple else text)
     except typer.BadParameter as exc:
         fail(f"{where}: {_reason(text, exc.message)}")
 

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from service.metrics import MetricsServer as MetricsServer
     from service.metrics import ReadAtScrape as ReadAtScrape
     from service.metrics import gauge as gauge
+    from service.metrics import labelled_registry as labelled_registry
     from service.metrics import new_registry as new_registry
     from service.metrics import serve_metrics as serve_metrics
     from service.migrations import MigrationPlan as MigrationPlan

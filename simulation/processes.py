@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -32,12 +33,20 @@ class NotServing(Exception):
     """A `petra` process exited, or did not answer in time; the message ends with its log."""
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=4096)  # ports free_port gave lately, not to give twice
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on loopback that nothing listens on now, and that this process was not given
+    lately: the kernel may hand the same free port to two probes in a row, and a caller
+    usually picks several ports before anything listens on the first."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((HOST, 0))
+            port: int = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def start_petra(

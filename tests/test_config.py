@@ -101,7 +101,7 @@ def test_the_file_over_the_default(chain: Path) -> None:
 
     ctx = parsed(["--config", str(config)], "ledger", "serve")
 
-    assert ctx.params["genesis"] == chain / "genesis.json"
+    assert ctx.params["genesis"] == [chain / "genesis.json"]
     assert ctx.params["keys"] == chain / "keys.json"
     assert (ctx.params["port"], ctx.params["log_level"], ctx.params["log_format"]) == (
         7001,
@@ -173,10 +173,30 @@ def test_a_relative_sqlite_store_is_taken_from_the_files_folder(
         "b.toml",
     )
 
-    assert parsed(["--config", str(relative)], "ledger", "serve").params["store"] == (
+    assert parsed(["--config", str(relative)], "ledger", "serve").params["store"] == [
         f"sqlite:///{chain}/data/ledger.sqlite"
+    ]
+    assert parsed(["--config", str(absolute)], "ledger", "serve").params["store"] == [postgres]
+
+
+def test_a_list_in_the_file_gives_an_option_taken_once_per_chain(chain: Path) -> None:
+    (chain / "south.json").write_bytes(Scenario(name="south").genesis_raw)
+    config = toml(
+        chain,
+        '[ledger]\ngenesis = ["genesis.json", "south.json"]\nkeys = "keys.json"\n'
+        'store = ["sqlite:///north.sqlite", "sqlite:///south.sqlite"]\n',
     )
-    assert parsed(["--config", str(absolute)], "ledger", "serve").params["store"] == postgres
+
+    ctx = parsed(["--config", str(config)], "ledger", "serve")
+
+    assert ctx.params["genesis"] == [chain / "genesis.json", chain / "south.json"]
+    assert ctx.params["store"] == [
+        f"sqlite:///{chain}/north.sqlite",
+        f"sqlite:///{chain}/south.sqlite",
+    ]
+    missing = toml(chain, '[ledger]\ngenesis = ["genesis.json", "east.json"]\n', "m.toml")
+    sentence = refused(serve("--config", missing))
+    assert "[ledger] genesis: file '" in sentence and "/east.json' does not exist" in sentence
 
 
 # ---------------------------------------------------------------- refusals

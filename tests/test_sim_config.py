@@ -286,3 +286,14 @@ def test_ports_in_use_are_named() -> None:
         check_ports_free([0, free])
         with pytest.raises(ConfigError, match=f"^port {taken} on 127.0.0.1 is in use"):
             check_ports_free([free, taken])
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    # A private Tor network picks 18 ports before its first tor listens: the kernel handing
+    # the same free port to two of those probes made a tor exit with "address in use".
+    from simulation.processes import free_port
+
+    ports = [free_port() for _ in range(3_000)]
+    assert len(set(ports)) == len(ports)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", ports[-1]))  # and each is free

