@@ -47,7 +47,7 @@ from ledger.client import LedgerProtocolError, head_from_wire
 from ledger.ledger import BlockResult, Divergence, Ledger, Outcome
 from ledger.pipeline import BlockPipeline
 from ledger.sequencer import SequencerClosed, SequencerUnavailable, Ticket, why_stopped
-from ledger.static import check_batch
+from ledger.static import StaticVerdict, check_batch
 from service.clock import now as ledger_now
 
 REPLICAS = 3
@@ -59,6 +59,7 @@ PUBLISH_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 30.0
 RECENT_OUTCOMES = 100_000
 KEPT_REJECTIONS = 100_000  # the most rejections kept by txid for the duplicate window
+KEPT_VERDICTS = 100_000  # the most static verdicts kept for transactions published from here
 LEASE_KEY = "cutter"
 KEPT_HEADS = 10_000  # heights whose co-signatures a node keeps in memory, to serve and judge
 
@@ -148,6 +149,9 @@ class JetStreamSequencer:
         # rejections by txid, for the stream's duplicate window: a resubmission within it is
         # not judged again (the stream drops it) and is answered from here
         self._rejected: OrderedDict[bytes, tuple[float, BlockResult]] = OrderedDict()
+        # the static verdicts of what this node published, by its bytes: a transaction this
+        # node checked is not checked again when the stream brings it back
+        self._checked: OrderedDict[bytes, StaticVerdict] = OrderedDict()
         # the other nodes' signed heads, by height and key (signatures checked)
         self._heads: OrderedDict[int, dict[bytes, SignedHead]] = OrderedDict()
         self._dissent: set[tuple[int, bytes]] = set()  # (height, key) already reported
@@ -251,8 +255,10 @@ class JetStreamSequencer:
             cut_time = self._block_time  # a malformed cut closes the block at the last time
         self._block_time = max(self._block_time, cut_time)
         seqs, opened = [seq for seq, _ in gathered], self._gathering_since
+        raws = [raw for _, raw in gathered]
+        known = [self._checked.pop(raw, None) for raw in raws] if self._checked else ()
         try:
-            block = self._pipeline.submit([raw for _, raw in gathered], self._block_time, cut_seq)
+            block = self._pipeline.submit(raws, self._block_time, cut_seq, known)
         except BaseException as exc:
             self._fail(exc)
             return
@@ -449,6 +455,9 @@ class JetStreamSequencer:
             answer.set_result(BlockResult(None, [outcome]))
             return
         assert verdict.txid is not None
+        self._checked[raw] = verdict
+        while len(self._checked) > KEPT_VERDICTS:
+            self._checked.popitem(last=False)
         try:
             ack = await self._js.publish(
                 tx_subject(self.chain),

@@ -18,7 +18,14 @@ from ledger.static import StaticPool, StaticVerdict
 # them again every few dozen transactions, a fifth of the builder's time or more.
 COLLECTOR_THRESHOLD = 100_000
 
-_Job = tuple[Sequence[bytes], int, int | None, Future[list[StaticVerdict]], Future[BlockResult]]
+_Job = tuple[
+    Sequence[bytes],
+    int,
+    int | None,
+    Sequence[StaticVerdict | None] | None,
+    Future[list[StaticVerdict]],
+    Future[BlockResult],
+]
 
 
 class PipelineStopped(Exception):
@@ -51,25 +58,39 @@ class BlockPipeline:
         self._writer.start()
 
     def submit(
-        self, raws: Sequence[bytes], time: int, source_offset: int | None = None
+        self,
+        raws: Sequence[bytes],
+        time: int,
+        source_offset: int | None = None,
+        known: Sequence[StaticVerdict | None] = (),
     ) -> Future[BlockResult]:
         """Queue a block of `raws` at `time` (unix seconds, never below the previous block's);
         blocks while `depth` blocks are already waiting. The future holds the block's result
-        once it is durable. `source_offset`: see `Ledger.build`."""
+        once it is durable. `source_offset`: see `Ledger.build`. `known`: the static verdicts
+        already reached on these very bytes (`check_batch`'s, a pure function of the genesis
+        and the bytes), None for each raw to check; by default every raw is checked."""
         if self._failure is not None:
             raise PipelineStopped(f"the ledger stopped after a storage failure: {self._failure}")
         result: Future[BlockResult] = Future()
-        self._jobs.put((raws, time, source_offset, self.static.submit(raws), result))
+        if not known:
+            self._jobs.put((raws, time, source_offset, None, self.static.submit(raws), result))
+            return result
+        unknown = [raw for raw, verdict in zip(raws, known, strict=True) if verdict is None]
+        self._jobs.put((raws, time, source_offset, known, self.static.submit(unknown), result))
         return result
 
     def _build_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            raws, time, source_offset, verdicts, result = job
+            raws, time, source_offset, known, checked, result = job
             if self._failure is not None:
                 result.set_exception(PipelineStopped(f"not appended: {self._failure}"))
                 continue
             try:
-                built = self.ledger.build(raws, time, verdicts.result(), source_offset)
+                verdicts = checked.result()
+                if known is not None:  # the verdicts reached before, the others in order
+                    found = iter(verdicts)
+                    verdicts = [next(found) if v is None else v for v in known]
+                built = self.ledger.build(raws, time, verdicts, source_offset)
             except BaseException as exc:
                 self._failure = exc
                 result.set_exception(exc)

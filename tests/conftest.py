@@ -17,10 +17,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import typer
+import typer.main
+import typer.testing
 from hypothesis import settings
 from psycopg import sql
 from services.modbus import modbus_devices_fixture, modbus_session_fixture
 from services.mosquitto import mosquitto_fixture
+from typer._click.core import Command as TyperCommand
 
 from simulation.processes import free_port
 from smartmeter.store import MeterStore
@@ -28,6 +32,24 @@ from smartmeter.store import MeterStore
 # The real services each live in a module of `tests/services/`; importing their fixtures here
 # hands them out to the whole suite, each started once per session.
 __all__ = ["modbus_devices_fixture", "modbus_session_fixture", "mosquitto_fixture"]
+
+# typer builds the whole `petra` command tree (every command's click objects) on each
+# `CliRunner.invoke`, a tenth of a second: the suite builds it once per app. The tree holds no
+# state between invocations (each makes its own context), so every test still runs the
+# command as `petra` would.
+_trees: dict[typer.Typer, TyperCommand] = {}  # by the app itself, kept alive: ids never reused
+
+
+def _command_tree(app: typer.Typer) -> TyperCommand:
+    tree = _trees.get(app)
+    if tree is None:
+        tree = _trees[app] = _build_command_tree(app)
+    return tree
+
+
+_build_command_tree = typer.main.get_command
+typer.main.get_command = _command_tree  # type: ignore[assignment]
+typer.testing._get_command = _command_tree  # type: ignore[attr-defined,assignment]
 
 # `make check`, the edit-test loop, explores a quarter as many examples per property as `make test`
 # (`--hypothesis-profile=check`); properties that ask for more than the default scale with it.

@@ -438,3 +438,41 @@ def test_a_failed_write_in_the_pipeline_stops_it_and_forgets_the_unwritten(
     pipeline.close()
     assert c.ledger.head == c.ledger.store.head()
     assert c.codes(first, second) == [None, None]
+
+
+def test_verdicts_reached_before_are_used_and_the_others_checked_in_order(
+    community: Community,
+) -> None:
+    # a replicated node checks what it publishes and hands those verdicts to its pipeline when
+    # the stream brings the transaction back: each verdict must land on its own transaction
+    from ledger.static import StaticVerdict, check_batch
+
+    c = community
+    source = c.funded(pay(Fa(10), c.alice))
+    transfer = c.scenario.transfer([source], [pay(Fa(10), c.bob)], c.alice)
+    good = encode_transaction(transfer)
+    signature = dataclasses.replace(transfer.signatures[0], signature=bytes(64))
+    bad = encode_transaction(dataclasses.replace(transfer, signatures=(signature,)))
+    issued = encode_transaction(c.issue(pay(Fa(1), c.alice)))
+    [known_good] = check_batch(c.scenario.genesis, [good])
+    vouched = StaticVerdict(Code.BAD_SIGNATURE, "judged so before", known_good.txid)
+
+    pipeline = BlockPipeline(c.ledger, workers=1)
+    try:
+        first = pipeline.submit(
+            [bad, good, issued], c.scenario.time_in(1), known=[None, known_good, None]
+        )
+        second = pipeline.submit([issued, bad], c.scenario.time_in(1), known=[vouched, None])
+        outcomes = first.result().outcomes + second.result().outcomes
+    finally:
+        pipeline.close()
+
+    assert [o.code for o in outcomes] == [
+        Code.BAD_SIGNATURE,
+        None,
+        None,
+        Code.BAD_SIGNATURE,
+        Code.BAD_SIGNATURE,
+    ]
+    assert outcomes[3].message == "judged so before"  # not checked again
+    assert outcomes[4].message != "judged so before"
