@@ -28,11 +28,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import nats
@@ -60,6 +63,7 @@ CONNECT_TIMEOUT_S = 30.0
 RECENT_OUTCOMES = 100_000
 KEPT_REJECTIONS = 100_000  # the most rejections kept by txid for the duplicate window
 KEPT_VERDICTS = 100_000  # the most static verdicts kept for transactions published from here
+FEED_DEPTH = 8  # blocks cut and waiting for the pipeline before the event loop waits too
 LEASE_KEY = "cutter"
 KEPT_HEADS = 10_000  # heights whose co-signatures a node keeps in memory, to serve and judge
 
@@ -158,6 +162,13 @@ class JetStreamSequencer:
         self._failure: BaseException | None = None
         self._closing = False
         self._closed = False
+        # blocks closed on the event loop, handed to the pipeline by a thread of their own:
+        # the pipeline blocks while it is full, and the loop must go on renewing the lease
+        self._feed: queue.Queue[_Closed | None] = queue.Queue(maxsize=FEED_DEPTH)
+        self._feeder = threading.Thread(
+            target=self._feed_loop, name="ledger-jetstream-feed", daemon=True
+        )
+        self._feeder.start()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ledger-jetstream", daemon=True
@@ -167,6 +178,7 @@ class JetStreamSequencer:
             self._call(self._start(), CONNECT_TIMEOUT_S)
         except BaseException:
             self._stop_loop()
+            self._stop_feeder()
             self._pipeline.close()
             raise
 
@@ -254,16 +266,27 @@ class JetStreamSequencer:
         except (ValueError, KeyError, TypeError):
             cut_time = self._block_time  # a malformed cut closes the block at the last time
         self._block_time = max(self._block_time, cut_time)
-        seqs, opened = [seq for seq, _ in gathered], self._gathering_since
         raws = [raw for _, raw in gathered]
         known = [self._checked.pop(raw, None) for raw in raws] if self._checked else ()
-        try:
-            block = self._pipeline.submit(raws, self._block_time, cut_seq, known)
-        except BaseException as exc:
-            self._fail(exc)
-            return
-        block.add_done_callback(
-            lambda done: self._loop.call_soon_threadsafe(self._applied, seqs, cut_seq, done, opened)
+        seqs = [seq for seq, _ in gathered]
+        self._feed.put(_Closed(raws, self._block_time, cut_seq, known, seqs, self._gathering_since))
+
+    def _feed_loop(self) -> None:
+        """Hand each closed block to the pipeline, in the stream's order (the feeder's
+        thread); each block's result comes back to the loop (`_applied`)."""
+        while (closed := self._feed.get()) is not None:
+            try:
+                block = self._pipeline.submit(
+                    closed.raws, closed.time, closed.cut_seq, closed.known
+                )
+            except BaseException as exc:
+                self._loop.call_soon_threadsafe(self._fail, exc)
+                continue
+            block.add_done_callback(partial(self._block_done, closed))
+
+    def _block_done(self, closed: _Closed, block: Future[BlockResult]) -> None:
+        self._loop.call_soon_threadsafe(
+            self._applied, closed.seqs, closed.cut_seq, block, closed.opened
         )
 
     def _applied(
@@ -558,7 +581,12 @@ class JetStreamSequencer:
         with contextlib.suppress(Exception):
             self._call(self._shutdown(), CONNECT_TIMEOUT_S)
         self._stop_loop()
+        self._stop_feeder()
         self._pipeline.close()
+
+    def _stop_feeder(self) -> None:
+        self._feed.put(None)
+        self._feeder.join()
 
     async def _shutdown(self) -> None:
         if not self._nc.is_connected:
@@ -581,6 +609,18 @@ class JetStreamSequencer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """A block cut from the stream, on its way to the pipeline."""
+
+    raws: list[bytes]
+    time: int
+    cut_seq: int
+    known: Sequence[StaticVerdict | None]
+    seqs: list[int]  # the stream sequence of each transaction
+    opened: float  # when its first transaction arrived (monotonic)
 
 
 async def _settle() -> None:

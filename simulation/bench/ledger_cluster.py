@@ -213,7 +213,8 @@ def _failover(
     first: JetStreamSequencer,
     tmp: Path,
 ) -> float:
-    """Seconds from silencing chain 0's cutter to the next block, with its three nodes."""
+    """Seconds from silencing chain 0's cutter to the next block, with its three nodes (the
+    two started here first caught up with the stream, as running nodes would be)."""
     others = [
         _node(scenario, keys[n], cluster.urls, tmp / f"chain0-node{n}.sqlite", f"bench0-{n}")
         for n in (1, 2)
@@ -221,9 +222,11 @@ def _failover(
     try:
         nodes = [first, *others]
         deadline = time.monotonic() + WAIT_S
-        while not any(n.holds_lease for n in nodes):
+        while not any(n.holds_lease for n in nodes) or any(
+            n.applied_through < first.applied_through for n in others
+        ):
             if time.monotonic() > deadline:
-                raise HttpBenchError("no node of chain 0 took the lease to cut blocks")
+                raise HttpBenchError("chain 0's nodes did not catch up, or none took the lease")
             time.sleep(0.05)
         cutter = next(n for n in nodes if n.holds_lease)
         survivor = next(n for n in nodes if n is not cutter)
