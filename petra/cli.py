@@ -60,8 +60,7 @@ from petra.vocabulary import PetraGroup, ledger_option, print_version
 from petra.wallet_cli import wallet_app
 
 if TYPE_CHECKING:
-    from ledger import SignedHead
-    from ledger.api import LedgerNode
+    from ledger import LedgerNode, SignedHead
 
 log = logging.getLogger("petra")
 app = typer.Typer(
@@ -343,16 +342,23 @@ def serve_command(
             f"give one --store per --genesis, in the same order: {len(genesis)} genesis "
             f"file(s), {len(stores)} store(s)"
         )
+    if len(set(stores)) != len(stores):
+        fail("two chains cannot share a store: give each --genesis a --store of its own")
     held = read_keys(keys, passphrase_file).values()
     chains: list[tuple[bytes, Keypair, str]] = []
-    for path, url in zip(genesis, stores, strict=True):
+    seen: dict[bytes, int] = {}
+    for n, (path, url) in enumerate(zip(genesis, stores, strict=True)):
         genesis_raw, genesis_doc = read_genesis(path)
         signing = [k for k in held if k.public_key in genesis_doc.sequencer_keys]
         if not signing:
             fail(f"{keys} holds none of the sequencer keys of {path}: the node could not sign")
+        first = seen.setdefault(chain_id(genesis_doc), n)
+        if first != n:
+            fail(
+                f"--genesis {genesis[first]} and --genesis {path} are of one chain: give each "
+                "chain once"
+            )
         chains.append((genesis_raw, signing[0], url))
-    if len(set(stores)) != len(stores):
-        fail("two chains cannot share a store: give each --genesis a --store of its own")
     if host not in ("127.0.0.1", "::1", "localhost"):
         warn(f"listening on {host}: the node is reachable beyond this machine")
     for url in stores:

@@ -136,5 +136,5 @@ def test_stores_that_do_not_pair_with_the_geneses_are_refused(tmp_path: Path) ->
     assert shared.returncode == 2
     assert "two chains cannot share a store" in shared.stderr
     assert same_chain.returncode == 2
-    assert "two of the nodes follow the same chain" in same_chain.stderr
+    assert "are of one chain: give each chain once" in same_chain.stderr
     assert "Traceback" not in missing.stderr + shared.stderr + same_chain.stderr
