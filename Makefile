@@ -33,8 +33,9 @@ lint: venv
 check: lint
 	$(BIN)/python -m pytest -q -n auto --ignore=tests/integration -m "not slow and not postgres" --hypothesis-profile=check $(PYTEST_ARGS)
 
+# Everything; the twenty slowest tests are named at the end, to keep the suite's time in view.
 test: venv system-deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=20 $(PYTEST_ARGS)
 
 # The main job: a community of ten homes, a simulated day, every node a process on loopback.
 demo: venv

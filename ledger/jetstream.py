@@ -631,13 +631,26 @@ async def _settle() -> None:
     await asyncio.gather(*others, return_exceptions=True)
 
 
+NO_PEERS = 10005  # JetStream's "no suitable peers for placement": servers not all known yet
+
+
 async def _until_ready(make: Callable[[], Any], timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
-    """`await make()`, again while the cluster has no JetStream leader yet (just started)."""
+    """`await make()`, again while the cluster is not ready for it (just started: no
+    JetStream leader yet, or its leader not yet sure the other servers are online)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:
             return await make()
-        except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+        except (
+            nats.js.errors.ServiceUnavailableError,
+            nats.errors.TimeoutError,
+            nats.js.errors.BadRequestError,
+        ) as exc:
+            starting = not isinstance(exc, nats.js.errors.BadRequestError) or (
+                exc.err_code == NO_PEERS
+            )
+            if not starting:
+                raise
             if asyncio.get_running_loop().time() > deadline:
                 raise SequencerUnavailable(f"the NATS cluster is not ready: {exc}") from None
             await asyncio.sleep(0.25)

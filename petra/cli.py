@@ -569,10 +569,15 @@ def bench_ledger_command(
 
         if store is not None or http:
             fail("--cluster runs on temporary SQLite files and the loopback, without --http")
+        from ledger import SequencerUnavailable
+        from simulation import NatsError
+
         try:
             ledger_cluster.run_cluster_bench(as_json, count, chains, console)
-        except (ledger_http.HttpBenchError, StoreError) as exc:
+        except (ledger_http.HttpBenchError, StoreError, NatsError) as exc:
             fail(str(exc))
+        except SequencerUnavailable as exc:
+            fail(f"the bench's NATS cluster did not take a chain: {exc}")
         return
     if http:
         from simulation.bench import ledger_http

@@ -290,14 +290,23 @@ def test_every_change_is_in_the_audit_log_and_tampering_is_found(dso: Dso) -> No
     dso.ok("PUT", "/tariff", "operator", json={"price_consumption": 1_000})
     made = dso.ok("POST", "/operators", json={"name": "carol", "role": "auditor"})
     entries = dso.ok("GET", "/audit", "auditor")["entries"]
-    assert [(e["actor"], e["action"], e["outcome"]) for e in entries] == [
+    logged = [(e["actor"], e["action"], e["outcome"]) for e in entries]
+    # Intervals are 2 s here: when one ends before the tariff's block is cut, the ledger
+    # refuses it `regulation_in_past` and the DSO signs it again for the interval then current,
+    # each attempt in the log.
+    retried = [
+        ("test-operator", "tariff.set", "regulation_in_past"),
         ("test-operator", "tariff.set", "submitted"),
+    ]
+    assert logged[0] == ("test-operator", "tariff.set", "submitted")
+    assert logged[1:-2] == retried * ((len(logged) - 3) // 2)
+    assert logged[-2:] == [
         ("test-operator", "tariff.set", "accepted"),
         ("test-admin", "operator.create", "ok"),
     ]
     assert all(made["token"] not in str(e) for e in entries)
     assert dso.ok("GET", "/audit/verify", "auditor") == {
-        "entries": 3,
+        "entries": len(entries),
         "intact": True,
         "problem": None,
     }
