@@ -39,12 +39,15 @@ class ChainRouter:
     """A pure ASGI application sending each request under `/chains/<id>` to that chain's
     application, with the prefix taken off its path (so each chain's routes, middleware
     and error answers are those of a node serving it alone), and every other request to
-    `root`. It runs the process's lifespan: every node is bound to the serving loop."""
+    `root` (by default the one chain's own application). It runs the process's lifespan:
+    every node is bound to the serving loop."""
 
-    def __init__(self, nodes: Sequence[LedgerNode], root: ASGIApp) -> None:
+    def __init__(self, nodes: Sequence[LedgerNode], root: ASGIApp | None = None) -> None:
         self.nodes = list(nodes)
-        self.root = root
         self.apps = {chain_path(node): create_app(node) for node in self.nodes}
+        if root is None:
+            [root] = self.apps.values()  # one chain: answered under /v1 too
+        self.root = root
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -100,8 +103,7 @@ def create_chains_app(nodes: Sequence[LedgerNode]) -> ChainRouter:
     if len(set(chains)) != len(chains):
         raise ValueError("two of the nodes follow the same chain")
     if len(nodes) == 1:
-        only = create_app(nodes[0])
-        return ChainRouter(nodes, only)
+        return ChainRouter(nodes)
     root = FastAPI(
         title="PETra ledger node (several chains)",
         version="1",
