@@ -156,6 +156,9 @@ class JetStreamSequencer:
         # the static verdicts of what this node published, by its bytes: a transaction this
         # node checked is not checked again when the stream brings it back
         self._checked: OrderedDict[bytes, StaticVerdict] = OrderedDict()
+        # batches checked on the workers are published in the order they were submitted
+        self._batches_lock = threading.Lock()
+        self._last_batch: Future[None] | None = None
         # the other nodes' signed heads, by height and key (signatures checked)
         self._heads: OrderedDict[int, dict[bytes, SignedHead]] = OrderedDict()
         self._dissent: set[tuple[int, bytes]] = set()  # (height, key) already reported
@@ -472,7 +475,54 @@ class JetStreamSequencer:
                 await self._kv.delete(LEASE_KEY, last=revision)
 
     async def _publish(self, raw: bytes, answer: Future[BlockResult]) -> None:
-        verdict = check_batch(self.ledger.genesis, [raw])[0]
+        """Check `raw` here (one transaction: quicker than a round trip to a worker)."""
+        await self._publish_checked(raw, check_batch(self.ledger.genesis, [raw])[0], answer)
+
+    async def _publish_batch(
+        self,
+        raws: Sequence[bytes],
+        checked: Future[list[StaticVerdict]],
+        answers: list[Future[BlockResult]],
+        previous: Future[None] | None,
+        published: Future[None],
+    ) -> None:
+        """Publish `raws` once the workers checked them, all at once, in order and after the
+        batch submitted before (`previous`); `published` tells the next batch."""
+        try:
+            verdicts = checked.result()
+        except BaseException:  # a worker died: check them here instead
+            log.exception("the workers could not check a batch; it is checked on the loop")
+            verdicts = check_batch(self.ledger.genesis, raws)
+        if previous is not None:
+            try:
+                await asyncio.wrap_future(previous)
+            except asyncio.CancelledError:  # at shutdown
+                published.set_result(None)
+                for answer in answers:
+                    answer.set_exception(SequencerClosed("the node closed before publishing it"))
+                raise
+        # tasks take their first step in the order they were made: each sends its message
+        # there, before the next batch, woken after them, makes its own
+        tasks = [
+            asyncio.ensure_future(self._publish_checked(raw, verdict, answer))
+            for raw, verdict, answer in zip(raws, verdicts, answers, strict=True)
+        ]
+        published.set_result(None)
+        await asyncio.gather(*tasks)
+
+    async def _publish_checked(
+        self, raw: bytes, verdict: StaticVerdict, answer: Future[BlockResult]
+    ) -> None:
+        try:
+            await self._publish_verdict(raw, verdict, answer)
+        except asyncio.CancelledError:  # at shutdown, before the stream answered
+            if not answer.done():
+                answer.set_exception(SequencerClosed("the node closed before publishing it"))
+            raise
+
+    async def _publish_verdict(
+        self, raw: bytes, verdict: StaticVerdict, answer: Future[BlockResult]
+    ) -> None:
         if verdict.code is not None:
             outcome = Outcome(verdict.txid, verdict.code, verdict.message)
             answer.set_result(BlockResult(None, [outcome]))
@@ -537,7 +587,32 @@ class JetStreamSequencer:
         return Ticket(answer, 0)
 
     def submit_many(self, raws: Sequence[bytes], wait: bool = True) -> list[Ticket]:
-        return [self.submit(raw, wait) for raw in raws]
+        """Publish all of `raws` in order. A batch large enough is checked on the pipeline's
+        worker processes, on every core, and the loop only publishes it."""
+        static = self._pipeline.static
+        if len(raws) < static.min_parallel or static.workers < 2:
+            return [self.submit(raw, wait) for raw in raws]
+        if self._closing or self._failure is not None:
+            raise SequencerClosed(why_stopped(self._failure))
+        batch = list(raws)
+        answers: list[Future[BlockResult]] = [Future() for _ in batch]
+        published: Future[None] = Future()
+        with self._batches_lock:
+            previous, self._last_batch = self._last_batch, published
+            checked = static.submit(batch)
+
+        def publish(_: Future[list[StaticVerdict]]) -> None:  # a thread of the worker pool
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    self._publish_batch(batch, checked, answers, previous, published), self._loop
+                )
+            except RuntimeError:  # the loop closed meanwhile
+                published.set_result(None)
+                for answer in answers:
+                    answer.set_exception(SequencerClosed("the node closed before publishing it"))
+
+        checked.add_done_callback(publish)
+        return [Ticket(answer, 0) for answer in answers]
 
     @property
     def applied_through(self) -> int:

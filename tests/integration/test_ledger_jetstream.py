@@ -73,6 +73,7 @@ class Chain:
 
     cluster: NatsCluster
     folder: Path
+    workers: int = 1  # each node's static workers: 2 or more check batches on them
     scenario: Scenario = field(init=False)
     keys: list[Keypair] = field(init=False)
     nodes: list[JetStreamSequencer | None] = field(init=False)
@@ -103,7 +104,7 @@ class Chain:
             self.ledgers[n],
             self.cluster.urls,
             f"node{n}",
-            workers=1,
+            workers=self.workers,
             lease_s=LEASE_S,
             on_failure=lambda exc: self.failures.append((n, exc)),
         )
@@ -240,6 +241,53 @@ def test_every_node_applies_the_same_blocks_whoever_took_the_submissions(chain: 
     assert chain.submit(2, encode_transaction(transfer)).outcomes[0].accepted
 
     chain.assert_identical()
+
+
+def test_a_batch_checked_on_the_workers_keeps_its_order_and_each_outcome(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # Batches of 64 or more are checked on the node's worker processes before it publishes
+    # them; they are published as submitted: a transfer after the issue it spends, in one
+    # batch or in the next one submitted before the first was answered.
+    chain = Chain(cluster, tmp_path, workers=2)
+    try:
+        meter = Keypair.generate()
+        chain.authorize([meter])
+        issues = [issue(chain, meter, "m0", nonce) for nonce in range(1, 71)]
+        ids = [decode_transaction(raw).txid for raw in issues]
+        spend_first = encode_transaction(
+            chain.scenario.transfer([Outpoint(ids[0], 0)], [pay(Fa(1_000), OWNERS[1])], OWNERS[0])
+        )
+        forged = bytearray(
+            encode_transaction(
+                chain.scenario.transfer(
+                    [Outpoint(ids[1], 0)], [pay(Fa(1_000), OWNERS[1])], OWNERS[0]
+                )
+            )
+        )
+        mark = forged.index(b'"signature":"') + len(b'"signature":"')
+        forged[mark] = ord("0") if forged[mark] != ord("0") else ord("1")
+        first = [*issues, spend_first, bytes(forged)]
+        spend_later = [
+            encode_transaction(
+                chain.scenario.transfer([Outpoint(t, 0)], [pay(Fa(1_000), OWNERS[2])], OWNERS[0])
+            )
+            for t in ids[2:66]
+        ]
+
+        tickets = chain.node(0).submit_many(first)
+        later = chain.node(0).submit_many(spend_later)
+        outcomes = [t.result(WAIT_S) for t in tickets]
+        later_outcomes = [t.result(WAIT_S) for t in later]
+
+        assert all(o.accepted for o in outcomes[:71]), [o for o in outcomes if not o.accepted]
+        assert outcomes[71].code is Code.BAD_SIGNATURE
+        assert all(o.accepted for o in later_outcomes), [o for o in later_outcomes][:3]
+        seqs = [o.seq for o in outcomes[:71] + later_outcomes]
+        assert seqs == sorted(seqs)  # in the stream as submitted
+        chain.assert_identical()
+    finally:
+        chain.close()
 
 
 def test_a_retry_through_another_node_is_ordered_once(chain: Chain) -> None:
