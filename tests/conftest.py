@@ -56,6 +56,41 @@ typer.testing._get_command = _command_tree  # type: ignore[attr-defined,assignme
 settings.register_profile("check", max_examples=25)
 
 
+_INTEGRATION = Path(__file__).parent / "integration"
+_WITH_SERVERS = ("integration", "slow", "postgres")  # the markers of what is not quick
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--part",
+        choices=("quick", "servers"),
+        default=None,
+        help="quick: only the tests that start no server and take no more than a few seconds "
+        "(none marked integration, slow or postgres); servers: only the others. `make test` "
+        "runs the quick part on every core, then the other one at a time.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under `tests/integration/` `integration` (they start processes and
+    servers, and time them), and keep only the part `--part` names."""
+    for item in items:
+        if _INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+    part = config.getoption("--part")
+    if part is None:
+        return
+    quick = part == "quick"
+    kept: list[pytest.Item] = []
+    left: list[pytest.Item] = []
+    for item in items:
+        is_quick = not any(item.get_closest_marker(name) for name in _WITH_SERVERS)
+        (kept if is_quick == quick else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+    items[:] = kept
+
+
 @pytest.fixture(autouse=True)
 def _logging_restored() -> Iterator[None]:
     """The root logger as it was before each test: a command run in-process by a test
