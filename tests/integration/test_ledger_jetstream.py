@@ -202,6 +202,29 @@ class Chain:
         unspent = [{a: {o.outpoint for o in s.unspent(a)} for a in addresses} for s in stores]
         assert all(u == unspent[0] for u in unspent)
 
+    def assert_a_clean_replay(self, n: int) -> None:
+        """Node `n`'s ledger is what the rules make of its blocks applied afresh, one after
+        the other, by a ledger of one process: each transaction accepted, every header (its
+        tree size and root) the same, the same unspent outputs."""
+        store = self.ledgers[n].store
+        fresh = Ledger(
+            Store(f"sqlite:///{self.folder}/replay{n}.sqlite"), self.scenario.genesis, self.keys[n]
+        )
+        try:
+            start = 0
+            for head in store.heads():
+                raws = [t.body for t in store.transactions_in(start, head.header.tree_size)]
+                result = fresh.append_block(raws, head.header.time)
+                assert all(o.accepted for o in result.outcomes), result.outcomes
+                assert result.head is not None and result.head.header == head.header
+                start = head.header.tree_size
+            assert start == self.ledgers[n].size
+            for owner in OWNERS:
+                address = owner.public_key
+                assert fresh.store.unspent(address) == store.unspent(address)
+        finally:
+            fresh.store.close()
+
 
 OWNERS = [Keypair(bytes([200 + n]) * 32) for n in range(4)]
 
@@ -348,7 +371,8 @@ def test_the_lease_moves_when_its_holder_falls_silent(chain: Chain) -> None:
 
 def under_load(chain: Chain, fault: Callable[[], None]) -> None:
     """Three meters submit one issue at a time, each through its own node, while `fault`
-    runs; then every node holds the same ledger, and every acknowledged issue is on it."""
+    runs; then every node holds the same ledger, a clean replay of its blocks, and every
+    acknowledged issue is on it."""
     meters = [Keypair.generate() for _ in range(3)]
     chain.authorize(meters)
     acknowledged: list[bytes] = []
@@ -368,7 +392,9 @@ def under_load(chain: Chain, fault: Callable[[], None]) -> None:
         time.sleep(1.0)
 
     chain.assert_identical(chain.running())
-    ledger = chain.ledgers[chain.running()[0]]
+    first = chain.running()[0]
+    chain.assert_a_clean_replay(first)
+    ledger = chain.ledgers[first]
     on_ledger = {t.body for t in ledger.store.transactions_in(0, ledger.size)}
     assert set(acknowledged) <= on_ledger
     assert len(acknowledged) > 30
