@@ -9,9 +9,11 @@ Each test has a chain of its own (a genesis of its own name), so a stream of its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 import signal
+import sqlite3
 import tempfile
 import threading
 import time
@@ -507,6 +509,41 @@ def test_a_node_fed_another_history_stops_with_evidence_and_the_others_go_on(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def test_a_node_whose_store_was_tampered_with_stops_with_evidence(
+    chain: Chain, caplog: pytest.LogCaptureFixture
+) -> None:
+    meter = Keypair.generate()
+    chain.authorize([meter])
+    raw = issue(chain, meter, "m0", 1)  # pays OWNERS[0]
+    assert chain.submit(0, raw).outcomes[0].accepted
+    chain.wait_for_same_height()
+    issued = decode_transaction(raw).txid
+    stored = chain.ledgers[2].store.transaction(issued)
+    assert stored is not None
+    # node 2's store, at rest, made to say that the output pays a thief
+    chain.node(2).close()
+    chain.nodes[2] = None
+    thief = Keypair.generate()
+    with contextlib.closing(sqlite3.connect(chain.folder / "node2.sqlite")) as db, db:
+        db.execute("UPDATE outputs SET address = ? WHERE seq = ?", (thief.public_key, stored.seq))
+
+    with caplog.at_level("ERROR"):
+        chain.start(2)
+        theft = chain.scenario.transfer([Outpoint(issued, 0)], [pay(Fa(1_000), thief)], thief)
+        refused = chain.submit(0, encode_transaction(theft)).outcomes[0]
+        assert chain.submit(1, issue(chain, meter, "m0", 2)).outcomes[0].accepted
+        wait_for(lambda: 1 if chain.failures else None)
+
+    assert refused.code is Code.WRONG_SIGNERS  # by the honest nodes; node 2 took it
+    (node, failure), *_ = chain.failures
+    assert node == 2 and isinstance(failure, Divergence)
+    assert "2 of the chain's 3 sequencers signed another head" in str(failure)
+    assert "this node's history diverges; evidence:" in caplog.text
+    # the honest nodes go on
+    assert chain.submit(0, issue(chain, meter, "m0", 3)).outcomes[0].accepted
+    chain.wait_for_same_height([0, 1])
 
 
 def run_in_threads(work: Callable[[int], None], count: int) -> None:
