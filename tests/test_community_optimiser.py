@@ -64,8 +64,11 @@ def problems(draw: st.DrawFn) -> tuple[Problem, Rules]:
     floored = [p[i] for i in range(n) if kinds[i] in ("none", "maximum")]
     floor = draw(st.sampled_from([0.0, 0.5, 1.0])) * min(floored, default=0.0)
     poverty = frozenset(draw(st.sets(st.sampled_from(members), max_size=n)))
-    reserve = draw(st.sampled_from([0.0, 0.5, 1.0])) * sum(
-        p[i] for i, m in enumerate(members) if m in poverty
+    # every member poor and the whole of p: p's sum may round to 1.0000000000000002
+    reserve = min(
+        1.0,
+        draw(st.sampled_from([0.0, 0.5, 1.0]))
+        * sum(p[i] for i, m in enumerate(members) if m in poverty),
     )
     rules = Rules(floor, minimum, maximum, fixed, poverty, reserve)
     return Problem(members, generation, consumption, weights), rules
