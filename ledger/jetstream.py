@@ -156,7 +156,8 @@ class JetStreamSequencer:
         # the static verdicts of what this node published, by its bytes: a transaction this
         # node checked is not checked again when the stream brings it back
         self._checked: OrderedDict[bytes, StaticVerdict] = OrderedDict()
-        # batches checked on the workers are published in the order they were submitted
+        # batches checked on the workers are published in the order they were submitted,
+        # and a single submission after the batch submitted before it
         self._batches_lock = threading.Lock()
         self._last_batch: Future[None] | None = None
         # the other nodes' signed heads, by height and key (signatures checked)
@@ -474,9 +475,19 @@ class JetStreamSequencer:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await self._kv.delete(LEASE_KEY, last=revision)
 
-    async def _publish(self, raw: bytes, answer: Future[BlockResult]) -> None:
-        """Check `raw` here (one transaction: quicker than a round trip to a worker)."""
-        await self._publish_checked(raw, check_batch(self.ledger.genesis, [raw])[0], answer)
+    async def _publish(
+        self, raw: bytes, answer: Future[BlockResult], previous: Future[None] | None
+    ) -> None:
+        """Check `raw` here (one transaction: quicker than a round trip to a worker) and
+        publish it once the batch submitted before it (`previous`) was."""
+        verdict = check_batch(self.ledger.genesis, [raw])[0]
+        if previous is not None:
+            try:
+                await asyncio.wrap_future(previous)
+            except asyncio.CancelledError:  # at shutdown
+                answer.set_exception(SequencerClosed("the node closed before publishing it"))
+                raise
+        await self._publish_checked(raw, verdict, answer)
 
     async def _publish_batch(
         self,
@@ -583,7 +594,11 @@ class JetStreamSequencer:
         if self._closing or self._failure is not None:
             raise SequencerClosed(why_stopped(self._failure))
         answer: Future[BlockResult] = Future()
-        asyncio.run_coroutine_threadsafe(self._publish(raw, answer), self._loop)
+        with self._batches_lock:  # after a batch submitted before it, still being checked
+            previous = self._last_batch
+        if previous is not None and previous.done():
+            previous = None
+        asyncio.run_coroutine_threadsafe(self._publish(raw, answer, previous), self._loop)
         return Ticket(answer, 0)
 
     def submit_many(self, raws: Sequence[bytes], wait: bool = True) -> list[Ticket]:

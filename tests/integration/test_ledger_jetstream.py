@@ -273,7 +273,8 @@ def test_a_batch_checked_on_the_workers_keeps_its_order_and_each_outcome(
 ) -> None:
     # Batches of 64 or more are checked on the node's worker processes before it publishes
     # them; they are published as submitted: a transfer after the issue it spends, in one
-    # batch or in the next one submitted before the first was answered.
+    # batch or in the next one submitted before the first was answered, and a single
+    # submission after the batch it spends from.
     chain = Chain(cluster, tmp_path, workers=2)
     try:
         meter = Keypair.generate()
@@ -300,10 +301,20 @@ def test_a_batch_checked_on_the_workers_keeps_its_order_and_each_outcome(
             for t in ids[2:66]
         ]
 
+        # and a single submission after the batch it spends from
+        single = encode_transaction(
+            chain.scenario.transfer(
+                [Outpoint(decode_transaction(spend_later[0]).txid, 0)],
+                [pay(Fa(1_000), OWNERS[3])],
+                OWNERS[2],
+            )
+        )
+
         tickets = chain.node(0).submit_many(first)
         later = chain.node(0).submit_many(spend_later)
+        last = chain.node(0).submit(single)
         outcomes = [t.result(WAIT_S) for t in tickets]
-        later_outcomes = [t.result(WAIT_S) for t in later]
+        later_outcomes = [t.result(WAIT_S) for t in [*later, last]]
 
         assert all(o.accepted for o in outcomes[:71]), [o for o in outcomes if not o.accepted]
         assert outcomes[71].code is Code.BAD_SIGNATURE
