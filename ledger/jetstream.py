@@ -180,10 +180,15 @@ class JetStreamSequencer:
         self._thread.start()
         try:
             self._call(self._start(), CONNECT_TIMEOUT_S)
-        except BaseException:
+        except BaseException as exc:
             self._stop_loop()
             self._stop_feeder()
             self._pipeline.close()
+            if isinstance(exc, nats.errors.Error | TimeoutError):
+                raise SequencerUnavailable(
+                    f"the NATS cluster ({', '.join(self.servers)}) did not set up this "
+                    f"node's stream and subscriptions in time: {exc or type(exc).__name__}"
+                ) from exc
             raise
 
     # ------------------------------------------------------------------ the loop's side
@@ -212,15 +217,25 @@ class JetStreamSequencer:
             max_msgs_per_subject=1,
         )
         self._kv = await self._ensure_bucket()
-        self._subscription = await self._js.subscribe(
-            chain_subjects(self.chain),
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            config=api.ConsumerConfig(opt_start_seq=self._applied_through + 1),
-            cb=self._on_message,
+        # A consumer's creation may time out while a stream just made elects its leader: it
+        # is asked again, each time with a configuration (and a delivery inbox) of its own,
+        # so that a consumer made by a request that timed out delivers to nobody here.
+        self._subscription = await _until_ready(
+            lambda: self._js.subscribe(
+                chain_subjects(self.chain),
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                config=api.ConsumerConfig(opt_start_seq=self._applied_through + 1),
+                cb=self._on_message,
+            )
         )
-        self._heads_subscription = await self._js.subscribe(
-            heads_subjects(self.chain), ordered_consumer=True, cb=self._on_head
+        self._heads_subscription = await _until_ready(
+            lambda: self._js.subscribe(
+                heads_subjects(self.chain),
+                ordered_consumer=True,
+                config=api.ConsumerConfig(),
+                cb=self._on_head,
+            )
         )
         self._lease_task = self._loop.create_task(self._keep_lease())
 
