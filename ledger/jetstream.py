@@ -496,12 +496,7 @@ class JetStreamSequencer:
         """Check `raw` here (one transaction: quicker than a round trip to a worker) and
         publish it once the batch submitted before it (`previous`) was."""
         verdict = check_batch(self.ledger.genesis, [raw])[0]
-        if previous is not None:
-            try:
-                await asyncio.wrap_future(previous)
-            except asyncio.CancelledError:  # at shutdown
-                answer.set_exception(SequencerClosed("the node closed before publishing it"))
-                raise
+        await _published_first(previous, [answer])
         await self._publish_checked(raw, verdict, answer)
 
     async def _publish_batch(
@@ -519,14 +514,11 @@ class JetStreamSequencer:
         except BaseException:  # a worker died: check them here instead
             log.exception("the workers could not check a batch; it is checked on the loop")
             verdicts = check_batch(self.ledger.genesis, raws)
-        if previous is not None:
-            try:
-                await asyncio.wrap_future(previous)
-            except asyncio.CancelledError:  # at shutdown
-                published.set_result(None)
-                for answer in answers:
-                    answer.set_exception(SequencerClosed("the node closed before publishing it"))
-                raise
+        try:
+            await _published_first(previous, answers)
+        except asyncio.CancelledError:
+            published.set_result(None)
+            raise
         # tasks take their first step in the order they were made: each sends its message
         # there, before the next batch, woken after them, makes its own
         tasks = [
@@ -542,8 +534,7 @@ class JetStreamSequencer:
         try:
             await self._publish_verdict(raw, verdict, answer)
         except asyncio.CancelledError:  # at shutdown, before the stream answered
-            if not answer.done():
-                answer.set_exception(SequencerClosed("the node closed before publishing it"))
+            _unpublished([answer])
             raise
 
     async def _publish_verdict(
@@ -638,8 +629,7 @@ class JetStreamSequencer:
                 )
             except RuntimeError:  # the loop closed meanwhile
                 published.set_result(None)
-                for answer in answers:
-                    answer.set_exception(SequencerClosed("the node closed before publishing it"))
+                _unpublished(answers)
 
         checked.add_done_callback(publish)
         return [Ticket(answer, 0) for answer in answers]
@@ -726,6 +716,27 @@ class _Closed:
     known: Sequence[StaticVerdict | None]
     seqs: list[int]  # the stream sequence of each transaction
     opened: float  # when its first transaction arrived (monotonic)
+
+
+def _unpublished(answers: Sequence[Future[BlockResult]]) -> None:
+    """Tell the submitters of `answers` not answered yet that the node closed first."""
+    for answer in answers:
+        if not answer.done():
+            answer.set_exception(SequencerClosed("the node closed before publishing it"))
+
+
+async def _published_first(
+    previous: Future[None] | None, answers: Sequence[Future[BlockResult]]
+) -> None:
+    """Until the batch submitted before (`previous`) was published; cancelled at shutdown,
+    `answers` are told the node closed first."""
+    if previous is None:
+        return
+    try:
+        await asyncio.wrap_future(previous)
+    except asyncio.CancelledError:
+        _unpublished(answers)
+        raise
 
 
 async def _settle() -> None:
