@@ -190,8 +190,11 @@ class Ledger:
         # is then in the snapshot, in the store, or both, never in neither.
         with self._unwritten_lock:
             unwritten = list(self._unwritten)
+        # A transfer is on the ledger exactly when its first input was spent by it (it spent
+        # every input, and nothing is unspent): its id is found among the inputs' spenders,
+        # without a look-up of an id that, for nearly every transaction, is not there.
         known, stored = self.store.prefetch(
-            [d.txid for d in decoded],
+            [d.txid for d in decoded if not isinstance(d.tx, Transfer)],
             {
                 (i.txid, i.index)
                 for d in decoded
@@ -200,6 +203,12 @@ class Ledger:
                 if i.index < MAX_OUTPUTS  # no output has a larger index: unknown_input
             },
         )
+        for d in decoded:
+            if isinstance(d.tx, Transfer):
+                first = d.tx.inputs[0]
+                row = stored.get((first.txid, first.index))
+                if row is not None and row[3] == d.txid:
+                    known.add(d.txid)
         view = BlockView(self.state, known, stored)
         for block in unwritten:
             view.record_block(block)

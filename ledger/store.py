@@ -179,8 +179,8 @@ class StoredOutput:
 # hashes in C (an `Outpoint` hashes in Python, a dozen times per transfer).
 OutputKey = tuple[bytes, int]
 # What the builder reads of a stored output: the output, the seq of the transaction that
-# created it, and the seq of the one that spent it (None if unspent).
-OutputRow = tuple[Output, int, int | None]
+# created it, and the seq and id of the one that spent it (both None if unspent).
+OutputRow = tuple[Output, int, int | None, bytes | None]
 
 
 @dataclass(slots=True)
@@ -362,8 +362,9 @@ class Store:
         self, txids: Collection[bytes], inputs: Collection[OutputKey]
     ) -> tuple[set[bytes], dict[OutputKey, OutputRow]]:
         """What a block's build reads, in one query: which of `txids` (and of the inputs'
-        transactions) are on the ledger, and the outputs among `inputs` that exist. Only the
-        outputs asked for are read: spending one output of an issue of hundreds reads one row."""
+        transactions) are on the ledger, and the outputs among `inputs` that exist, with what
+        spent them. Only the outputs asked for are read: spending one output of an issue of
+        hundreds reads one row."""
         # (txid, index) pairs; index -1 (no output has it) asks only whether the txid is known
         pairs = list(dict.fromkeys([*((txid, -1) for txid in txids), *inputs]))
         known: set[bytes] = set()
@@ -380,7 +381,8 @@ class Store:
                     txid = bytes(row[0])
                     known.add(txid)
                     if row[1] is not None:
-                        found[(txid, row[1])] = (_output(row), row[2], row[9])
+                        spender = None if row[10] is None else bytes(row[10])
+                        found[(txid, row[1])] = (_output(row), row[2], row[9], spender)
         return known, found
 
     def _select_in(
@@ -544,14 +546,16 @@ _OUTPUT_ROWS = (
     "JOIN transactions t ON t.seq = o.seq "
     'LEFT JOIN spends s ON s.seq = o.seq AND s."index" = o."index"'
 )
-# The same columns for the (txid, index) pairs of a `wanted` table: a row for each wanted
-# transaction on the ledger, with the wanted output if it has one (a regulation has none).
+# The same columns, and the spender's id, for the (txid, index) pairs of a `wanted` table: a
+# row for each wanted transaction on the ledger, with the wanted output if it has one (a
+# regulation has none).
 _PREFETCH_ROWS = (
     'SELECT t.txid, o."index", o.seq, o.address, o.kind, o.power, o.start_interval, '
-    "o.end_interval, o.amount, s.spender FROM wanted w "
+    "o.end_interval, o.amount, s.spender, spender.txid FROM wanted w "
     "JOIN transactions t ON t.txid = w.txid "
     'LEFT JOIN outputs o ON o.seq = t.seq AND o."index" = w.idx '
-    'LEFT JOIN spends s ON s.seq = o.seq AND s."index" = o."index"'
+    'LEFT JOIN spends s ON s.seq = o.seq AND s."index" = o."index" '
+    "LEFT JOIN transactions spender ON spender.seq = s.spender"
 )
 
 
@@ -575,7 +579,7 @@ def _stored_output(outpoint: Outpoint, row: Sequence[Any]) -> StoredOutput:
 
 def _output(row: Sequence[Any]) -> Output:
     """The output in a row of `_OUTPUT_ROWS` or `_PREFETCH_ROWS`."""
-    _, _, _, address, kind, power, start, end, amount, _ = row
+    address, kind, power, start, end, amount = row[3:9]
     asset: Epa | Eca | Fa
     if kind == "FA":
         assert amount is not None

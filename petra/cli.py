@@ -518,7 +518,7 @@ def bench_ledger_command(
         bool, typer.Option("--json", help="Print JSON for programs: one object.")
     ] = False,
     large: Annotated[
-        int, typer.Option(min=30_000, help="Ledger size for the large-ledger rate.")
+        int, typer.Option(min=60_000, help="Ledger size for the large-ledger rate.")
     ] = 1_000_000,
     store: Annotated[
         str | None,

@@ -609,7 +609,7 @@ def test_genesis_keys_stay_private_over_a_left_over_temporary_file(tmp_path: Pat
 @pytest.mark.slow
 def test_bench_ledger_prints_one_json_object() -> None:
     done = subprocess.run(
-        [*PETRA, "bench", "ledger", "--json", "--large", "30000"],
+        [*PETRA, "bench", "ledger", "--json", "--large", "60000"],
         capture_output=True,
         timeout=BENCH_TIMEOUT_S,
         check=False,

@@ -54,10 +54,10 @@ def test_only_the_outputs_asked_for_are_read_with_their_spends(
     # every asked txid on the ledger is known, also one asked for an index it does not have
     assert known == {issue, spend, regulation}
     assert set(found) == {(issue, 3), (issue, 5)}
-    output, seq, spender = found[(issue, 3)]
+    output, seq, spender, spender_id = found[(issue, 3)]
     assert (output.asset, seq) == (Fa(13), 1)  # the regulation is seq 0
-    assert spender == 2
-    assert found[(issue, 5)][2] is None
+    assert (spender, spender_id) == (2, spend)
+    assert found[(issue, 5)][2:] == (None, None)
 
 
 @settings(
@@ -84,3 +84,6 @@ def test_prefetch_agrees_with_the_output_reads_in_chunks_of_any_size(
     assert {k: (row[0], row[1], row[2]) for k, row in found.items()} == {
         (o.txid, o.index): (s.output, s.seq, s.spent_by) for o, s in expected.items()
     }
+    # the spender's id is the id of the transaction at the spender's position
+    for row in found.values():
+        assert row[3] == (None if row[2] is None else led.store.transactions_in(row[2], row[2] + 1)[0].txid)

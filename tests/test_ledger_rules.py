@@ -307,6 +307,28 @@ def test_duplicate(community: Community) -> None:
     assert c.codes(regulation, regulation) == [None, Code.DUPLICATE]
 
 
+def test_a_transfer_on_the_ledger_is_a_duplicate_and_another_spending_its_input_is_not(
+    community: Community,
+) -> None:
+    """A transfer's id is found on the ledger through what spent its first input: the same
+    transfer again is a duplicate, in its block, in a later one, and with two inputs; a
+    different transfer of the same inputs is a double spend."""
+    c = community
+    first, second = c.funded(pay(Fa(5), c.alice)), c.funded(pay(Fa(7), c.alice))
+    one = c.scenario.transfer([first], [pay(Fa(5), c.bob)], c.alice)
+    assert c.codes(one, one) == [None, Code.DUPLICATE]
+    assert c.codes(one) == [Code.DUPLICATE]
+    other = c.scenario.transfer([first], [pay(Fa(4), c.bob), pay(Fa(1), c.alice)], c.alice)
+    assert c.codes(other) == [Code.DOUBLE_SPEND]
+    third = c.funded(pay(Fa(9), c.alice))
+    two = c.scenario.transfer([second, third], [pay(Fa(16), c.bob)], c.alice)
+    assert c.codes(two) == [None]
+    assert c.codes(two) == [Code.DUPLICATE]
+    # the same inputs in the other order make another transaction: a double spend
+    swapped = c.scenario.transfer([third, second], [pay(Fa(16), c.bob)], c.alice)
+    assert c.codes(swapped) == [Code.DOUBLE_SPEND]
+
+
 # ------------------------------------------------------------------ regulate
 
 
