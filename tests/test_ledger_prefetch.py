@@ -86,4 +86,5 @@ def test_prefetch_agrees_with_the_output_reads_in_chunks_of_any_size(
     }
     # the spender's id is the id of the transaction at the spender's position
     for row in found.values():
-        assert row[3] == (None if row[2] is None else led.store.transactions_in(row[2], row[2] + 1)[0].txid)
+        spender = None if row[2] is None else led.store.transactions_in(row[2], row[2] + 1)[0]
+        assert row[3] == (None if spender is None else spender.txid)
