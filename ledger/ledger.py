@@ -191,7 +191,7 @@ class Ledger:
         with self._unwritten_lock:
             unwritten = list(self._unwritten)
         # A transfer is on the ledger exactly when its first input was spent by it (it spent
-        # every input, and nothing is unspent): its id is found among the inputs' spenders,
+        # every input, and nothing is ever unspent): its id is found among the inputs' spenders,
         # without a look-up of an id that, for nearly every transaction, is not there.
         known, stored = self.store.prefetch(
             [d.txid for d in decoded if not isinstance(d.tx, Transfer)],
