@@ -14,6 +14,7 @@ from nacl.signing import VerifyKey
 from assets import (
     Asset,
     Authorization,
+    Code,
     Eca,
     Epa,
     Fa,
@@ -112,9 +113,17 @@ def histories(draw: st.DrawFn) -> History:
         )
     )
     nonce = 0
+    sent: list[bytes] = []
+    sent_transfers: list[bytes] = []
     for block in range(draw(st.integers(1, 6))):
         raws: list[bytes] = []
         for _ in range(draw(st.integers(1, 10))):
+            if sent and draw(st.integers(0, 7)) == 0:
+                # the same bytes again, a transfer's as often as not: a duplicate if they were
+                # accepted, refused for what they were otherwise
+                pool = sent_transfers if sent_transfers and draw(st.booleans()) else sent
+                raws.append(draw(st.sampled_from(pool)))
+                continue
             if not history.outputs or draw(st.integers(0, 3)) == 0:
                 nonce += draw(st.sampled_from([1] * 7 + [0]))  # sometimes a stale nonce
                 outputs = [
@@ -141,6 +150,9 @@ def histories(draw: st.DrawFn) -> History:
             tx_id = txid(tx)
             history.outputs.extend((Outpoint(tx_id, n), o) for n, o in enumerate(tx.outputs))
             raws.append(encode_transaction(tx))
+            sent.append(raws[-1])
+            if isinstance(tx, Transfer):
+                sent_transfers.append(raws[-1])
         history.blocks.append((SCENARIO.time_in(1 + block), raws))
     return history
 
@@ -211,6 +223,30 @@ def test_replaying_the_same_input_gives_the_same_blocks_and_roots(
     assert heads == again
     for ledger in (first, second):
         ledger.store.close()
+
+
+@PROPERTY_SETTINGS
+@given(history=histories())
+def test_a_transaction_is_a_duplicate_exactly_when_it_was_accepted_before(
+    store_factory: Callable[[], str], history: History
+) -> None:
+    """Whatever spends what, in whichever block: bytes accepted once are refused `duplicate`
+    ever after (a transfer is found through what spent its first input), and nothing that was
+    never accepted is."""
+    ledger = Ledger(Store(store_factory()), SCENARIO.genesis, SCENARIO.sequencer)
+    accepted: set[bytes] = set()
+    for time, raws in history.blocks:
+        result = ledger.append_block(raws, time)
+        for raw, outcome in zip(raws, result.outcomes, strict=True):
+            tx = decode_transaction(raw)
+            if tx.txid in accepted:
+                event(f"duplicate {tx.tx.type}")
+                assert outcome.code is Code.DUPLICATE, (tx.tx.type, outcome)
+            else:
+                assert outcome.code is not Code.DUPLICATE, (tx.tx.type, outcome)
+            if outcome.accepted:
+                accepted.add(tx.txid)
+    ledger.store.close()
 
 
 @given(
