@@ -121,7 +121,8 @@ def histories(draw: st.DrawFn) -> History:
             if sent and draw(st.integers(0, 7)) == 0:
                 # the same bytes again, a transfer's as often as not: a duplicate if they were
                 # accepted, refused for what they were otherwise
-                pool = sent_transfers if sent_transfers and draw(st.booleans()) else sent
+                transfer_again: bool = draw(st.booleans())
+                pool = sent_transfers if transfer_again and sent_transfers else sent
                 raws.append(draw(st.sampled_from(pool)))
                 continue
             if not history.outputs or draw(st.integers(0, 3)) == 0:
