@@ -59,6 +59,10 @@ LEASE_S = 2.0  # a silent lease holder is replaced this long after its last rene
 CUT_LINGER_S = 0.005  # how long the cutter lets a block gather after its first transaction
 MAX_BLOCK = 2_000  # the cutter cuts at once when this many wait
 PUBLISH_TIMEOUT_S = 5.0
+# How long a transaction is published again while the stream answers nobody (an election
+# takes NATS a few seconds), and the first pause between tries (doubled up to a second).
+PUBLISH_PATIENCE_S = 10.0
+PUBLISH_PAUSE_S = 0.05
 CONNECT_TIMEOUT_S = 30.0
 RECENT_OUTCOMES = 100_000
 KEPT_REJECTIONS = 100_000  # the most rejections kept by txid for the duplicate window
@@ -549,12 +553,7 @@ class JetStreamSequencer:
         while len(self._checked) > KEPT_VERDICTS:
             self._checked.popitem(last=False)
         try:
-            ack = await self._js.publish(
-                tx_subject(self.chain),
-                raw,
-                stream=stream_name(self.chain),
-                headers={"Nats-Msg-Id": verdict.txid.hex()},
-            )
+            ack = await self._publish_patiently(raw, verdict.txid)
         except (TimeoutError, nats.errors.Error) as exc:
             answer.set_exception(
                 SequencerUnavailable(f"the chain's stream did not take the transaction: {exc}")
@@ -566,6 +565,34 @@ class JetStreamSequencer:
             self._answer_applied(ack.seq, verdict.txid, answer)
         else:
             self._pending.setdefault(ack.seq, []).append(answer)
+
+    async def _publish_patiently(self, raw: bytes, txid: bytes) -> api.PubAck:
+        """Publish a transaction to the chain's stream; while the stream gives no answer (its
+        leader stepped down or died and another is being elected), again under the same
+        `Nats-Msg-Id`, for up to `PUBLISH_PATIENCE_S`. The stream keeps one copy of a message
+        id within its duplicate window, so a copy that did land before its answer was lost is
+        not ordered twice. A transaction published again may land after transactions
+        submitted after it, as a client's own retry would."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_PATIENCE_S
+        pause = PUBLISH_PAUSE_S
+        while True:
+            try:
+                return await self._js.publish(
+                    tx_subject(self.chain),
+                    raw,
+                    stream=stream_name(self.chain),
+                    headers={"Nats-Msg-Id": txid.hex()},
+                )
+            except (
+                TimeoutError,
+                nats.js.errors.NoStreamResponseError,
+                nats.js.errors.ServiceUnavailableError,
+            ):
+                if self._closing or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _answer_applied(self, seq: int, txid: bytes, answer: Future[BlockResult]) -> None:
         """Answer a submission the stream already held and this node already applied."""

@@ -344,6 +344,24 @@ def test_a_retry_through_another_node_is_ordered_once(chain: Chain) -> None:
     assert chain.ledgers[1].size == size + 1
 
 
+def test_a_submission_while_the_stream_elects_a_leader_is_taken_without_a_retry(
+    chain: Chain,
+) -> None:
+    # The stream's leader steps down: until another takes over, nobody answers on its subject
+    # ("no response from stream"). The node publishes again under the same message id, so
+    # the submitter sees its transaction taken, not SequencerUnavailable.
+    meter = Keypair.generate()
+    chain.authorize([meter])
+    for nonce in range(1, 4):
+        step_down(chain)
+        ticket = chain.node(nonce % 3).submit(issue(chain, meter, "m0", nonce))
+        assert ticket.block.result(WAIT_S).outcomes[0].accepted
+    chain.assert_identical()
+    assert {t.body for t in chain.ledgers[0].store.transactions_in(0, chain.ledgers[0].size)} >= {
+        issue(chain, meter, "m0", n) for n in range(1, 4)
+    }
+
+
 def test_a_rejected_transaction_retried_through_another_node_keeps_its_reason(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -608,3 +626,15 @@ def stream_leader(chain: Chain) -> str:
         return info.cluster.leader
 
     return asyncio.run_coroutine_threadsafe(leader(), node._loop).result(WAIT_S)
+
+
+def step_down(chain: Chain) -> None:
+    """Ask the leader of the chain's stream to step down; another server is elected."""
+    node = chain.node(0)
+    subject = f"$JS.API.STREAM.LEADER.STEPDOWN.PETRA-{chain.scenario.chain.hex()}"
+
+    async def request() -> None:
+        reply = await node._nc.request(subject, b"", timeout=WAIT_S)
+        assert b'"success":true' in reply.data, reply.data
+
+    asyncio.run_coroutine_threadsafe(request(), node._loop).result(WAIT_S)
