@@ -30,6 +30,7 @@ from assets import (
 )
 from ledger import Ledger
 from ledger.issued import StepFunction
+from ledger.ledger import UNSPENT_CACHE
 from ledger.store import Store
 from simulation.scenario import Scenario
 
@@ -50,6 +51,9 @@ class History:
 
     blocks: list[tuple[int, list[bytes]]] = field(default_factory=list)
     outputs: list[tuple[Outpoint, Output]] = field(default_factory=list)
+    # the ledger's cache of unspent outputs: none, a few (most inputs read from the store,
+    # outputs evicted while unspent), or the default (every input found in memory)
+    unspent_cache: int = UNSPENT_CACHE
 
 
 def _asset(draw: st.DrawFn) -> Asset:
@@ -97,7 +101,7 @@ def _perturb(draw: st.DrawFn, asset: Asset) -> Asset:
 
 @st.composite
 def histories(draw: st.DrawFn) -> History:
-    history = History()
+    history = History(unspent_cache=draw(st.sampled_from([UNSPENT_CACHE, 0, 1, 3])))
     history.blocks.append(
         (
             SCENARIO.time_in(0),
@@ -158,8 +162,9 @@ def histories(draw: st.DrawFn) -> History:
     return history
 
 
-def _run(url: str, history: History) -> Ledger:
-    ledger = Ledger(Store(url), SCENARIO.genesis, SCENARIO.sequencer)
+def _run(url: str, history: History, unspent_cache: int | None = None) -> Ledger:
+    cache = history.unspent_cache if unspent_cache is None else unspent_cache
+    ledger = Ledger(Store(url), SCENARIO.genesis, SCENARIO.sequencer, cache)
     for time, raws in history.blocks:
         ledger.append_block(raws, time)
     return ledger
@@ -211,8 +216,10 @@ def test_transfers_never_create_or_destroy_assets_and_every_accepted_tx_verifies
 def test_replaying_the_same_input_gives_the_same_blocks_and_roots(
     store_factory: Callable[[], str], history: History
 ) -> None:
+    """The same blocks, whichever of a transfer's inputs the ledger finds in its cache of
+    unspent outputs and whichever it reads from the store."""
     first = _run(store_factory(), history)
-    second = _run(store_factory(), history)
+    second = _run(store_factory(), history, unspent_cache=0)  # every input from the store
     heads = [
         (h.header.height, h.header.tree_size, h.header.root, h.header.hash)
         for h in first.store.heads()
@@ -234,7 +241,8 @@ def test_a_transaction_is_a_duplicate_exactly_when_it_was_accepted_before(
     """Whatever spends what, in whichever block: bytes accepted once are refused `duplicate`
     ever after (a transfer is found through what spent its first input), and nothing that was
     never accepted is."""
-    ledger = Ledger(Store(store_factory()), SCENARIO.genesis, SCENARIO.sequencer)
+    store = Store(store_factory())
+    ledger = Ledger(store, SCENARIO.genesis, SCENARIO.sequencer, history.unspent_cache)
     accepted: set[bytes] = set()
     for time, raws in history.blocks:
         result = ledger.append_block(raws, time)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import pytest
 
@@ -24,9 +24,10 @@ from assets import (
     txid,
 )
 from ledger import Ledger, Outcome
+from ledger.ledger import UNSPENT_CACHE
 from ledger.pipeline import BlockPipeline, PipelineStopped
 from ledger.schedule import Prices
-from ledger.store import Store
+from ledger.store import OutputKey, OutputRow, Store
 from simulation.scenario import Scenario, pay
 
 MAX_EPA = 5_000
@@ -65,26 +66,28 @@ class Community:
         return Outpoint(txid(tx), 0)
 
 
-@pytest.fixture
-def community(store_url: str) -> Iterator[Community]:
+def _regulation(scenario: Scenario, meter_a: Keypair, meter_b: Keypair) -> Transaction:
+    """The community's: its two meters authorized from interval 1, and its prices."""
+    return scenario.regulate(
+        0,
+        authorize=[
+            Authorization("meter-a", meter_a.public_key, MAX_EPA, MAX_ECA),
+            Authorization("meter-b", meter_b.public_key, MAX_EPA, MAX_ECA),
+        ],
+        price_consumption=250_000,
+        price_production=90_000,
+    )
+
+
+@pytest.fixture(params=[UNSPENT_CACHE, 0], ids=["cached", "uncached"])
+def community(store_url: str, request: pytest.FixtureRequest) -> Iterator[Community]:
+    """Every rule twice: with the ledger's cache of unspent outputs, where a transfer's inputs
+    are found in memory, and without it, where they are read from the store."""
     scenario = Scenario()
     meter_a, meter_b = Keypair.generate(), Keypair.generate()
-    ledger = Ledger(Store(store_url), scenario.genesis, scenario.sequencer)
+    ledger = Ledger(Store(store_url), scenario.genesis, scenario.sequencer, request.param)
     result = ledger.append_block(
-        [
-            encode_transaction(
-                scenario.regulate(
-                    0,
-                    authorize=[
-                        Authorization("meter-a", meter_a.public_key, MAX_EPA, MAX_ECA),
-                        Authorization("meter-b", meter_b.public_key, MAX_EPA, MAX_ECA),
-                    ],
-                    price_consumption=250_000,
-                    price_production=90_000,
-                )
-            )
-        ],
-        scenario.time_in(0),
+        [encode_transaction(_regulation(scenario, meter_a, meter_b))], scenario.time_in(0)
     )
     assert result.outcomes[0].accepted
     yield Community(scenario, ledger, meter_a, meter_b, Keypair.generate(), Keypair.generate())
@@ -327,6 +330,52 @@ def test_a_transfer_on_the_ledger_is_a_duplicate_and_another_spending_its_input_
     # the same inputs in the other order make another transaction: a double spend
     swapped = c.scenario.transfer([third, second], [pay(Fa(16), c.bob)], c.alice)
     assert c.codes(swapped) == [Code.DOUBLE_SPEND]
+
+
+def test_recent_unspent_outputs_are_read_from_memory_and_older_ones_from_the_store(
+    store_url: str,
+) -> None:
+    """The cache holds the latest `unspent_cache` durable unspent outputs: a transfer of
+    those reads none of its inputs from the store; an older output is read there; a spent
+    output leaves the cache, so spending it again is found a double spend in the store."""
+    scenario = Scenario()
+    ledger = Ledger(Store(store_url), scenario.genesis, scenario.sequencer, unspent_cache=2)
+    meter_a, meter_b, alice, bob = (Keypair.generate() for _ in range(4))
+    c = Community(scenario, ledger, meter_a, meter_b, alice, bob)
+    c.interval = 0
+    assert c.codes(_regulation(scenario, c.meter_a, c.meter_b)) == [None]
+    c.interval = 1
+    asked: list[set[OutputKey]] = []
+    prefetch = c.ledger.store.prefetch
+
+    def spy(
+        txids: Collection[bytes], inputs: Collection[OutputKey]
+    ) -> tuple[set[bytes], dict[OutputKey, OutputRow]]:
+        asked.append(set(inputs))
+        return prefetch(txids, inputs)
+
+    c.ledger.store.prefetch = spy  # type: ignore[method-assign]
+    old = c.funded(pay(Fa(3), c.alice))
+    recent = c.funded(pay(Fa(5), c.alice), pay(Fa(7), c.alice))  # the cache's two outputs
+    asked.clear()
+
+    spend = c.scenario.transfer([recent], [pay(Fa(5), c.bob)], c.alice)
+    assert c.codes(spend) == [None]
+    assert asked == [set()]
+    spend_old = c.scenario.transfer([old], [pay(Fa(3), c.bob)], c.alice)
+    assert c.codes(spend_old) == [None]
+    assert asked[-1] == {(old.txid, 0)}
+    again = c.scenario.transfer([recent], [pay(Fa(4), c.bob), pay(Fa(1), c.alice)], c.alice)
+    assert c.codes(again) == [Code.DOUBLE_SPEND]
+    assert asked[-1] == {(recent.txid, 0)}
+    assert c.codes(spend) == [Code.DUPLICATE]
+    # an output made and spent in one block is not cached as unspent
+    hop = c.scenario.transfer([Outpoint(recent.txid, 1)], [pay(Fa(7), c.bob)], c.alice)
+    onward = c.scenario.transfer([Outpoint(txid(hop), 0)], [pay(Fa(7), c.alice)], c.bob)
+    assert c.codes(hop, onward) == [None, None]
+    back = c.scenario.transfer([Outpoint(txid(hop), 0)], [pay(Fa(7), c.bob)], c.bob)
+    assert c.codes(back) == [Code.DOUBLE_SPEND]
+    c.ledger.store.close()
 
 
 # ------------------------------------------------------------------ regulate
