@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ _CHUNK = 500  # bound parameters per IN (...) query
 # Bound parameters per query of a block's prefetch: one query for a block of thousands (both
 # SQLite, 32,766, and PostgreSQL, 65,535, take more), the index probed in sorted order.
 _PREFETCH_CHUNK = 16_000
+_INSERT_CHUNK = 16_000  # values bound to one INSERT on SQLite (it allows 32,766)
+_INSERT_STATEMENTS = 64  # INSERT statements kept, by table and row count
 TXID_SIZE = 32
 # The ledger's SQLite store is checkpointed by a thread of its own (`_Checkpointer`), never
 # inside a block's commit: at 10^6 transactions a checkpoint copies back tens of megabytes of
@@ -199,7 +202,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._chain: bytes | None = None
-        self._insert_sql: dict[str, str] = {}
+        self._insert_sql: dict[tuple[str, int], str] = {}
         try:
             self.engine = create_store_engine(url)
             if self.engine.dialect.name == "sqlite":
@@ -209,11 +212,21 @@ class Store:
             raise StoreError(f"cannot open the store at {url}: {exc.args[0]}") from exc
         self._checkpointer: _Checkpointer | None = None
         self._checkpoints = sqlite_file(url) is not None  # a WAL to checkpoint, once written
+        # SQLite: blocks are written through one connection, kept. A connection's page cache
+        # is dropped whenever another connection committed since its last transaction, and
+        # the pool hands out whichever was returned first: the writer then read back most of
+        # the txid index's pages it was about to change, every block.
+        self._writer: Connection | None = None
+        self._writer_lock = threading.Lock()
 
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     # ------------------------------------------------------------- genesis
@@ -242,7 +255,7 @@ class Store:
             if self._checkpointer is None:
                 self._checkpointer = _Checkpointer(self.engine)
             self._checkpointer.written += len(block.transactions)
-        with self.engine.begin() as conn:
+        with self._writer_lock, self._write_transaction() as conn:
             self._lock_writers(conn)
             self._insert(
                 conn,
@@ -275,6 +288,24 @@ class Store:
                 ],
             )
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        """A transaction on the writer's own connection (SQLite), or on one from the pool."""
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if self._writer is None:
+            self._writer = self.engine.connect()
+        try:
+            with self._writer.begin():
+                yield self._writer
+        except BaseException:
+            if self._writer.invalidated:  # its database connection was lost: a new one next
+                self._writer.close()
+                self._writer = None
+            raise
+
     def _lock_writers(self, conn: Connection) -> None:
         if self.engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITER_LOCK})")
@@ -298,19 +329,42 @@ class Store:
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
     def _insert(self, conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert `rows` (values in the table's column order) in one driver-level executemany:
-        a block writes hundreds of thousands of rows, and per-row binding would dominate."""
+        """Insert `rows` (values in the table's column order) through the driver: a block
+        writes thousands of rows, and per-row binding would dominate.
+
+        On SQLite, many rows to a statement (`_INSERT_CHUNK` values): the driver lets go of
+        the interpreter lock around each statement it runs, and, one statement a row, the
+        writer waited to take it back once a row, for most of a block's write. `OR FAIL`: a
+        conflict ends the statement where it is, not undoing the rows before it (a statement
+        that may undo itself keeps a journal of its own, of every page it changes), and the
+        whole block's transaction is rolled back anyway."""
         if not rows:
             return
-        sql = self._insert_sql.get(table.name)
+        if self.engine.dialect.name != "sqlite":
+            conn.exec_driver_sql(self._insert_statement(table, 1), list(rows))
+            return
+        per_chunk = _INSERT_CHUNK // len(table.c)
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            values = tuple(value for row in chunk for value in row)
+            conn.exec_driver_sql(self._insert_statement(table, len(chunk)), values)
+
+    def _insert_statement(self, table: Table, count: int) -> str:
+        """The INSERT of `count` rows into `table`, made once."""
+        key = (table.name, count)
+        sql = self._insert_sql.get(key)
         if sql is None:
             quote = self.engine.dialect.identifier_preparer.quote
+            row = f"({', '.join(self._mark for _ in table.c)})"
+            verb = "INSERT OR FAIL" if self.engine.dialect.name == "sqlite" else "INSERT"
             sql = (
-                f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in table.c)}) "
-                f"VALUES ({', '.join(self._mark for _ in table.c)})"
+                f"{verb} INTO {quote(table.name)} ({', '.join(quote(c.name) for c in table.c)}) "
+                f"VALUES {', '.join([row] * count)}"
             )
-            self._insert_sql[table.name] = sql
-        conn.exec_driver_sql(sql, list(rows))
+            if len(self._insert_sql) >= _INSERT_STATEMENTS:  # blocks of every size: not all kept
+                self._insert_sql.clear()
+            self._insert_sql[key] = sql
+        return sql
 
     # ------------------------------------------------------------- reading
 
