@@ -55,6 +55,7 @@ _CHUNK = 500  # bound parameters per IN (...) query
 # SQLite, 32,766, and PostgreSQL, 65,535, take more), the index probed in sorted order.
 _PREFETCH_CHUNK = 16_000
 _INSERT_CHUNK = 16_000  # values bound to one INSERT on SQLite (it allows 32,766)
+_MANY_ROWS = 256  # rows of one table in a block from which they go many to an INSERT
 _INSERT_STATEMENTS = 64  # INSERT statements kept, by table and row count
 TXID_SIZE = 32
 # The ledger's SQLite store is checkpointed by a thread of its own (`_Checkpointer`), never
@@ -332,15 +333,17 @@ class Store:
         """Insert `rows` (values in the table's column order) through the driver: a block
         writes thousands of rows, and per-row binding would dominate.
 
-        On SQLite, many rows to a statement (`_INSERT_CHUNK` values): the driver lets go of
-        the interpreter lock around each statement it runs, and, one statement a row, the
-        writer waited to take it back once a row, for most of a block's write. `OR FAIL`: a
-        conflict ends the statement where it is, not undoing the rows before it (a statement
-        that may undo itself keeps a journal of its own, of every page it changes), and the
-        whole block's transaction is rolled back anyway."""
+        On SQLite, `_MANY_ROWS` rows or more go many to a statement (`_INSERT_CHUNK` values):
+        the driver lets go of the interpreter lock around each statement it runs, and, one
+        statement a row, a large block's writer waited to take it back once a row, for most
+        of the write. Fewer rows go one to a statement, which is compiled once: a statement
+        of many rows is compiled for each count it is made for. `OR FAIL`: a conflict ends
+        the statement where it is, not undoing the rows before it (a statement that may undo
+        itself keeps a journal of its own, of every page it changes), and the whole block's
+        transaction is rolled back anyway."""
         if not rows:
             return
-        if self.engine.dialect.name != "sqlite":
+        if self.engine.dialect.name != "sqlite" or len(rows) < _MANY_ROWS:
             conn.exec_driver_sql(self._insert_statement(table, 1), list(rows))
             return
         per_chunk = _INSERT_CHUNK // len(table.c)
@@ -423,6 +426,8 @@ class Store:
         pairs = list(dict.fromkeys([*((txid, -1) for txid in txids), *inputs]))
         known: set[bytes] = set()
         found: dict[OutputKey, OutputRow] = {}
+        if not pairs:  # a block of transfers whose inputs were all in the ledger's memory
+            return known, found
         with self.engine.connect() as conn:
             for chunk in _chunks(pairs, _PREFETCH_CHUNK // 2):
                 row_marks = f"({self._mark}, {self._mark})"

@@ -56,8 +56,9 @@ def chain(store_url: str) -> Iterator[Chain]:
 def test_a_block_larger_than_one_statement_is_written_whole(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 20 values a statement: 3 transactions (6 columns) or 2 outputs (8 columns) each
+    # from 2 rows, 20 values a statement: 3 transactions (6 columns) or 2 outputs (8 columns)
     monkeypatch.setattr(ledger.store, "_INSERT_CHUNK", 20)
+    monkeypatch.setattr(ledger.store, "_MANY_ROWS", 2)
     raws = chain.issues()
     result = chain.ledger.append_block(raws, chain.scenario.time_in(1))
     assert all(o.accepted for o in result.outcomes)
