@@ -113,6 +113,13 @@ class Chain:
         self.nodes[n] = node
         return node
 
+    def reopen(self, n: int) -> None:
+        """Node `n`'s ledger opened afresh over its store, as a restarted process holds it
+        (nothing of the old one's memory: its state, its cache of unspent outputs)."""
+        assert self.nodes[n] is None, "stop the node first"
+        self.ledgers[n].store.close()
+        self.ledgers[n] = self._ledger(n)
+
     def node(self, n: int) -> JetStreamSequencer:
         node = self.nodes[n]
         assert node is not None
@@ -559,6 +566,7 @@ def test_a_node_whose_store_was_tampered_with_stops_with_evidence(
         db.execute("UPDATE outputs SET address = ? WHERE seq = ?", (thief.public_key, stored.seq))
 
     with caplog.at_level("ERROR"):
+        chain.reopen(2)  # the node's process restarted: it reads its store afresh
         chain.start(2)
         theft = chain.scenario.transfer([Outpoint(issued, 0)], [pay(Fa(1_000), thief)], thief)
         refused = chain.submit(0, encode_transaction(theft)).outcomes[0]
