@@ -241,8 +241,9 @@ def test_a_transaction_is_a_duplicate_exactly_when_it_was_accepted_before(
     """Whatever spends what, in whichever block: bytes accepted once are refused `duplicate`
     ever after (a transfer is found through what spent its first input), and nothing that was
     never accepted is."""
-    store = Store(store_factory())
-    ledger = Ledger(store, SCENARIO.genesis, SCENARIO.sequencer, history.unspent_cache)
+    ledger = Ledger(
+        Store(store_factory()), SCENARIO.genesis, SCENARIO.sequencer, history.unspent_cache
+    )
     accepted: set[bytes] = set()
     for time, raws in history.blocks:
         result = ledger.append_block(raws, time)

@@ -71,7 +71,13 @@ def test_a_block_larger_than_one_statement_is_written_whole(
     )
 
 
-def test_a_block_refused_part_way_leaves_nothing_and_the_next_is_written(chain: Chain) -> None:
+@pytest.mark.parametrize("many_rows", [2, ledger.store._MANY_ROWS], ids=["many", "one"])
+def test_a_block_refused_part_way_leaves_nothing_and_the_next_is_written(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch, many_rows: int
+) -> None:
+    # rows many to a statement (INSERT OR FAIL: the rows before the clash stay until the
+    # block's transaction is rolled back), and one to a statement
+    monkeypatch.setattr(ledger.store, "_MANY_ROWS", many_rows)
     led = chain.ledger
     store = led.store
     assert led.append_block(chain.issues(), chain.scenario.time_in(1)).head is not None
