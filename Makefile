@@ -33,13 +33,16 @@ lint: venv
 check: lint
 	$(BIN)/python -m pytest -q -n auto --ignore=tests/integration -m "not slow and not postgres" --hypothesis-profile=check $(PYTEST_ARGS)
 
-# Everything, in two parts (tests/conftest.py, --part): the quick tests on every core, then the
-# ones that start servers, networks and clocks of their own, one at a time; the twenty slowest
-# of those are named at the end, to keep the suite's time in view. Exit status 5 is "no test
-# selected": PYTEST_ARGS may pick tests of one part only.
+# Everything, in three parts (tests/conftest.py, --part): the quick tests on every core; the
+# ones that start servers and networks of their own on two workers (they mostly wait for
+# processes), a file's tests on one worker and every test on the private Tor network on one;
+# then the ones that keep pace with a wall clock, one at a time, so that no other test slows
+# them. The slowest of the last two parts are named at the end, to keep the suite's time in
+# view. Exit status 5 is "no test selected": PYTEST_ARGS may pick tests of some parts only.
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q -n auto --part=quick $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/python -m pytest --durations=20 --part=servers $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 --part=servers $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest --durations=5 --part=clocked $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The main job: a community of ten homes, a simulated day, every node a process on loopback.
 demo: venv

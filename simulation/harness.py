@@ -3,7 +3,8 @@ watched and stopped by the harness, all on one accelerated ledger clock.
 
 One run, in order:
 
-1. a genesis and keys for the DSO and the sequencer, in the run's `nodes/` folder;
+1. with `tor`, a private Tor network on loopback, bootstrapped before ledger time starts; a
+   genesis and keys for the DSO and the sequencer, in the run's `nodes/` folder;
 2. the ledger node and a verifying replica; the DSO node (`petra dso init`, `petra dso serve`,
    reading the bid store's book for its forecast); the mixer coordinator; the bid store
    (published as an onion service on a private Tor network with `tor`);
@@ -296,6 +297,7 @@ class Community:
         )
         self.last = self.first + config.intervals - 1
         self.clock = clock or LedgerClock(float(epoch), origin=time.time(), speed=config.speed)
+        self._own_clock = clock is None  # started again once a Tor network is up (`start`)
         self.step_timeout_s = step_timeout_s
         self.passphrase = secrets.token_urlsafe(PASSPHRASE_BYTES)  # the key files' and wallets'
         self.passphrase_file = self.folder / "nodes" / "passphrase"
@@ -335,6 +337,15 @@ class Community:
         self.folder.mkdir(parents=True, exist_ok=True)
         nodes = self.folder / "nodes"
         nodes.mkdir(exist_ok=True)
+        if self.config.tor:
+            # Before the ledger's clock starts, which no Tor network reads: its bootstrap takes
+            # a minute or more, and in the boot's budget it left the agents the run's last
+            # intervals only.
+            self._start_tor(nodes)
+            if self._own_clock:
+                self.clock = LedgerClock(
+                    float(self.scenario.epoch), origin=time.time(), speed=self.config.speed
+                )
         if self.config.base_port:
             count = 5 + len(self.plans)
             check_ports_free(range(self.config.base_port, self.config.base_port + count))
@@ -372,8 +383,6 @@ class Community:
             *("--store", self._store_url("replica"), "--evidence", str(nodes / "evidence")),
         )
         self.on_status("starting the bid store and the mixer")
-        if self.config.tor:
-            self._start_tor(nodes)
         bidstore_port = next(self._ports)
         bidstore_args = [
             *("bidstore", "serve", "--genesis", str(genesis), "--ledger", ledger),

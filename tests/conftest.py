@@ -57,35 +57,48 @@ settings.register_profile("check", max_examples=25)
 
 
 _INTEGRATION = Path(__file__).parent / "integration"
-_WITH_SERVERS = ("integration", "slow", "postgres")  # the markers of what is not quick
+_WITH_SERVERS = ("integration", "slow", "postgres", "clocked")  # the markers of what is not quick
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--part",
-        choices=("quick", "servers"),
+        choices=("quick", "servers", "clocked"),
         default=None,
         help="quick: only the tests that start no server and take no more than a few seconds "
-        "(none marked integration, slow or postgres); servers: only the others. `make test` "
-        "runs the quick part on every core, then the other one at a time.",
+        "(none marked integration, slow, postgres or clocked); clocked: only the tests that "
+        "keep pace with a wall clock (marked clocked); servers: all the others. `make test` "
+        "runs the quick part on every core, the servers part on two workers, then the clocked "
+        "part one test at a time.",
     )
 
 
+def _part(item: pytest.Item) -> str:
+    if item.get_closest_marker("clocked"):
+        return "clocked"
+    return "servers" if any(item.get_closest_marker(name) for name in _WITH_SERVERS) else "quick"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test under `tests/integration/` `integration` (they start processes and
-    servers, and time them), and keep only the part `--part` names."""
+    servers, and time them), and keep only the part `--part` names.
+
+    Each test also gets an `xdist_group` for `--dist loadgroup`: its file's (a module's
+    fixtures are set up once, on one worker), or `tor` for every test on the private Tor
+    network (bootstrapped once a session, on one worker)."""
     for item in items:
         if _INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        group = "tor" if "tor_network" in getattr(item, "fixturenames", ()) else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
     part = config.getoption("--part")
     if part is None:
         return
-    quick = part == "quick"
     kept: list[pytest.Item] = []
     left: list[pytest.Item] = []
     for item in items:
-        is_quick = not any(item.get_closest_marker(name) for name in _WITH_SERVERS)
-        (kept if is_quick == quick else left).append(item)
+        (kept if _part(item) == part else left).append(item)
     if left:
         config.hook.pytest_deselected(items=left)
     items[:] = kept

@@ -626,6 +626,14 @@ def test_bench_ledger_prints_one_json_object() -> None:
         assert value > 0, measure
     # ratio is rounded from the unrounded rates; the printed rates are rounded to 0.1
     assert result["ratio"] == pytest.approx(result["commit_tps"] / result["verify_per_s"], abs=1e-3)
+    # the rates at both sizes come from three pairs of windows, a young ledger's and the large
+    # one's, measured one after the other; the size ratio is that of the rates over all of them
+    assert result["paired"] is True
+    assert len(result["size_ratios"]) == 3
+    assert all(r > 0 for r in result["size_ratios"])
+    assert result["size_ratio"] == pytest.approx(
+        result["tps_at_1e6"] / result["tps_at_1e4"], abs=1e-3
+    )
 
 
 @pytest.mark.parametrize(

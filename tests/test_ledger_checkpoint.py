@@ -85,6 +85,19 @@ def test_nothing_is_copied_back_before_the_thresholds(
     ledger.store.close()
 
 
+def test_a_checkpoint_asked_for_copies_everything_back_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = write_blocks(path)  # under the default thresholds: nothing is copied back yet
+    written = os.path.getsize(path)
+    ledger.store.checkpoint()
+    assert os.path.getsize(path) > written
+    with ledger.store.engine.connect() as conn:  # every page of the WAL is in the file
+        row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    busy, pages, copied = (int(row[0]), int(row[1]), int(row[2]))
+    assert busy == 0 and pages == copied > 0
+    ledger.store.close()
+
+
 def wal_pages(ledger: Ledger) -> int:
     """The WAL's length in pages, as a passive checkpoint reports it."""
     with ledger.store.engine.connect() as conn:

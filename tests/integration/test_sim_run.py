@@ -27,6 +27,8 @@ from simulation import load_config, simulate
 from simulation.processes import PETRA
 from simulation.record import RunRecord
 
+pytestmark = pytest.mark.clocked  # the agents act per interval of a clock 120 times the wall's
+
 JOULES_PER_KWH = 3_600_000
 SMALL = {"homes": 3, "intervals": 4, "start": "2026-06-21T12:00", "mix_pool": 3}
 
@@ -266,7 +268,7 @@ def test_with_tor_the_agents_reach_the_bid_store_only_through_its_onion_service(
 
     if tor_executables() is None:
         pytest.skip("tor and tor-gencert are not installed: no private Tor network to run on")
-    config = load_config(None, {**SMALL, "intervals": 10, "tor": True})
+    config = load_config(None, {**SMALL, "intervals": 6, "tor": True})
     outcome = simulate(config, folder=tmp_path / "tor-run")
     assert outcome.record.complete and outcome.record.tor
     assert outcome.metrics["conservation"]["ok"]

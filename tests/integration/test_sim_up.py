@@ -17,7 +17,7 @@ import pytest
 
 from simulation.up import STATE_FILE, belongs, down, processes_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.clocked]
 
 PETRA = (sys.executable, "-c", "from petra.cli import main; main()")
 UP_TIMEOUT_S = 240

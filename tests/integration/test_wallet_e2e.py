@@ -49,7 +49,7 @@ from .community import (
     running_community,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.clocked]
 
 WALLET_PASSPHRASE = b"e2e wallet"
 POWER_W = 5_000  # one 1-2-5 denomination: nothing is split on either side
