@@ -136,7 +136,8 @@ def generate(chain: bytes, heads: list[Head], total: int, workers: int) -> list[
 
 @dataclass(frozen=True)
 class _Windows:
-    """Where, in transfers submitted to one ledger, each measured window starts and ends."""
+    """How many transfers a measured window holds, and the unmeasured ones before the large
+    ledger's windows (`warm`) and after every window (`tail`)."""
 
     window: int
     warm: int
