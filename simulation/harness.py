@@ -296,8 +296,8 @@ class Community:
             name=config.name, interval_s=config.interval_s, epoch=epoch, currency="EUR"
         )
         self.last = self.first + config.intervals - 1
-        self.clock = clock or LedgerClock(float(epoch), origin=time.time(), speed=config.speed)
         self._own_clock = clock is None  # started again once a Tor network is up (`start`)
+        self.clock = clock or self._clock_from_now()
         self.step_timeout_s = step_timeout_s
         self.passphrase = secrets.token_urlsafe(PASSPHRASE_BYTES)  # the key files' and wallets'
         self.passphrase_file = self.folder / "nodes" / "passphrase"
@@ -309,6 +309,10 @@ class Community:
         self._stores: dict[str, str] = {}  # node -> its database URL
         self.broker: Mosquitto | None = None  # with --monitor: the meters publish to it
         self.monitor: MonitorPlan | None = None
+
+    def _clock_from_now(self) -> LedgerClock:
+        """Ledger time at the genesis epoch now, running at the configured speed."""
+        return LedgerClock(float(self.scenario.epoch), origin=time.time(), speed=self.config.speed)
 
     # ------------------------------------------------------------ life
 
@@ -343,9 +347,7 @@ class Community:
             # intervals only.
             self._start_tor(nodes)
             if self._own_clock:
-                self.clock = LedgerClock(
-                    float(self.scenario.epoch), origin=time.time(), speed=self.config.speed
-                )
+                self.clock = self._clock_from_now()
         if self.config.base_port:
             count = 5 + len(self.plans)
             check_ports_free(range(self.config.base_port, self.config.base_port + count))

@@ -57,7 +57,8 @@ settings.register_profile("check", max_examples=25)
 
 
 _INTEGRATION = Path(__file__).parent / "integration"
-_WITH_SERVERS = ("integration", "slow", "postgres", "clocked")  # the markers of what is not quick
+# The markers of what is not quick, besides `clocked` (a part of its own, `_part`)
+_WITH_SERVERS = ("integration", "slow", "postgres")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
