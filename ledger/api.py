@@ -42,12 +42,16 @@ from service.health import Check, install_health
 from service.http import (
     NO_TELEMETRY,
     ApiError,
+    DirectRoute,
+    Reply,
     bounded_asgi_body,
     draining,
     extend_openapi,
     install_error_handlers,
+    internal_error,
     send_error,
     send_json,
+    serve_directly,
     wait_unless_draining,
 )
 from service.metrics import new_registry
@@ -151,6 +155,17 @@ def _outcome_to_wire(outcome: Outcome, result: BlockResult) -> dict[str, Any]:
     return {"txid": outcome.txid.hex(), "seq": outcome.seq, "height": result.head.header.height}
 
 
+class _Waiting:
+    """What waits on one block: the requests awaiting `LedgerNode.durable`, and the callbacks
+    of `LedgerNode.when_durable`."""
+
+    __slots__ = ("future", "then")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[BlockResult] | None = None
+        self.then: list[Callable[[Future[BlockResult]], None]] = []
+
+
 class LedgerNode:
     """The ledger, its sequencer (none on a replica: `primary` is then where to submit), the
     notification of new blocks to streams, and the node's metrics (`registry`) and readiness
@@ -185,7 +200,7 @@ class LedgerNode:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._new_block = asyncio.Event()
-        self._durable: dict[Future[BlockResult], asyncio.Future[BlockResult]] = {}
+        self._durable: dict[Future[BlockResult], _Waiting] = {}
         self.sequencer: Sequencer | None = None
         if nats_servers:
             from ledger.jetstream import JetStreamSequencer  # loads nats-py only when asked
@@ -253,22 +268,38 @@ class LedgerNode:
     async def durable(self, ticket: Ticket) -> BlockResult:
         """The result of `ticket`'s block once durable (raised: why it could not be stored).
         Every request waiting on one block is woken by one call into the loop, not one each."""
+        waiting = self._waiting(ticket)
+        if waiting.future is None:
+            waiting.future = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(waiting.future)  # one cancelled leaves the others waiting
+
+    def when_durable(self, ticket: Ticket, then: Callable[[Future[BlockResult]], None]) -> None:
+        """Call `then` with `ticket`'s block, done, on the event loop once it is durable or
+        could not be stored: `durable` without a task (`DirectSubmission`)."""
+        self._waiting(ticket).then.append(then)
+
+    def _waiting(self, ticket: Ticket) -> _Waiting:
         block = ticket.block
         waiting = self._durable.get(block)
         if waiting is None:
             loop = asyncio.get_running_loop()
-            waiting = self._durable[block] = loop.create_future()
+            waiting = self._durable[block] = _Waiting()
             block.add_done_callback(lambda done: loop.call_soon_threadsafe(self._settled, done))
-        return await asyncio.shield(waiting)  # one request cancelled leaves the others waiting
+        return waiting
 
     def _settled(self, block: Future[BlockResult]) -> None:  # the event loop
         waiting = self._durable.pop(block)
-        failure = block.exception()
-        if failure is not None:
-            waiting.set_exception(failure)
-            waiting.exception()  # retrieved here: a block nobody waits on any more is no error
-        else:
-            waiting.set_result(block.result())
+        future, failure = waiting.future, block.exception()
+        if future is not None and failure is not None:
+            future.set_exception(failure)
+            future.exception()  # retrieved here: a block nobody waits on any more is no error
+        elif future is not None:
+            future.set_result(block.result())
+        for then in waiting.then:
+            try:
+                then(block)
+            except Exception:  # one waiter's fault leaves the others answered
+                log.exception("a callback on a durable block failed")
 
     def _on_failure(self, exc: BaseException) -> None:  # the sequencer's threads
         self.fatal = exc
@@ -335,6 +366,7 @@ def create_app(node: LedgerNode) -> FastAPI:
     install_error_handlers(app)
     install_health(app, node.checks())
     app.add_middleware(SubmissionRoutes, node=node)
+    serve_directly(app, {SUBMIT_PATH: DirectSubmission(node).route()})
     _document_submissions(app)
 
     @app.get("/v1/transactions", summary="The ids of the transactions starting with a prefix")
@@ -531,14 +563,7 @@ class SubmissionRoutes:
     async def submit(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """One transaction: its answer once its block is durable, or its rejection raised."""
         raw = await bounded_asgi_body(scope, receive, MAX_TX_BYTES, _tx_too_large)
-        sequencer = self._sequencer()
-        ticket = await _queue(partial(sequencer.submit, raw, wait=False))
-        result = await self._durable(ticket)
-        outcome = result.outcomes[ticket.index]
-        if outcome.code is not None:
-            status = _STATUS.get(outcome.code, 422)
-            raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
-        return _outcome_to_wire(outcome, result)
+        return await _submitted(self.node, raw)
 
     async def submit_batch(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """A batch (`ledger.batch`): each transaction's answer or error object, in order, once
@@ -572,23 +597,108 @@ class SubmissionRoutes:
         return {"results": results}
 
     def _sequencer(self) -> Sequencer:
-        if self.node.sequencer is None:
-            raise _tx_error(
-                503, "read_only", f"this node is a replica: submit to {self.node.primary}"
-            )
-        return self.node.sequencer
+        return _sequencer(self.node)
 
     async def _durable(self, ticket: Ticket) -> BlockResult:
+        return await _durable(self.node, ticket)
+
+
+class DirectSubmission:
+    """`POST /v1/transactions` answered by the HTTP server itself (`service.http.DirectRoute`),
+    with the answers of `SubmissionRoutes.submit`: queued at once, answered when its block is
+    durable by one callback per block, without a task, middleware or ASGI messages per
+    request (which cost a busy node more than its checks). A submission that must wait for
+    room in the sequencer takes the ASGI route's way, on a task of its own."""
+
+    def __init__(self, node: LedgerNode) -> None:
+        self.node = node
+        self._waiting: set[asyncio.Task[None]] = set()  # the waits for room, kept alive
+
+    def route(self) -> DirectRoute:
+        return DirectRoute(MAX_TX_BYTES, _tx_too_large, self.submit)
+
+    def submit(self, raw: bytes, reply: Reply) -> None:
         try:
-            return await self.node.durable(ticket)
-        except SequencerUnavailable as exc:
-            raise ApiError(
-                503, "unavailable", f"{exc}: submit it again", headers={"Retry-After": "1"}
-            ) from None
-        except Exception as exc:
-            raise ApiError(
-                503, "unavailable", f"the ledger could not store the block: {exc}"
-            ) from None
+            ticket = _sequencer(self.node).submit(raw, wait=False)
+        except SequencerBusy:
+            task = asyncio.get_running_loop().create_task(self._submit_later(raw, reply))
+            self._waiting.add(task)
+            task.add_done_callback(self._waiting.discard)
+            return
+        except SequencerClosed as exc:
+            reply.error(ApiError(503, "unavailable", str(exc)))
+            return
+        except ApiError as exc:
+            reply.error(exc)
+            return
+        self.node.when_durable(ticket, partial(self._reply, ticket, reply))
+
+    def _reply(self, ticket: Ticket, reply: Reply, block: Future[BlockResult]) -> None:
+        try:
+            answer = _answer(ticket, _stored(block))
+        except ApiError as exc:
+            reply.error(exc)
+            return
+        except Exception:
+            log.exception("a submission's answer could not be made")
+            reply.error(internal_error())
+            return
+        reply.json(200, answer)
+
+    async def _submit_later(self, raw: bytes, reply: Reply) -> None:
+        try:
+            answer = await _submitted(self.node, raw)
+        except ApiError as exc:
+            reply.error(exc)
+            return
+        except Exception:
+            log.exception("a submission's answer could not be made")
+            reply.error(internal_error())
+            return
+        reply.json(200, answer)
+
+
+async def _submitted(node: LedgerNode, raw: bytes) -> dict[str, Any]:
+    """One transaction's answer once its block is durable, or its rejection raised."""
+    ticket = await _queue(partial(_sequencer(node).submit, raw, wait=False))
+    return _answer(ticket, await _durable(node, ticket))
+
+
+def _answer(ticket: Ticket, result: BlockResult) -> dict[str, Any]:
+    """A single submission's answer in its durable block, or its rejection raised."""
+    outcome = result.outcomes[ticket.index]
+    if outcome.code is not None:
+        status = _STATUS.get(outcome.code, 422)
+        raise _tx_error(status, outcome.code, outcome.message, outcome.txid)
+    return _outcome_to_wire(outcome, result)
+
+
+def _sequencer(node: LedgerNode) -> Sequencer:
+    if node.sequencer is None:
+        raise _tx_error(503, "read_only", f"this node is a replica: submit to {node.primary}")
+    return node.sequencer
+
+
+async def _durable(node: LedgerNode, ticket: Ticket) -> BlockResult:
+    try:
+        return await node.durable(ticket)
+    except Exception as exc:
+        raise _unstored(exc) from None
+
+
+def _stored(block: Future[BlockResult]) -> BlockResult:
+    """A done block's result, or why it could not be stored raised as the answer's error."""
+    failure = block.exception()
+    if failure is not None:
+        raise _unstored(failure)
+    return block.result()
+
+
+def _unstored(exc: BaseException) -> ApiError:
+    """The answer to a submission whose block could not be stored (`exc`)."""
+    if isinstance(exc, SequencerUnavailable):
+        return ApiError(503, "unavailable", f"{exc}: submit it again", headers={"Retry-After": "1"})
+    return ApiError(503, "unavailable", f"the ledger could not store the block: {exc}")
 
 
 def _document_submissions(app: FastAPI) -> None:

@@ -25,7 +25,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ledger.api import LedgerNode, create_app
 from service.health import Check, install_health
-from service.http import NO_TELEMETRY, ApiError, install_error_handlers, send_error, send_json
+from service.http import (
+    NO_TELEMETRY,
+    ApiError,
+    DirectRoute,
+    direct_routes,
+    install_error_handlers,
+    send_error,
+    send_json,
+)
 
 PREFIX = "/chains/"
 
@@ -48,6 +56,14 @@ class ChainRouter:
         if root is None:
             [root] = self.apps.values()  # one chain: answered under /v1 too
         self.root = root
+
+    def direct_routes(self) -> dict[str, DirectRoute]:
+        """Each chain's routes its server answers itself (`service.http.DirectRoute`), under
+        its path, and the root's as they are."""
+        routes = direct_routes(self.root)
+        for prefix, app in self.apps.items():
+            routes |= {prefix + path: route for path, route in direct_routes(app).items()}
+        return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -1,11 +1,12 @@
 """What every PETra service shares, and nothing of any one role: the error shape and its
-handler, bounded request bodies, draining long requests at shutdown (`http`); serving under
-limits no client can talk a process out of (`serving`, imported on its own: it loads uvicorn);
-periodic ticks (`ticker`); the ledger clock every service reads for interval time, accelerable
-for simulations (`clock`); opening a service's own database at its schema revision, and
-holding it for one process (`database`); upgrading it from one revision to the next through
-alembic (`migrations`, loaded only by `migrate`: it imports alembic); the base HTTP client
-every client builds on (`client`).
+handler, bounded request bodies, routes the server answers itself ahead of the application
+(`DirectRoute`), draining long requests at shutdown (`http`); serving under limits no client
+can talk a process out of (`serving`, imported on its own: it loads uvicorn); periodic ticks
+(`ticker`); the ledger clock every service reads for interval time, accelerable for
+simulations (`clock`); opening a service's own database at its schema revision, and holding
+it for one process (`database`); upgrading it from one revision to the next through alembic
+(`migrations`, loaded only by `migrate`: it imports alembic); the base HTTP client every
+client builds on (`client`).
 
 Its door: the names below are what other packages may use; each is loaded from its module
 on first use (`service.door`)."""
@@ -56,14 +57,19 @@ if TYPE_CHECKING:
     from service.http import DRAINING as DRAINING
     from service.http import NO_TELEMETRY as NO_TELEMETRY
     from service.http import ApiError as ApiError
+    from service.http import DirectRoute as DirectRoute
+    from service.http import Reply as Reply
     from service.http import bounded_asgi_body as bounded_asgi_body
     from service.http import bounded_body as bounded_body
+    from service.http import direct_routes as direct_routes
     from service.http import draining as draining
     from service.http import error_response as error_response
     from service.http import extend_openapi as extend_openapi
     from service.http import install_error_handlers as install_error_handlers
+    from service.http import internal_error as internal_error
     from service.http import send_error as send_error
     from service.http import send_json as send_json
+    from service.http import serve_directly as serve_directly
     from service.http import wait_unless_draining as wait_unless_draining
     from service.metrics import MetricsServer as MetricsServer
     from service.metrics import ReadAtScrape as ReadAtScrape

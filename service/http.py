@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -58,29 +59,96 @@ def error_response(
     )
 
 
-async def send_json(
-    send: Send, status: int, document: Any, headers: Mapping[str, str] | None = None
-) -> None:
-    """Answer `document` as JSON from a pure ASGI route: the bytes `JSONResponse` sends
-    (compact, UTF-8), encoded by orjson, without a framework's per-request work."""
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def json_answer(
+    document: Any, headers: Mapping[str, str] | None = None
+) -> tuple[RawHeaders, bytes]:
+    """The headers and body of `document` answered as JSON: the bytes `JSONResponse` sends
+    (compact, UTF-8), encoded by orjson. Header names are lowercase, as HTTP/1.1 servers
+    send them."""
     body = orjson.dumps(document)
     raw_headers = [
         (b"content-length", str(len(body)).encode()),
         (b"content-type", b"application/json"),
     ]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return raw_headers, body
+
+
+def error_answer(exc: ApiError) -> tuple[RawHeaders, bytes]:
+    """`json_answer` of `exc` in the common error shape, as `install_error_handlers` answers
+    it from a FastAPI route."""
+    headers = dict(exc.headers)
+    if exc.code == "unauthorized":
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    error = {"code": exc.code, "message": exc.message, **exc.extra}
+    return json_answer({"error": error}, headers)
+
+
+async def send_json(
+    send: Send, status: int, document: Any, headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer `document` as JSON (`json_answer`) from a pure ASGI route, without a
+    framework's per-request work."""
+    raw_headers, body = json_answer(document, headers)
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Send, exc: ApiError) -> None:
-    """Answer `exc` in the common error shape from a pure ASGI route, as
-    `install_error_handlers` answers it from a FastAPI one."""
-    headers = dict(exc.headers)
-    if exc.code == "unauthorized":
-        headers.setdefault("WWW-Authenticate", "Bearer")
-    error = {"code": exc.code, "message": exc.message, **exc.extra}
-    await send_json(send, exc.status, {"error": error}, headers)
+    """Answer `exc` in the common error shape (`error_answer`) from a pure ASGI route."""
+    raw_headers, body = error_answer(exc)
+    await send({"type": "http.response.start", "status": exc.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Reply(Protocol):
+    """How a `DirectRoute` answers its request: exactly once, on the event loop."""
+
+    def json(self, status: int, document: Any, headers: Mapping[str, str] | None = None) -> None:
+        """Answer `document` as JSON (`json_answer`) with `status`."""
+
+    def error(self, exc: ApiError) -> None:
+        """Answer `exc` in the common error shape (`error_answer`)."""
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """A `POST` route the HTTP server answers itself (`service.serving`), ahead of the ASGI
+    application, its middleware and a task per request: for the one request a service takes
+    thousands of times a second, whose framework costs more than its work.
+
+    `handle(body, reply)` is called on the event loop with the whole body and calls `reply`
+    exactly once, then or later, on the event loop. A body over `limit` bytes is answered
+    `too_large()` as soon as that is known, and `handle` never sees it. The application must
+    serve the same route with the same answers: a request the server does not take this way
+    (pipelined behind another, its path written otherwise, another server, a test client)
+    reaches it there."""
+
+    limit: int
+    too_large: Callable[[], ApiError]
+    handle: Callable[[bytes, Reply], None]
+
+
+_DIRECT_ROUTES = "petra_direct_routes"
+
+
+def serve_directly(app: FastAPI, routes: Mapping[str, DirectRoute]) -> None:
+    """Ask `app`'s server to answer `routes` (by path) itself (`DirectRoute`)."""
+    setattr(app.state, _DIRECT_ROUTES, {**direct_routes(app), **routes})
+
+
+def direct_routes(app: Any) -> dict[str, DirectRoute]:
+    """The direct routes an application asks its server for, by path: a FastAPI
+    application's (`serve_directly`), or those of any ASGI application with a
+    `direct_routes()` method (one routing to several)."""
+    own = getattr(app, "direct_routes", None)
+    if callable(own):
+        return dict(own())
+    state = getattr(app, "state", None)
+    return dict(getattr(state, _DIRECT_ROUTES, None) or {})
 
 
 async def bounded_asgi_body(
@@ -174,7 +242,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
-        return error_response(500, "internal", "the service failed to answer; its log has why")
+        failed = internal_error()
+        return error_response(failed.status, failed.code, failed.message)
+
+
+def internal_error() -> ApiError:
+    """The answer to a request whose handling failed unexpectedly (its log has the why)."""
+    return ApiError(500, "internal", "the service failed to answer; its log has why")
 
 
 def extend_openapi(app: FastAPI, extend: Callable[[dict[str, Any]], None]) -> None:

@@ -14,6 +14,11 @@
   requests being answered have `shutdown_s` to finish.
 - Logging: one line per request at INFO once it is answered (`RequestLog`), never the client's
   address; uvicorn's own lines go through the process's logging, its access log is off.
+- Direct routes (`service.http.DirectRoute`, which the application names): a `POST` to one of
+  their paths is answered by the protocol itself, without a task, the middleware or ASGI's
+  messages, under the same limits and logged the same way; one it cannot take so (pipelined
+  behind an unanswered request, a path with a query) goes to the application, which serves
+  the same route.
 """
 
 from __future__ import annotations
@@ -27,15 +32,25 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from service.http import DRAINING, error_response
+from service.http import (
+    DRAINING,
+    ApiError,
+    DirectRoute,
+    RawHeaders,
+    direct_routes,
+    error_answer,
+    internal_error,
+    json_answer,
+    send_error,
+)
 
 log = logging.getLogger("petra.service.serving")
 request_log = logging.getLogger("petra.requests")
@@ -86,19 +101,22 @@ class InFlightLimit:
         self.in_flight = 0
         self.draining = asyncio.Event()  # handed to every request: set when stopping
 
+    def busy(self) -> ApiError:
+        """The answer to a request beyond the limit."""
+        return ApiError(
+            503,
+            "busy",
+            f"the service is answering {self.limit} requests: try again in a moment",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         scope[DRAINING] = self.draining
         if self.in_flight >= self.limit:
-            busy = error_response(
-                503,
-                "busy",
-                f"the service is answering {self.limit} requests: try again in a moment",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            )
-            await busy(scope, receive, send)
+            await send_error(send, self.busy())
             return
         self.in_flight += 1
         try:
@@ -151,8 +169,110 @@ def logged_path(scope: Scope) -> str:
     return text if len(text) <= MAX_LOGGED_PATH else text[:MAX_LOGGED_PATH] + "…"
 
 
-def _protocol(limits: ServeLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a connection cap and a deadline to read a request."""
+class _NobodyWaits:
+    """A direct request's `message_event`: uvicorn's protocol sets it when the connection is
+    lost; nothing waits on it (the route is called instead)."""
+
+    def set(self) -> None:
+        pass
+
+
+class _DirectRequest:
+    """A request answered by a `DirectRoute`, kept as the protocol's `cycle` while it is read
+    and answered (with the attributes uvicorn's protocol reads of a cycle), and the route's
+    `Reply`: the whole answer leaves in one write."""
+
+    message_event = _NobodyWaits()
+
+    def __init__(
+        self,
+        protocol: HttpToolsProtocol,
+        route: DirectRoute,
+        path: str,
+        keep_alive: bool,
+        in_flight: InFlightLimit,
+    ) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.route = route
+        self.path = path
+        self.keep_alive = keep_alive
+        self.in_flight = in_flight
+        self.began = time.perf_counter()
+        self.body = bytearray()
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.counted = False
+
+    def admit(self, declared: int | None, expect_continue: bool) -> None:
+        """Count the request in flight, or answer it now: busy, or its body too large."""
+        if self.in_flight.in_flight >= self.in_flight.limit:
+            self.error(self.in_flight.busy())
+            return
+        self.in_flight.in_flight += 1
+        self.counted = True
+        if declared is not None and declared > self.route.limit:
+            self.error(self.route.too_large())
+        elif expect_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def take(self, chunk: bytes) -> None:
+        if self.response_complete:
+            return  # answered already (too large): the rest of the body is dropped
+        self.body += chunk
+        if len(self.body) > self.route.limit:
+            self.error(self.route.too_large())
+
+    def complete(self) -> None:
+        """The body has arrived: hand it to the route."""
+        self.more_body = False
+        if self.response_complete:
+            return
+        try:
+            self.route.handle(bytes(self.body), self)
+        except Exception:
+            log.exception("a direct route failed to answer")
+            if not self.response_complete:
+                self.error(internal_error())
+
+    def json(self, status: int, document: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._answer(status, *json_answer(document, headers))
+
+    def error(self, exc: ApiError) -> None:
+        self._answer(exc.status, *error_answer(exc))
+
+    def _answer(self, status: int, headers: RawHeaders, body: bytes) -> None:
+        """Write the answer as uvicorn would write the same ASGI messages, in one write."""
+        if self.response_complete:
+            raise RuntimeError("a direct request was answered twice")
+        self.response_started = self.response_complete = True
+        if self.counted:
+            self.in_flight.in_flight -= 1
+        protocol = self.protocol
+        if not self.disconnected and not self.transport.is_closing():
+            content = [STATUS_LINE[status]]
+            for name, value in (*protocol.server_state.default_headers, *headers):
+                content += (name, b": ", value, b"\r\n")
+            if not self.keep_alive:
+                content.append(b"connection: close\r\n")
+            content += (b"\r\n", body)
+            self.transport.write(b"".join(content))
+            if not self.keep_alive:
+                self.transport.close()
+            protocol.on_response_complete()
+        if request_log.isEnabledFor(logging.INFO):
+            took_ms = (time.perf_counter() - self.began) * 1000
+            request_log.info("POST %s %s %.1f ms", self.path, status, took_ms)
+
+
+def _protocol(
+    limits: ServeLimits, direct: Mapping[str, DirectRoute], in_flight: InFlightLimit
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a connection cap, a deadline to read a request, and
+    the `direct` routes answered by the protocol itself (`service.http.DirectRoute`)."""
+    routes = {path.encode("ascii"): (path, route) for path, route in direct.items()}
 
     class BoundedProtocol(HttpToolsProtocol):
         _read_deadline: asyncio.TimerHandle | None = None
@@ -170,9 +290,43 @@ def _protocol(limits: ServeLimits) -> type[HttpToolsProtocol]:
             if self._read_deadline is None:
                 self._arm()
 
+        def on_headers_complete(self) -> None:
+            request = self._direct_request()
+            if request is None:
+                super().on_headers_complete()
+                return
+            self.cycle = request  # type: ignore[assignment]
+            declared = None
+            for name, value in self.headers:
+                if name == b"content-length" and value.isdigit():
+                    declared = int(value)
+            request.admit(declared, self.expect_100_continue)
+
+        def _direct_request(self) -> _DirectRequest | None:
+            """A request for a direct route, unless it must go the ASGI way: another method,
+            a path written otherwise (a query, escapes), an upgrade, or one pipelined behind
+            a request not yet answered (uvicorn keeps their order)."""
+            found = routes.get(self.url)
+            if found is None or self.parser.get_method() != b"POST":
+                return None
+            cycle = self.cycle
+            if (cycle is not None and not cycle.response_complete) or self.parser.should_upgrade():
+                return None
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            return _DirectRequest(self, found[1], found[0], keep_alive, in_flight)
+
+        def on_body(self, body: bytes) -> None:
+            if isinstance(self.cycle, _DirectRequest):
+                self.cycle.take(body)
+            else:
+                super().on_body(body)
+
         def on_message_complete(self) -> None:
-            super().on_message_complete()
             self._disarm()
+            if isinstance(self.cycle, _DirectRequest):
+                self.cycle.complete()
+            else:
+                super().on_message_complete()
 
         def shutdown(self) -> None:
             cycle = self.cycle
@@ -296,7 +450,7 @@ def server(
         RequestLog(in_flight),
         host=host,
         port=port,
-        http=_protocol(limits),  # httptools' C parser
+        http=_protocol(limits, direct_routes(app), in_flight),  # httptools' C parser
         loop="uvloop",  # named, not left to "auto": the event loop is most of a request's cost
         log_config=None,  # the process's one format, not uvicorn's
         log_level=log_level,

@@ -547,3 +547,36 @@ def test_verdicts_reached_before_are_used_and_the_others_checked_in_order(
     ]
     assert outcomes[3].message == "judged so before"  # not checked again
     assert outcomes[4].message != "judged so before"
+
+
+@pytest.mark.parametrize("kinds", ["gbmi" * 2, "ggggbbbb", "mibgmibgmibgm", "gb", "gbmigbm"])
+def test_a_small_batch_checked_on_two_threads_has_one_thread_s_verdicts_in_order(
+    community: Community, kinds: str
+) -> None:
+    # a block too small for the worker processes is split between two threads when each half
+    # holds MIN_HALF transactions or more; the verdicts must be those of one thread, in order
+    import threading
+
+    from ledger.static import MIN_HALF, StaticPool, check_batch
+
+    c = community
+    source = c.funded(pay(Fa(10), c.alice))
+    transfer = c.scenario.transfer([source], [pay(Fa(10), c.bob)], c.alice)
+    forged = dataclasses.replace(transfer.signatures[0], signature=bytes(64))
+    raws = {
+        "g": encode_transaction(transfer),
+        "b": encode_transaction(dataclasses.replace(transfer, signatures=(forged,))),
+        "m": b'{"type":"transfer"}',
+        "i": encode_transaction(c.issue(pay(Fa(1), c.alice))),
+    }
+    batch = [raws[kind] for kind in kinds]
+    pool = StaticPool(c.scenario.genesis, workers=2)
+    try:
+        verdicts = pool.submit(batch).result()
+        split = any(t.name.startswith("ledger-static") for t in threading.enumerate())
+    finally:
+        pool.close()
+    assert verdicts == check_batch(c.scenario.genesis, batch)
+    assert [v.code is None for v in verdicts] == [k in "gi" for k in kinds]
+    assert split == (len(batch) >= 2 * MIN_HALF)
+    assert not any(t.name.startswith("ledger-static") for t in threading.enumerate())
