@@ -576,7 +576,7 @@ class SubmissionRoutes:
             raise ApiError(400, "bad_request", "the batch holds no transaction")
         if len(raws) > MAX_BATCH:
             raise _batch_too_large()
-        sequencer = self._sequencer()
+        sequencer = _sequencer(self.node)
         fitting = [raw for raw in raws if len(raw) <= MAX_TX_BYTES]
         tickets = iter(await _queue(partial(sequencer.submit_many, fitting, wait=False)))
         oversized = {
@@ -592,15 +592,9 @@ class SubmissionRoutes:
                 results.append(oversized)
                 continue
             ticket = next(tickets)
-            result = await self._durable(ticket)
+            result = await _durable(self.node, ticket)
             results.append(_outcome_to_wire(result.outcomes[ticket.index], result))
         return {"results": results}
-
-    def _sequencer(self) -> Sequencer:
-        return _sequencer(self.node)
-
-    async def _durable(self, ticket: Ticket) -> BlockResult:
-        return await _durable(self.node, ticket)
 
 
 class DirectSubmission:
@@ -636,26 +630,27 @@ class DirectSubmission:
     def _reply(self, ticket: Ticket, reply: Reply, block: Future[BlockResult]) -> None:
         try:
             answer = _answer(ticket, _stored(block))
-        except ApiError as exc:
-            reply.error(exc)
-            return
-        except Exception:
-            log.exception("a submission's answer could not be made")
-            reply.error(internal_error())
+        except Exception as exc:
+            _refuse(reply, exc)
             return
         reply.json(200, answer)
 
     async def _submit_later(self, raw: bytes, reply: Reply) -> None:
         try:
             answer = await _submitted(self.node, raw)
-        except ApiError as exc:
-            reply.error(exc)
-            return
-        except Exception:
-            log.exception("a submission's answer could not be made")
-            reply.error(internal_error())
+        except Exception as exc:
+            _refuse(reply, exc)
             return
         reply.json(200, answer)
+
+
+def _refuse(reply: Reply, exc: Exception) -> None:
+    """Answer a submission that could not be answered 200: its error, or 500 `internal`."""
+    if isinstance(exc, ApiError):
+        reply.error(exc)
+        return
+    log.error("a submission's answer could not be made", exc_info=exc)
+    reply.error(internal_error())
 
 
 async def _submitted(node: LedgerNode, raw: bytes) -> dict[str, Any]:

@@ -120,16 +120,16 @@ class DirectRoute:
     application, its middleware and a task per request: for the one request a service takes
     thousands of times a second, whose framework costs more than its work.
 
-    `handle(body, reply)` is called on the event loop with the whole body and calls `reply`
+    `answer(body, reply)` is called on the event loop with the whole body and calls `reply`
     exactly once, then or later, on the event loop. A body over `limit` bytes is answered
-    `too_large()` as soon as that is known, and `handle` never sees it. The application must
+    `too_large()` as soon as that is known, and `answer` never sees it. The application must
     serve the same route with the same answers: a request the server does not take this way
     (pipelined behind another, its path written otherwise, another server, a test client)
     reaches it there."""
 
     limit: int
     too_large: Callable[[], ApiError]
-    handle: Callable[[bytes, Reply], None]
+    answer: Callable[[bytes, Reply], None]
 
 
 _DIRECT_ROUTES = "petra_direct_routes"

@@ -231,7 +231,7 @@ class _DirectRequest:
         if self.response_complete:
             return
         try:
-            self.route.handle(bytes(self.body), self)
+            self.route.answer(bytes(self.body), self)
         except Exception:
             log.exception("a direct route failed to answer")
             if not self.response_complete:

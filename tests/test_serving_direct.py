@@ -60,7 +60,7 @@ class Echo:
     calls: list[bytes] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None  # the server's, where replies are made
 
-    def handle(self, body: bytes, reply: Reply) -> None:
+    def take(self, body: bytes, reply: Reply) -> None:
         self.loop = asyncio.get_running_loop()
         self.calls.append(body)
         if self.hold:
@@ -83,7 +83,7 @@ def echo_app(echo: Echo) -> FastAPI:
     request the server does not take directly: one with a query string)."""
     app = FastAPI()
     install_error_handlers(app)
-    serve_directly(app, {"/echo": DirectRoute(LIMIT, too_large, echo.handle)})
+    serve_directly(app, {"/echo": DirectRoute(LIMIT, too_large, echo.take)})
 
     class AsgiEcho:
         """`/echo` for the application: a pure ASGI route, as `ledger.api.SubmissionRoutes`."""
