@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,11 +80,17 @@ def json_answer(
 def error_answer(exc: ApiError) -> tuple[RawHeaders, bytes]:
     """`json_answer` of `exc` in the common error shape, as `install_error_handlers` answers
     it from a FastAPI route."""
+    error = {"code": exc.code, "message": exc.message, **exc.extra}
+    return json_answer({"error": error}, error_headers(exc))
+
+
+def error_headers(exc: ApiError) -> dict[str, str]:
+    """The headers answered with `exc`: its own, and a bearer token invited where one is
+    refused (a refused signature invites none)."""
     headers = dict(exc.headers)
     if exc.code == "unauthorized":
         headers.setdefault("WWW-Authenticate", "Bearer")
-    error = {"code": exc.code, "message": exc.message, **exc.extra}
-    return json_answer({"error": error}, headers)
+    return headers
 
 
 async def send_json(
@@ -151,15 +157,24 @@ def direct_routes(app: Any) -> dict[str, DirectRoute]:
     return dict(getattr(state, _DIRECT_ROUTES, None) or {})
 
 
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The body's length a request's raw headers (lowercase names) declare, in bytes; None if
+    they declare none a bound can be checked against."""
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
 async def bounded_asgi_body(
     scope: Scope, receive: Receive, limit: int, too_large: Callable[[], Exception]
 ) -> bytes:
     """`bounded_body` for a pure ASGI route: the body, refused with `too_large()` as soon as
     it is known to exceed `limit` bytes, from its Content-Length or while it streams (made
     only then: a hot route answers thousands of bodies that fit)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_large()
+    declared = declared_length(scope["headers"])
+    if declared is not None and declared > limit:
+        raise too_large()
     raw = bytearray()
     while True:
         message = await receive()
@@ -220,11 +235,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        # A token's refusal invites a bearer token; a refused signature does not.
-        headers = dict(exc.headers)
-        if exc.code == "unauthorized":
-            headers.setdefault("WWW-Authenticate", "Bearer")
-        return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
+        return error_response(exc.status, exc.code, exc.message, error_headers(exc), **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -45,6 +45,7 @@ from service.http import (
     ApiError,
     DirectRoute,
     RawHeaders,
+    declared_length,
     direct_routes,
     error_answer,
     internal_error,
@@ -153,11 +154,16 @@ class RequestLog:
             status = status or 500  # uvicorn answers 500 to what the app let escape
             raise
         finally:
-            took_ms = (time.perf_counter() - began) * 1000
-            method, path = scope["method"], logged_path(scope)
-            # A supervisor probes every few seconds: an answered probe is worth a line at debug
-            level = logging.DEBUG if path in PROBES and status == 200 else logging.INFO
-            request_log.log(level, "%s %s %s %.1f ms", method, path, status or "-", took_ms)
+            log_request(scope["method"], logged_path(scope), status, began)
+
+
+def log_request(method: str, path: str, status: int | None, began: float) -> None:
+    """The request's line: method, path, status (`-` if none was sent) and milliseconds since
+    `began` (`time.perf_counter()`)."""
+    took_ms = (time.perf_counter() - began) * 1000
+    # A supervisor probes every few seconds: an answered probe is worth a line at debug
+    level = logging.DEBUG if path in PROBES and status == 200 else logging.INFO
+    request_log.log(level, "%s %s %s %.1f ms", method, path, status or "-", took_ms)
 
 
 def logged_path(scope: Scope) -> str:
@@ -263,8 +269,7 @@ class _DirectRequest:
                 self.transport.close()
             protocol.on_response_complete()
         if request_log.isEnabledFor(logging.INFO):
-            took_ms = (time.perf_counter() - self.began) * 1000
-            request_log.info("POST %s %s %.1f ms", self.path, status, took_ms)
+            log_request("POST", self.path, status, self.began)
 
 
 def _protocol(
@@ -296,11 +301,7 @@ def _protocol(
                 super().on_headers_complete()
                 return
             self.cycle = request  # type: ignore[assignment]
-            declared = None
-            for name, value in self.headers:
-                if name == b"content-length" and value.isdigit():
-                    declared = int(value)
-            request.admit(declared, self.expect_100_continue)
+            request.admit(declared_length(self.headers), self.expect_100_continue)
 
         def _direct_request(self) -> _DirectRequest | None:
             """A request for a direct route, unless it must go the ASGI way: another method,

@@ -6,7 +6,6 @@ chain's submissions directly."""
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -15,8 +14,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from starlette.types import ASGIApp
 from test_ledger_batch import MALFORMED, Community, community  # noqa: F401 (a fixture)
 from test_ledger_chains import regulation
+from test_serving import serve_in_thread
+from test_serving_direct import Connection, post, without_date
 from waiting import wait_until
 
 import ledger.api
@@ -25,43 +27,28 @@ from ledger import InProcessSequencer, Ledger, LedgerNode, create_app
 from ledger.chains import chain_path, create_chains_app
 from ledger.store import Store
 from service.http import direct_routes
-from service.serving import ServeLimits, server
-from simulation.processes import free_port
+from service.serving import ServeLimits
 from simulation.scenario import Scenario
 
 
 class Served:
     """An application served on loopback until `close`."""
 
-    def __init__(self, app: object) -> None:
-        self.port = free_port()
-        self.stop = threading.Event()
-        running = server(app, "127.0.0.1", self.port, ServeLimits(), self.stop)  # type: ignore[arg-type]
-        self.thread = threading.Thread(target=running.run, daemon=True)
-        self.thread.start()
-        wait_until(lambda: running.started, 10, "the server to start", interval_s=0.02)
+    def __init__(self, app: ASGIApp) -> None:
+        url, self.stop, self.thread = serve_in_thread(app, ServeLimits())
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
 
     def post(self, path: str, body: bytes) -> bytes:
         """The whole answer to one POST of `body` on a connection of its own."""
-        request = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n\r\n"
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(request.encode() + body)
-            data = b""
-            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
-                chunk = sock.recv(65536)
-                assert chunk, f"closed before a whole answer: {data!r}"
-                data += chunk
-        return data
+        with Connection(socket.create_connection(self.address, timeout=10)) as connection:
+            connection.sendall(post(path, body))
+            return connection.answer()
 
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=15)
         assert not self.thread.is_alive()
-
-
-def _length(data: bytes) -> int:
-    found = re.search(rb"content-length: (\d+)", data.partition(b"\r\n\r\n")[0])
-    return int(found[1]) if found else 1 << 30
 
 
 def status_of(answer: bytes) -> int:
@@ -72,10 +59,6 @@ def body_of(answer: bytes) -> dict[str, object]:
     loaded = orjson.loads(answer.partition(b"\r\n\r\n")[2])
     assert isinstance(loaded, dict)
     return loaded
-
-
-def without_date(answer: bytes) -> bytes:
-    return re.sub(rb"date: [^\r]*\r\n", b"", answer)
 
 
 @pytest.fixture

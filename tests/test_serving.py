@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from starlette.types import ASGIApp
 from waiting import wait_until
 
 from ledger import open_ledger
@@ -27,7 +28,7 @@ from simulation.scenario import Scenario
 
 
 def serve_in_thread(
-    app: FastAPI, limits: ServeLimits
+    app: ASGIApp, limits: ServeLimits
 ) -> tuple[str, threading.Event, threading.Thread]:
     port = free_port()
     stop = threading.Event()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+from test_serving import serve_in_thread
 from waiting import wait_until
 
 from service.http import (
@@ -32,8 +33,7 @@ from service.http import (
     send_json,
     serve_directly,
 )
-from service.serving import ServeLimits, server
-from simulation.processes import free_port
+from service.serving import ServeLimits
 
 LIMIT = 64
 
@@ -134,13 +134,9 @@ class Served:
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     limits = getattr(request, "param", ServeLimits())
     echo = Echo()
-    port = free_port()
-    stop = threading.Event()
-    running = server(echo_app(echo), "127.0.0.1", port, limits, stop)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    wait_until(lambda: running.started, 10, "the server to start", interval_s=0.02)
-    yield Served("127.0.0.1", port, stop, thread, echo)
+    url, stop, thread = serve_in_thread(echo_app(echo), limits)
+    host, port = url.removeprefix("http://").split(":")
+    yield Served(host, int(port), stop, thread, echo)
     stop.set()
     thread.join(timeout=15)
     assert not thread.is_alive(), "setting stop did not end the server"
