@@ -479,12 +479,13 @@ def test_no_answer_holds_the_dso_key(dso: Dso, routes: list[Route]) -> None:
     meter = Keypair.generate()
     answers = [
         dso.call("PUT", "/tariff", json={"price_consumption": 210_000, "price_production": 1}),
+        # the meter follows the default limits: set them first, whatever ran before in the module
+        dso.call("PUT", "/limits/default", json={"max_epa": 8_000, "max_eca": 8_000}),
         dso.call(
             "POST",
             "/meters",
             json={"meter": "key-probe", "public_key": meter.public_key.hex(), "owner": "alice"},
         ),
-        dso.call("PUT", "/limits/default", json={"max_epa": 8_000, "max_eca": 8_000}),
         dso.call("POST", "/operators", json={"name": "key-probe", "role": "auditor"}),
         dso.call("PUT", "/controller", json={"policy": POLICY}),
         dso.call("POST", "/controller/proposals"),
