@@ -210,9 +210,11 @@ def sign_bill(bill: Bill, key: Keypair) -> Bill:
     return dataclasses.replace(bill, signature=key.sign(signing_message(BILL_TYPE, bill_id(bill))))
 
 
-def bill_signature_valid(bill: Bill, public_key: bytes) -> bool:
-    """True iff `bill.signature` is the meter's signature of this very bill under `public_key`."""
-    return verify(public_key, signing_message(BILL_TYPE, bill_id(bill)), bill.signature)
+def bill_signature_valid(bill: Bill, public_key: bytes, the_id: bytes | None = None) -> bool:
+    """True iff `bill.signature` is the meter's signature of this very bill under `public_key`;
+    `the_id`, when the caller has it (`decode_bill_with_id`), is taken as the bill's id."""
+    signed = bill_id(bill) if the_id is None else the_id
+    return verify(public_key, signing_message(BILL_TYPE, signed), bill.signature)
 
 
 # ---------------------------------------------------------------- wire format
@@ -256,6 +258,18 @@ def decode_bill(raw: bytes) -> Bill:
 
     Raises BillRejected(`too_large` | `malformed`) with a message naming the offending field.
     """
+    return _decoded(raw)[0]
+
+
+def decode_bill_with_id(raw: bytes) -> tuple[Bill, bytes]:
+    """`decode_bill`, and the bill's id (`bill_id`) from `raw`'s own parsed form: `raw` is the
+    canonical encoding, so without its signature it is the unsigned one, no rebuilding it."""
+    bill, wire = _decoded(raw)
+    unsigned = {key: value for key, value in wire.items() if key != "signature"}
+    return bill, hashlib.sha256(encode_parsed(unsigned)).digest()
+
+
+def _decoded(raw: bytes) -> tuple[Bill, dict[str, Any]]:
     if len(raw) > MAX_BILL_BYTES:
         raise BillRejected(TOO_LARGE, f"bill is {len(raw)} bytes, the limit is {MAX_BILL_BYTES}")
     try:
@@ -267,7 +281,7 @@ def decode_bill(raw: bytes) -> Bill:
         raise BillRejected(
             MALFORMED, "bill is not canonical JSON (keys sorted, no spaces, lowercase hex)"
         )
-    return bill
+    return bill, wire
 
 
 def _bill_from_wire(wire: Any) -> Bill:

@@ -28,11 +28,11 @@ from assets import (
     IssuedFact,
     Outpoint,
     Output,
-    bill_id,
     bill_signature_valid,
     decode_bill,
+    decode_bill_with_id,
 )
-from assets.codec import asset_from_wire, trusted_transaction
+from assets.codec import accepted_transaction, asset_from_wire
 from dso import reconcile
 from dso.chainstate import ChainState, IntervalClock
 from dso.errors import DsoError, check_range
@@ -79,9 +79,10 @@ class _IndexFacts:
     cache: dict[bytes, tuple[Output, ...]]
 
     def decoded(self, txid: bytes, body: bytes) -> tuple[Output, ...]:
-        """The outputs of the transaction `body` (none for a regulation)."""
+        """The outputs of the transaction `body` (none for a regulation): a body of the index,
+        which the ledger accepted and the follower decoded, fields checked, as it indexed it."""
         if txid not in self.cache:
-            self.cache[txid] = getattr(trusted_transaction(body), "outputs", ())
+            self.cache[txid] = getattr(accepted_transaction(body), "outputs", ())
         return self.cache[txid]
 
     def outputs(self, issue: ChainTransaction) -> tuple[Output, ...]:
@@ -141,7 +142,7 @@ class Bills:
         if len(raw) > MAX_BILL_BYTES:
             raise DsoError(413, "too_large", f"a bill is at most {MAX_BILL_BYTES} bytes")
         try:
-            bill = decode_bill(raw)
+            bill, the_id = decode_bill_with_id(raw)
         except BillRejected as exc:
             raise DsoError(413 if exc.code == "too_large" else 400, exc.code, exc.message) from None
         if bill.chain != self.chain:
@@ -155,7 +156,7 @@ class Bills:
                 f"meter {bill.meter} was not authorized at interval {bill.interval} "
                 f"(as of ledger height {self.follower.height})",
             )
-        if not bill_signature_valid(bill, status.public_key):
+        if not bill_signature_valid(bill, status.public_key, the_id):
             raise DsoError(
                 401,
                 "bad_signature",
@@ -168,7 +169,7 @@ class Bills:
                 "interval_open",
                 f"interval {bill.interval} has not ended (the current one is {self.clock.now()})",
             )
-        return _Received(bill, bill_id(bill), raw)
+        return _Received(bill, the_id, raw)
 
     def _store_batch(self, batch: Sequence[_Received]) -> list[_Stored | DsoError]:
         """Store the bills of `batch` that are new, and reconcile those whose closing height

@@ -356,23 +356,37 @@ class DsoStore:
         self.url = url
         self.engine = open_service_database(url, SCHEMA)
         self._write_lock = threading.Lock()
+        # The driver's positional parameter marker, for the SQL of the intake written by hand:
+        # a batch of bills reads and writes through the driver, without building statements.
+        self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
     def close(self) -> None:
         self.engine.dispose()
 
-    @property
-    def _mark(self) -> str:
-        """The driver's positional parameter marker, for the SQL of the intake written by hand:
-        a batch of bills reads and writes through the driver, without building statements."""
-        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-
     def _marks(self, values: Collection[Any]) -> str:
-        return ", ".join(self._mark for _ in values)
+        return ", ".join([self._mark] * len(values))
 
     @staticmethod
     def _rows(conn: Connection, sql: str, values: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
-        """The rows `sql` reads, through the driver, as plain tuples."""
-        return conn.exec_driver_sql(sql, tuple(values)).all()
+        """The rows `sql` reads, as plain tuples, on a cursor of the driver's own within
+        `conn`'s transaction: SQLAlchemy's execution context and result object cost more than
+        one of the intake's small reads."""
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(values))
+            rows: Sequence[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
+
+    @staticmethod
+    def _write_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """`sql` once per row, as `_rows` reads: on a cursor of the driver's within `conn`."""
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
 
     def _insert_sql(self, table: Table) -> str:
         """INSERT of every column of `table`, values given as tuples in the columns' order."""
@@ -637,12 +651,12 @@ class DsoStore:
         writer's turn, that none is stored and no meter has another for the same interval."""
         if not new:
             return
-        conn.exec_driver_sql(self._insert_sql(bills), [_bill_tuple(bill) for bill, _ in new])
+        self._write_many(conn, self._insert_sql(bills), [_bill_tuple(bill) for bill, _ in new])
         listed = [
             (d.txid, d.index, b.id, b.meter, b.interval) for b, deposits in new for d in deposits
         ]
         if listed:
-            conn.exec_driver_sql(self._insert_sql(bill_deposits), listed)
+            self._write_many(conn, self._insert_sql(bill_deposits), listed)
 
     def bills_of_intervals(
         self, conn: Connection, keys: Sequence[tuple[str, int]]

@@ -26,6 +26,7 @@ from assets.bill import (
     bill_to_wire,
     close_bill,
     decode_bill,
+    decode_bill_with_id,
     encode_bill,
     energy_charge,
     interval_energy_j,
@@ -255,6 +256,49 @@ def test_a_signed_bill_round_trips_through_its_canonical_bytes() -> None:
     raw = encode_bill(signed)
     assert decode_bill(raw) == signed
     assert raw.startswith(b'{"amount":312500,"chain":"000102')
+
+
+@given(
+    measured_j=st.integers(-MAX_INT, MAX_INT),
+    interval=st.integers(0, MAX_INT),
+    meter=st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+    prices=st.tuples(st.none() | st.integers(0, 10**9), st.none() | st.integers(0, 10**9)),
+    issues=st.lists(st.binary(min_size=32, max_size=32), max_size=4, unique=True),
+    deposits=st.lists(
+        st.builds(Outpoint, st.binary(min_size=32, max_size=32), st.integers(0, 1_000)),
+        max_size=4,
+        unique=True,
+    ),
+    signer=st.sampled_from([METER_KEY, OTHER_KEY]),
+)
+def test_the_id_read_from_a_bills_bytes_is_its_id_and_checks_its_signature_alike(
+    measured_j: int,
+    interval: int,
+    meter: str,
+    prices: tuple[int | None, int | None],
+    issues: list[bytes],
+    deposits: list[Outpoint],
+    signer: Keypair,
+) -> None:
+    """`decode_bill_with_id` reads the id from the parsed bytes, not from the bill rebuilt:
+    the same id as `bill_id`, so the same signature check, whoever signed."""
+    bill = dataclasses.replace(
+        sample_bill(),
+        meter=meter,
+        interval=interval,
+        measured_j=measured_j,
+        price_consumption=prices[0],
+        price_production=prices[1],
+        issues=tuple(sorted(issues)),
+        deposits=tuple(sorted(deposits, key=lambda d: (d.txid, d.index))),
+    )
+    signed = sign_bill(bill, signer)
+    decoded, the_id = decode_bill_with_id(encode_bill(signed))
+    assert decoded == signed
+    assert the_id == bill_id(signed)
+    valid = bill_signature_valid(decoded, METER_KEY.public_key)
+    assert bill_signature_valid(decoded, METER_KEY.public_key, the_id) is valid
+    assert valid is (signer is METER_KEY)
 
 
 def test_an_unsigned_bill_is_not_encoded() -> None:
