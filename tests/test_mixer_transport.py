@@ -1,6 +1,7 @@
 """The mixer client's keep-alive transport (`mixer.transport`): requests and answers as httpx
 sends and reads them, one connection kept while the server keeps it, a new one once the
-server closed it, and failures raised as httpx's transport errors."""
+server closed it, and failures raised as httpx's transport errors; a `MixClient` writing its
+own requests onto it (`KeepAliveTransport.exchange`) is read by a server as httpx's are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from assets import Fa, Keypair, Outpoint
+from ledger.client import LedgerClient
+from mixer.client import MixClient
 from mixer.transport import KeepAliveTransport
 from simulation.processes import free_port
 
@@ -25,7 +29,9 @@ class Echo(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         port = self.client_address[1]
+        kind = self.headers.get("Content-Type", "")
         answer = f'{{"method":"{self.command}","path":"{self.path}","port":{port},'.encode()
+        answer += f'"type":"{kind}",'.encode()
         answer += b'"body":"' + body + b'"}'
         self.send_response(201)
         self.send_header("Content-Type", "application/json")
@@ -74,3 +80,47 @@ def test_a_refused_connection_is_httpx_connect_error() -> None:
         pytest.raises(httpx.ConnectError),
     ):
         client.get("/")
+
+
+def test_a_mix_clients_own_requests_reach_the_server_as_httpxs_do(server: str) -> None:
+    query = {"after": 3, "key": "ab" * 32, "signature": "cd" * 64, "wait": 20}
+    body = b"a-message"
+    with (
+        LedgerClient("http://127.0.0.1:9", retries=0) as ledger,
+        MixClient(
+            f"{server}/mixer", ledger, bytes(32), Keypair.generate(), Outpoint(bytes(32), 0), Fa(1)
+        ) as client,
+        httpx.Client(base_url=f"{server}/mixer/v1") as plain,
+    ):
+        for path, params, content in [
+            ("/pools/p1/events", query, None),
+            ("/pools/odd id/messages", None, body),
+            ("/join", None, body),
+        ]:
+            own = client._exchange("POST" if content else "GET", path, params, content)
+            headers = {"Content-Type": "application/json"} if content else None
+            made = plain.request(
+                "POST" if content else "GET", path, params=params, content=content, headers=headers
+            )
+            assert own.status_code == made.status_code == 201
+            mine, theirs = own.json(), made.json()
+            assert mine.pop("port") != theirs.pop("port")  # each on its own connection
+            assert mine == theirs, (mine, theirs)
+        assert client._exchange("GET", "/close", None, None).status_code == 201
+        assert client._exchange("GET", "/again", None, None).json()["path"] == "/mixer/v1/again"
+
+
+def test_a_mix_clients_own_request_to_no_server_is_httpx_connect_error() -> None:
+    with (
+        LedgerClient("http://127.0.0.1:9", retries=0) as ledger,
+        MixClient(
+            f"http://127.0.0.1:{free_port()}",
+            ledger,
+            bytes(32),
+            Keypair.generate(),
+            Outpoint(bytes(32), 0),
+            Fa(1),
+        ) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client._exchange("GET", "/forming", None, None)
