@@ -83,7 +83,7 @@ def test_a_refused_connection_is_httpx_connect_error() -> None:
 
 
 def test_a_mix_clients_own_requests_reach_the_server_as_httpxs_do(server: str) -> None:
-    query = {"after": 3, "key": "ab" * 32, "signature": "cd" * 64, "wait": 20}
+    query: dict[str, str | int] = {"after": 3, "key": "ab" * 32, "signature": "cd" * 64, "wait": 20}
     body = b"a-message"
     with (
         LedgerClient("http://127.0.0.1:9", retries=0) as ledger,
@@ -92,11 +92,12 @@ def test_a_mix_clients_own_requests_reach_the_server_as_httpxs_do(server: str) -
         ) as client,
         httpx.Client(base_url=f"{server}/mixer/v1") as plain,
     ):
-        for path, params, content in [
+        requests: list[tuple[str, dict[str, str | int] | None, bytes | None]] = [
             ("/pools/p1/events", query, None),
             ("/pools/odd id/messages", None, body),
             ("/join", None, body),
-        ]:
+        ]
+        for path, params, content in requests:
             own = client._exchange("POST" if content else "GET", path, params, content)
             headers = {"Content-Type": "application/json"} if content else None
             made = plain.request(
