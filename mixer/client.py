@@ -179,13 +179,14 @@ class MixClient(ServiceClient):
         wait_s: int = WAIT_S,
     ) -> None:
         own = KeepAliveTransport() if transport is None else None
-        super().__init__(coordinator_url, timeout_s=wait_s + 10.0, transport=own or transport)
+        request_timeout_s = wait_s + 10.0  # a long poll's wait, and time to answer it
+        super().__init__(coordinator_url, timeout_s=request_timeout_s, transport=own or transport)
         # On its own transport the client writes its requests itself (`_exchange`).
         self._own_transport = own
         self._origin = httpx.URL(self.base_url)
         self._prefix = self._origin.raw_path.decode("ascii").rstrip("/") + "/v1"
         self._host = self._origin.netloc.decode("ascii")
-        self._request_timeout_s = wait_s + 10.0
+        self._request_timeout_s = request_timeout_s
         self.ledger = ledger
         self.chain = chain
         self.key = key
